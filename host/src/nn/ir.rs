@@ -1,0 +1,330 @@
+//! The graph IR backends execute: ONNX semantics, attributes resolved, constants decoded.
+
+use std::sync::Arc;
+
+use super::Tensor;
+
+pub type ValueId = usize;
+
+/// A computation graph in topological order.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub name: String,
+    /// Every value the graph names; `ValueId` indexes this.
+    pub values: Vec<Value>,
+    pub inputs: Vec<GraphInput>,
+    pub outputs: Vec<ValueId>,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub name: String,
+    /// Set for initializers (weights) and folded constants.
+    pub constant: Option<Arc<Tensor>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GraphInput {
+    pub value: ValueId,
+    /// Declared dimensions; `None` where the model leaves a dimension dynamic.
+    pub dims: Vec<Option<usize>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The ONNX node name (or its first output's name when unnamed), for error messages.
+    pub name: String,
+    pub op: Op,
+    /// Positional inputs; `None` for an omitted optional input.
+    pub inputs: Vec<Option<ValueId>>,
+    pub outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    pub fn value_name(&self, id: ValueId) -> &str {
+        &self.values[id].name
+    }
+
+    pub fn constant(&self, id: ValueId) -> Option<&Arc<Tensor>> {
+        self.values[id].constant.as_ref()
+    }
+
+    /// The names of the graph's inputs, in order.
+    pub fn input_names(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|i| self.value_name(i.value))
+    }
+
+    /// The names of the graph's outputs, in order.
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|&o| self.value_name(o))
+    }
+
+    /// How many node inputs and graph outputs read each value.
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0; self.values.len()];
+        for node in &self.nodes {
+            for id in node.inputs.iter().flatten() {
+                uses[*id] += 1;
+            }
+        }
+        for &id in &self.outputs {
+            uses[id] += 1;
+        }
+        uses
+    }
+
+    /// Adds a constant value and returns its id.
+    pub fn add_constant(&mut self, name: String, tensor: Tensor) -> ValueId {
+        self.values.push(Value { name, constant: Some(Arc::new(tensor)) });
+        self.values.len() - 1
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// 2-D convolution. Inputs: X [N,C,H,W], W [M,C/group,kh,kw] (constant), optional B [M].
+    Conv(Conv),
+    /// Inputs: A, B, optional C (broadcast to the result).
+    Gemm(Gemm),
+    /// numpy-style matrix product with broadcast batch dimensions.
+    MatMul,
+    Pool(Pool),
+    GlobalPool(PoolKind),
+    Unary(Unary),
+    /// Inputs: X, slope (broadcast to X).
+    PRelu,
+    Binary(Binary),
+    /// Inference-mode batch normalization. Inputs: X, scale, bias, mean, var.
+    BatchNorm {
+        epsilon: f32,
+    },
+    /// `coerce_2d`: opset < 13 semantics (softmax over all dimensions from `axis` on).
+    Softmax {
+        axis: i64,
+        coerce_2d: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    /// Target shape with ONNX's 0 (copy) and -1 (infer) entries.
+    Reshape {
+        shape: Vec<i64>,
+        allow_zero: bool,
+    },
+    /// `None`: reverse the dimensions.
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Concat {
+        axis: i64,
+    },
+    /// Constant-mode padding; `pads` is ONNX's [begin_0, begin_1, ..., end_0, end_1, ...].
+    Pad {
+        pads: Vec<i64>,
+        value: f32,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+}
+
+impl Op {
+    /// The ONNX op name this op came from, for messages.
+    pub fn onnx_name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Pool(p) => match p.kind {
+                PoolKind::Max => "MaxPool",
+                PoolKind::Average => "AveragePool",
+            },
+            Op::GlobalPool(PoolKind::Max) => "GlobalMaxPool",
+            Op::GlobalPool(PoolKind::Average) => "GlobalAveragePool",
+            Op::Unary(u) => u.onnx_name(),
+            Op::PRelu => "PRelu",
+            Op::Binary(b) => b.onnx_name(),
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Softmax { .. } => "Softmax",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Pad { .. } => "Pad",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub group: usize,
+    /// Applied to the output after the bias; set by `optimize`.
+    pub activation: Activation,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// Applied to the result; set by `optimize`.
+    pub activation: Activation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Average,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub kind: PoolKind,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub ceil_mode: bool,
+    /// AveragePool: count padded cells in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// Spatial padding of a convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Explicit {
+        top: usize,
+        left: usize,
+        bottom: usize,
+        right: usize,
+    },
+    /// Output size ceil(input / stride); the odd padding cell goes at the end.
+    SameUpper,
+    /// As `SameUpper`, the odd padding cell at the beginning.
+    SameLower,
+}
+
+impl Padding {
+    pub const NONE: Padding = Padding::Explicit { top: 0, left: 0, bottom: 0, right: 0 };
+}
+
+/// An activation fused into the op that produces its input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    LeakyRelu(f32),
+    /// One slope per output channel (Conv) or per output column (Gemm).
+    PRelu(Arc<Tensor>),
+}
+
+impl Activation {
+    /// Applies the activation to `value`, which belongs to channel/column `channel`.
+    #[inline(always)]
+    pub fn apply(&self, value: f32, channel: usize) -> f32 {
+        match self {
+            Activation::None => value,
+            Activation::Relu => value.max(0.0),
+            Activation::LeakyRelu(alpha) => {
+                if value < 0.0 {
+                    value * alpha
+                } else {
+                    value
+                }
+            }
+            Activation::PRelu(slopes) => {
+                if value < 0.0 {
+                    value * slopes.data()[channel]
+                } else {
+                    value
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// Identity, and Dropout in inference.
+    Identity,
+}
+
+impl Unary {
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Relu => x.max(0.0),
+            Unary::LeakyRelu(alpha) => {
+                if x < 0.0 {
+                    x * alpha
+                } else {
+                    x
+                }
+            }
+            Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Unary::Tanh => x.tanh(),
+            Unary::Clip { min, max } => x.max(min).min(max),
+            Unary::Identity => x,
+        }
+    }
+
+    fn onnx_name(self) -> &'static str {
+        match self {
+            Unary::Relu => "Relu",
+            Unary::LeakyRelu(_) => "LeakyRelu",
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::Clip { .. } => "Clip",
+            Unary::Identity => "Identity",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Binary {
+    #[inline(always)]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+        }
+    }
+
+    fn onnx_name(self) -> &'static str {
+        match self {
+            Binary::Add => "Add",
+            Binary::Sub => "Sub",
+            Binary::Mul => "Mul",
+            Binary::Div => "Div",
+        }
+    }
+}

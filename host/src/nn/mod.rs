@@ -1,0 +1,71 @@
+//! The neural-network host: ONNX import into a small graph IR, and backends that execute it.
+//!
+//! `onnx` turns protobuf into [`ir::Graph`]; [`optimize`] folds batch norms and fuses
+//! activations; a [`Backend`] prepares a graph once (packing weights) and then runs it many
+//! times. Backends never see protobuf, and the wasi-nn host (`runtime::wasi_nn`) never sees
+//! backend internals.
+
+pub mod cpu;
+pub mod ir;
+pub mod onnx;
+mod optimize;
+pub mod shape;
+mod tensor;
+
+use std::sync::Arc;
+
+pub use ir::Graph;
+pub use optimize::optimize;
+pub use tensor::{Tensor, element_count};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error("not a valid ONNX model: {0}")]
+    InvalidEncoding(String),
+    #[error("ONNX node `{node}` uses op {op}, which refacen does not support{detail}")]
+    UnsupportedOp { op: String, node: String, detail: String },
+    #[error("invalid graph: {0}")]
+    InvalidGraph(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Limits every backend enforces so that a graph cannot exhaust the host's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RunLimits {
+    /// Largest tensor (input, intermediate or output) a run may create, in f32 elements.
+    pub max_tensor_elements: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        // 1 GiB of f32: far above what MTCNN or a ResNet need on a 4K photo.
+        RunLimits { max_tensor_elements: 1 << 28 }
+    }
+}
+
+/// Executes graphs. One implementation per device family (CPU, wgpu).
+pub trait Backend: Send + Sync {
+    /// A short name for logs, e.g. "cpu".
+    fn name(&self) -> &str;
+
+    /// Prepares `graph` for repeated runs: validates it, packs weights, uploads them.
+    fn prepare(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>, NnError>;
+}
+
+/// A graph prepared by a backend.
+pub trait Executable: Send + Sync {
+    /// Runs the graph on `inputs`, given in the order of `Graph::inputs`, and returns the
+    /// outputs in the order of `Graph::outputs`.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
+}
+
+/// Parses an ONNX model and optimizes it for execution.
+pub fn load_onnx(bytes: &[u8]) -> Result<Graph, NnError> {
+    let graph = onnx::import(bytes)?;
+    Ok(optimize(graph))
+}

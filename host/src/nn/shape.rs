@@ -1,0 +1,317 @@
+//! Output shapes of every op, computed at run time from the actual input shapes, so graphs
+//! with dynamic batch and spatial dimensions run at any size. Shared by all backends.
+
+use super::NnError;
+use super::ir::{Conv, Op, Padding, Pool};
+
+fn invalid(msg: String) -> NnError {
+    NnError::InvalidArgument(msg)
+}
+
+/// Resolves a possibly negative ONNX axis against `rank`. `extra` = 1 also accepts
+/// axis == rank (Flatten's range is [-r, r]).
+pub fn normalize_axis(axis: i64, rank: usize, extra: usize) -> Result<usize, NnError> {
+    let resolved = if axis < 0 { axis + rank as i64 } else { axis };
+    if !(0..(rank + extra) as i64).contains(&resolved) {
+        return Err(invalid(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(resolved as usize)
+}
+
+/// numpy (multidirectional) broadcasting of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, NnError> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(invalid(format!("shapes {a:?} and {b:?} do not broadcast"))),
+        };
+    }
+    Ok(out)
+}
+
+/// Output length and (begin, end) padding of one spatial axis of a window op.
+pub fn window_axis(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad: (usize, usize, Option<bool>),
+    ceil_mode: bool,
+) -> Result<(usize, usize, usize), NnError> {
+    let span = dilation * (kernel - 1) + 1;
+    let (begin, end) = match pad.2 {
+        // SAME_UPPER (Some(true)) / SAME_LOWER (Some(false)): output = ceil(input / stride).
+        Some(upper) => {
+            let out = input.div_ceil(stride);
+            let total = ((out.saturating_sub(1)) * stride + span).saturating_sub(input);
+            let small = total / 2;
+            let big = total - small;
+            if upper { (small, big) } else { (big, small) }
+        }
+        None => (pad.0, pad.1),
+    };
+    let padded = input + begin + end;
+    if padded < span {
+        return Err(invalid(format!(
+            "window of {span} does not fit an input of {input} with padding {begin}+{end}"
+        )));
+    }
+    let mut out = if ceil_mode { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
+    // A window may not start in the end padding (ONNX Runtime and PyTorch agree on this).
+    if ceil_mode && out > 1 && (out - 1) * stride >= input + begin {
+        out -= 1;
+    }
+    Ok((out, begin, end))
+}
+
+/// Spatial output shape and resolved [top, left, bottom, right] padding of a 2-D window op.
+pub fn window_2d(
+    input_hw: [usize; 2],
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    padding: Padding,
+    ceil_mode: bool,
+) -> Result<([usize; 2], [usize; 4]), NnError> {
+    let pad_of = |axis: usize| match padding {
+        Padding::Explicit { top, left, bottom, right } => {
+            if axis == 0 {
+                (top, bottom, None)
+            } else {
+                (left, right, None)
+            }
+        }
+        Padding::SameUpper => (0, 0, Some(true)),
+        Padding::SameLower => (0, 0, Some(false)),
+    };
+    let (oh, t, b) = window_axis(input_hw[0], kernel[0], strides[0], dilations[0], pad_of(0), ceil_mode)?;
+    let (ow, l, r) = window_axis(input_hw[1], kernel[1], strides[1], dilations[1], pad_of(1), ceil_mode)?;
+    Ok(([oh, ow], [t, l, b, r]))
+}
+
+/// Geometry of a convolution on given input and weight shapes.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_hw: [usize; 2],
+    pub out_channels: usize,
+    pub out_hw: [usize; 2],
+    /// [top, left, bottom, right]
+    pub pads: [usize; 4],
+}
+
+pub fn conv_geometry(conv: &Conv, x: &[usize], w: &[usize]) -> Result<ConvGeometry, NnError> {
+    if x.len() != 4 || w.len() != 4 {
+        return Err(invalid(format!("Conv needs 4-D input and weights, got {x:?} and {w:?}")));
+    }
+    let group = conv.group;
+    if x[1] != w[1] * group || !w[0].is_multiple_of(group) {
+        return Err(invalid(format!("Conv input {x:?} does not match weights {w:?} with group {group}")));
+    }
+    let (out_hw, pads) =
+        window_2d([x[2], x[3]], conv.kernel, conv.strides, conv.dilations, conv.padding, false)?;
+    Ok(ConvGeometry { batch: x[0], in_channels: x[1], in_hw: [x[2], x[3]], out_channels: w[0], out_hw, pads })
+}
+
+pub fn pool_geometry(pool: &Pool, x: &[usize]) -> Result<([usize; 2], [usize; 4]), NnError> {
+    if x.len() != 4 {
+        return Err(invalid(format!("2-D pooling needs a 4-D input, got {x:?}")));
+    }
+    window_2d([x[2], x[3]], pool.kernel, pool.strides, pool.dilations, pool.padding, pool.ceil_mode)
+}
+
+/// Resolves ONNX Reshape's 0 and -1 entries.
+pub fn reshape(input: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>, NnError> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer_at = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer_at.is_none() => {
+                infer_at = Some(i);
+                out.push(1);
+            }
+            0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| {
+                invalid(format!("Reshape {spec:?}: no dimension {i} to copy in {input:?}"))
+            })?),
+            d if d >= 0 => out.push(d as usize),
+            _ => return Err(invalid(format!("Reshape: invalid target shape {spec:?}"))),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer_at {
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(invalid(format!("cannot reshape {input:?} to {spec:?}")));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(invalid(format!("cannot reshape {input:?} to {spec:?}")));
+    }
+    Ok(out)
+}
+
+pub fn transpose_perm(perm: &Option<Vec<usize>>, rank: usize) -> Result<Vec<usize>, NnError> {
+    let perm = perm.clone().unwrap_or_else(|| (0..rank).rev().collect());
+    let mut seen = vec![false; rank];
+    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        return Err(invalid(format!("Transpose perm {perm:?} is not a permutation of rank {rank}")));
+    }
+    Ok(perm)
+}
+
+/// Output shapes of `op` given the shapes of its inputs (`None` for omitted optional inputs).
+pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, NnError> {
+    let input = |i: usize| -> Result<&[usize], NnError> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| invalid(format!("{} is missing input {i}", op.onnx_name())))
+    };
+    let x = input(0)?;
+    let shape = match op {
+        Op::Conv(conv) => {
+            let g = conv_geometry(conv, x, input(1)?)?;
+            vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]]
+        }
+        Op::Pool(pool) => {
+            let (hw, _) = pool_geometry(pool, x)?;
+            vec![x[0], x[1], hw[0], hw[1]]
+        }
+        Op::GlobalPool(_) => {
+            if x.len() < 3 {
+                return Err(invalid(format!("global pooling needs rank ≥ 3, got {x:?}")));
+            }
+            let mut s = x.to_vec();
+            s[2..].iter_mut().for_each(|d| *d = 1);
+            s
+        }
+        Op::Gemm(g) => {
+            let b = input(1)?;
+            if x.len() != 2 || b.len() != 2 {
+                return Err(invalid(format!("Gemm needs 2-D inputs, got {x:?} and {b:?}")));
+            }
+            let (m, ka) = if g.trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
+            let (kb, n) = if g.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+            if ka != kb {
+                return Err(invalid(format!("Gemm inner dimensions differ: {x:?} x {b:?}")));
+            }
+            if let Some(c) = inputs.get(2).copied().flatten()
+                && broadcast(c, &[m, n])? != [m, n]
+            {
+                return Err(invalid(format!("Gemm C {c:?} does not broadcast to [{m}, {n}]")));
+            }
+            vec![m, n]
+        }
+        Op::MatMul => matmul(x, input(1)?)?,
+        Op::Unary(_) => x.to_vec(),
+        Op::PRelu => {
+            let slope = input(1)?;
+            if broadcast(x, slope)? != x {
+                return Err(invalid(format!("PRelu slope {slope:?} does not broadcast to {x:?}")));
+            }
+            x.to_vec()
+        }
+        Op::Binary(_) => broadcast(x, input(1)?)?,
+        Op::BatchNorm { .. } => {
+            if x.len() < 2 {
+                return Err(invalid(format!("BatchNormalization needs rank ≥ 2, got {x:?}")));
+            }
+            for i in 1..5 {
+                if input(i)? != [x[1]] {
+                    return Err(invalid(format!(
+                        "BatchNormalization parameter {i} must have shape [{}]",
+                        x[1]
+                    )));
+                }
+            }
+            x.to_vec()
+        }
+        Op::Softmax { axis, .. } => {
+            normalize_axis(*axis, x.len(), 0)?;
+            x.to_vec()
+        }
+        Op::Flatten { axis } => {
+            let a = normalize_axis(*axis, x.len(), 1)?;
+            vec![x[..a].iter().product(), x[a..].iter().product()]
+        }
+        Op::Reshape { shape, allow_zero } => reshape(x, shape, *allow_zero)?,
+        Op::Transpose { perm } => {
+            let perm = transpose_perm(perm, x.len())?;
+            perm.iter().map(|&p| x[p]).collect()
+        }
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, x.len(), 0)?;
+            let mut out = x.to_vec();
+            for other in inputs[1..].iter().flatten() {
+                if other.len() != x.len() || other.iter().enumerate().any(|(i, &d)| i != a && d != x[i]) {
+                    return Err(invalid(format!("Concat inputs {x:?} and {other:?} differ off axis {a}")));
+                }
+                out[a] += other[a];
+            }
+            out
+        }
+        Op::Pad { pads, .. } => {
+            if pads.len() != 2 * x.len() {
+                return Err(invalid(format!("Pad: {} pads for rank {}", pads.len(), x.len())));
+            }
+            let mut out = Vec::with_capacity(x.len());
+            for (i, &d) in x.iter().enumerate() {
+                let size = d as i64 + pads[i] + pads[i + x.len()];
+                if size < 0 {
+                    return Err(invalid(format!("Pad {pads:?} removes more than {x:?} holds")));
+                }
+                out.push(size as usize);
+            }
+            out
+        }
+        Op::Squeeze { axes } => match axes {
+            None => x.iter().copied().filter(|&d| d != 1).collect(),
+            Some(axes) => {
+                let axes =
+                    axes.iter().map(|&a| normalize_axis(a, x.len(), 0)).collect::<Result<Vec<_>, _>>()?;
+                if let Some(&a) = axes.iter().find(|&&a| x[a] != 1) {
+                    return Err(invalid(format!("Squeeze: dimension {a} of {x:?} is not 1")));
+                }
+                x.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+            }
+        },
+        Op::Unsqueeze { axes } => {
+            let rank = x.len() + axes.len();
+            let mut axes = axes.iter().map(|&a| normalize_axis(a, rank, 0)).collect::<Result<Vec<_>, _>>()?;
+            axes.sort_unstable();
+            let mut rest = x.iter();
+            (0..rank).map(|i| if axes.contains(&i) { 1 } else { *rest.next().unwrap_or(&1) }).collect()
+        }
+    };
+    Ok(vec![shape])
+}
+
+/// numpy matmul shape rules (1-D operands promoted and the added dimension removed).
+pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, NnError> {
+    if a.is_empty() || b.is_empty() {
+        return Err(invalid("MatMul of a scalar".into()));
+    }
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != kb {
+        return Err(invalid(format!("MatMul inner dimensions differ: {a:?} x {b:?}")));
+    }
+    let mut out = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if a.len() > 1 {
+        out.push(m);
+    }
+    if b.len() > 1 {
+        out.push(n);
+    }
+    Ok(out)
+}

@@ -1,0 +1,81 @@
+//! The dense f32 tensor every backend computes with.
+
+use super::NnError;
+
+/// A dense, row-major f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `data`; fails when the lengths disagree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, NnError> {
+        let expected = element_count(&shape)?;
+        if expected != data.len() {
+            return Err(NnError::InvalidArgument(format!(
+                "tensor of shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Tensor { shape, data: vec![0.0; n] }
+    }
+
+    pub fn scalar(value: f32) -> Self {
+        Tensor { shape: vec![], data: vec![value] }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The same data under another shape with the same number of elements.
+    pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Self, NnError> {
+        if element_count(&shape)? != self.data.len() {
+            return Err(NnError::InvalidArgument(format!(
+                "cannot reshape {:?} ({} values) to {shape:?}",
+                self.shape,
+                self.data.len()
+            )));
+        }
+        self.shape = shape;
+        Ok(self)
+    }
+}
+
+/// The number of elements of `shape`, refusing shapes whose size overflows.
+pub fn element_count(shape: &[usize]) -> Result<usize, NnError> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+        NnError::TooLarge(format!("tensor shape {shape:?} has more elements than fit in memory"))
+    })
+}
