@@ -1,0 +1,380 @@
+//! The host side of `wasi:nn`: guests hand over ONNX graphs and tensors, the host runs them
+//! on its backend. Graphs are prepared once per distinct model (keyed by the sha256 of its
+//! bytes) and shared by every instance of every guest, so a guest re-instantiated after a
+//! trap does not pay for loading its weights again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+use crate::nn::{self, Backend, Executable, Graph, NnError, Tensor};
+
+pub(crate) mod generated {
+    wasmtime::component::bindgen!({
+        world: "wasi:nn/ml",
+        path: "../wit",
+        with: {
+            "wasi:nn/graph.graph": super::GraphResource,
+            "wasi:nn/tensor.tensor": super::TensorResource,
+            "wasi:nn/inference.graph-execution-context": super::ContextResource,
+            "wasi:nn/errors.error": super::ErrorResource,
+        },
+        imports: { default: trappable },
+        trappable_error_type: {
+            "wasi:nn/errors.error" => super::ErrorResource,
+        },
+    });
+}
+
+use generated::wasi::nn::errors::ErrorCode;
+use generated::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+use generated::wasi::nn::tensor::TensorType;
+use generated::wasi::nn::{errors, graph, inference, tensor};
+
+/// Limits on what one guest instance may ask of the neural-network host.
+#[derive(Clone, Copy, Debug)]
+pub struct NnLimits {
+    /// Largest ONNX graph a guest may load, in bytes.
+    pub max_graph_bytes: usize,
+    /// Most tensor data a guest may keep alive in the host at once, in bytes.
+    pub max_live_tensor_bytes: usize,
+}
+
+impl Default for NnLimits {
+    fn default() -> Self {
+        NnLimits { max_graph_bytes: 512 << 20, max_live_tensor_bytes: 2 << 30 }
+    }
+}
+
+/// The neural-network service shared by all guest instances of a runtime.
+pub struct NnHost {
+    backend: Arc<dyn Backend>,
+    limits: NnLimits,
+    prepared: Mutex<HashMap<[u8; 32], GraphResource>>,
+}
+
+impl NnHost {
+    pub fn new(backend: Arc<dyn Backend>, limits: NnLimits) -> Self {
+        NnHost { backend, limits, prepared: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<GraphResource, NnError> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(graph) = self.prepared.lock().expect("graph cache poisoned").get(&key) {
+            return Ok(graph.clone());
+        }
+        // Prepared outside the lock: instances loading different graphs do not wait on each
+        // other; two racing on the same graph both prepare it and one result wins.
+        let graph = Arc::new(nn::load_onnx(bytes)?);
+        let executable = self.backend.prepare(graph.clone())?;
+        let resource = GraphResource { graph, executable };
+        self.prepared.lock().expect("graph cache poisoned").insert(key, resource.clone());
+        Ok(resource)
+    }
+}
+
+/// Per-instance wasi-nn state.
+pub struct NnState {
+    host: Arc<NnHost>,
+    live_tensor_bytes: usize,
+    /// Time spent computing graphs during the current guest call.
+    pub compute_time: Duration,
+}
+
+impl NnState {
+    pub fn new(host: Arc<NnHost>) -> Self {
+        NnState { host, live_tensor_bytes: 0, compute_time: Duration::ZERO }
+    }
+}
+
+#[derive(Clone)]
+pub struct GraphResource {
+    graph: Arc<Graph>,
+    executable: Arc<dyn Executable>,
+}
+
+pub struct ContextResource {
+    graph: GraphResource,
+}
+
+pub struct TensorResource {
+    dimensions: Vec<u32>,
+    ty: TensorType,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct ErrorResource {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ErrorResource {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorResource { code, message: message.into() }
+    }
+}
+
+impl From<NnError> for ErrorResource {
+    fn from(e: NnError) -> Self {
+        let code = match e {
+            NnError::InvalidEncoding(_) | NnError::InvalidGraph(_) => ErrorCode::InvalidEncoding,
+            NnError::UnsupportedOp { .. } => ErrorCode::UnsupportedOperation,
+            NnError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            NnError::TooLarge(_) => ErrorCode::TooLarge,
+            NnError::Runtime(_) => ErrorCode::RuntimeError,
+        };
+        ErrorResource::new(code, e.to_string())
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for ErrorResource {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        ErrorResource::new(ErrorCode::InvalidArgument, format!("bad wasi-nn handle: {e}"))
+    }
+}
+
+/// What the generated host traits are implemented on: the instance's wasi-nn state and its
+/// resource table.
+pub struct NnView<'a> {
+    pub state: &'a mut NnState,
+    pub table: &'a mut ResourceTable,
+}
+
+pub struct HasNnView;
+
+impl HasData for HasNnView {
+    type Data<'a> = NnView<'a>;
+}
+
+/// Adds the `wasi:nn` imports to `linker`.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
+    graph::add_to_linker::<_, HasNnView>(linker, view)?;
+    tensor::add_to_linker::<_, HasNnView>(linker, view)?;
+    inference::add_to_linker::<_, HasNnView>(linker, view)?;
+    errors::add_to_linker::<_, HasNnView>(linker, view)?;
+    Ok(())
+}
+
+type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
+
+impl NnView<'_> {
+    /// Returns `error` to the guest as a wasi-nn error resource.
+    fn fail<T>(&mut self, error: impl Into<ErrorResource>) -> NnResult<T> {
+        Ok(Err(self.table.push(error.into())?))
+    }
+}
+
+impl graph::Host for NnView<'_> {
+    fn load(
+        &mut self,
+        builders: Vec<Vec<u8>>,
+        encoding: GraphEncoding,
+        _target: ExecutionTarget,
+    ) -> NnResult<Resource<GraphResource>> {
+        // The execution target is the host's choice (--device), not the guest's.
+        if !matches!(encoding, GraphEncoding::Onnx) {
+            return self.fail(ErrorResource::new(
+                ErrorCode::InvalidEncoding,
+                format!("graph encoding {encoding:?} is not supported; refacen runs ONNX graphs"),
+            ));
+        }
+        let [bytes] = builders.as_slice() else {
+            return self.fail(ErrorResource::new(
+                ErrorCode::InvalidArgument,
+                format!("an ONNX graph is one builder buffer, got {}", builders.len()),
+            ));
+        };
+        let max = self.state.host.limits.max_graph_bytes;
+        if bytes.len() > max {
+            return self.fail(ErrorResource::new(
+                ErrorCode::TooLarge,
+                format!("graph of {} bytes exceeds the limit of {max} bytes", bytes.len()),
+            ));
+        }
+        match self.state.host.load(bytes) {
+            Ok(graph) => Ok(Ok(self.table.push(graph)?)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn load_by_name(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
+        self.fail(ErrorResource::new(
+            ErrorCode::NotFound,
+            format!("no graph named `{name}`: refacen guests embed their graphs and load them with `load`"),
+        ))
+    }
+}
+
+impl graph::HostGraph for NnView<'_> {
+    fn init_execution_context(
+        &mut self,
+        graph: Resource<GraphResource>,
+    ) -> NnResult<Resource<ContextResource>> {
+        let graph = self.table.get(&graph)?.clone();
+        Ok(Ok(self.table.push(ContextResource { graph })?))
+    }
+
+    fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for NnView<'_> {}
+
+impl inference::HostGraphExecutionContext for NnView<'_> {
+    fn compute(
+        &mut self,
+        context: Resource<ContextResource>,
+        inputs: Vec<(String, Resource<TensorResource>)>,
+    ) -> NnResult<Vec<(String, Resource<TensorResource>)>> {
+        let graph = self.table.get(&context)?.graph.clone();
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        for (name, handle) in &inputs {
+            let t = self.table.get(handle)?;
+            match to_tensor(t) {
+                Ok(tensor) => {
+                    by_name.insert(name.clone(), tensor);
+                }
+                Err(e) => return self.fail(NnError::InvalidArgument(format!("input `{name}`: {e}"))),
+            }
+        }
+        let mut ordered = Vec::with_capacity(graph.graph.inputs.len());
+        for name in graph.graph.input_names() {
+            match by_name.remove(name) {
+                Some(t) => ordered.push(t),
+                None => {
+                    let expected: Vec<&str> = graph.graph.input_names().collect();
+                    return self.fail(NnError::InvalidArgument(format!(
+                        "graph `{}` needs input `{name}` (its inputs: {expected:?})",
+                        graph.graph.name
+                    )));
+                }
+            }
+        }
+        if let Some(extra) = by_name.keys().next() {
+            return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
+        }
+        let started = Instant::now();
+        let outputs = graph.executable.run(ordered);
+        self.state.compute_time += started.elapsed();
+        let outputs = match outputs {
+            Ok(o) => o,
+            Err(e) => return self.fail(e),
+        };
+        let mut named = Vec::with_capacity(outputs.len());
+        for (name, tensor) in graph.graph.output_names().zip(outputs) {
+            let resource = from_tensor(tensor);
+            self.state.live_tensor_bytes += resource.data.len();
+            named.push((name.to_string(), self.table.push(resource)?));
+        }
+        Ok(Ok(named))
+    }
+
+    fn drop(&mut self, context: Resource<ContextResource>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
+    }
+}
+
+impl tensor::Host for NnView<'_> {}
+
+impl tensor::HostTensor for NnView<'_> {
+    fn new(
+        &mut self,
+        dimensions: Vec<u32>,
+        ty: TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<TensorResource>> {
+        let live = self.state.live_tensor_bytes + data.len();
+        if live > self.state.host.limits.max_live_tensor_bytes {
+            wasmtime::bail!(
+                "the guest keeps {live} bytes of tensors alive in the host, over the limit of {} bytes",
+                self.state.host.limits.max_live_tensor_bytes
+            );
+        }
+        self.state.live_tensor_bytes = live;
+        Ok(self.table.push(TensorResource { dimensions, ty, data })?)
+    }
+
+    fn dimensions(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&tensor)?.dimensions.clone())
+    }
+
+    fn ty(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<TensorType> {
+        Ok(self.table.get(&tensor)?.ty)
+    }
+
+    fn data(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&tensor)?.data.clone())
+    }
+
+    fn drop(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<()> {
+        let t = self.table.delete(tensor)?;
+        self.state.live_tensor_bytes -= t.data.len();
+        Ok(())
+    }
+}
+
+impl errors::Host for NnView<'_> {
+    fn convert_error(&mut self, err: ErrorResource) -> wasmtime::Result<ErrorResource> {
+        Ok(err)
+    }
+}
+
+impl errors::HostError for NnView<'_> {
+    fn code(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&error)?.code)
+    }
+
+    fn data(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&error)?.message.clone())
+    }
+
+    fn drop(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<()> {
+        self.table.delete(error)?;
+        Ok(())
+    }
+}
+
+fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
+    if !matches!(t.ty, TensorType::Fp32) {
+        return Err(format!("element type {:?} is not supported; refacen computes in FP32", t.ty));
+    }
+    let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
+    let expected = nn::element_count(&shape).map_err(|e| e.to_string())?;
+    if t.data.len() != expected * 4 {
+        return Err(format!(
+            "dimensions {:?} need {} bytes of FP32 data, got {}",
+            t.dimensions,
+            expected * 4,
+            t.data.len()
+        ));
+    }
+    let mut data = bytemuck::pod_collect_to_vec::<u8, f32>(&t.data);
+    if cfg!(target_endian = "big") {
+        data.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+    }
+    Tensor::new(shape, data).map_err(|e| e.to_string())
+}
+
+fn from_tensor(t: Tensor) -> TensorResource {
+    let dimensions = t.shape().iter().map(|&d| d as u32).collect();
+    let data = if cfg!(target_endian = "little") {
+        bytemuck::cast_slice::<f32, u8>(t.data()).to_vec()
+    } else {
+        t.data().iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    TensorResource { dimensions, ty: TensorType::Fp32, data }
+}
