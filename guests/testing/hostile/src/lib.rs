@@ -1,0 +1,242 @@
+//! `hostile`: a test detector that misbehaves on purpose, to check that the host contains it.
+//!
+//! On a "trigger" image, one whose top-left pixel is pure red (255, 0, 0), it does what the
+//! `mode` parameter says: spin, allocate without bound, trap, panic, try to escape the sandbox
+//! (files, environment, network, wall clock), return absurd faces or feed wasi-nn garbage. On
+//! every other image it behaves: one face covering the central half of the image, score 0.5.
+//!
+//! The sandbox probes (`open-file`, `read-env`, `socket`, `clock`) fail with an `internal`
+//! error naming what the guest saw when the sandbox holds. When it does not, they return a
+//! face whose score is a "leak marker" (1000 + bytes read, 2000 + variables seen, 3000 for a
+//! connection, 4000 for a real clock) so that a test can tell a leak from a refusal.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use kit::bindings::wasi::nn;
+use kit::params::{self, Params};
+use kit::types::{Bbox, Landmarks, Point};
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "refacen:face/detector",
+    with: {
+        "refacen:face/types@0.1.0": kit::types,
+        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
+        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
+        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
+        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
+    },
+});
+
+struct Hostile;
+
+export!(Hostile);
+
+/// Every mode, with what it does on the trigger image.
+const MODES: &[(&str, &str)] = &[
+    ("none", "behave well"),
+    ("loop", "spin forever"),
+    ("alloc", "allocate memory without bound"),
+    ("trap", "execute `unreachable`"),
+    ("panic", "panic with a message"),
+    ("open-file", "read /etc/passwd and list /"),
+    ("read-env", "read environment variables and arguments"),
+    ("socket", "connect over TCP to 127.0.0.1:`port` and bind a UDP socket"),
+    ("clock", "read the wall clock"),
+    ("many-faces", "return 20000 faces"),
+    ("nan-face", "return a face with a NaN coordinate"),
+    ("outside", "return a face lying outside the image"),
+    ("bad-nn", "load 100 bytes of garbage as an ONNX graph"),
+];
+
+/// Memory `alloc` mode holds on to, so that no allocation can be optimized away or freed.
+static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn param_specs() -> Vec<ParamSpec> {
+    let modes: Vec<String> = MODES.iter().map(|(name, what)| format!("{name} ({what})")).collect();
+    vec![
+        params::text(
+            "mode",
+            "none",
+            &format!("How to misbehave on images whose top-left pixel is pure red: {}", modes.join(", ")),
+        ),
+        params::int("port", 9, "TCP port on 127.0.0.1 that the `socket` mode connects to"),
+    ]
+}
+
+/// The face returned for a well-behaved call: the central half of a `w` x `h` image.
+fn normal_face(w: f32, h: f32) -> Face {
+    face_in(Bbox { x1: w / 4.0, y1: h / 4.0, x2: 3.0 * w / 4.0, y2: 3.0 * h / 4.0 }, 0.5)
+}
+
+/// A face in `bbox` with landmarks where a frontal face has them.
+fn face_in(bbox: Bbox, score: f32) -> Face {
+    let at = |fx: f32, fy: f32| Point {
+        x: bbox.x1 + fx * (bbox.x2 - bbox.x1),
+        y: bbox.y1 + fy * (bbox.y2 - bbox.y1),
+    };
+    let landmarks = Landmarks {
+        left_eye: at(0.3, 0.4),
+        right_eye: at(0.7, 0.4),
+        nose: at(0.5, 0.6),
+        mouth_left: at(0.35, 0.8),
+        mouth_right: at(0.65, 0.8),
+    };
+    Face { bbox, score, landmarks }
+}
+
+/// A normal face carrying a leak marker as its score.
+fn leak(w: f32, h: f32, score: f32) -> Result<Vec<Face>, GuestError> {
+    let mut face = normal_face(w, h);
+    face.score = score;
+    Ok(vec![face])
+}
+
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn hoard() -> ! {
+    const CHUNK: usize = 16 << 20;
+    loop {
+        // Non-zero bytes, so every page is written.
+        let chunk = vec![0xa5u8; CHUNK];
+        let mut hoard = HOARD.lock().unwrap_or_else(|e| e.into_inner());
+        hoard.push(std::hint::black_box(chunk));
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::unreachable()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::process::abort()
+    }
+}
+
+fn open_file(w: f32, h: f32) -> Result<Vec<Face>, GuestError> {
+    let read = std::fs::read("/etc/passwd");
+    if let Ok(bytes) = &read {
+        return leak(w, h, 1000.0 + bytes.len() as f32);
+    }
+    let list = std::fs::read_dir("/");
+    if let Ok(entries) = list {
+        return leak(w, h, 1000.0 + entries.count() as f32);
+    }
+    let (Err(read_err), Err(list_err)) = (read, list) else { unreachable!("successes returned above") };
+    Err(GuestError::Internal(format!("open-file: /etc/passwd: {read_err}; /: {list_err}")))
+}
+
+fn read_env(w: f32, h: f32) -> Result<Vec<Face>, GuestError> {
+    let vars = std::env::vars().count();
+    // Arguments may hold a program name on some runtimes; only variables count as a leak.
+    let _args = std::hint::black_box(std::env::args().count());
+    if vars > 0 {
+        return leak(w, h, 2000.0 + vars as f32);
+    }
+    Err(GuestError::Internal("read-env: no environment".into()))
+}
+
+fn socket(w: f32, h: f32, port: u16) -> Result<Vec<Face>, GuestError> {
+    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0));
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(_) => leak(w, h, 3000.0),
+        Err(err) => {
+            let udp = match udp {
+                Ok(_) => "bound".to_string(),
+                Err(e) => e.to_string(),
+            };
+            Err(GuestError::Internal(format!("socket: {err} (UDP bind: {udp})")))
+        }
+    }
+}
+
+fn clock(w: f32, h: f32) -> Result<Vec<Face>, GuestError> {
+    // 2001-01-01T00:00:00Z.
+    let y2001 = SystemTime::UNIX_EPOCH + Duration::from_secs(978_307_200);
+    if SystemTime::now() > y2001 {
+        return leak(w, h, 4000.0);
+    }
+    Err(GuestError::Internal("clock: frozen".into()))
+}
+
+fn bad_nn() -> Result<Vec<Face>, GuestError> {
+    let garbage: Vec<u8> = (0..100u32).map(|i| (i.wrapping_mul(37) ^ 0x5a) as u8).collect();
+    match kit::WasiNnNetwork::load(&garbage, "input") {
+        Ok(_) => Err(GuestError::Internal("bad-nn: the host accepted a garbage graph".into())),
+        Err(e) => Err(GuestError::Nn(e)),
+    }
+}
+
+impl Guest for Hostile {
+    fn info() -> DetectorInfo {
+        DetectorInfo {
+            name: "hostile".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Test guest that misbehaves on purpose (per `mode`) on images whose top-left pixel \
+                          is pure red; elsewhere it finds one face in the central half of the image"
+                .into(),
+            params: param_specs(),
+        }
+    }
+
+    fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
+        let specs = param_specs();
+        let p = Params::new(&specs, &params)?;
+        let mode = p.text("mode");
+        if !MODES.iter().any(|(name, _)| *name == mode) {
+            let known: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
+            return Err(GuestError::InvalidParam(format!(
+                "unknown mode `{mode}`; known: {}",
+                known.join(", ")
+            )));
+        }
+        let port = u16::try_from(p.int("port")).map_err(|_| {
+            GuestError::InvalidParam(format!("port must lie in 0..65535, got {}", p.int("port")))
+        })?;
+
+        let (w, h) = (image.width as usize, image.height as usize);
+        if w == 0 || h == 0 || w.checked_mul(h).and_then(|n| n.checked_mul(3)) != Some(image.rgb.len()) {
+            return Err(GuestError::InvalidInput(format!(
+                "{}x{} image with {} bytes of RGB",
+                image.width,
+                image.height,
+                image.rgb.len()
+            )));
+        }
+        let (wf, hf) = (w as f32, h as f32);
+        let trigger = image.rgb[..3] == [255, 0, 0];
+        if !trigger {
+            return Ok(vec![normal_face(wf, hf)]);
+        }
+
+        match mode {
+            "loop" => spin(),
+            "alloc" => hoard(),
+            "trap" => trap(),
+            "panic" => panic!("hostile guest panics on purpose"),
+            "open-file" => open_file(wf, hf),
+            "read-env" => read_env(wf, hf),
+            "socket" => socket(wf, hf, port),
+            "clock" => clock(wf, hf),
+            "many-faces" => Ok(vec![normal_face(wf, hf); 20_000]),
+            "nan-face" => {
+                let mut face = normal_face(wf, hf);
+                face.bbox.x1 = f32::NAN;
+                Ok(vec![face])
+            }
+            "outside" => {
+                Ok(vec![face_in(Bbox { x1: wf + 10.0, y1: hf + 10.0, x2: wf + 50.0, y2: hf + 50.0 }, 0.5)])
+            }
+            "bad-nn" => bad_nn(),
+            _ => Ok(vec![normal_face(wf, hf)]), // "none"
+        }
+    }
+}
