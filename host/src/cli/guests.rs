@@ -1,0 +1,71 @@
+//! `refacen guests`: what the guest directory offers.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::GuestArgs;
+use crate::runtime::{GuestDirectory, GuestInfo};
+
+#[derive(Args, Debug)]
+pub struct GuestsArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    /// Print JSON: one object per guest.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &GuestsArgs) -> anyhow::Result<ExitCode> {
+    let runtime = args.guest.runtime()?;
+    let dir = args.guest.guest_dir();
+    let found = GuestDirectory::scan(&runtime, &dir)?;
+    if args.json {
+        for entry in &found.entries {
+            println!("{}", serde_json::to_string(entry)?);
+        }
+        for (path, error) in &found.broken {
+            println!("{}", serde_json::json!({ "path": path, "error": error.to_string() }));
+        }
+    } else {
+        println!("guest directory: {}", dir.display());
+        if found.entries.is_empty() && found.broken.is_empty() {
+            println!("  (no *.wasm files)");
+        }
+        for entry in &found.entries {
+            let file = entry.path.file_name().unwrap_or_default().to_string_lossy();
+            match &entry.info {
+                GuestInfo::Detector(info) => {
+                    println!(
+                        "\ndetector {} {} ({file}, sha256 {})",
+                        info.name,
+                        info.version,
+                        &entry.sha256[..16]
+                    );
+                    println!("  {}", info.description);
+                    for p in &info.params {
+                        println!("  --param {}=<{:?}> (default {}): {}", p.name, p.kind, p.default, p.help);
+                    }
+                }
+                GuestInfo::Embedder(info) => {
+                    println!(
+                        "\nmodel {} {} ({file}, sha256 {})",
+                        info.name,
+                        info.version,
+                        &entry.sha256[..16]
+                    );
+                    println!("  {}", info.description);
+                    println!(
+                        "  facen size {}, input {}x{}",
+                        info.facen_size, info.template.width, info.template.height
+                    );
+                }
+            }
+        }
+        for (path, error) in &found.broken {
+            println!("\nbroken {}: {error}", path.display());
+        }
+    }
+    Ok(if found.broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
