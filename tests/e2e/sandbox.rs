@@ -1,0 +1,145 @@
+//! Misbehaving guests are contained: each failure is reported for its photo, naming the guest
+//! and the cause, and the next photo is served by a fresh instance.
+//!
+//! The `hostile` test guest (guests/testing/hostile) misbehaves in the way its `mode`
+//! parameter says, on photos whose top-left pixel is pure red, and behaves on the others.
+
+use serde_json::Value;
+
+use crate::support::{faces, photo, refacen, test_guest};
+
+fn red_photo(dir: &std::path::Path) -> String {
+    let mut image = image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 150]));
+    image.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    let path = dir.join("trigger.png");
+    image.save(&path).unwrap();
+    path.display().to_string()
+}
+
+/// Runs `mode` over [trigger, good, trigger, good] with one instance and returns the lines.
+fn run_mode(mode: &str) -> (crate::support::Output, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let red = red_photo(dir.path());
+    let good = photo("astronaut.png");
+    let hostile = test_guest("hostile").display().to_string();
+    let mode = format!("mode={mode}");
+    let out = refacen(&[
+        "detect",
+        "--json",
+        "--jobs",
+        "1",
+        "--detector",
+        &hostile,
+        "--param",
+        &mode,
+        "--guest-timeout-ms",
+        "3000",
+        "--guest-memory-mb",
+        "256",
+        &red,
+        &good,
+        &red,
+        &good,
+    ]);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 4, "{}", out.stderr);
+    (out, lines)
+}
+
+fn assert_contained(mode: &str, expected: &[&str]) {
+    let (out, lines) = run_mode(mode);
+    assert_eq!(out.code, 1, "{mode}: a failed photo makes the run fail");
+    for round in 0..2 {
+        let error = lines[round * 2]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: no error: {}", lines[round * 2]));
+        assert!(error.contains("guest `hostile`"), "{mode}: {error}");
+        for e in expected {
+            assert!(error.contains(e), "{mode}: `{e}` not in: {error}");
+        }
+        let good = &lines[round * 2 + 1];
+        assert_eq!(faces(good).len(), 1, "{mode}: the next photo is processed normally: {good}");
+    }
+    assert!(out.stderr.contains("4 photo(s), 2 ok, 2 failed"), "{mode}: {}", out.stderr);
+}
+
+#[test]
+fn an_endless_loop_hits_the_time_limit() {
+    assert_contained("loop", &["time limit of 3000 ms", "--guest-timeout-ms"]);
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_limit() {
+    assert_contained("alloc", &["over the limit of 256 MiB", "--guest-memory-mb"]);
+}
+
+#[test]
+fn a_trap_is_reported_with_its_cause() {
+    assert_contained("trap", &["trapped", "unreachable"]);
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message() {
+    assert_contained("panic", &["it panicked: hostile guest panics on purpose (at "]);
+}
+
+/// The guest reports what it could not do; had it succeeded, it would have returned a face
+/// with a "leak marker" score of 1000 or more.
+fn assert_denied(mode: &str, expected: &str) {
+    let (_, lines) = run_mode(mode);
+    for line in &lines {
+        for face in line["faces"].as_array().into_iter().flatten() {
+            assert!(face["score"].as_f64().unwrap() < 1000.0, "{mode}: the sandbox leaked: {line}");
+        }
+    }
+    let error = lines[0]["error"].as_str().unwrap_or_else(|| panic!("{mode}: {}", lines[0]));
+    assert!(error.contains(expected), "{mode}: {error}");
+}
+
+#[test]
+fn guests_cannot_open_files() {
+    assert_denied("open-file", "open-file:");
+}
+
+#[test]
+fn guests_see_no_environment() {
+    assert_denied("read-env", "read-env:");
+}
+
+#[test]
+fn guests_cannot_open_sockets() {
+    assert_denied("socket", "socket:");
+}
+
+#[test]
+fn guests_see_no_wall_clock() {
+    assert_denied("clock", "clock:");
+}
+
+#[test]
+fn a_fuel_budget_stops_a_guest_deterministically() {
+    // A million instructions are enough for `info` but not for MTCNN on a photo: the photo
+    // fails on fuel, naming it.
+    let out = refacen(&["detect", "--guest-fuel", "1000000", &photo("astronaut.png")]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("used up its fuel of 1000000 per call (--guest-fuel)"), "{}", out.stderr);
+    // Too little even to load: the guest is reported with the reason.
+    let out = refacen(&["detect", "--guest-fuel", "10", &photo("astronaut.png")]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("nnd.wasm failed to load") && out.stderr.contains("fuel"), "{}", out.stderr);
+    // An ample budget changes nothing.
+    let out = refacen(&["detect", "--json", "--guest-fuel", "100000000000", &photo("astronaut.png")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(faces(&out.json_lines()[0]).len(), 1);
+}
+
+#[test]
+fn limits_out_of_range_are_refused_before_anything_runs() {
+    for args in
+        [["--guest-memory-mb", "0"], ["--guest-timeout-ms", "0"], ["--guest-fuel", "0"], ["--jobs", "0"]]
+    {
+        let out = refacen(&["detect", args[0], args[1], &photo("astronaut.png")]);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(args[0]), "{args:?}: {}", out.stderr);
+    }
+}
