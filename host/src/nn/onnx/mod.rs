@@ -1,7 +1,7 @@
 //! ONNX import: protobuf in, [`Graph`] out. Everything refacen cannot run is refused here,
 //! at load time, with the op and the node named.
 
-pub mod proto;
+pub use onnx_proto as proto;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,8 +1,11 @@
-//! The subset of `onnx.proto` (proto2, IR version ≤ 10) that refacen reads and writes.
+//! The subset of `onnx.proto` (proto2, IR version ≤ 10) that refacen reads (`refacen::nn::onnx`)
+//! and writes (the weight converters in xtask).
 //!
 //! Written by hand with `prost` derives instead of generated at build time, so building needs
 //! no `protoc`. Field numbers follow onnx/onnx.proto; fields refacen never looks at are left
 //! out (prost skips unknown fields when decoding).
+
+pub mod build;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelProto {
