@@ -17,6 +17,7 @@ pub mod bindings {
 
 pub use bindings::refacen::face::types;
 use bindings::wasi::nn::{graph, tensor};
+use types::{GuestError, Image};
 
 /// A dense row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +31,25 @@ impl Tensor {
         debug_assert_eq!(dims.iter().product::<usize>(), data.len());
         Tensor { dims, data }
     }
+}
+
+/// Checks that face `index` of an `embed` call is a `width` x `height` RGB image, as the
+/// model's template declares.
+pub fn check_face(index: usize, face: &Image, width: u32, height: u32) -> Result<(), GuestError> {
+    if face.width != width || face.height != height {
+        return Err(GuestError::InvalidInput(format!(
+            "face {index} is {}x{}, expected {width}x{height}",
+            face.width, face.height
+        )));
+    }
+    let expected = width as usize * height as usize * 3;
+    if face.rgb.len() != expected {
+        return Err(GuestError::InvalidInput(format!(
+            "face {index} has {} bytes of RGB, expected {expected}",
+            face.rgb.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A neural network with one input.

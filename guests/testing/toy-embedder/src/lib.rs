@@ -85,19 +85,7 @@ impl Guest for ToyEmbedder {
             .iter()
             .enumerate()
             .map(|(i, face)| {
-                if face.width != SIZE || face.height != SIZE {
-                    return Err(GuestError::InvalidInput(format!(
-                        "face {i} is {}x{}, expected {SIZE}x{SIZE}",
-                        face.width, face.height
-                    )));
-                }
-                let expected = (SIZE * SIZE * 3) as usize;
-                if face.rgb.len() != expected {
-                    return Err(GuestError::InvalidInput(format!(
-                        "face {i} has {} bytes of RGB, expected {expected}",
-                        face.rgb.len()
-                    )));
-                }
+                kit::check_face(i, face, SIZE, SIZE)?;
                 Ok(facen(face))
             })
             .collect()

@@ -1,0 +1,128 @@
+//! `dlib-resnet-128`: dlib's face-recognition ResNet (`dlib_face_recognition_resnet_model_v1`,
+//! CC0, from PyPI face_recognition_models 0.3.0) as a refacen embedder.
+//!
+//! The network is converted from dlib's serialization to ONNX by `cargo xtask weights`
+//! (xtask/src/convert) and embedded; the host runs it through wasi-nn. The graph takes
+//! float32 pixel values 0..255, `[N, 3, 150, 150]` planar RGB, and does dlib's input
+//! normalization itself (subtracting the per-channel means, dividing by 256), so this guest
+//! only lays the chips out: all faces of a call go in one batch, one wasi-nn compute.
+//!
+//! Facens are returned exactly as dlib's `compute_face_descriptor` returns them (not unit
+//! length, norms around 1.4); two faces are the same person when their L2 distance is below
+//! 0.6.
+
+use std::cell::OnceCell;
+
+use kit::bindings::wasi::nn;
+use kit::types::{Landmarks, Point};
+use kit::{Network, Tensor, WasiNnNetwork};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "refacen:face/embedder",
+    with: {
+        "refacen:face/types@0.1.0": kit::types,
+        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
+        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
+        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
+        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
+    },
+});
+
+/// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
+const ONNX: &[u8] = include_bytes!("../weights/dlib_resnet_128.onnx");
+/// The graph's input and output names.
+const INPUT: &str = "image";
+
+const SIZE: u32 = 150;
+const FACEN_SIZE: usize = 128;
+
+struct DlibResnet;
+
+export!(DlibResnet);
+
+thread_local! {
+    /// Loaded on the first `embed` and kept for the instance's life.
+    static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
+}
+
+/// dlib's face chip (`get_face_chip_details(shape, 150, 0.25)`, from its 68-point mean face
+/// shape) as refacen's canonical five-point template, in 150x150 coordinates. These are the
+/// very f32 values of the host's `imaging::align::CANONICAL`: with an identical template the
+/// host hands its normalized faces over as they are, without resampling them again.
+fn template() -> AlignmentTemplate {
+    let p = |x, y| Point { x, y };
+    AlignmentTemplate {
+        width: SIZE,
+        height: SIZE,
+        landmarks: Landmarks {
+            left_eye: p(47.549183, 46.599033),
+            right_eye: p(100.47613, 46.599033),
+            nose: p(74.0127, 76.5625),
+            mouth_left: p(50.4149, 103.0233),
+            mouth_right: p(97.6104, 103.0233),
+        },
+    }
+}
+
+/// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
+fn batch(faces: &[Image]) -> Tensor {
+    let plane = (SIZE * SIZE) as usize;
+    let mut data = vec![0f32; faces.len() * 3 * plane];
+    for (face, out) in faces.iter().zip(data.chunks_exact_mut(3 * plane)) {
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in face.rgb.chunks_exact(3).enumerate() {
+            r[i] = f32::from(px[0]);
+            g[i] = f32::from(px[1]);
+            b[i] = f32::from(px[2]);
+        }
+    }
+    Tensor::new(vec![faces.len(), 3, SIZE as usize, SIZE as usize], data)
+}
+
+impl Guest for DlibResnet {
+    fn info() -> EmbedderInfo {
+        EmbedderInfo {
+            name: "dlib-resnet-128".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "dlib's face-recognition ResNet (dlib_face_recognition_resnet_model_v1, CC0, \
+                          from PyPI face_recognition_models 0.3.0) on 150x150 dlib face chips; \
+                          128-value descriptors exactly as dlib returns them (not unit length): \
+                          same person when the L2 distance is below 0.6"
+                .into(),
+            facen_size: FACEN_SIZE as u32,
+            template: template(),
+        }
+    }
+
+    fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
+        for (i, face) in faces.iter().enumerate() {
+            kit::check_face(i, face, SIZE, SIZE)?;
+        }
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = faces.len();
+        let input = batch(&faces);
+        drop(faces);
+        let outputs = NETWORK.with(|cell| {
+            if cell.get().is_none() {
+                let network = WasiNnNetwork::load(ONNX, INPUT).map_err(GuestError::Nn)?;
+                let _ = cell.set(network);
+            }
+            cell.get().expect("set above").run(input).map_err(GuestError::Nn)
+        })?;
+        let facens = match outputs.into_iter().next() {
+            Some(t) if t.dims == [count, FACEN_SIZE] && t.data.len() == count * FACEN_SIZE => t,
+            Some(t) => {
+                return Err(GuestError::Internal(format!(
+                    "the network returned a {:?} tensor, expected [{count}, {FACEN_SIZE}]",
+                    t.dims
+                )));
+            }
+            None => return Err(GuestError::Internal("the network returned no output".into())),
+        };
+        Ok(facens.data.chunks_exact(FACEN_SIZE).map(<[f32]>::to_vec).collect())
+    }
+}
