@@ -125,6 +125,21 @@ pub struct AlignmentTemplate {
     pub landmarks: [[f32; 2]; 5],
 }
 
+impl AlignmentTemplate {
+    /// Same size, and landmarks within a thousandth of a pixel: a face warped to one needs no
+    /// second warp for the other (guests declare their templates as decimal numbers).
+    pub fn same_geometry(&self, other: &AlignmentTemplate) -> bool {
+        self.width == other.width
+            && self.height == other.height
+            && self
+                .landmarks
+                .iter()
+                .flatten()
+                .zip(other.landmarks.iter().flatten())
+                .all(|(a, b)| (a - b).abs() < 1e-3)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DetectorInfo {
     pub name: String,

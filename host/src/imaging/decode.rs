@@ -68,8 +68,27 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage,
         });
     }
     let data = std::fs::read(path).map_err(read_err)?;
+    decode_rgb_bytes(path, &data, limits)
+}
+
+/// Decodes a photo already read into memory; `path` names it in errors.
+pub fn decode_rgb_bytes(
+    path: &Path,
+    data: &[u8],
+    limits: &DecodeLimits,
+) -> Result<image::RgbImage, DecodeError> {
+    if data.is_empty() {
+        return Err(DecodeError::Empty { path: path.to_path_buf() });
+    }
+    if data.len() as u64 > limits.max_file_bytes {
+        return Err(DecodeError::FileTooLarge {
+            path: path.to_path_buf(),
+            bytes: data.len() as u64,
+            limit: limits.max_file_bytes,
+        });
+    }
     let format =
-        image::guess_format(&data).map_err(|_| DecodeError::UnknownFormat { path: path.to_path_buf() })?;
+        image::guess_format(data).map_err(|_| DecodeError::UnknownFormat { path: path.to_path_buf() })?;
     let corrupt = |reason: String| DecodeError::Corrupt {
         path: path.to_path_buf(),
         format: format!("{format:?}"),
@@ -89,7 +108,7 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage,
     };
     if format == image::ImageFormat::Jpeg {
         let mut decompressor = turbojpeg::Decompressor::new().map_err(|e| corrupt(e.to_string()))?;
-        let header = decompressor.read_header(&data).map_err(|e| corrupt(e.to_string()))?;
+        let header = decompressor.read_header(data).map_err(|e| corrupt(e.to_string()))?;
         check_pixels(header.width as u64, header.height as u64)?;
         // Progressive files with thousands of scans cost minutes to decode: refuse them.
         decompressor.set_scan_limit(500).map_err(|e| corrupt(e.to_string()))?;
@@ -101,7 +120,7 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage,
             format: turbojpeg::PixelFormat::RGB,
         };
         // Corrupt or truncated data is an error (as in Pillow), not a grey-filled photo.
-        match decompressor.decompress(&data, image.as_deref_mut()) {
+        match decompressor.decompress(data, image.as_deref_mut()) {
             Ok(()) => {
                 return image::RgbImage::from_raw(header.width as u32, header.height as u32, image.pixels)
                     .ok_or_else(|| corrupt("decoder returned a short buffer".into()));
@@ -113,7 +132,7 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage,
             Err(e) => return Err(corrupt(e.to_string())),
         }
     }
-    let mut decoder = image::ImageReader::with_format(std::io::Cursor::new(&data), format)
+    let mut decoder = image::ImageReader::with_format(std::io::Cursor::new(data), format)
         .into_decoder()
         .map_err(|e| corrupt(e.to_string()))?;
     let (width, height) = image::ImageDecoder::dimensions(&decoder);

@@ -1,5 +1,9 @@
-//! Photos in and out: decoding with limits (and later alignment warps and thumbnails).
+//! Photos in and out: decoding with limits, alignment warps to normalized faces, thumbnails.
 
+pub mod align;
 mod decode;
+pub mod thumbnail;
 
-pub use decode::{DecodeError, DecodeLimits, decode_rgb};
+pub use align::{AlignError, CANONICAL, Similarity, warp, warp_points};
+pub use decode::{DecodeError, DecodeLimits, decode_rgb, decode_rgb_bytes};
+pub use thumbnail::{ThumbnailError, encode_jpeg, encode_png, thumbnail};
