@@ -6,4 +6,6 @@ pub mod cli;
 pub mod face;
 pub mod imaging;
 pub mod nn;
+pub mod pipeline;
 pub mod runtime;
+pub mod store;

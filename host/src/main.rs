@@ -1,14 +1,16 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use refacen::cli::{Cli, Command, detect, guests};
+use refacen::cli::{Cli, Command, detect, embed, faces, guests, regenerate, search};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
+    let result = Cli::parse_with_config().and_then(|cli| match &cli.command {
         Command::Detect(args) => detect::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Regenerate(args) => regenerate::run(args),
+        Command::Search(args) => search::run(args),
+        Command::Faces(args) => faces::run(args),
         Command::Guests(args) => guests::run(args),
-    };
+    });
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,7 +1,12 @@
 //! The command line: one module per subcommand; this one holds the options they share.
 
+mod config;
 pub mod detect;
+pub mod embed;
+pub mod faces;
 pub mod guests;
+pub mod regenerate;
+pub mod search;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,8 +33,34 @@ pub struct Cli {
 pub enum Command {
     /// Detect faces in photos and print them.
     Detect(detect::DetectArgs),
+    /// Compute facens of normalized faces.
+    Embed(embed::EmbedArgs),
+    /// Regenerate normalized faces, thumbnails and facens from an Uploads directory.
+    #[command(args_override_self = true)]
+    Regenerate(regenerate::RegenerateArgs),
+    /// Find the stored faces nearest to the faces of a photo.
+    Search(search::SearchArgs),
+    /// List the face records of a face store.
+    Faces(faces::FacesArgs),
     /// List the detectors and models in the guest directory.
     Guests(guests::GuestsArgs),
+}
+
+impl Cli {
+    /// Parses the command line, with `regenerate --config FILE` expanded into options.
+    pub fn parse_with_config() -> anyhow::Result<Self> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command();
+        let known: Vec<String> = command
+            .find_subcommand("regenerate")
+            .expect("regenerate exists")
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        let args = config::expand(std::env::args_os().collect(), "regenerate", &known)?;
+        let matches = command.get_matches_from(args);
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
 }
 
 /// How guests are found and confined.

@@ -97,18 +97,12 @@ impl Embedder {
         self.session.last_call
     }
 
-    /// One facen per face. Every face must already be `template.width` x `template.height`.
+    /// One facen per face. Every face should already be `template.width` x `template.height`
+    /// (the host warps them); the guest refuses others.
     pub fn embed(&mut self, faces: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, GuestError> {
-        let t = &self.info.template;
         let wit_faces: Vec<types::Image> = faces
             .iter()
-            .map(|f| {
-                assert!(
-                    f.width() == t.width && f.height() == t.height,
-                    "faces are warped to the model's template first"
-                );
-                types::Image { width: f.width(), height: f.height(), rgb: f.as_raw().clone() }
-            })
+            .map(|f| types::Image { width: f.width(), height: f.height(), rgb: f.as_raw().clone() })
             .collect();
         let answer = self.session.call("embed", |b: &wit::Embedder, s| b.call_embed(s, &wit_faces))?;
         let facens = answer.map_err(|e| self.error("embed", GuestFailure::Reported(reported(e))))?;

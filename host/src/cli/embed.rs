@@ -1,0 +1,99 @@
+//! `refacen embed`: facens of faces that are already normalized.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::GuestArgs;
+use crate::imaging::{DecodeLimits, align, decode_rgb};
+use crate::pipeline::model_input;
+use crate::runtime::World;
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Model (embedder): a name from the guest directory or a path to a .wasm file.
+    #[arg(long, value_name = "NAME|PATH", default_value = "dlib-resnet-128")]
+    pub model: String,
+
+    /// Normalized faces: 150x150 face chips in refacen's canonical geometry, as `regenerate`
+    /// writes them (dlib's `get_face_chip(img, shape, 150, 0.25)` chips are the same geometry).
+    #[arg(long = "aligned", value_name = "IMAGE", required = true, num_args = 1..)]
+    pub aligned: Vec<PathBuf>,
+
+    /// Print JSON: one object per face and line, `{"image", "facen": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Faces per call into the model.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch_size: u16,
+
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let runtime = args.guest.runtime()?;
+    let component = runtime.resolve(&args.model, World::Embedder, &args.guest.guest_dir())?;
+    let mut embedder = runtime.embedder(component)?;
+    let template = embedder.info().template.clone();
+    let canonical = &align::CANONICAL;
+    let mut failed = 0;
+    for chunk in args.aligned.chunks(usize::from(args.batch_size)) {
+        // Decode and check every file of the chunk; embed the good ones together.
+        let mut inputs = Vec::new();
+        let mut errors = Vec::new();
+        for path in chunk {
+            let prepared =
+                decode_rgb(path, &DecodeLimits::default()).map_err(|e| e.to_string()).and_then(|chip| {
+                    if (chip.width(), chip.height()) != (canonical.width, canonical.height) {
+                        return Err(format!(
+                            "{}: {}x{} is not a normalized face ({}x{})",
+                            path.display(),
+                            chip.width(),
+                            chip.height(),
+                            canonical.width,
+                            canonical.height
+                        ));
+                    }
+                    model_input(&chip, &template).map_err(|e| format!("{}: {e}", path.display()))
+                });
+            match prepared {
+                Ok(face) => inputs.push((path, face)),
+                Err(message) => errors.push((path, message)),
+            }
+        }
+        let faces: Vec<image::RgbImage> = inputs.iter().map(|(_, f)| f.clone()).collect();
+        let facens = if faces.is_empty() { Ok(vec![]) } else { embedder.embed(&faces) };
+        match facens {
+            Ok(facens) => {
+                for ((path, _), facen) in inputs.iter().zip(facens) {
+                    print_facen(path, &facen, args.json);
+                }
+            }
+            Err(e) => {
+                errors.extend(inputs.iter().map(|(path, _)| (*path, format!("{}: {e}", path.display()))))
+            }
+        }
+        for (path, message) in errors {
+            failed += 1;
+            eprintln!("error: {message}");
+            if args.json {
+                println!("{}", serde_json::json!({ "image": path, "error": message }));
+            }
+        }
+    }
+    eprintln!("embed: {} face(s), {} failed", args.aligned.len(), failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_facen(path: &std::path::Path, facen: &[f32], json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "image": path, "facen": facen }));
+    } else {
+        let norm = facen.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let head: Vec<String> = facen.iter().take(4).map(|v| format!("{v:.4}")).collect();
+        println!("{}: facen[{}] = [{}, ...] (norm {norm:.4})", path.display(), facen.len(), head.join(", "));
+    }
+}

@@ -1,0 +1,345 @@
+//! `refacen regenerate`: findface-regenerate's job: new normalized faces, thumbnails and
+//! facens from an Uploads folder, committed to the face store.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::GuestArgs;
+use crate::face::{ParamValue, parse_params};
+use crate::imaging::DecodeLimits;
+use crate::pipeline::{
+    self, DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Share, Summary,
+};
+use crate::runtime::World;
+use crate::store::{DetectorProvenance, EmbeddedStore, FaceStore, ModelProvenance};
+
+#[derive(Args, Debug)]
+pub struct RegenerateArgs {
+    /// The Uploads directory holding the original photos.
+    #[arg(long, value_name = "DIR")]
+    pub uploads: PathBuf,
+
+    /// What to regenerate: any of normalized, thumbs, facens, comma-separated. `facens` alone
+    /// re-embeds the stored normalized faces with --model and reads no originals.
+    #[arg(long, value_name = "LIST", default_value = "normalized,thumbs,facens")]
+    pub regenerate: Outputs,
+
+    /// Detector: a name from the guest directory or a path to a .wasm file.
+    #[arg(long, value_name = "NAME|PATH", default_value = "nnd")]
+    pub detector: String,
+
+    /// Model (embedder): a name from the guest directory or a path to a .wasm file.
+    #[arg(long, value_name = "NAME|PATH", default_value = "dlib-resnet-128")]
+    pub model: String,
+
+    /// Set a detector parameter (see `refacen guests`); repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+
+    /// Regenerate only faces with ids from this one on (photos with such faces).
+    #[arg(long, value_name = "ID")]
+    pub min_id: Option<u64>,
+
+    /// Regenerate only faces with ids up to this one (inclusive).
+    #[arg(long, value_name = "ID")]
+    pub max_id: Option<u64>,
+
+    /// Take every N-th photo (every N-th face with `--regenerate facens`), so N hosts can
+    /// split one Uploads; see --every-other-offset.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub every_other: u64,
+
+    /// Which share this host takes with --every-other: 0..N-1.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub every_other_offset: u64,
+
+    /// Detector (and model) instances working in parallel (default: CPU count, at most 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: Option<u16>,
+
+    /// Faces per call into the model.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch_size: u16,
+
+    /// With `--regenerate facens`: leave faces whose stored facen already has this size.
+    #[arg(long, value_name = "N")]
+    pub facen_size: Option<u32>,
+
+    /// Scale photos larger than this (either side, pixels) down before detection.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_size: Option<u32>,
+
+    /// A re-detected face keeps a stored face's id when their boxes overlap at least this much (IoU).
+    #[arg(long, value_name = "IOU", default_value_t = 0.5)]
+    pub identity_iou: f32,
+
+    /// Height of thumbnails, pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = 160, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub thumb_height: u32,
+
+    /// Where the face store lives (default: `<uploads>.refacen` beside Uploads). Never walked
+    /// as originals, even inside Uploads.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where normalized faces and thumbnails are written (default: `<state-dir>/files`).
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+
+    /// Report what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// A TOML file with any of these options as keys (`uploads = "/srv/uploads"`,
+    /// `param = ["min-face-size=40"]`, `dry-run = true`); options given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Where a run keeps its state, derived from the options.
+pub struct StateLayout {
+    pub state_dir: PathBuf,
+    pub files_dir: PathBuf,
+}
+
+impl StateLayout {
+    pub fn new(uploads: &Path, state_dir: Option<&Path>, files_dir: Option<&Path>) -> Self {
+        let state_dir = state_dir.map(Path::to_path_buf).unwrap_or_else(|| {
+            let name = uploads.file_name().map_or("uploads".into(), |n| n.to_string_lossy().into_owned());
+            let parent = uploads.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            parent.join(format!("{name}.refacen"))
+        });
+        let files_dir = files_dir.map(Path::to_path_buf).unwrap_or_else(|| state_dir.join("files"));
+        StateLayout { state_dir, files_dir }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("faces.redb")
+    }
+
+    pub fn open_store(&self) -> anyhow::Result<EmbeddedStore> {
+        Ok(EmbeddedStore::open(&self.store_path())?)
+    }
+
+    /// Opens the store of a state directory that `regenerate` has already written.
+    pub fn open_existing_store(&self) -> anyhow::Result<EmbeddedStore> {
+        if !self.store_path().exists() {
+            bail!("no face store at {}: run `refacen regenerate` first", self.store_path().display());
+        }
+        self.open_store()
+    }
+}
+
+pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
+    // `--regenerate facens` alone reads no originals; Uploads only locates the state.
+    if args.regenerate.needs_detection() && !args.uploads.is_dir() {
+        bail!("--uploads {}: not a directory", args.uploads.display());
+    }
+    if args.every_other_offset >= args.every_other {
+        bail!(
+            "--every-other-offset {} must be below --every-other {}",
+            args.every_other_offset,
+            args.every_other
+        );
+    }
+    if !(0.0..=1.0).contains(&args.identity_iou) || args.identity_iou == 0.0 {
+        bail!("--identity-iou {} must lie in (0, 1]", args.identity_iou);
+    }
+    let ids = match (args.min_id, args.max_id) {
+        (None, None) => None,
+        (min, max) => {
+            let (min, max) = (min.unwrap_or(1), max.unwrap_or(u64::MAX));
+            if min > max {
+                bail!("--min-id {min} is above --max-id {max}");
+            }
+            Some(min..=max)
+        }
+    };
+    let runtime = Arc::new(args.guest.runtime()?);
+    let guest_dir = args.guest.guest_dir();
+    let outputs = args.regenerate;
+
+    let detector = if outputs.needs_detection() {
+        let component = runtime.resolve(&args.detector, World::Detector, &guest_dir)?;
+        let probe = runtime.detector(component.clone())?;
+        let info = probe.info();
+        let params = parse_params(&info.params, &args.params, &info.name).map_err(anyhow::Error::msg)?;
+        let mut effective: BTreeMap<String, ParamValue> =
+            info.params.iter().map(|p| (p.name.clone(), p.default.clone())).collect();
+        effective.extend(params.iter().cloned());
+        let provenance = DetectorProvenance {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            sha256: component.sha256.clone(),
+            params: effective,
+        };
+        Some(DetectorSetup { component, params, provenance })
+    } else {
+        if !args.params.is_empty() {
+            bail!(
+                "--param sets detector parameters, but --regenerate {} runs no detector",
+                outputs_text(outputs)
+            );
+        }
+        None
+    };
+    let model = if outputs.facens {
+        let component = runtime.resolve(&args.model, World::Embedder, &guest_dir)?;
+        let probe = runtime.embedder(component.clone())?;
+        let info = probe.info();
+        Some(ModelSetup {
+            provenance: ModelProvenance {
+                name: info.name.clone(),
+                version: info.version.clone(),
+                sha256: component.sha256.clone(),
+                facen_size: info.facen_size,
+            },
+            template: info.template.clone(),
+            component,
+        })
+    } else {
+        None
+    };
+
+    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
+    let store: Arc<dyn FaceStore> = Arc::new(layout.open_store()?);
+    let workers = args
+        .concurrency
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
+    let plan = Plan {
+        uploads: args.uploads.clone(),
+        skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],
+        derived: Arc::new(DerivedFiles::new(layout.files_dir.clone())),
+        outputs,
+        detector,
+        model,
+        ids,
+        share: Share { every: args.every_other, offset: args.every_other_offset },
+        workers,
+        batch_size: usize::from(args.batch_size),
+        skip_facen_size: args.facen_size,
+        max_size: args.max_size,
+        identity_iou: args.identity_iou,
+        thumb_height: args.thumb_height,
+        thumb_margin: 0.5,
+        decode_limits: DecodeLimits::default(),
+        dry_run: args.dry_run,
+    };
+    eprintln!(
+        "regenerate {} from {} into {} ({} worker(s), {} backend){}",
+        outputs_text(outputs),
+        args.uploads.display(),
+        store.location(),
+        workers,
+        runtime.nn_backend(),
+        if args.dry_run { ", dry run: nothing is written" } else { "" }
+    );
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        Arc::new(TerminalProgress::new())
+    } else {
+        Arc::new(LogProgress::new(Duration::from_secs(10)))
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let summary = tokio.block_on(pipeline::run(plan, runtime.clone(), store, progress.clone()))?;
+    drop(progress);
+    print_summary(&summary, args.json)?;
+    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn outputs_text(o: Outputs) -> String {
+    let mut parts = Vec::new();
+    for (on, name) in [(o.normalized, "normalized"), (o.thumbs, "thumbs"), (o.facens, "facens")] {
+        if on {
+            parts.push(name);
+        }
+    }
+    parts.join(",")
+}
+
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    for message in &summary.failure_examples {
+        eprintln!("error: {message}");
+    }
+    if summary.failed as usize > summary.failure_examples.len() {
+        eprintln!("... and {} more failures", summary.failed as usize - summary.failure_examples.len());
+    }
+    eprintln!("{summary}");
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+    }
+    Ok(())
+}
+
+/// A spinner with live counts, on a terminal.
+struct TerminalProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        TerminalProgress { bar }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn update(&self, s: &Summary) {
+        self.bar.set_message(format!(
+            "{} {} done, {} up to date, {} failed; faces {} new, {} kept, {} lost; {} facens",
+            s.unit, s.done, s.up_to_date, s.failed, s.faces_new, s.faces_kept, s.faces_lost, s.facens
+        ));
+    }
+}
+
+impl Drop for TerminalProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A log line every `interval`, when stderr is not a terminal.
+struct LogProgress {
+    interval: Duration,
+    last: Mutex<Instant>,
+    started: Instant,
+}
+
+impl LogProgress {
+    fn new(interval: Duration) -> Self {
+        LogProgress { interval, last: Mutex::new(Instant::now()), started: Instant::now() }
+    }
+}
+
+impl Progress for LogProgress {
+    fn update(&self, s: &Summary) {
+        let mut last = self.last.lock().unwrap();
+        if last.elapsed() >= self.interval {
+            *last = Instant::now();
+            eprintln!(
+                "[{:>6.0} s] {} {} done, {} up to date, {} failed; {} facens",
+                self.started.elapsed().as_secs_f64(),
+                s.unit,
+                s.done,
+                s.up_to_date,
+                s.failed,
+                s.facens
+            );
+        }
+    }
+}

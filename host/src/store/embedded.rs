@@ -1,0 +1,182 @@
+//! The store used when no database is configured: one redb file (a crash-safe, ACID
+//! embedded key-value store in pure Rust), records encoded as CBOR.
+//!
+//! redb writes are short and local, so they run directly on the calling task.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, StoreError};
+
+const FACES: TableDefinition<u64, &[u8]> = TableDefinition::new("faces");
+const PHOTOS: TableDefinition<&str, &[u8]> = TableDefinition::new("photos");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_FACE_ID: &str = "next_face_id";
+const SCHEMA_VERSION: &str = "schema_version";
+const SCHEMA: u64 = 1;
+
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| backend(path, e))?;
+        }
+        let db = Database::create(path).map_err(|e| backend(path, e))?;
+        let store = EmbeddedStore { db, path: path.to_path_buf() };
+        store.write(|txn| {
+            txn.open_table(FACES)?;
+            txn.open_table(PHOTOS)?;
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get(SCHEMA_VERSION)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(SCHEMA_VERSION, SCHEMA)?;
+                    meta.insert(NEXT_FACE_ID, 1)?;
+                }
+                Some(SCHEMA) => {}
+                Some(other) => {
+                    return Err(redb::Error::Corrupted(format!(
+                        "schema version {other}, this refacen reads version {SCHEMA}"
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, redb::Error> {
+            let txn = self.db.begin_write()?;
+            let value = f(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        };
+        run().map_err(|e| backend(&self.path, e))
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| backend(&self.path, e))?;
+        f(&txn)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        key: impl std::fmt::Display,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
+            location: self.location(),
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(value, &mut bytes).expect("records always encode");
+    bytes
+}
+
+fn backend(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend { location: path.display().to_string(), message: e.into().to_string() }
+}
+
+#[async_trait::async_trait]
+impl FaceStore for EmbeddedStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn photo(&self, path: &str) -> Result<Option<PhotoRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(PHOTOS).map_err(|e| backend(&self.path, e))?;
+            match table.get(path).map_err(|e| backend(&self.path, e))? {
+                Some(bytes) => Ok(Some(self.decode(path, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        self.read(|txn| {
+            let table = txn.open_table(FACES).map_err(|e| backend(&self.path, e))?;
+            let mut faces = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(bytes) = table.get(id).map_err(|e| backend(&self.path, e))? {
+                    faces.push(self.decode(id, bytes.value())?);
+                }
+            }
+            Ok(faces)
+        })
+    }
+
+    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError> {
+        self.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get(NEXT_FACE_ID)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_FACE_ID, next + count as u64)?;
+            Ok((next..next + count as u64).collect())
+        })
+    }
+
+    async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(FACES)?;
+            for face in &faces {
+                table.insert(face.id, encode(face).as_slice())?;
+            }
+            txn.open_table(PHOTOS)?.insert(photo.path.as_str(), encode(&photo).as_slice())?;
+            Ok(())
+        })
+    }
+
+    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(FACES)?;
+            for (id, facen) in facens {
+                let Some(bytes) = table.get(id)?.map(|b| b.value().to_vec()) else { continue };
+                let mut face: FaceRecord = ciborium::from_reader(bytes.as_slice())
+                    .map_err(|e| redb::Error::Corrupted(format!("face {id}: {e}")))?;
+                face.facen = Some(facen);
+                table.insert(id, encode(&face).as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn scan_faces(
+        &self,
+        range: std::ops::RangeInclusive<FaceId>,
+        limit: usize,
+    ) -> Result<Vec<FaceRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(FACES).map_err(|e| backend(&self.path, e))?;
+            let mut faces = Vec::new();
+            for entry in table.range(range).map_err(|e| backend(&self.path, e))?.take(limit) {
+                let (id, bytes) = entry.map_err(|e| backend(&self.path, e))?;
+                faces.push(self.decode(id.value(), bytes.value())?);
+            }
+            Ok(faces)
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! Where regenerated faces go. The face record schema is defined once, here; every store (the
+//! embedded one, and the database stores) keeps exactly these records.
+
+mod embedded;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+
+use crate::face::{Face, ParamValue};
+
+pub type FaceId = u64;
+
+/// Which detector found a face, and how it was set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorProvenance {
+    pub name: String,
+    pub version: String,
+    /// sha256 of the detector's `.wasm` file.
+    pub sha256: String,
+    /// Every parameter's effective value (the operator's or the declared default).
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+/// Which model computed a facen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelProvenance {
+    pub name: String,
+    pub version: String,
+    /// sha256 of the model's `.wasm` file.
+    pub sha256: String,
+    pub facen_size: u32,
+}
+
+/// A face feature vector with the model that computed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Facen {
+    pub values: Vec<f32>,
+    pub model: ModelProvenance,
+    /// Unix time (seconds) of the computation.
+    pub at: i64,
+}
+
+/// One face of one photo. Faces are never deleted: a face a re-detection no longer finds is
+/// marked `lost` and keeps its id and data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaceRecord {
+    pub id: FaceId,
+    /// The photo, relative to Uploads, with `/` separators.
+    pub photo: String,
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub landmarks: [[f32; 2]; 5],
+    /// The normalized face (PNG), relative to the derived-files directory.
+    pub normalized: Option<String>,
+    /// The thumbnail (JPEG), relative to the derived-files directory.
+    pub thumbnail: Option<String>,
+    pub facen: Option<Facen>,
+    pub lost: bool,
+    pub detector: DetectorProvenance,
+    /// Unix time (seconds) of the detection.
+    pub detected_at: i64,
+}
+
+impl FaceRecord {
+    pub fn face(&self) -> Face {
+        Face { bbox: self.bbox, score: self.score, landmarks: self.landmarks }
+    }
+}
+
+/// What the store knows of one photo in Uploads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhotoRecord {
+    /// Relative to Uploads, with `/` separators.
+    pub path: String,
+    /// sha256 of the file when it was last detected.
+    pub sha256: String,
+    /// Every face of the photo ever recorded, lost ones included.
+    pub faces: Vec<FaceId>,
+    /// The detector and settings of the last detection.
+    pub detector: DetectorProvenance,
+    /// What the last detection regenerated ("normalized", "thumbs").
+    pub outputs: Vec<String>,
+    pub detected_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("face store {location}: {message}")]
+    Backend { location: String, message: String },
+    #[error(
+        "face store {location}: record {key} cannot be read ({message}); it was written by another refacen version or is damaged"
+    )]
+    Corrupt { location: String, key: String, message: String },
+}
+
+/// A face store. Writes of one photo are atomic: a crash leaves the photo as it was before or
+/// as it is after, never in between.
+#[async_trait::async_trait]
+pub trait FaceStore: Send + Sync {
+    /// Where the store is, for messages.
+    fn location(&self) -> String;
+
+    async fn photo(&self, path: &str) -> Result<Option<PhotoRecord>, StoreError>;
+
+    /// The records of `ids` that exist, in id order.
+    async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError>;
+
+    /// Reserves `count` new face ids. Ids are never handed out twice, even when the commit
+    /// they were reserved for never happens.
+    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError>;
+
+    /// Writes a photo and its faces (inserting or replacing them) in one transaction.
+    async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError>;
+
+    /// Replaces the facens of existing faces.
+    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>) -> Result<(), StoreError>;
+
+    /// Up to `limit` faces with ids in `range`, in id order (paging: start the next page after
+    /// the last id returned).
+    async fn scan_faces(
+        &self,
+        range: std::ops::RangeInclusive<FaceId>,
+        limit: usize,
+    ) -> Result<Vec<FaceRecord>, StoreError>;
+}
