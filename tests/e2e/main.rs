@@ -4,7 +4,9 @@
 //! guest fails the test with that instruction rather than skipping it.
 
 mod bad_input;
+mod dlib_model;
 mod drop_in;
 mod parity;
+mod regenerate;
 mod sandbox;
 mod support;

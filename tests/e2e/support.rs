@@ -60,14 +60,63 @@ impl Output {
     }
 }
 
+thread_local! {
+    static UNPRIVILEGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs `f` with every `refacen` it starts running as user `nobody` when the tests run as
+/// root, so file permissions apply (root reads a mode-000 directory). `readable` is opened to
+/// others (with its parents up to the temp dir), `writable` is created writable by others.
+pub fn as_unprivileged<T>(readable: &Path, writable: &Path, f: impl FnOnce() -> T) -> T {
+    if !running_as_root() {
+        return f();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let temp = std::env::temp_dir();
+    let mut dir = Some(readable);
+    while let Some(d) = dir.filter(|d| d.starts_with(&temp) && *d != temp) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir = d.parent();
+    }
+    std::fs::create_dir_all(writable).unwrap();
+    std::fs::set_permissions(writable, std::fs::Permissions::from_mode(0o777)).unwrap();
+    UNPRIVILEGED.set(true);
+    let result = f();
+    UNPRIVILEGED.set(false);
+    result
+}
+
 /// Runs `refacen` with the shipped guest directory and a cache inside target/.
 pub fn refacen<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_refacen"))
-        .args(args)
-        .env("REFACEN_GUEST_DIR", guest_dir())
-        .env("REFACEN_CACHE_DIR", repo().join("target/test-cache"))
-        .output()
-        .expect("refacen runs");
+    let unprivileged = UNPRIVILEGED.get();
+    let mut command = if unprivileged {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_refacen")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_refacen"))
+    };
+    command.args(args).env("REFACEN_GUEST_DIR", guest_dir());
+    if unprivileged {
+        // `nobody` cannot write the shared cache: it compiles guests afresh (writing the
+        // cache fails silently, by design).
+        command
+            .env_remove("REFACEN_CACHE_DIR")
+            .env("XDG_CACHE_HOME", "/nonexistent")
+            .env("HOME", "/nonexistent");
+    } else {
+        command.env("REFACEN_CACHE_DIR", repo().join("target/test-cache"));
+    }
+    let output = command.output().expect("refacen runs");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
