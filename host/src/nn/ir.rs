@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Tensor;
+use super::{NnError, Tensor};
 
 pub type ValueId = usize;
 
@@ -48,6 +48,36 @@ impl Graph {
 
     pub fn constant(&self, id: ValueId) -> Option<&Arc<Tensor>> {
         self.values[id].constant.as_ref()
+    }
+
+    /// Checks that `inputs` are as many as the graph's inputs and fit their declared shapes
+    /// (every backend refuses a run with the same message).
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), NnError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(NnError::InvalidArgument(format!(
+                "graph `{}` takes {} inputs, got {}",
+                self.name,
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (input, tensor) in self.inputs.iter().zip(inputs) {
+            let declared = &input.dims;
+            let fits = declared.is_empty()
+                || declared.len() == tensor.rank()
+                    && declared.iter().zip(tensor.shape()).all(|(d, &a)| d.is_none_or(|d| d == a));
+            if !fits {
+                let shown: Vec<String> =
+                    declared.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
+                return Err(NnError::InvalidArgument(format!(
+                    "input `{}` must have shape [{}], got {:?}",
+                    self.value_name(input.value),
+                    shown.join(", "),
+                    tensor.shape()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The names of the graph's inputs, in order.

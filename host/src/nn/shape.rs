@@ -294,8 +294,20 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
     Ok(vec![shape])
 }
 
-/// numpy matmul shape rules (1-D operands promoted and the added dimension removed).
-pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, NnError> {
+/// The geometry of a numpy matmul: `batch` matrix products of `m x k` by `k x n`, `batch`
+/// broadcast from the operands' leading dimensions `a_batch` and `b_batch` (1-D operands
+/// promoted to matrices).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatmulDims {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: Vec<usize>,
+    pub a_batch: Vec<usize>,
+    pub b_batch: Vec<usize>,
+}
+
+pub fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatmulDims, NnError> {
     if a.is_empty() || b.is_empty() {
         return Err(invalid("MatMul of a scalar".into()));
     }
@@ -306,12 +318,31 @@ pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, NnError> {
     if k != kb {
         return Err(invalid(format!("MatMul inner dimensions differ: {a:?} x {b:?}")));
     }
-    let mut out = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    let (a_batch, b_batch) = (a2[..a2.len() - 2].to_vec(), b2[..b2.len() - 2].to_vec());
+    let batch = broadcast(&a_batch, &b_batch)?;
+    Ok(MatmulDims { m, k, n, batch, a_batch, b_batch })
+}
+
+/// numpy matmul shape rules (1-D operands promoted and the added dimension removed).
+pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, NnError> {
+    let MatmulDims { m, n, mut batch, .. } = matmul_dims(a, b)?;
     if a.len() > 1 {
-        out.push(m);
+        batch.push(m);
     }
     if b.len() > 1 {
-        out.push(n);
+        batch.push(n);
     }
-    Ok(out)
+    Ok(batch)
+}
+
+/// Strides of a tensor of `shape` read as `full` (right-aligned; broadcast dimensions get 0).
+pub fn broadcast_strides(shape: &[usize], full: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; full.len()];
+    let mut stride = 1;
+    for i in (0..shape.len()).rev() {
+        let j = i + full.len() - shape.len();
+        strides[j] = if shape[i] == 1 { 0 } else { stride };
+        stride *= shape[i];
+    }
+    strides
 }

@@ -99,13 +99,8 @@ fn fill_broadcast(dst: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) ->
 /// numpy matmul with broadcast batch dimensions.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
     let out_shape = shape::matmul(a.shape(), b.shape())?;
-    let a_shape: Vec<usize> = if a.rank() == 1 { vec![1, a.shape()[0]] } else { a.shape().to_vec() };
-    let b_shape: Vec<usize> = if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() };
-    let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
-    let n = b_shape[b_shape.len() - 1];
-    let a_batch = &a_shape[..a_shape.len() - 2];
-    let b_batch = &b_shape[..b_shape.len() - 2];
-    let batch = shape::broadcast(a_batch, b_batch)?;
+    let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(a.shape(), b.shape())?;
+    let (a_batch, b_batch) = (&a_batch[..], &b_batch[..]);
     let batches: usize = batch.iter().product();
     let mut out = vec![0.0; batches * m * n];
     for index in 0..batches {

@@ -103,35 +103,6 @@ impl CpuExecutable {
         }
         Ok(CpuExecutable { graph, limits, conv_bias, last_use })
     }
-
-    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), NnError> {
-        let graph = &self.graph;
-        if inputs.len() != graph.inputs.len() {
-            return Err(NnError::InvalidArgument(format!(
-                "graph `{}` takes {} inputs, got {}",
-                graph.name,
-                graph.inputs.len(),
-                inputs.len()
-            )));
-        }
-        for (input, tensor) in graph.inputs.iter().zip(inputs) {
-            let declared = &input.dims;
-            let fits = declared.is_empty()
-                || declared.len() == tensor.rank()
-                    && declared.iter().zip(tensor.shape()).all(|(d, &a)| d.is_none_or(|d| d == a));
-            if !fits {
-                let shown: Vec<String> =
-                    declared.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
-                return Err(NnError::InvalidArgument(format!(
-                    "input `{}` must have shape [{}], got {:?}",
-                    graph.value_name(input.value),
-                    shown.join(", "),
-                    tensor.shape()
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Time spent in one node during a profiled run.
@@ -164,7 +135,7 @@ impl CpuExecutable {
         inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
     ) -> Result<Vec<Tensor>, NnError> {
-        self.check_inputs(&inputs)?;
+        self.graph.check_inputs(&inputs)?;
         let graph = &self.graph;
         let mut slots: Vec<Slot> =
             graph.values.iter().map(|v| v.constant.as_deref().map_or(Slot::Empty, Slot::Const)).collect();

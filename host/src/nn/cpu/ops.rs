@@ -137,8 +137,8 @@ pub fn broadcast_binary(
         let x = a.data()[0];
         out.iter_mut().zip(b.data()).for_each(|(o, y)| *o = f(x, *y));
     } else {
-        let a_strides = broadcast_strides(a.shape(), &out_shape);
-        let b_strides = broadcast_strides(b.shape(), &out_shape);
+        let a_strides = shape::broadcast_strides(a.shape(), &out_shape);
+        let b_strides = shape::broadcast_strides(b.shape(), &out_shape);
         let inner = *out_shape.last().unwrap_or(&1);
         let (ai, bi) = (*a_strides.last().unwrap_or(&0), *b_strides.last().unwrap_or(&0));
         let ad = a.data();
@@ -161,18 +161,6 @@ pub fn broadcast_binary(
         );
     }
     Tensor::new(out_shape, out)
-}
-
-/// Strides of a tensor of `shape` read as `full` (right-aligned; broadcast dims get 0).
-fn broadcast_strides(shape: &[usize], full: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; full.len()];
-    let mut stride = 1;
-    for i in (0..shape.len()).rev() {
-        let j = i + full.len() - shape.len();
-        strides[j] = if shape[i] == 1 { 0 } else { stride };
-        stride *= shape[i];
-    }
-    strides
 }
 
 pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
