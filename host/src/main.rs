@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use refacen::cli::{Cli, Command, detect, embed, faces, guests, regenerate, search};
 
 fn main() -> ExitCode {
+    // SAFETY: nothing has started a thread yet.
+    #[cfg(unix)]
+    unsafe {
+        refacen::nn::gpu::provide_xdg_runtime_dir()
+    };
     let result = Cli::parse_with_config().and_then(|cli| match &cli.command {
         Command::Detect(args) => detect::run(args),
         Command::Embed(args) => embed::run(args),

@@ -6,6 +6,7 @@
 mod bad_input;
 mod dlib_model;
 mod drop_in;
+mod gpu;
 mod parity;
 mod regenerate;
 mod sandbox;

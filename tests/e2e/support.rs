@@ -95,8 +95,14 @@ pub fn as_unprivileged<T>(readable: &Path, writable: &Path, f: impl FnOnce() -> 
     result
 }
 
-/// Runs `refacen` with the shipped guest directory and a cache inside target/.
+/// Runs `refacen` with the shipped guest directory, a cache inside target/ and its networks on
+/// the CPU backend (whatever the environment says: GPU tests ask with [`refacen_env`]).
 pub fn refacen<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    refacen_env(args, &[("REFACEN_DEVICE", "cpu")])
+}
+
+/// [`refacen`] with `env` set for it.
+pub fn refacen_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
     let unprivileged = UNPRIVILEGED.get();
     let mut command = if unprivileged {
         let mut c = Command::new("setpriv");
@@ -116,6 +122,7 @@ pub fn refacen<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     } else {
         command.env("REFACEN_CACHE_DIR", repo().join("target/test-cache"));
     }
+    command.envs(env.iter().copied());
     let output = command.output().expect("refacen runs");
     Output {
         code: output.status.code().unwrap_or(-1),

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::nn::RunLimits;
-use crate::nn::cpu::CpuBackend;
+use crate::nn::{Device, RunLimits, choose_backend};
 use crate::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, default_guest_dir};
 
 #[derive(Parser, Debug)]
@@ -90,6 +89,16 @@ pub struct GuestArgs {
     /// Compile guests on every start instead of caching their code on disk.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Where the guests' neural networks run: `auto` (a hardware GPU through Vulkan, Metal or
+    /// DX12 when there is one, else the CPU), `gpu` (fail when there is none) or `cpu`.
+    #[arg(long, env = "REFACEN_DEVICE", default_value_t = Device::Auto, value_name = "auto|gpu|cpu")]
+    pub device: Device,
+
+    /// Count a software rasterizer (e.g. Mesa's lavapipe) as a GPU. It runs the GPU kernels
+    /// correctly but slower than the CPU backend: for testing on machines without a GPU.
+    #[arg(long, env = "REFACEN_GPU_ALLOW_SOFTWARE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub gpu_allow_software: bool,
 }
 
 impl GuestArgs {
@@ -105,10 +114,12 @@ impl GuestArgs {
         }
     }
 
-    /// The guest runtime with the CPU neural-network backend.
+    /// The guest runtime, its networks on the backend `--device` chooses (said on stderr).
     pub fn runtime(&self) -> anyhow::Result<GuestRuntime> {
-        let backend = Arc::new(CpuBackend::new(RunLimits::default()));
-        let nn = Arc::new(NnHost::new(backend, NnLimits::default()));
+        let chosen = choose_backend(self.device, self.gpu_allow_software, RunLimits::default())
+            .map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
+        eprintln!("refacen: networks run on the {}", chosen.description);
+        let nn = Arc::new(NnHost::new(chosen.backend, NnLimits::default()));
         let cache_dir =
             if self.no_cache { None } else { self.cache_dir.clone().or_else(CodeCache::default_dir) };
         GuestRuntime::new(nn, self.limits(), CodeCache::new(cache_dir))

@@ -60,7 +60,8 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub every_other_offset: u64,
 
-    /// Detector (and model) instances working in parallel (default: CPU count, at most 4).
+    /// Guest instances working in parallel: detectors, or models with `--regenerate facens`
+    /// alone (default: the CPU count, at most 4 with the CPU backend, at most 32 with a GPU).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,
 
@@ -217,10 +218,14 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
 
     let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
     let store: Arc<dyn FaceStore> = Arc::new(layout.open_store()?);
-    let workers = args
-        .concurrency
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The CPU backend spreads each graph over every core, so a few photos at once keep them
+    // busy; with a GPU the cores only decode and pre/post-process, one photo each.
+    let workers = args.concurrency.map(usize::from).unwrap_or(if runtime.nn_offloads() {
+        cores.min(32)
+    } else {
+        cores.min(4)
+    });
     let plan = Plan {
         uploads: args.uploads.clone(),
         skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],

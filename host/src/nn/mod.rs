@@ -6,6 +6,8 @@
 //! backend internals.
 
 pub mod cpu;
+mod device;
+pub mod gpu;
 pub mod ir;
 pub mod onnx;
 mod optimize;
@@ -14,6 +16,7 @@ mod tensor;
 
 use std::sync::Arc;
 
+pub use device::{ChosenBackend, Device, choose_backend};
 pub use ir::Graph;
 pub use optimize::optimize;
 pub use tensor::{Tensor, element_count};
@@ -55,6 +58,12 @@ pub trait Backend: Send + Sync {
 
     /// Prepares `graph` for repeated runs: validates it, packs weights, uploads them.
     fn prepare(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>, NnError>;
+
+    /// Whether graphs run on another device, leaving the host's cores to the callers (so
+    /// callers may run more photos at once than there are cores' worth of graph work).
+    fn offloads(&self) -> bool {
+        false
+    }
 }
 
 /// A graph prepared by a backend.

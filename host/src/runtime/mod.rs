@@ -120,6 +120,11 @@ impl GuestRuntime {
         self.nn.backend_name()
     }
 
+    /// Whether the networks run on another device than the host's cores (a GPU).
+    pub fn nn_offloads(&self) -> bool {
+        self.nn.backend_offloads()
+    }
+
     /// Loads a guest file: checks it is a component, compiles it (or reuses cached code),
     /// finds which world it implements and links its imports.
     pub fn load(&self, path: &Path) -> Result<Arc<GuestComponent>, LoadError> {

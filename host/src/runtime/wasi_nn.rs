@@ -65,6 +65,16 @@ impl NnHost {
         self.backend.name()
     }
 
+    pub fn backend_offloads(&self) -> bool {
+        self.backend.offloads()
+    }
+
+    /// Every graph guests have loaded so far (benchmarks time them layer by layer).
+    pub fn loaded_graphs(&self) -> Vec<Arc<Graph>> {
+        let prepared = self.prepared.lock().expect("graph cache poisoned");
+        prepared.values().map(|g| g.graph.clone()).collect()
+    }
+
     fn load(&self, bytes: &[u8]) -> Result<GraphResource, NnError> {
         let key: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(graph) = self.prepared.lock().expect("graph cache poisoned").get(&key) {

@@ -408,3 +408,47 @@ pub fn self_test() {
     assert!(parse_npy(&npy("(2, 3)", &[0.0; 5])).is_err(), "short data accepted");
     assert!(parse_npy(b"not npy at all").is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backend against backend
+
+/// The largest differences between two runs' outputs: (absolute, relative to max(1, |want|)).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Difference {
+    pub max_abs: f32,
+    pub max_rel: f32,
+}
+
+/// Runs `graph` on `inputs` with `reference` and with `tested`, checks every output of
+/// `tested` against `reference` with [`compare`] (the suite's tolerance) and returns the
+/// largest differences seen. `Err` names the first output out of tolerance.
+pub fn compare_backends(
+    reference: &dyn Backend,
+    tested: &dyn Backend,
+    graph: nn::Graph,
+    inputs: Vec<Tensor>,
+) -> Result<Difference, String> {
+    let names: Vec<String> = graph.output_names().map(str::to_string).collect();
+    let graph = Arc::new(graph);
+    let want = reference
+        .prepare(graph.clone())
+        .and_then(|e| e.run(inputs.clone()))
+        .map_err(|e| format!("{}: {e}", reference.name()))?;
+    let got =
+        tested.prepare(graph).and_then(|e| e.run(inputs)).map_err(|e| format!("{}: {e}", tested.name()))?;
+    if got.len() != want.len() {
+        return Err(format!("{} outputs, expected {}", got.len(), want.len()));
+    }
+    let mut difference = Difference::default();
+    for ((got, want), name) in got.iter().zip(&want).zip(&names) {
+        compare(got, want).map_err(|e| format!("output `{name}`: {e}"))?;
+        for (&g, &w) in got.data().iter().zip(want.data()) {
+            let abs = (g - w).abs();
+            if abs.is_finite() {
+                difference.max_abs = difference.max_abs.max(abs);
+                difference.max_rel = difference.max_rel.max(abs / w.abs().max(1.0));
+            }
+        }
+    }
+    Ok(difference)
+}

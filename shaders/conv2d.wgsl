@@ -1,0 +1,224 @@
+// 2-D convolution (host/src/nn/gpu/ops.rs: `Op::Conv`).
+//
+// `conv2d` is an implicit GEMM: for each group g, out[m, p] = Σ_k W[m, k] · X[k, p] with
+// m an output channel of the group, k = (input channel, ky, kx) and p = (image, oy, ox) over
+// the WHOLE batch, so small maps with a large batch still fill the GPU. A workgroup of 256
+// threads computes a BM × BN tile of out (each thread 4 × 4 values in registers), staging
+// BK-deep slices of W and of the im2col matrix X in workgroup memory; X is never
+// materialised: each thread gathers its column of the slice from the image on the fly
+// (zero outside the padded image), through a per-k table of tap offsets. With POINTWISE (1x1 kernel, stride 1, no padding) the
+// gather is a plain strided read. Bias and the fused activation are applied in the epilogue.
+//
+// `depthwise` is a direct kernel for one filter per channel (groups == channels), where a
+// GEMM would have k = kh·kw: one thread per output value.
+//
+// Weights are re-laid out once per prepared graph to [group][k][m] (m fastest), so the
+// W-slice loads are coalesced; for depthwise that is the ONNX layout [C][kh·kw] unchanged.
+//
+// Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
+// the number of output channels per group; BM · BN = 256 · 16 always.
+
+struct Params {
+    batch: u32,
+    in_c: u32,
+    in_h: u32,
+    in_w: u32,
+    out_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_t: u32,
+    pad_l: u32,
+    // Channels per group, in and out; k = in_cg · kh · kw.
+    in_cg: u32,
+    out_cg: u32,
+    k: u32,
+    // Output pixels of this dispatch: images · out_h · out_w.
+    pixels: u32,
+    m_tiles: u32,
+    p_tiles: u32,
+    groups: u32,
+    // LeakyRelu slope (ACT == 2).
+    alpha: f32,
+    // A dispatch may cover only images [n_base, ..) and, per group, output channels
+    // [m_base, m_base + m_count) (tensors larger than one buffer binding are split so).
+    n_base: u32,
+    m_base: u32,
+    m_count: u32,
+    // Element index where the binding of x, and of y, starts in the tensor.
+    x_sub: u32,
+    y_sub: u32,
+}
+
+@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+// bias[out_c], then the PRelu slopes[out_c] when ACT == 3.
+@group(0) @binding(3) var<storage, read> chan: array<f32>;
+// Per k (conv2d only): (input channel within the group, ky · dh, kx · dw, 0), so that the
+// gather needs no division.
+@group(0) @binding(4) var<storage, read> taps: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+// Output channels per tile.
+override BM: u32 = 64u;
+// Output pixels per tile: 256 · 16 / BM (each thread computes 4 x 4 values).
+override BN: u32 = 64u;
+// Depth of one staged slice.
+override BK: u32 = 16u;
+// Fused activation: 0 none, 1 Relu, 2 LeakyRelu(alpha), 3 PRelu(per-channel slopes).
+override ACT: u32 = 0u;
+// 1x1 kernel, stride 1, no padding: X[k, p] is input channel k at pixel p.
+override POINTWISE: bool = false;
+
+const WG: u32 = 256u;
+
+// Slices in vec4s, so that each thread reads its 4 rows and its 4 columns of a slice with two
+// 16-byte loads. Sized for the largest configurations: BK · BM ≤ 1024, BK · BN ≤ 2048.
+var<workgroup> tile_w: array<vec4<f32>, 256>;
+var<workgroup> tile_x: array<vec4<f32>, 512>;
+
+fn activate(v: f32, c: u32) -> f32 {
+    if ACT == 1u {
+        return max(v, 0.0);
+    }
+    if ACT == 2u {
+        return select(v, v * prm.alpha, v < 0.0);
+    }
+    if ACT == 3u {
+        return select(v, v * chan[prm.out_c + c], v < 0.0);
+    }
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn conv2d(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // The grid is 2-D only to stay under the per-dimension limit; tiles are numbered linearly.
+    let tile = wid.x + wid.y * nwg.x;
+    if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
+        return;
+    }
+    let p0 = (tile % prm.p_tiles) * BN;
+    let rest = tile / prm.p_tiles;
+    let m0 = (rest % prm.m_tiles) * BM;
+    let g = rest / prm.m_tiles;
+
+    let plane = prm.out_h * prm.out_w;
+    let in_plane = prm.in_h * prm.in_w;
+
+    // The output pixel whose im2col column this thread gathers (the same for every slice,
+    // since BN divides the workgroup size).
+    let p_load = p0 + lid % BN;
+    let p_ok = p_load < prm.pixels;
+    let n_l = prm.n_base + p_load / plane;
+    let pix_l = p_load % plane;
+    let iy0 = i32((pix_l / prm.out_w) * prm.sh) - i32(prm.pad_t);
+    let ix0 = i32((pix_l % prm.out_w) * prm.sw) - i32(prm.pad_l);
+    let x_base = (n_l * prm.in_c + g * prm.in_cg) * in_plane - prm.x_sub;
+    let w_base = g * prm.k;
+
+    // This thread's 4 x 4 outputs: channels m0 + 4·tm + i, pixels p0 + 4·tn + j;
+    // acc[i] holds the 4 pixels of channel i.
+    let tn = lid % (BN / 4u);
+    let tm = lid / (BN / 4u);
+    var acc: array<vec4<f32>, 4>;
+
+    for (var k0 = 0u; k0 < prm.k; k0 += BK) {
+        for (var i = lid; i < BK * BM; i += WG) {
+            let k = k0 + i / BM;
+            let m = m0 + i % BM;
+            var v = 0.0;
+            if k < prm.k && m < prm.m_count {
+                v = wt[(w_base + k) * prm.out_cg + prm.m_base + m];
+            }
+            tile_w[i / 4u][i % 4u] = v;
+        }
+        for (var i = lid; i < BK * BN; i += WG) {
+            let k = k0 + i / BN;
+            var v = 0.0;
+            if p_ok && k < prm.k {
+                if POINTWISE {
+                    v = x[x_base + k * in_plane + pix_l];
+                } else {
+                    let tap = taps[k];
+                    let iy = iy0 + i32(tap.y);
+                    let ix = ix0 + i32(tap.z);
+                    if iy >= 0 && iy < i32(prm.in_h) && ix >= 0 && ix < i32(prm.in_w) {
+                        v = x[x_base + tap.x * in_plane + u32(iy) * prm.in_w + u32(ix)];
+                    }
+                }
+            }
+            tile_x[i / 4u][i % 4u] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a = tile_w[kk * (BM / 4u) + tm];
+            let b = tile_x[kk * (BN / 4u) + tn];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+
+    for (var j = 0u; j < 4u; j++) {
+        let p = p0 + tn * 4u + j;
+        if p >= prm.pixels {
+            continue;
+        }
+        let n = prm.n_base + p / plane;
+        let pix = p % plane;
+        for (var i = 0u; i < 4u; i++) {
+            let m = m0 + tm * 4u + i;
+            if m < prm.m_count {
+                let c = g * prm.out_cg + prm.m_base + m;
+                y[(n * prm.out_c + c) * plane + pix - prm.y_sub] = activate(acc[i][j] + chan[c], c);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn depthwise(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WG + lid;
+    let plane = prm.out_h * prm.out_w;
+    if index >= prm.pixels * prm.m_count {
+        return;
+    }
+    let ox = index % prm.out_w;
+    let oy = (index / prm.out_w) % prm.out_h;
+    let c = prm.m_base + (index / plane) % prm.m_count;
+    let n = prm.n_base + index / (plane * prm.m_count);
+    let src = (n * prm.in_c + c) * prm.in_h * prm.in_w - prm.x_sub;
+    let filter_start = c * prm.kh * prm.kw;
+    let iy0 = i32(oy * prm.sh) - i32(prm.pad_t);
+    let ix0 = i32(ox * prm.sw) - i32(prm.pad_l);
+    var acc = chan[c];
+    for (var ky = 0u; ky < prm.kh; ky++) {
+        let iy = iy0 + i32(ky * prm.dh);
+        if iy < 0 || iy >= i32(prm.in_h) {
+            continue;
+        }
+        for (var kx = 0u; kx < prm.kw; kx++) {
+            let ix = ix0 + i32(kx * prm.dw);
+            if ix >= 0 && ix < i32(prm.in_w) {
+                acc += x[src + u32(iy) * prm.in_w + u32(ix)] * wt[filter_start + ky * prm.kw + kx];
+            }
+        }
+    }
+    y[(n * prm.out_c + c) * plane + oy * prm.out_w + ox - prm.y_sub] = activate(acc, c);
+}

@@ -1,0 +1,177 @@
+// Element-wise ops (host/src/nn/gpu/ops.rs: `Op::Unary`, `Op::Binary`, `Op::PRelu`,
+// `Op::BatchNorm`). One thread per output value.
+//
+// `binary` broadcasts numpy-style: the host right-aligns both operand shapes to the output,
+// merges adjacent dimensions that broadcast alike (so rank ≤ 8 covers every practical case)
+// and passes, per output dimension, each operand's element stride (0 where it broadcasts).
+// SAME_SHAPE skips the index arithmetic when neither operand broadcasts.
+
+const WG: u32 = 256u;
+const MAX_RANK: u32 = 8u;
+
+// Unary op: 0 Relu, 1 LeakyRelu(alpha), 2 Sigmoid, 3 Tanh, 4 Clip(lo, hi).
+override UNARY_OP: u32 = 0u;
+// Binary op: 0 Add, 1 Sub, 2 Mul, 3 Div, 4 PRelu (b is the slope).
+override BINARY_OP: u32 = 0u;
+override SAME_SHAPE: bool = false;
+
+// Every kernel here may cover only values [base, base + total) of its output (tensors larger
+// than one buffer binding are split so); *_sub is the element where a binding starts.
+
+struct UnaryParams {
+    total: u32,
+    alpha: f32,
+    lo: f32,
+    hi: f32,
+    base: u32,
+    x_sub: u32,
+    y_sub: u32,
+}
+
+struct BinaryParams {
+    total: u32,
+    rank: u32,
+    shape: array<u32, 8>,
+    a_strides: array<u32, 8>,
+    b_strides: array<u32, 8>,
+    base: u32,
+    a_sub: u32,
+    b_sub: u32,
+    y_sub: u32,
+}
+
+struct NormParams {
+    total: u32,
+    channels: u32,
+    // Values per channel and image (product of the dimensions after the channel one).
+    plane: u32,
+    epsilon: f32,
+    base: u32,
+    x_sub: u32,
+    y_sub: u32,
+}
+
+@group(0) @binding(0) var<storage, read> uprm: UnaryParams;
+@group(0) @binding(0) var<storage, read> bprm: BinaryParams;
+@group(0) @binding(0) var<storage, read> nprm: NormParams;
+
+// unary: x, out. binary: a, b, out. batch_norm: x, scale, bias, mean, var, out.
+@group(0) @binding(1) var<storage, read> in0: array<f32>;
+@group(0) @binding(2) var<storage, read_write> unary_out: array<f32>;
+@group(0) @binding(2) var<storage, read> in1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> binary_out: array<f32>;
+@group(0) @binding(3) var<storage, read> in2: array<f32>;
+@group(0) @binding(4) var<storage, read> in3: array<f32>;
+@group(0) @binding(5) var<storage, read> in4: array<f32>;
+@group(0) @binding(6) var<storage, read_write> norm_out: array<f32>;
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+// tanh that saturates to ±1 instead of overflowing to inf/inf for large |x|.
+fn tanh_stable(x: f32) -> f32 {
+    let t = exp(-2.0 * abs(x));
+    let r = (1.0 - t) / (1.0 + t);
+    return select(r, -r, x < 0.0);
+}
+
+@compute @workgroup_size(256)
+fn unary(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let local = linear_index(wid, nwg, lid);
+    if local >= uprm.total {
+        return;
+    }
+    let i = uprm.base + local;
+    let v = in0[i - uprm.x_sub];
+    var r = v;
+    switch UNARY_OP {
+        case 0u: {
+            r = max(v, 0.0);
+        }
+        case 1u: {
+            r = select(v, v * uprm.alpha, v < 0.0);
+        }
+        case 2u: {
+            r = 1.0 / (1.0 + exp(-v));
+        }
+        case 3u: {
+            r = tanh_stable(v);
+        }
+        case 4u: {
+            r = min(max(v, uprm.lo), uprm.hi);
+        }
+        default: {}
+    }
+    unary_out[i - uprm.y_sub] = r;
+}
+
+@compute @workgroup_size(256)
+fn binary(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let local = linear_index(wid, nwg, lid);
+    if local >= bprm.total {
+        return;
+    }
+    let i = bprm.base + local;
+    var ai = i;
+    var bi = i;
+    if !SAME_SHAPE {
+        ai = 0u;
+        bi = 0u;
+        var rest = i;
+        for (var d = i32(bprm.rank) - 1; d >= 0; d--) {
+            let coord = rest % bprm.shape[d];
+            rest = rest / bprm.shape[d];
+            ai += coord * bprm.a_strides[d];
+            bi += coord * bprm.b_strides[d];
+        }
+    }
+    let a = in0[ai - bprm.a_sub];
+    let b = in1[bi - bprm.b_sub];
+    var r: f32;
+    switch BINARY_OP {
+        case 0u: {
+            r = a + b;
+        }
+        case 1u: {
+            r = a - b;
+        }
+        case 2u: {
+            r = a * b;
+        }
+        case 3u: {
+            r = a / b;
+        }
+        default: {
+            r = select(a, a * b, a < 0.0);
+        }
+    }
+    binary_out[i - bprm.y_sub] = r;
+}
+
+// Inference batch normalization, computed as the CPU backend does:
+// factor = scale / sqrt(var + eps), y = x · factor + (bias - mean · factor).
+@compute @workgroup_size(256)
+fn batch_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let local = linear_index(wid, nwg, lid);
+    if local >= nprm.total {
+        return;
+    }
+    let i = nprm.base + local;
+    let c = (i / nprm.plane) % nprm.channels;
+    let factor = in1[c] / sqrt(in4[c] + nprm.epsilon);
+    let shift = in2[c] - in3[c] * factor;
+    norm_out[i - nprm.y_sub] = in0[i - nprm.x_sub] * factor + shift;
+}

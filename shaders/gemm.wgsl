@@ -1,0 +1,172 @@
+// Matrix products (host/src/nn/gpu/ops.rs: `Op::Gemm`, `Op::MatMul`).
+//
+// out[b, m, n] = act(alpha · Σ_k A[b, m, k] · B[b, k, n] + beta · C[m, n])
+//
+// A and B are read through (row, column) element strides, so ONNX Gemm's trans_a/trans_b
+// are only strides, and through per-batch offsets decoded from a broadcast batch shape, so
+// numpy MatMul broadcasting needs no copies. C (Gemm only) is read through strides too, with
+// stride 0 along a broadcast dimension. A workgroup of 256 threads computes a 64 × 64 tile,
+// 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
+// loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    c_rs: u32,
+    c_cs: u32,
+    m_tiles: u32,
+    n_tiles: u32,
+    batches: u32,
+    batch_rank: u32,
+    alpha: f32,
+    beta: f32,
+    // LeakyRelu slope (ACT == 2).
+    leaky: f32,
+    // The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
+    batch_shape: array<u32, 6>,
+    a_batch: array<u32, 6>,
+    b_batch: array<u32, 6>,
+}
+
+@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> c: array<f32>;
+// PRelu slopes, one per output column (ACT == 3).
+@group(0) @binding(4) var<storage, read> slopes: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+override HAS_C: bool = false;
+// Fused activation: 0 none, 1 Relu, 2 LeakyRelu, 3 PRelu per column.
+override ACT: u32 = 0u;
+// A's k index is contiguous (a_cs == 1): stage A walking k first. Likewise B (b_rs == 1).
+override A_K_FAST: bool = true;
+override B_K_FAST: bool = false;
+
+const WG: u32 = 256u;
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+// [k][m] and [k][n] slices in vec4s: each thread reads its 4 rows and 4 columns of a slice
+// with two 16-byte loads.
+var<workgroup> tile_a: array<vec4<f32>, 256>; // BK · BM / 4
+var<workgroup> tile_b: array<vec4<f32>, 256>; // BK · BN / 4
+
+fn activate(v: f32, col: u32) -> f32 {
+    if ACT == 1u {
+        return max(v, 0.0);
+    }
+    if ACT == 2u {
+        return select(v, v * prm.leaky, v < 0.0);
+    }
+    if ACT == 3u {
+        return select(v, v * slopes[col], v < 0.0);
+    }
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn gemm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let tile = wid.x + wid.y * nwg.x;
+    if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
+        return;
+    }
+    let n0 = (tile % prm.n_tiles) * BN;
+    let rest = tile / prm.n_tiles;
+    let m0 = (rest % prm.m_tiles) * BM;
+    let batch = rest / prm.m_tiles;
+
+    var a_off = 0u;
+    var b_off = 0u;
+    var left = batch;
+    for (var d = i32(prm.batch_rank) - 1; d >= 0; d--) {
+        let coord = left % prm.batch_shape[d];
+        left = left / prm.batch_shape[d];
+        a_off += coord * prm.a_batch[d];
+        b_off += coord * prm.b_batch[d];
+    }
+
+    // This thread's 4 x 4 outputs: rows m0 + 4·tm + i, columns n0 + 4·tn + j.
+    let tn = lid % (BN / 4u);
+    let tm = lid / (BN / 4u);
+    var acc: array<vec4<f32>, 4>;
+
+    for (var k0 = 0u; k0 < prm.k; k0 += BK) {
+        for (var i = lid; i < BK * BM; i += WG) {
+            var kk: u32;
+            var mm: u32;
+            if A_K_FAST {
+                kk = i % BK;
+                mm = i / BK;
+            } else {
+                kk = i / BM;
+                mm = i % BM;
+            }
+            let k = k0 + kk;
+            let m = m0 + mm;
+            var v = 0.0;
+            if k < prm.k && m < prm.m {
+                v = a[a_off + m * prm.a_rs + k * prm.a_cs];
+            }
+            let at = kk * BM + mm;
+            tile_a[at / 4u][at % 4u] = v;
+        }
+        for (var i = lid; i < BK * BN; i += WG) {
+            var kk: u32;
+            var nn: u32;
+            if B_K_FAST {
+                kk = i % BK;
+                nn = i / BK;
+            } else {
+                kk = i / BN;
+                nn = i % BN;
+            }
+            let k = k0 + kk;
+            let n = n0 + nn;
+            var v = 0.0;
+            if k < prm.k && n < prm.n {
+                v = b[b_off + k * prm.b_rs + n * prm.b_cs];
+            }
+            let at = kk * BN + nn;
+            tile_b[at / 4u][at % 4u] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let av = tile_a[kk * (BM / 4u) + tm];
+            let bv = tile_b[kk * (BN / 4u) + tn];
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+        }
+        workgroupBarrier();
+    }
+
+    let out_base = batch * prm.m * prm.n;
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + tm * 4u + i;
+        if m >= prm.m {
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tn * 4u + j;
+            if n < prm.n {
+                var v = prm.alpha * acc[i][j];
+                if HAS_C {
+                    v += prm.beta * c[m * prm.c_rs + n * prm.c_cs];
+                }
+                out[out_base + m * prm.n + n] = activate(v, n);
+            }
+        }
+    }
+}

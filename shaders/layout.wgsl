@@ -1,0 +1,110 @@
+// Layout changes (host/src/nn/gpu/ops.rs: `Op::Transpose`, `Op::Concat`, `Op::Pad`).
+// One thread per output value (Concat: per value of one input). Reshape, Flatten, Squeeze,
+// Unsqueeze and Identity never reach the GPU: the host aliases the buffer.
+//
+// Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
+// rank whose permutation moves at most 8 blocks fits).
+
+const WG: u32 = 256u;
+
+struct TransposeParams {
+    total: u32,
+    rank: u32,
+    // Output dimensions, and for each the stride of the input along it.
+    shape: array<u32, 8>,
+    strides: array<u32, 8>,
+}
+
+struct PadParams {
+    total: u32,
+    rank: u32,
+    value: f32,
+    out_shape: array<u32, 8>,
+    in_shape: array<u32, 8>,
+    in_strides: array<u32, 8>,
+    // Padding before each dimension; negative crops.
+    begin: array<i32, 8>,
+}
+
+struct ConcatParams {
+    // Values of this input: outer · block.
+    total: u32,
+    // Values of this input per outer index (its extent along the axis times the inner size).
+    block: u32,
+    // Values of the output per outer index, and where this input's block starts in it.
+    out_block: u32,
+    offset: u32,
+}
+
+@group(0) @binding(0) var<storage, read> tprm: TransposeParams;
+@group(0) @binding(0) var<storage, read> pprm: PadParams;
+@group(0) @binding(0) var<storage, read> cprm: ConcatParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+@compute @workgroup_size(256)
+fn transpose(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= tprm.total {
+        return;
+    }
+    var src = 0u;
+    var rest = i;
+    for (var d = i32(tprm.rank) - 1; d >= 0; d--) {
+        src += (rest % tprm.shape[d]) * tprm.strides[d];
+        rest = rest / tprm.shape[d];
+    }
+    y[i] = x[src];
+}
+
+@compute @workgroup_size(256)
+fn pad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= pprm.total {
+        return;
+    }
+    var src = 0u;
+    var inside = true;
+    var rest = i;
+    for (var d = i32(pprm.rank) - 1; d >= 0; d--) {
+        let coord = i32(rest % pprm.out_shape[d]) - pprm.begin[d];
+        rest = rest / pprm.out_shape[d];
+        if coord < 0 || coord >= i32(pprm.in_shape[d]) {
+            inside = false;
+        } else {
+            src += u32(coord) * pprm.in_strides[d];
+        }
+    }
+    var v = pprm.value;
+    if inside {
+        v = x[src];
+    }
+    y[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn concat(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= cprm.total {
+        return;
+    }
+    let outer = i / cprm.block;
+    let j = i % cprm.block;
+    y[outer * cprm.out_block + cprm.offset + j] = x[i];
+}
