@@ -14,6 +14,8 @@ use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, StoreError};
 const FACES: TableDefinition<u64, &[u8]> = TableDefinition::new("faces");
 const PHOTOS: TableDefinition<&str, &[u8]> = TableDefinition::new("photos");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The ids of faces with `search_pending` set: an index of that flag.
+const SEARCH_PENDING: TableDefinition<u64, ()> = TableDefinition::new("search_pending");
 
 const NEXT_FACE_ID: &str = "next_face_id";
 const SCHEMA_VERSION: &str = "schema_version";
@@ -35,6 +37,7 @@ impl EmbeddedStore {
         store.write(|txn| {
             txn.open_table(FACES)?;
             txn.open_table(PHOTOS)?;
+            txn.open_table(SEARCH_PENDING)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get(SCHEMA_VERSION)?.map(|v| v.value());
             match version {
@@ -139,26 +142,37 @@ impl FaceStore for EmbeddedStore {
         })
     }
 
+    async fn faces_of_photo(&self, path: &str) -> Result<Vec<FaceRecord>, StoreError> {
+        // Photo and faces commit in one transaction: the photo's list is complete.
+        match self.photo(path).await? {
+            Some(photo) => self.faces(&photo.faces).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError> {
         self.write(|txn| {
             let mut table = txn.open_table(FACES)?;
+            let mut pending = txn.open_table(SEARCH_PENDING)?;
             for face in &faces {
                 table.insert(face.id, encode(face).as_slice())?;
+                mark_pending(&mut pending, face.id, face.search_pending)?;
             }
             txn.open_table(PHOTOS)?.insert(photo.path.as_str(), encode(&photo).as_slice())?;
             Ok(())
         })
     }
 
-    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>) -> Result<(), StoreError> {
+    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>, search_pending: bool) -> Result<(), StoreError> {
         self.write(|txn| {
             let mut table = txn.open_table(FACES)?;
+            let mut pending = txn.open_table(SEARCH_PENDING)?;
             for (id, facen) in facens {
-                let Some(bytes) = table.get(id)?.map(|b| b.value().to_vec()) else { continue };
-                let mut face: FaceRecord = ciborium::from_reader(bytes.as_slice())
-                    .map_err(|e| redb::Error::Corrupted(format!("face {id}: {e}")))?;
-                face.facen = Some(facen);
-                table.insert(id, encode(&face).as_slice())?;
+                update_face(&mut table, id, |face| {
+                    face.facen = Some(facen);
+                    face.search_pending = search_pending;
+                })?;
+                mark_pending(&mut pending, id, search_pending)?;
             }
             Ok(())
         })
@@ -179,4 +193,48 @@ impl FaceStore for EmbeddedStore {
             Ok(faces)
         })
     }
+
+    async fn search_pending(&self, limit: usize) -> Result<Vec<FaceRecord>, StoreError> {
+        let ids: Vec<FaceId> = self.read(|txn| {
+            let table = txn.open_table(SEARCH_PENDING).map_err(|e| backend(&self.path, e))?;
+            let range = table.range(0..).map_err(|e| backend(&self.path, e))?;
+            range.take(limit).map(|entry| Ok(entry.map_err(|e| backend(&self.path, e))?.0.value())).collect()
+        })?;
+        self.faces(&ids).await
+    }
+
+    async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(FACES)?;
+            let mut pending = txn.open_table(SEARCH_PENDING)?;
+            for &id in ids {
+                update_face(&mut table, id, |face| face.search_pending = false)?;
+                pending.remove(id)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn mark_pending(table: &mut redb::Table<u64, ()>, id: FaceId, pending: bool) -> Result<(), redb::Error> {
+    if pending {
+        table.insert(id, ())?;
+    } else {
+        table.remove(id)?;
+    }
+    Ok(())
+}
+
+/// Rewrites face `id` with `change` applied, if it exists.
+fn update_face(
+    table: &mut redb::Table<u64, &[u8]>,
+    id: FaceId,
+    change: impl FnOnce(&mut FaceRecord),
+) -> Result<(), redb::Error> {
+    let Some(bytes) = table.get(id)?.map(|b| b.value().to_vec()) else { return Ok(()) };
+    let mut face: FaceRecord = ciborium::from_reader(bytes.as_slice())
+        .map_err(|e| redb::Error::Corrupted(format!("face {id}: {e}")))?;
+    change(&mut face);
+    table.insert(id, encode(&face).as_slice())?;
+    Ok(())
 }

@@ -2,12 +2,17 @@
 //! embedded one, and the database stores) keeps exactly these records.
 
 mod embedded;
+mod mongo;
+mod search;
+pub mod tarantool;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use mongo::MongoStore;
+pub use search::{Copied, SearchCopier, SearchStore};
 
 use crate::face::{Face, ParamValue};
 
@@ -62,6 +67,11 @@ pub struct FaceRecord {
     pub detector: DetectorProvenance,
     /// Unix time (seconds) of the detection.
     pub detected_at: i64,
+    /// The search store's copy of this face (its facen, or its absence once lost) may be
+    /// stale: set when the record is written while a search store is configured, cleared
+    /// once the search store has it, so a run killed in between catches up on the next.
+    #[serde(default)]
+    pub search_pending: bool,
 }
 
 impl FaceRecord {
@@ -88,16 +98,17 @@ pub struct PhotoRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("face store {location}: {message}")]
+    #[error("{location}: {message}")]
     Backend { location: String, message: String },
     #[error(
-        "face store {location}: record {key} cannot be read ({message}); it was written by another refacen version or is damaged"
+        "{location}: record {key} cannot be read ({message}); it was written by another refacen version or is damaged"
     )]
     Corrupt { location: String, key: String, message: String },
 }
 
-/// A face store. Writes of one photo are atomic: a crash leaves the photo as it was before or
-/// as it is after, never in between.
+/// A face store. A crash while a photo is committed leaves its photo record as it was before
+/// or as it is after; faces already written by then are found again by
+/// [`FaceStore::faces_of_photo`], so that rerunning the photo keeps their ids.
 #[async_trait::async_trait]
 pub trait FaceStore: Send + Sync {
     /// Where the store is, for messages.
@@ -108,15 +119,18 @@ pub trait FaceStore: Send + Sync {
     /// The records of `ids` that exist, in id order.
     async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError>;
 
+    /// Every face recorded for the photo at `path` (lost ones included), in id order.
+    async fn faces_of_photo(&self, path: &str) -> Result<Vec<FaceRecord>, StoreError>;
+
     /// Reserves `count` new face ids. Ids are never handed out twice, even when the commit
     /// they were reserved for never happens.
     async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError>;
 
-    /// Writes a photo and its faces (inserting or replacing them) in one transaction.
+    /// Writes a photo and its faces (inserting or replacing them), the photo record last.
     async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError>;
 
-    /// Replaces the facens of existing faces.
-    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>) -> Result<(), StoreError>;
+    /// Replaces the facens of existing faces and sets their `search_pending`.
+    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>, search_pending: bool) -> Result<(), StoreError>;
 
     /// Up to `limit` faces with ids in `range`, in id order (paging: start the next page after
     /// the last id returned).
@@ -125,4 +139,10 @@ pub trait FaceStore: Send + Sync {
         range: std::ops::RangeInclusive<FaceId>,
         limit: usize,
     ) -> Result<Vec<FaceRecord>, StoreError>;
+
+    /// Up to `limit` faces with `search_pending` set (any of them), in id order.
+    async fn search_pending(&self, limit: usize) -> Result<Vec<FaceRecord>, StoreError>;
+
+    /// Clears `search_pending` on `ids`.
+    async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError>;
 }

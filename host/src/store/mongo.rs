@@ -1,0 +1,467 @@
+//! Face records in MongoDB, the store FindFace deployments keep them in.
+//!
+//! One database (`--mongo-db`), three collections:
+//! - `faces`: one document per face, `_id` the face id, the fields of [`FaceRecord`], the facen
+//!   as BSON Binary (f32 little-endian) beside its size and model;
+//! - `photos`: one document per photo, `_id` its path relative to Uploads;
+//! - `counters`: `{_id: "face_id", last: N}`, face ids handed out with an atomic `$inc`.
+//!
+//! MongoDB has no multi-document atomicity without a replica set, so a photo is committed
+//! faces first, photo document last: a crash in between leaves the photo document as it was
+//! and some faces written, which [`FaceStore::faces_of_photo`] finds again (by the indexed
+//! `photo` field), so the rerun matches them by box and keeps their ids rather than adding
+//! duplicates. Writes go in unordered batches of upserts through the plain `update` command
+//! (every MongoDB version has it; `bulkWrite` needs 8.0). Transient failures (network,
+//! server selection, a primary stepping down) are retried with exponential backoff.
+//!
+//! Reads in id order ask for a window of ids at a time and sort it here rather than asking
+//! the server to sort: as correct on MongoDB, and also on the wire-compatible server the
+//! tests run against, which sorts integers as strings.
+
+use std::future::Future;
+use std::time::Duration;
+
+use mongodb::bson::{self, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::error::ErrorKind;
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, StoreError,
+};
+
+/// Documents per `update` command (well under MongoDB's 100000 operations and 48 MB).
+const BATCH: usize = 500;
+/// Tries of one operation before its failure is final; waits double from 100 ms to 3.2 s.
+const TRIES: u32 = 9;
+
+pub struct MongoStore {
+    db: Database,
+    faces: Collection<FaceDoc>,
+    photos: Collection<PhotoDoc>,
+    location: String,
+}
+
+impl MongoStore {
+    /// Connects to `uri`, checks the server answers, and creates the indexes. An unreachable
+    /// server is an error within a few seconds, before any work starts.
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        let location = format!("mongodb {} (database {database})", redact(uri));
+        let fail = |message: String| StoreError::Backend { location: location.clone(), message };
+        let mut options =
+            ClientOptions::parse(uri).await.map_err(|e| fail(format!("bad --mongo URI: {e}")))?;
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+        options.connect_timeout.get_or_insert(Duration::from_secs(5));
+        options.app_name.get_or_insert("refacen".into());
+        let client = Client::with_options(options).map_err(|e| fail(e.to_string()))?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 }).await.map_err(|e| {
+            fail(format!("the server does not answer ({}); is it running, and is --mongo right?", cause(&e)))
+        })?;
+        let store =
+            MongoStore { faces: db.collection("faces"), photos: db.collection("photos"), db, location };
+        store
+            .retry("creating indexes", || async {
+                store.faces.create_index(IndexModel::builder().keys(doc! { "photo": 1 }).build()).await?;
+                store
+                    .faces
+                    .create_index(IndexModel::builder().keys(doc! { "search_pending": 1, "_id": 1 }).build())
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or has been tried [`TRIES`] times.
+    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = mongodb::error::Result<T>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1.. {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt < TRIES && transient(&e) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(3200));
+                }
+                Err(e) => {
+                    let tried =
+                        if transient(&e) { format!(" (tried {attempt} times)") } else { String::new() };
+                    return Err(StoreError::Backend {
+                        location: self.location.clone(),
+                        message: format!("{what}: {}{tried}", cause(&e)),
+                    });
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Upserts `docs` by `_id` in unordered batches, each retried on its own.
+    async fn upsert_all<T: Serialize>(&self, collection: &str, docs: &[(Bson, T)]) -> Result<(), StoreError> {
+        for chunk in docs.chunks(BATCH) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|(id, d)| {
+                    let replacement = bson::to_document(d).map_err(|e| self.corrupt(id, e))?;
+                    Ok(doc! { "q": { "_id": id.clone() }, "u": replacement, "upsert": true })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let command = doc! { "update": collection, "updates": updates, "ordered": false };
+            self.write_command(&format!("writing {} {collection}", chunk.len()), command).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a write command, retried while its failure is transient; write errors it reports
+    /// (a rejected document) fail it.
+    async fn write_command(&self, what: &str, command: Document) -> Result<(), StoreError> {
+        let reply = self.retry(what, || async { self.db.run_command(command.clone()).await }).await?;
+        match reply.get_array("writeErrors") {
+            Ok(errors) if !errors.is_empty() => Err(StoreError::Backend {
+                location: self.location.clone(),
+                message: format!("{what}: the server refused {} of them: {}", errors.len(), errors[0]),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The faces matching `filter` (at most `limit`, any of them), in id order.
+    async fn find_faces(&self, filter: Document, limit: Option<i64>) -> Result<Vec<FaceRecord>, StoreError> {
+        let docs = self
+            .retry("reading faces", || async {
+                let mut find = self.faces.find(filter.clone());
+                if let Some(limit) = limit {
+                    find = find.limit(limit);
+                }
+                let mut cursor = find.await?;
+                let mut docs = Vec::new();
+                while cursor.advance().await? {
+                    docs.push(cursor.deserialize_current()?);
+                }
+                Ok(docs)
+            })
+            .await?;
+        let mut faces: Vec<FaceRecord> =
+            docs.into_iter().map(|d: FaceDoc| d.into_record(&self.location)).collect::<Result<_, _>>()?;
+        faces.sort_by_key(|f| f.id);
+        Ok(faces)
+    }
+
+    /// The last face id handed out (0 before the first).
+    async fn last_id(&self) -> Result<FaceId, StoreError> {
+        let counters: Collection<Document> = self.db.collection("counters");
+        let found = self
+            .retry("reading the id counter", || async { counters.find_one(doc! { "_id": "face_id" }).await })
+            .await?;
+        match found {
+            None => Ok(0),
+            Some(counter) => self.counter_value(&counter),
+        }
+    }
+
+    fn counter_value(&self, counter: &Document) -> Result<FaceId, StoreError> {
+        // Servers may answer the sum as any integer width (or a double, for JavaScript clients).
+        Ok(match counter.get("last") {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => i64::from(*n),
+            Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
+            other => {
+                return Err(self.corrupt("counters/face_id", format!("`last` is {other:?}, not an integer")));
+            }
+        } as FaceId)
+    }
+
+    fn corrupt(&self, key: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { location: self.location.clone(), key: key.to_string(), message: e.to_string() }
+    }
+}
+
+/// Errors worth another try: the server or the network, not the request.
+fn transient(e: &mongodb::error::Error) -> bool {
+    e.contains_label("RetryableWriteError")
+        || matches!(
+            *e.kind,
+            ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. }
+        )
+        || matches!(&*e.kind, ErrorKind::Command(c) if [91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
+}
+
+/// The driver's message without its topology dump, but with the server's own error from it.
+fn cause(e: &mongodb::error::Error) -> String {
+    let text = e.to_string();
+    let Some(at) = text.find(" Topology:") else { return text };
+    let mut cause = text[..at].trim_end_matches([',', ' ']).to_string();
+    if let Some(start) = text[at..].find("Error: Kind: ").map(|i| at + i + "Error: Kind: ".len()) {
+        let end = text[start..].find(", labels").map_or(text.len(), |i| start + i);
+        cause = format!("{cause} ({})", &text[start..end]);
+    }
+    cause
+}
+
+/// The URI without its password.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &uri[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..])
+        }
+        _ => uri.to_string(),
+    }
+}
+
+fn id_bson(id: FaceId) -> Bson {
+    Bson::Int64(id as i64)
+}
+
+fn ids_bson(ids: &[FaceId]) -> Vec<Bson> {
+    ids.iter().map(|&id| id_bson(id)).collect()
+}
+
+/// A face as stored: [`FaceRecord`] with the facen as Binary.
+#[derive(Serialize, Deserialize)]
+struct FaceDoc {
+    #[serde(rename = "_id")]
+    id: i64,
+    photo: String,
+    bbox: [f32; 4],
+    score: f32,
+    landmarks: [[f32; 2]; 5],
+    normalized: Option<String>,
+    thumbnail: Option<String>,
+    facen: Option<FacenDoc>,
+    lost: bool,
+    detector: DetectorProvenance,
+    detected_at: i64,
+    #[serde(default)]
+    search_pending: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FacenDoc {
+    values: bson::Binary,
+    size: u32,
+    model: ModelProvenance,
+    at: i64,
+}
+
+impl FacenDoc {
+    fn new(facen: &Facen) -> Self {
+        FacenDoc {
+            values: bson::Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: bytemuck::cast_slice(&facen.values).to_vec(),
+            },
+            size: facen.values.len() as u32,
+            model: facen.model.clone(),
+            at: facen.at,
+        }
+    }
+
+    fn into_facen(self, id: i64, location: &str) -> Result<Facen, StoreError> {
+        let bytes = &self.values.bytes;
+        if bytes.len() != self.size as usize * 4 {
+            return Err(StoreError::Corrupt {
+                location: location.to_string(),
+                key: format!("face {id}"),
+                message: format!("facen has {} bytes, its size says {} values", bytes.len(), self.size),
+            });
+        }
+        let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(Facen { values, model: self.model, at: self.at })
+    }
+}
+
+impl FaceDoc {
+    fn new(face: &FaceRecord) -> Self {
+        FaceDoc {
+            id: face.id as i64,
+            photo: face.photo.clone(),
+            bbox: face.bbox,
+            score: face.score,
+            landmarks: face.landmarks,
+            normalized: face.normalized.clone(),
+            thumbnail: face.thumbnail.clone(),
+            facen: face.facen.as_ref().map(FacenDoc::new),
+            lost: face.lost,
+            detector: face.detector.clone(),
+            detected_at: face.detected_at,
+            search_pending: face.search_pending,
+        }
+    }
+
+    fn into_record(self, location: &str) -> Result<FaceRecord, StoreError> {
+        let facen = self.facen.map(|f| f.into_facen(self.id, location)).transpose()?;
+        Ok(FaceRecord {
+            id: self.id as FaceId,
+            photo: self.photo,
+            bbox: self.bbox,
+            score: self.score,
+            landmarks: self.landmarks,
+            normalized: self.normalized,
+            thumbnail: self.thumbnail,
+            facen,
+            lost: self.lost,
+            detector: self.detector,
+            detected_at: self.detected_at,
+            search_pending: self.search_pending,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PhotoDoc {
+    #[serde(rename = "_id")]
+    path: String,
+    sha256: String,
+    faces: Vec<i64>,
+    detector: DetectorProvenance,
+    outputs: Vec<String>,
+    detected_at: i64,
+}
+
+#[async_trait::async_trait]
+impl FaceStore for MongoStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn photo(&self, path: &str) -> Result<Option<PhotoRecord>, StoreError> {
+        let found = self
+            .retry("reading a photo", || async { self.photos.find_one(doc! { "_id": path }).await })
+            .await?;
+        Ok(found.map(|p| PhotoRecord {
+            path: p.path,
+            sha256: p.sha256,
+            faces: p.faces.into_iter().map(|id| id as FaceId).collect(),
+            detector: p.detector,
+            outputs: p.outputs,
+            detected_at: p.detected_at,
+        }))
+    }
+
+    async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError> {
+        let mut faces = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH) {
+            faces.extend(self.find_faces(doc! { "_id": { "$in": ids_bson(chunk) } }, None).await?);
+        }
+        faces.sort_by_key(|f| f.id);
+        Ok(faces)
+    }
+
+    async fn faces_of_photo(&self, path: &str) -> Result<Vec<FaceRecord>, StoreError> {
+        self.find_faces(doc! { "photo": path }, None).await
+    }
+
+    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let counters: Collection<Document> = self.db.collection("counters");
+        let after = self
+            .retry("reserving face ids", || async {
+                counters
+                    .find_one_and_update(doc! { "_id": "face_id" }, doc! { "$inc": { "last": count as i64 } })
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await
+            })
+            .await?
+            .ok_or_else(|| {
+                self.corrupt("counters/face_id", "the id counter vanished while it was incremented")
+            })?;
+        let last = self.counter_value(&after)?;
+        Ok((last + 1 - count as FaceId..=last).collect())
+    }
+
+    async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError> {
+        let docs: Vec<(Bson, FaceDoc)> = faces.iter().map(|f| (id_bson(f.id), FaceDoc::new(f))).collect();
+        self.upsert_all("faces", &docs).await?;
+        let photo_doc = PhotoDoc {
+            faces: photo.faces.iter().map(|&id| id as i64).collect(),
+            sha256: photo.sha256,
+            detector: photo.detector,
+            outputs: photo.outputs,
+            detected_at: photo.detected_at,
+            path: photo.path,
+        };
+        self.upsert_all("photos", &[(Bson::String(photo_doc.path.clone()), photo_doc)]).await
+    }
+
+    async fn set_facens(&self, facens: Vec<(FaceId, Facen)>, search_pending: bool) -> Result<(), StoreError> {
+        for chunk in facens.chunks(BATCH) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|(id, facen)| {
+                    let facen = bson::to_bson(&FacenDoc::new(facen)).map_err(|e| self.corrupt(id, e))?;
+                    Ok(doc! {
+                        "q": { "_id": id_bson(*id) },
+                        "u": { "$set": { "facen": facen, "search_pending": search_pending } },
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let command = doc! { "update": "faces", "updates": updates, "ordered": false };
+            self.write_command(&format!("writing {} facens", chunk.len()), command).await?;
+        }
+        Ok(())
+    }
+
+    async fn scan_faces(
+        &self,
+        range: std::ops::RangeInclusive<FaceId>,
+        limit: usize,
+    ) -> Result<Vec<FaceRecord>, StoreError> {
+        // Windows of `limit` ids from the start of the range: the first with a face is the page.
+        let end = (*range.end()).min(self.last_id().await?);
+        let window = limit.max(1) as FaceId;
+        let mut start = *range.start();
+        while start <= end {
+            let window_end = start.saturating_add(window - 1).min(end);
+            let filter = doc! { "_id": { "$gte": start as i64, "$lte": window_end as i64 } };
+            let faces = self.find_faces(filter, None).await?;
+            if !faces.is_empty() || window_end == end {
+                return Ok(faces);
+            }
+            start = window_end + 1;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn search_pending(&self, limit: usize) -> Result<Vec<FaceRecord>, StoreError> {
+        self.find_faces(doc! { "search_pending": true }, Some(limit as i64)).await
+    }
+
+    async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(BATCH) {
+            let command = doc! {
+                "update": "faces",
+                "updates": [{
+                    "q": { "_id": { "$in": ids_bson(chunk) } },
+                    "u": { "$set": { "search_pending": false } },
+                    "multi": true,
+                }],
+            };
+            self.write_command("marking faces as copied to the search store", command).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("mongodb://app:s3cret@db.example:27017/?tls=true"),
+            "mongodb://app:***@db.example:27017/?tls=true"
+        );
+        assert_eq!(redact("mongodb://127.0.0.1:27018"), "mongodb://127.0.0.1:27018");
+    }
+}
