@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use refacen::cli::{Cli, Command, detect, embed, faces, guests, regenerate, search};
+use refacen::cli::{Cli, Command, detect, embed, faces, guests, regenerate, search, spaces, sync_search};
 
 fn main() -> ExitCode {
     // SAFETY: nothing has started a thread yet.
@@ -14,6 +14,8 @@ fn main() -> ExitCode {
         Command::Regenerate(args) => regenerate::run(args),
         Command::Search(args) => search::run(args),
         Command::Faces(args) => faces::run(args),
+        Command::SyncSearch(args) => sync_search::run(args),
+        Command::Spaces(args) => spaces::run(args),
         Command::Guests(args) => guests::run(args),
     });
     match result {

@@ -10,4 +10,6 @@ mod gpu;
 mod parity;
 mod regenerate;
 mod sandbox;
+mod servers;
+mod stores;
 mod support;

@@ -11,14 +11,14 @@ const PHOTOS: [&str; 6] =
     ["astronaut.png", "biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg"];
 
 /// An Uploads directory with the sample photos (some in a subdirectory) and its state beside it.
-struct Uploads {
+pub struct Uploads {
     _root: tempfile::TempDir,
-    dir: PathBuf,
-    state: PathBuf,
+    pub dir: PathBuf,
+    pub state: PathBuf,
 }
 
 impl Uploads {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("uploads");
         std::fs::create_dir_all(dir.join("2024")).unwrap();
@@ -30,7 +30,8 @@ impl Uploads {
         Uploads { dir, state, _root: root }
     }
 
-    fn regenerate(&self, extra: &[&str]) -> (Output, Value) {
+    /// `regenerate --json` with `extra` options: its output and summary.
+    pub fn regenerate(&self, extra: &[&str]) -> (Output, Value) {
         let mut args = vec![
             "regenerate".to_string(),
             "--json".into(),
@@ -45,8 +46,8 @@ impl Uploads {
         (out, summary)
     }
 
-    /// The store's face records, by id.
-    fn faces(&self) -> BTreeMap<u64, Value> {
+    /// The embedded store's face records, by id.
+    pub fn faces(&self) -> BTreeMap<u64, Value> {
         let out = refacen(&["faces", "--json", "--state-dir", &self.state.display().to_string()]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         out.json_lines().into_iter().map(|f| (f["id"].as_u64().unwrap(), f)).collect()
@@ -58,12 +59,12 @@ impl Uploads {
 }
 
 /// The number of faces facenet-pytorch finds with findface's parameters (nnd's defaults).
-fn expected_faces() -> usize {
+pub fn expected_faces() -> usize {
     let reference = reference();
     PHOTOS.iter().map(|p| reference[p]["mtcnn_findface"].as_array().unwrap().len()).sum()
 }
 
-fn count(summary: &Value, key: &str) -> u64 {
+pub fn count(summary: &Value, key: &str) -> u64 {
     summary[key].as_u64().unwrap_or_else(|| panic!("no {key} in {summary}"))
 }
 
@@ -132,7 +133,7 @@ fn facens_alone_use_the_stored_normalized_faces_not_the_originals() {
 }
 
 /// (photo, box rounded to 0.1 px) → facen, ignoring ids.
-fn content(faces: &BTreeMap<u64, Value>) -> BTreeMap<(String, Vec<i64>), Vec<f32>> {
+pub fn content(faces: &BTreeMap<u64, Value>) -> BTreeMap<(String, Vec<i64>), Vec<f32>> {
     faces
         .values()
         .map(|f| {

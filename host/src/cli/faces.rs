@@ -1,33 +1,25 @@
 //! `refacen faces`: the face records of a store, for operators and scripts.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use super::regenerate::StateLayout;
-use crate::store::{FaceId, FaceStore};
+use super::stores::ExistingFaceStoreArgs;
+use crate::store::FaceId;
 
 #[derive(Args, Debug)]
 pub struct FacesArgs {
-    /// The Uploads directory whose face store to read (its state is `<uploads>.refacen`).
-    #[arg(long, value_name = "DIR", required_unless_present = "state_dir")]
-    pub uploads: Option<PathBuf>,
-
-    /// The state directory of the face store (as given to `regenerate --state-dir`).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
     /// Print JSON: one record per line, facens included.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub face_store: ExistingFaceStoreArgs,
 }
 
 pub fn run(args: &FacesArgs) -> anyhow::Result<ExitCode> {
-    let uploads = args.uploads.clone().unwrap_or_default();
-    let layout = StateLayout::new(&uploads, args.state_dir.as_deref(), None);
-    let store = layout.open_existing_store()?;
-    let tokio = tokio::runtime::Builder::new_current_thread().build()?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = tokio.block_on(args.face_store.open())?;
     let mut next: FaceId = 1;
     let mut count = 0;
     loop {

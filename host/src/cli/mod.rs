@@ -7,6 +7,9 @@ pub mod faces;
 pub mod guests;
 pub mod regenerate;
 pub mod search;
+pub mod spaces;
+pub mod stores;
+pub mod sync_search;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub enum Command {
     Search(search::SearchArgs),
     /// List the face records of a face store.
     Faces(faces::FacesArgs),
+    /// Copy a model's facens from the face store to the search store; switch search to them.
+    SyncSearch(sync_search::SyncSearchArgs),
+    /// List the facen spaces of the search store.
+    Spaces(spaces::SpacesArgs),
     /// List the detectors and models in the guest directory.
     Guests(guests::GuestsArgs),
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,13 +12,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::GuestArgs;
+use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
 use crate::face::{ParamValue, parse_params};
 use crate::imaging::DecodeLimits;
 use crate::pipeline::{
     self, DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Share, Summary,
 };
 use crate::runtime::World;
-use crate::store::{DetectorProvenance, EmbeddedStore, FaceStore, ModelProvenance};
+use crate::store::{DetectorProvenance, ModelProvenance, SearchCopier};
 
 #[derive(Args, Debug)]
 pub struct RegenerateArgs {
@@ -85,8 +86,8 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "PIXELS", default_value_t = 160, value_parser = clap::value_parser!(u32).range(8..=4096))]
     pub thumb_height: u32,
 
-    /// Where the face store lives (default: `<uploads>.refacen` beside Uploads). Never walked
-    /// as originals, even inside Uploads.
+    /// Where the embedded face store (without --mongo) and the derived files live (default:
+    /// `<uploads>.refacen` beside Uploads). Never walked as originals, even inside Uploads.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -108,41 +109,13 @@ pub struct RegenerateArgs {
     pub json: bool,
 
     #[command(flatten)]
+    pub face_store: FaceStoreArgs,
+
+    #[command(flatten)]
+    pub search_store: SearchStoreArgs,
+
+    #[command(flatten)]
     pub guest: GuestArgs,
-}
-
-/// Where a run keeps its state, derived from the options.
-pub struct StateLayout {
-    pub state_dir: PathBuf,
-    pub files_dir: PathBuf,
-}
-
-impl StateLayout {
-    pub fn new(uploads: &Path, state_dir: Option<&Path>, files_dir: Option<&Path>) -> Self {
-        let state_dir = state_dir.map(Path::to_path_buf).unwrap_or_else(|| {
-            let name = uploads.file_name().map_or("uploads".into(), |n| n.to_string_lossy().into_owned());
-            let parent = uploads.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            parent.join(format!("{name}.refacen"))
-        });
-        let files_dir = files_dir.map(Path::to_path_buf).unwrap_or_else(|| state_dir.join("files"));
-        StateLayout { state_dir, files_dir }
-    }
-
-    pub fn store_path(&self) -> PathBuf {
-        self.state_dir.join("faces.redb")
-    }
-
-    pub fn open_store(&self) -> anyhow::Result<EmbeddedStore> {
-        Ok(EmbeddedStore::open(&self.store_path())?)
-    }
-
-    /// Opens the store of a state directory that `regenerate` has already written.
-    pub fn open_existing_store(&self) -> anyhow::Result<EmbeddedStore> {
-        if !self.store_path().exists() {
-            bail!("no face store at {}: run `refacen regenerate` first", self.store_path().display());
-        }
-        self.open_store()
-    }
 }
 
 pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
@@ -217,7 +190,13 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     };
 
     let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
-    let store: Arc<dyn FaceStore> = Arc::new(layout.open_store()?);
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // Both stores answer before any work starts.
+    let (store, search) = tokio.block_on(async {
+        let store = args.face_store.open(&layout, false).await?;
+        let search = args.search_store.open().await?;
+        anyhow::Ok((store, search))
+    })?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The CPU backend spreads each graph over every core, so a few photos at once keep them
     // busy; with a GPU the cores only decode and pre/post-process, one photo each.
@@ -246,10 +225,11 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
     };
     eprintln!(
-        "regenerate {} from {} into {} ({} worker(s), {} backend){}",
+        "regenerate {} from {} into {}{} ({} worker(s), {} backend){}",
         outputs_text(outputs),
         args.uploads.display(),
         store.location(),
+        search.as_ref().map_or(String::new(), |s| format!(", facens copied to {}", s.location())),
         workers,
         runtime.nn_backend(),
         if args.dry_run { ", dry run: nothing is written" } else { "" }
@@ -259,8 +239,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     } else {
         Arc::new(LogProgress::new(Duration::from_secs(10)))
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let summary = tokio.block_on(pipeline::run(plan, runtime.clone(), store, progress.clone()))?;
+    let search = search.map(|s| Arc::new(SearchCopier::new(s)));
+    let summary = tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()))?;
     drop(progress);
     print_summary(&summary, args.json)?;
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

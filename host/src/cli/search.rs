@@ -1,4 +1,6 @@
-//! `refacen search`: the stored faces nearest to the faces of a photo (brute force).
+//! `refacen search`: the stored faces nearest to the faces of a photo: from the active space
+//! of the Tarantool search store when one is configured, else by brute force over the face
+//! store's facens.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,11 +9,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::GuestArgs;
-use super::regenerate::StateLayout;
+use super::stores::{ExistingFaceStoreArgs, SearchStoreArgs};
 use crate::face::parse_params;
 use crate::imaging::{DecodeLimits, align, decode_rgb};
 use crate::pipeline::model_input;
 use crate::runtime::World;
+use crate::store::tarantool::{Metric, TarantoolStore};
 use crate::store::{FaceId, FaceStore};
 
 #[derive(Args, Debug)]
@@ -23,14 +26,6 @@ pub struct SearchArgs {
     /// How many nearest faces to return per face of the photo.
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub top: u16,
-
-    /// The Uploads directory whose face store to search (its state is `<uploads>.refacen`).
-    #[arg(long, value_name = "DIR", required_unless_present = "state_dir")]
-    pub uploads: Option<PathBuf>,
-
-    /// The state directory of the face store (as given to `regenerate --state-dir`).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
 
     /// Detector for the query photo.
     #[arg(long, value_name = "NAME|PATH", default_value = "nnd")]
@@ -44,9 +39,20 @@ pub struct SearchArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
 
+    /// Distance between facens: `l2` (Euclidean; dlib's same-person threshold is 0.6) or
+    /// `cosine` (1 - cosine similarity).
+    #[arg(long, value_name = "l2|cosine", default_value_t = Metric::L2)]
+    pub metric: Metric,
+
     /// Print JSON: one object per query face.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub face_store: ExistingFaceStoreArgs,
+
+    #[command(flatten)]
+    pub search_store: SearchStoreArgs,
 
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -61,6 +67,10 @@ struct Hit {
 }
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (store, search) = tokio
+        .block_on(async { anyhow::Ok((args.face_store.open().await?, args.search_store.open().await?)) })?;
+
     let runtime = args.guest.runtime()?;
     let guest_dir = args.guest.guest_dir();
     let mut detector = runtime.detector(runtime.resolve(&args.detector, World::Detector, &guest_dir)?)?;
@@ -87,53 +97,33 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)
         .context("normalizing the query faces")?;
     let queries = embedder.embed(&inputs)?;
+    let top = usize::from(args.top);
 
-    let uploads = args.uploads.clone().unwrap_or_default();
-    let layout = StateLayout::new(&uploads, args.state_dir.as_deref(), None);
-    let store = layout.open_existing_store()?;
-    let tokio = tokio::runtime::Builder::new_current_thread().build()?;
-    let mut hits: Vec<Vec<Hit>> = queries.iter().map(|_| Vec::new()).collect();
-    let (mut compared, mut other_models) = (0u64, 0u64);
-    let mut next = 1;
-    loop {
-        let page = tokio.block_on(store.scan_faces(next..=FaceId::MAX, 1024))?;
-        let Some(last) = page.last().map(|f| f.id) else { break };
-        for face in page.into_iter().filter(|f| !f.lost) {
-            let Some(facen) = &face.facen else { continue };
-            if facen.model.sha256 != model_component.sha256 {
-                other_models += 1;
-                continue;
+    let (hits, searched) = match &search {
+        Some(search) => {
+            let model = (embedder.info().name.as_str(), embedder.info().facen_size);
+            tokio.block_on(search_space(search, store.as_ref(), model, &queries, top, args.metric))?
+        }
+        None => {
+            let sha256 = &model_component.sha256;
+            let (hits, compared, other_models) =
+                tokio.block_on(brute_force(store.as_ref(), sha256, &queries, top, args.metric))?;
+            if compared == 0 {
+                bail!(
+                    "the store holds no facens of model `{}` ({}{}); run `refacen regenerate --regenerate facens --model {}`",
+                    embedder.info().name,
+                    &sha256[..12],
+                    if other_models > 0 {
+                        format!(", {other_models} faces have facens of other models")
+                    } else {
+                        String::new()
+                    },
+                    args.model
+                );
             }
-            compared += 1;
-            for (query, hits) in queries.iter().zip(&mut hits) {
-                let distance =
-                    query.iter().zip(&facen.values).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
-                hits.push(Hit { id: face.id, photo: face.photo.clone(), distance });
-            }
+            (hits, format!("{compared} stored faces compared"))
         }
-        // Keep memory bounded: only the best `top` per query survive each page.
-        for h in &mut hits {
-            h.sort_by(|a, b| a.distance.total_cmp(&b.distance));
-            h.truncate(usize::from(args.top));
-        }
-        if last == FaceId::MAX {
-            break;
-        }
-        next = last + 1;
-    }
-    if compared == 0 {
-        bail!(
-            "the store holds no facens of model `{}` ({}{}); run `refacen regenerate --regenerate facens --model {}`",
-            embedder.info().name,
-            &model_component.sha256[..12],
-            if other_models > 0 {
-                format!(", {other_models} faces have facens of other models")
-            } else {
-                String::new()
-            },
-            args.model
-        );
-    }
+    };
     for (i, (face, hits)) in faces.iter().zip(&hits).enumerate() {
         if args.json {
             println!("{}", serde_json::json!({ "face": i, "bbox": face.bbox, "nearest": hits }));
@@ -145,6 +135,106 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    eprintln!("search: {} face(s) in the photo, {compared} stored faces compared", faces.len());
+    eprintln!("search: {} face(s) in the photo; {searched}", faces.len());
     Ok(ExitCode::SUCCESS)
+}
+
+fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
+        Metric::Cosine => {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norms =
+                a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            1.0 - dot / norms.max(f32::MIN_POSITIVE)
+        }
+    }
+}
+
+/// Every stored facen of the model with wasm digest `sha256` against each query: the `top`
+/// nearest per query, how many faces were compared and how many hold other models' facens.
+async fn brute_force(
+    store: &dyn FaceStore,
+    sha256: &str,
+    queries: &[Vec<f32>],
+    top: usize,
+    metric: Metric,
+) -> anyhow::Result<(Vec<Vec<Hit>>, u64, u64)> {
+    let mut hits: Vec<Vec<Hit>> = queries.iter().map(|_| Vec::new()).collect();
+    let (mut compared, mut other_models) = (0u64, 0u64);
+    let mut next = 1;
+    loop {
+        let page = store.scan_faces(next..=FaceId::MAX, 1024).await?;
+        let Some(last) = page.last().map(|f| f.id) else { break };
+        for face in page.into_iter().filter(|f| !f.lost) {
+            let Some(facen) = &face.facen else { continue };
+            if facen.model.sha256 != sha256 {
+                other_models += 1;
+                continue;
+            }
+            compared += 1;
+            for (query, hits) in queries.iter().zip(&mut hits) {
+                let distance = distance(metric, query, &facen.values);
+                hits.push(Hit { id: face.id, photo: face.photo.clone(), distance });
+            }
+        }
+        // Keep memory bounded: only the best `top` per query survive each page.
+        for h in &mut hits {
+            h.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+            h.truncate(top);
+        }
+        if last == FaceId::MAX {
+            break;
+        }
+        next = last + 1;
+    }
+    Ok((hits, compared, other_models))
+}
+
+/// The `top` nearest per query in the search store's active space, which must hold facens of
+/// `model` (name, facen size); photos are looked up in the face store.
+async fn search_space(
+    search: &TarantoolStore,
+    store: &dyn FaceStore,
+    (model, facen_size): (&str, u32),
+    queries: &[Vec<f32>],
+    top: usize,
+    metric: Metric,
+) -> anyhow::Result<(Vec<Vec<Hit>>, String)> {
+    let Some(active) = search.active_space().await? else {
+        bail!(
+            "{} has no active search space yet: run `refacen sync-search --model {model} --activate`",
+            search.location()
+        );
+    };
+    if active.model_name != model || active.facen_size != facen_size {
+        bail!(
+            "the active search space `{}` holds facens of model `{}` ({} values), the query faces were embedded \
+             with `{model}` ({facen_size} values): search with --model {}, or switch search to this model with \
+             `refacen sync-search --model {model} --activate`",
+            active.name,
+            active.model_name,
+            active.facen_size,
+            active.model_name
+        );
+    }
+    let mut all = Vec::new();
+    for query in queries {
+        let found = search.search(&active.name, query, top, metric).await?;
+        let ids: Vec<FaceId> = found.iter().map(|(id, _)| *id).collect();
+        let photos: std::collections::HashMap<FaceId, String> =
+            store.faces(&ids).await?.into_iter().map(|f| (f.id, f.photo)).collect();
+        all.push(
+            found
+                .into_iter()
+                .map(|(id, distance)| Hit {
+                    id,
+                    photo: photos.get(&id).cloned().unwrap_or_else(|| "(not in the face store)".into()),
+                    distance,
+                })
+                .collect(),
+        );
+    }
+    let searched = format!("{} facens in space `{}` of {}", active.count, active.name, search.location());
+    Ok((all, searched))
 }

@@ -76,6 +76,7 @@ mod tests {
                 params: Default::default(),
             },
             detected_at: 0,
+            search_pending: false,
         }
     }
 

@@ -31,7 +31,9 @@ pub use walk::Share;
 use crate::face::{AlignmentTemplate, Face, ParamValue};
 use crate::imaging::{self, DecodeLimits, align, thumbnail};
 use crate::runtime::{Detector, Embedder, GuestComponent, GuestRuntime};
-use crate::store::{DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord};
+use crate::store::{
+    DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, SearchCopier,
+};
 
 /// Which outputs to regenerate (`--regenerate normalized,thumbs,facens`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,23 +147,40 @@ fn now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Runs `plan` against `store` and returns what it did. Per-photo failures are counted in the
-/// summary; only a store or file-system failure ends the run early (with an error).
+/// Runs `plan` against `store` (and copies facens to `search`, when given) and returns what
+/// it did. Per-photo failures are counted in the summary; only a store or file-system failure
+/// ends the run early (with an error).
 pub async fn run(
     plan: Plan,
     runtime: Arc<GuestRuntime>,
     store: Arc<dyn FaceStore>,
+    search: Option<Arc<SearchCopier>>,
     progress: Arc<dyn Progress>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let summary = Arc::new(Mutex::new(Summary { dry_run: plan.dry_run, ..Summary::default() }));
+    let summary = Arc::new(Mutex::new(Summary {
+        dry_run: plan.dry_run,
+        face_store: store.location(),
+        search_store: search.as_ref().map(|s| s.location()),
+        ..Summary::default()
+    }));
     let plan = Arc::new(plan);
-    let result = if plan.outputs.needs_detection() {
-        summary.lock().unwrap().unit = "photos";
-        detection::run(plan.clone(), runtime, store, summary.clone(), progress.clone()).await
-    } else {
-        summary.lock().unwrap().unit = "faces";
-        facens::run(plan.clone(), runtime, store, summary.clone(), progress.clone()).await
+    let caught_up = match &search {
+        Some(search) if !plan.dry_run => search.catch_up(store.as_ref()).await,
+        _ => Ok(Default::default()),
+    };
+    let result = match caught_up {
+        Err(e) => Err(e.into()),
+        Ok(copied) => {
+            summary.lock().unwrap().search_caught_up = copied;
+            if plan.outputs.needs_detection() {
+                summary.lock().unwrap().unit = "photos";
+                detection::run(plan.clone(), runtime, store, search, summary.clone(), progress.clone()).await
+            } else {
+                summary.lock().unwrap().unit = "faces";
+                facens::run(plan.clone(), runtime, store, search, summary.clone(), progress.clone()).await
+            }
+        }
     };
     let mut summary = summary.lock().unwrap().clone();
     summary.elapsed = started.elapsed();
@@ -233,8 +252,10 @@ mod detection {
     pub(super) struct PhotoWork {
         rel: String,
         path: PathBuf,
-        /// The store's record of the photo and all its faces, lost ones included.
-        previous: Option<(PhotoRecord, Vec<FaceRecord>)>,
+        /// The store's record of the photo, if it has one.
+        previous: Option<PhotoRecord>,
+        /// Every face the store holds for the photo, lost ones included.
+        stored: Vec<FaceRecord>,
         sha256: String,
         faces: Vec<Face>,
         chips: Vec<Option<RgbImage>>,
@@ -252,6 +273,7 @@ mod detection {
         plan: Arc<Plan>,
         runtime: Arc<GuestRuntime>,
         store: Arc<dyn FaceStore>,
+        search: Option<Arc<SearchCopier>>,
         summary: Arc<Mutex<Summary>>,
         progress: Arc<dyn Progress>,
     ) -> Result<(), RunError> {
@@ -315,17 +337,10 @@ mod detection {
                             s.fail(cause, format!("{rel}: {message}"));
                         }
                         walk::Entry::Photo { rel, path } => {
-                            let previous = match store.photo(&rel).await? {
-                                Some(photo) => {
-                                    let faces = store.faces(&photo.faces).await?;
-                                    Some((photo, faces))
-                                }
-                                None => None,
-                            };
+                            let previous = store.photo(&rel).await?;
+                            let stored = store.faces_of_photo(&rel).await?;
                             if let Some(ids) = &plan.ids {
-                                let in_range = previous
-                                    .as_ref()
-                                    .is_some_and(|(_, faces)| faces.iter().any(|f| ids.contains(&f.id)));
+                                let in_range = stored.iter().any(|f| ids.contains(&f.id));
                                 if !in_range {
                                     continue;
                                 }
@@ -335,6 +350,7 @@ mod detection {
                                 rel,
                                 path,
                                 previous,
+                                stored,
                                 sha256: String::new(),
                                 faces: vec![],
                                 chips: vec![],
@@ -359,7 +375,7 @@ mod detection {
                 Outcome::UpToDate => summary.lock().unwrap().up_to_date += 1,
                 Outcome::Failed { cause, message } => summary.lock().unwrap().fail(cause, message),
                 Outcome::Work(work) => {
-                    if let Err(e) = commit(&plan, store.as_ref(), *work, &summary).await {
+                    if let Err(e) = commit(&plan, store.as_ref(), search.as_deref(), *work, &summary).await {
                         result = Err(e);
                         break;
                     }
@@ -387,7 +403,7 @@ mod detection {
 
     /// Whether the store already holds what this run would produce for the photo.
     fn up_to_date(plan: &Plan, work: &PhotoWork, sha256: &str) -> bool {
-        let Some((photo, faces)) = &work.previous else { return false };
+        let (Some(photo), faces) = (&work.previous, &work.stored) else { return false };
         let detector = &plan.detector.as_ref().expect("detector").provenance;
         if photo.sha256 != sha256 || photo.detector != *detector {
             return false;
@@ -597,14 +613,12 @@ mod detection {
     async fn commit(
         plan: &Plan,
         store: &dyn FaceStore,
+        search: Option<&SearchCopier>,
         work: PhotoWork,
         summary: &Mutex<Summary>,
     ) -> Result<(), RunError> {
         let detector = &plan.detector.as_ref().expect("detector").provenance;
-        let (previous_photo, stored) = match work.previous {
-            Some((photo, faces)) => (Some(photo), faces),
-            None => (None, vec![]),
-        };
+        let (previous_photo, stored) = (work.previous, work.stored);
         let matching = match_faces(&stored, &work.faces, plan.identity_iou);
         let fresh: Vec<FaceId> = if plan.dry_run {
             vec![0; matching.new.len()]
@@ -679,11 +693,13 @@ mod detection {
                 lost: false,
                 detector: detector.clone(),
                 detected_at: at,
+                search_pending: search.is_some(),
             });
         }
         for id in &matching.lost {
             let mut record = stored.iter().find(|r| r.id == *id).expect("lost faces are stored").clone();
             record.lost = true;
+            record.search_pending = search.is_some();
             records.push(record);
         }
         tokio::task::spawn_blocking(move || {
@@ -717,7 +733,11 @@ mod detection {
             outputs,
             detected_at: at,
         };
-        store.commit_photo(photo, records).await?;
+        store.commit_photo(photo, records.clone()).await?;
+        if let Some(search) = search {
+            let copied = search.copy_and_clear(store, &records).await?;
+            summary.lock().unwrap().search_copied += copied;
+        }
         Ok(())
     }
 }
@@ -734,6 +754,7 @@ mod facens {
         plan: Arc<Plan>,
         runtime: Arc<GuestRuntime>,
         store: Arc<dyn FaceStore>,
+        search: Option<Arc<SearchCopier>>,
         summary: Arc<Mutex<Summary>>,
         progress: Arc<dyn Progress>,
     ) -> Result<(), RunError> {
@@ -827,9 +848,9 @@ mod facens {
                 }
             }
             if !plan.dry_run
-                && let Err(e) = store.set_facens(facens).await
+                && let Err(e) = commit_facens(store.as_ref(), search.as_deref(), facens, &summary).await
             {
-                result = Err(e.into());
+                result = Err(e);
                 break;
             }
             summary.lock().unwrap().stages.commit += started.elapsed();
@@ -847,6 +868,23 @@ mod facens {
             Err(e) if e.is_cancelled() => Ok(()),
             Err(e) => Err(RunError::Worker(e.to_string())),
         }
+    }
+
+    /// Writes new facens to the face store, then their copies to the search store.
+    async fn commit_facens(
+        store: &dyn FaceStore,
+        search: Option<&SearchCopier>,
+        facens: Vec<(FaceId, Facen)>,
+        summary: &Mutex<Summary>,
+    ) -> Result<(), RunError> {
+        let ids: Vec<FaceId> = facens.iter().map(|(id, _)| *id).collect();
+        store.set_facens(facens, search.is_some()).await?;
+        if let Some(search) = search {
+            let records = store.faces(&ids).await?;
+            let copied = search.copy_and_clear(store, &records).await?;
+            summary.lock().unwrap().search_copied += copied;
+        }
+        Ok(())
     }
 
     fn embed_stored(

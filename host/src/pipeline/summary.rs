@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::store::Copied;
+
 /// Time spent per stage, summed over workers.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StageTimes {
@@ -36,6 +38,14 @@ pub struct Summary {
     pub dry_run: bool,
     /// `photos` or `faces`: what `selected`, `done`... count.
     pub unit: &'static str,
+    /// Where face records went.
+    pub face_store: String,
+    /// Where facens were copied for search, if anywhere.
+    pub search_store: Option<String>,
+    /// Copies this run's records made in the search store.
+    pub search_copied: Copied,
+    /// Copies of records an earlier, interrupted run left pending.
+    pub search_caught_up: Copied,
 }
 
 /// How many failure messages a summary keeps.
@@ -78,6 +88,21 @@ impl fmt::Display for Summary {
             )?;
         } else {
             writeln!(f, "facens: {} computed", self.facens)?;
+        }
+        if !self.dry_run {
+            writeln!(f, "face records: {}", self.face_store)?;
+        }
+        if let Some(search) = self.search_store.as_ref().filter(|_| !self.dry_run) {
+            let (c, u) = (self.search_copied, self.search_caught_up);
+            write!(
+                f,
+                "search store: {search}: {} facens copied, {} lost faces removed",
+                c.facens, c.removed
+            )?;
+            if u != Copied::default() {
+                write!(f, " (and {} facens, {} removals an earlier run left pending)", u.facens, u.removed)?;
+            }
+            writeln!(f)?;
         }
         if !self.failures.is_empty() {
             let causes: Vec<String> = self.failures.iter().map(|(c, n)| format!("{n} {c}")).collect();
