@@ -143,3 +143,123 @@ fn limits_out_of_range_are_refused_before_anything_runs() {
         assert!(out.stderr.contains(args[0]), "{args:?}: {}", out.stderr);
     }
 }
+
+#[test]
+fn answers_outside_the_contract_are_refused() {
+    assert_contained("many-faces", &["20000 faces in one image (at most 10000)"]);
+    assert_contained("nan-face", &["face 0 has a non-finite coordinate or score"]);
+    assert_contained("outside", &["lies outside the 64x64 image"]);
+    assert_contained("bad-nn", &["not a valid ONNX model"]);
+}
+
+#[test]
+fn a_huge_answer_is_cut_off() {
+    // Ten million faces fit in the default 1 GiB of guest memory; wasmtime's budget for data
+    // copied out of a guest stops them before the host allocates them.
+    let dir = tempfile::tempdir().unwrap();
+    let red = red_photo(dir.path());
+    let hostile = test_guest("hostile").display().to_string();
+    let out = refacen(&[
+        "detect",
+        "--json",
+        "--detector",
+        &hostile,
+        "--param",
+        "mode=huge-answer",
+        &red,
+        &photo("astronaut.png"),
+    ]);
+    let lines = out.json_lines();
+    let error = lines[0]["error"].as_str().unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        error.contains("guest `hostile`")
+            && error.contains("too much data is being copied between the host and the guest"),
+        "{error}"
+    );
+    assert_eq!(faces(&lines[1]).len(), 1, "the next photo is processed: {}", lines[1]);
+}
+
+/// A 150x150 face on which `hostile-embedder` does `MODES[mode]` (see its source).
+fn trigger_chip(dir: &std::path::Path, mode: u8) -> String {
+    let mut chip = image::RgbImage::from_pixel(150, 150, image::Rgb([120, 100, 90]));
+    chip.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    chip.put_pixel(1, 0, image::Rgb([mode, 0, 0]));
+    let path = dir.join(format!("trigger-{mode}.png"));
+    chip.save(&path).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn misbehaving_models_are_contained() {
+    let modes: [(&str, &str); 8] = [
+        ("nan", "facen 0 has a non-finite value"),
+        ("infinity", "facen 0 has a non-finite value"),
+        ("wrong-size", "facen 0 has 9 values, the model declares 8"),
+        ("extra", "2 facens for 1 faces"),
+        ("missing", "0 facens for 1 faces"),
+        ("loop", "time limit of 3000 ms"),
+        ("alloc", "over the limit of 256 MiB"),
+        ("trap", "trapped"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let good = crate::support::repo().join("tests/fixtures/faces/chips/obama_0.png").display().to_string();
+    let mut args: Vec<String> = ["embed", "--json", "--guest-timeout-ms", "3000", "--guest-memory-mb", "256"]
+        .map(String::from)
+        .into();
+    args.extend(["--model".into(), test_guest("hostile-embedder").display().to_string(), "--aligned".into()]);
+    for (mode, _) in modes.iter().enumerate() {
+        args.push(trigger_chip(dir.path(), mode as u8));
+        args.push(good.clone());
+    }
+    let out = refacen(&args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 2 * modes.len(), "{}", out.stderr);
+    for (i, (mode, expected)) in modes.iter().enumerate() {
+        let error = lines[2 * i]["error"].as_str().unwrap_or_else(|| panic!("{mode}: {}", lines[2 * i]));
+        assert!(error.contains("guest `hostile-embedder`") && error.contains(expected), "{mode}: {error}");
+        let facen =
+            lines[2 * i + 1]["facen"].as_array().unwrap_or_else(|| panic!("{mode}: {}", lines[2 * i + 1]));
+        assert_eq!(facen.len(), 8, "{mode}: the face after it is embedded");
+    }
+}
+
+#[test]
+fn untrusted_guests_are_refused_before_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("trusted.txt");
+    let nnd = crate::support::guest("nnd");
+    let digest = |path: &std::path::Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    std::fs::write(&list, format!("# reviewed\n{}  {}\n", digest(&nnd), nnd.display())).unwrap();
+    let list = list.display().to_string();
+
+    let out = refacen(&["detect", "--json", "--trusted-guests", &list, &photo("astronaut.png")]);
+    assert_eq!(out.code, 0, "a listed guest runs: {}", out.stderr);
+    assert_eq!(faces(&out.json_lines()[0]).len(), 1);
+
+    let hostile = test_guest("hostile");
+    let out = refacen(&[
+        "detect",
+        "--trusted-guests",
+        &list,
+        "--detector",
+        &hostile.display().to_string(),
+        &photo("astronaut.png"),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not in the trusted-guest list") && out.stderr.contains(&digest(&hostile)),
+        "{}",
+        out.stderr
+    );
+    assert!(out.json_lines().is_empty(), "nothing was detected");
+
+    std::fs::write(dir.path().join("bad.txt"), "nnd.wasm\n").unwrap();
+    let bad = dir.path().join("bad.txt").display().to_string();
+    let out = refacen(&["detect", "--trusted-guests", &bad, &photo("astronaut.png")]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("bad.txt:1") && out.stderr.contains("sha256"), "{}", out.stderr);
+}

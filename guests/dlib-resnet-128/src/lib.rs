@@ -14,7 +14,6 @@
 use std::cell::OnceCell;
 
 use kit::bindings::wasi::nn;
-use kit::types::{Landmarks, Point};
 use kit::{Network, Tensor, WasiNnNetwork};
 
 wit_bindgen::generate!({
@@ -46,24 +45,6 @@ thread_local! {
     static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
 }
 
-/// dlib's face chip (`get_face_chip_details(shape, 150, 0.25)`, from its 68-point mean face
-/// shape) as refacen's canonical five-point template, in 150x150 coordinates. These are the
-/// very f32 values of the host's `imaging::align::CANONICAL`: with an identical template the
-/// host hands its normalized faces over as they are, without resampling them again.
-fn template() -> AlignmentTemplate {
-    let p = |x, y| Point { x, y };
-    AlignmentTemplate {
-        width: SIZE,
-        height: SIZE,
-        landmarks: Landmarks {
-            left_eye: p(47.549183, 46.599033),
-            right_eye: p(100.47613, 46.599033),
-            nose: p(74.0127, 76.5625),
-            mouth_left: p(50.4149, 103.0233),
-            mouth_right: p(97.6104, 103.0233),
-        },
-    }
-}
 
 /// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
 fn batch(faces: &[Image]) -> Tensor {
@@ -92,7 +73,7 @@ impl Guest for DlibResnet {
                           same person when the L2 distance is below 0.6"
                 .into(),
             facen_size: FACEN_SIZE as u32,
-            template: template(),
+            template: kit::canonical_template(),
         }
     }
 

@@ -33,6 +33,25 @@ impl Tensor {
     }
 }
 
+/// dlib's face chip (`get_face_chip_details(shape, 150, 0.25)`, from its 68-point mean face
+/// shape) as refacen's canonical five-point template, in 150x150 coordinates. These are the
+/// very f32 values of the host's `imaging::align::CANONICAL`: a model declaring this template
+/// gets the host's normalized faces as they are, without a second resampling.
+pub fn canonical_template() -> types::AlignmentTemplate {
+    let p = |x, y| types::Point { x, y };
+    types::AlignmentTemplate {
+        width: 150,
+        height: 150,
+        landmarks: types::Landmarks {
+            left_eye: p(47.549183, 46.599033),
+            right_eye: p(100.47613, 46.599033),
+            nose: p(74.0127, 76.5625),
+            mouth_left: p(50.4149, 103.0233),
+            mouth_right: p(97.6104, 103.0233),
+        },
+    }
+}
+
 /// Checks that face `index` of an `embed` call is a `width` x `height` RGB image, as the
 /// model's template declares.
 pub fn check_face(index: usize, face: &Image, width: u32, height: u32) -> Result<(), GuestError> {

@@ -1,13 +1,13 @@
 //! `refacen embed`: facens of faces that are already normalized.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::GuestArgs;
 use crate::imaging::{DecodeLimits, align, decode_rgb};
-use crate::pipeline::model_input;
+use crate::pipeline::embed_all;
 use crate::runtime::World;
 
 #[derive(Args, Debug)]
@@ -40,47 +40,42 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let template = embedder.info().template.clone();
     let canonical = &align::CANONICAL;
     let mut failed = 0;
+    let mut fail = |path: &Path, message: String| {
+        failed += 1;
+        eprintln!("error: {message}");
+        if args.json {
+            println!("{}", serde_json::json!({ "image": path, "error": message }));
+        }
+    };
     for chunk in args.aligned.chunks(usize::from(args.batch_size)) {
-        // Decode and check every file of the chunk; embed the good ones together.
-        let mut inputs = Vec::new();
-        let mut errors = Vec::new();
+        // Decode and check every file of the chunk; embed the good ones together (a face
+        // the model fails on is retried alone, so it fails only itself).
+        let mut chips = Vec::new();
         for path in chunk {
-            let prepared =
-                decode_rgb(path, &DecodeLimits::default()).map_err(|e| e.to_string()).and_then(|chip| {
-                    if (chip.width(), chip.height()) != (canonical.width, canonical.height) {
-                        return Err(format!(
-                            "{}: {}x{} is not a normalized face ({}x{})",
-                            path.display(),
-                            chip.width(),
-                            chip.height(),
-                            canonical.width,
-                            canonical.height
-                        ));
-                    }
-                    model_input(&chip, &template).map_err(|e| format!("{}: {e}", path.display()))
-                });
-            match prepared {
-                Ok(face) => inputs.push((path, face)),
-                Err(message) => errors.push((path, message)),
-            }
-        }
-        let faces: Vec<image::RgbImage> = inputs.iter().map(|(_, f)| f.clone()).collect();
-        let facens = if faces.is_empty() { Ok(vec![]) } else { embedder.embed(&faces) };
-        match facens {
-            Ok(facens) => {
-                for ((path, _), facen) in inputs.iter().zip(facens) {
-                    print_facen(path, &facen, args.json);
+            match decode_rgb(path, &DecodeLimits::default()) {
+                Ok(chip) if (chip.width(), chip.height()) == (canonical.width, canonical.height) => {
+                    chips.push((path, chip))
                 }
-            }
-            Err(e) => {
-                errors.extend(inputs.iter().map(|(path, _)| (*path, format!("{}: {e}", path.display()))))
+                Ok(chip) => fail(
+                    path,
+                    format!(
+                        "{}: {}x{} is not a normalized face ({}x{})",
+                        path.display(),
+                        chip.width(),
+                        chip.height(),
+                        canonical.width,
+                        canonical.height
+                    ),
+                ),
+                Err(e) => fail(path, e.to_string()),
             }
         }
-        for (path, message) in errors {
-            failed += 1;
-            eprintln!("error: {message}");
-            if args.json {
-                println!("{}", serde_json::json!({ "image": path, "error": message }));
+        let images: Vec<&image::RgbImage> = chips.iter().map(|(_, chip)| chip).collect();
+        let results = embed_all(&mut embedder, &template, &images, images.len());
+        for ((path, _), result) in chips.iter().zip(results) {
+            match result {
+                Ok(facen) => print_facen(path, &facen, args.json),
+                Err((_, message)) => fail(path, format!("{}: {message}", path.display())),
             }
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::nn::{Device, RunLimits, choose_backend};
-use crate::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, default_guest_dir};
+use crate::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, TrustList, default_guest_dir};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,6 +102,11 @@ pub struct GuestArgs {
     #[arg(long, env = "REFACEN_DEVICE", default_value_t = Device::Auto, value_name = "auto|gpu|cpu")]
     pub device: Device,
 
+    /// Run only guests whose sha256 this file lists (`sha256sum` lines: `<digest>  <file>`);
+    /// any other is refused before its code runs.
+    #[arg(long, env = "REFACEN_TRUSTED_GUESTS", value_name = "FILE")]
+    pub trusted_guests: Option<PathBuf>,
+
     /// Count a software rasterizer (e.g. Mesa's lavapipe) as a GPU. It runs the GPU kernels
     /// correctly but slower than the CPU backend: for testing on machines without a GPU.
     #[arg(long, env = "REFACEN_GPU_ALLOW_SOFTWARE", value_parser = clap::builder::BoolishValueParser::new())]
@@ -129,6 +134,10 @@ impl GuestArgs {
         let nn = Arc::new(NnHost::new(chosen.backend, NnLimits::default()));
         let cache_dir =
             if self.no_cache { None } else { self.cache_dir.clone().or_else(CodeCache::default_dir) };
-        GuestRuntime::new(nn, self.limits(), CodeCache::new(cache_dir))
+        let runtime = GuestRuntime::new(nn, self.limits(), CodeCache::new(cache_dir))?;
+        Ok(match &self.trusted_guests {
+            Some(path) => runtime.trusting(TrustList::read(path)?),
+            None => runtime,
+        })
     }
 }

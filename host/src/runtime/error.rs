@@ -33,6 +33,11 @@ pub enum LoadError {
          wasi:nn and the standard WASI interfaces of wasm32-wasip2"
     )]
     Import { path: PathBuf, import: String },
+    #[error(
+        "{path} (sha256 {sha256}) is not in the trusted-guest list {list}; refused before running. \
+         Review it, then add its digest: sha256sum {path} >> {list}"
+    )]
+    Untrusted { path: PathBuf, sha256: String, list: PathBuf },
     #[error("{0}")]
     Call(#[from] GuestError),
     #[error("no {world} named `{name}` in guest directory {dir}{known}")]

@@ -9,6 +9,7 @@ mod embedder;
 mod error;
 mod sandbox;
 mod session;
+mod trust;
 pub mod wasi_nn;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use directory::{GuestDirectory, GuestEntry, GuestInfo, default_guest_dir};
 pub use embedder::Embedder;
 pub use error::{GuestError, GuestFailure, LoadError, Reported};
 pub use sandbox::GuestLimits;
+pub use trust::{TrustList, TrustListError};
 pub use wasi_nn::{NnHost, NnLimits};
 
 use sandbox::GuestState;
@@ -66,6 +68,7 @@ pub struct GuestRuntime {
     nn: Arc<NnHost>,
     limits: GuestLimits,
     cache: CodeCache,
+    trusted: Option<TrustList>,
     ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -109,7 +112,13 @@ impl GuestRuntime {
                 }
             })?
         };
-        Ok(GuestRuntime { engine, linker, nn, limits, cache, ticker: Some((stop, ticker)) })
+        Ok(GuestRuntime { engine, linker, nn, limits, cache, trusted: None, ticker: Some((stop, ticker)) })
+    }
+
+    /// Refuses every guest whose digest `list` does not hold.
+    pub fn trusting(mut self, list: TrustList) -> Self {
+        self.trusted = Some(list);
+        self
     }
 
     pub fn limits(&self) -> &GuestLimits {
@@ -132,6 +141,13 @@ impl GuestRuntime {
             std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         check_component_header(path, &bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(list) = self.trusted.as_ref().filter(|l| !l.trusts(&sha256)) {
+            return Err(LoadError::Untrusted {
+                path: path.to_path_buf(),
+                sha256,
+                list: list.path().to_path_buf(),
+            });
+        }
         let component = self
             .cache
             .get_or_compile(&self.engine, &sha256, &bytes)

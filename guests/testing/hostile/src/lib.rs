@@ -45,6 +45,7 @@ const MODES: &[(&str, &str)] = &[
     ("socket", "connect over TCP to 127.0.0.1:`port` and bind a UDP socket"),
     ("clock", "read the wall clock"),
     ("many-faces", "return 20000 faces"),
+    ("huge-answer", "return 10 million faces"),
     ("nan-face", "return a face with a NaN coordinate"),
     ("outside", "return a face lying outside the image"),
     ("bad-nn", "load 100 bytes of garbage as an ONNX graph"),
@@ -227,6 +228,7 @@ impl Guest for Hostile {
             "socket" => socket(wf, hf, port),
             "clock" => clock(wf, hf),
             "many-faces" => Ok(vec![normal_face(wf, hf); 20_000]),
+            "huge-answer" => Ok(vec![normal_face(wf, hf); 10_000_000]),
             "nan-face" => {
                 let mut face = normal_face(wf, hf);
                 face.bbox.x1 = f32::NAN;
