@@ -161,7 +161,7 @@ async fn main() {
     let started = Instant::now();
     for photo in 0..faces / 2 {
         let path = format!("{:03}/photo-{photo:06}.jpg", photo / 1000);
-        let ids = store.allocate_ids(2).await.unwrap();
+        let ids = store.allocate_ids(&path, 2).await.unwrap();
         let records: Vec<FaceRecord> = ids.iter().map(|&id| record(id, &path, &model, &detector)).collect();
         let photo_record = PhotoRecord {
             path,

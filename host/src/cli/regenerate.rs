@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,6 +224,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         thumb_margin: 0.5,
         decode_limits: DecodeLimits::default(),
         dry_run: args.dry_run,
+        stop: stop_on_ctrl_c(&tokio),
     };
     eprintln!(
         "regenerate {} from {} into {}{} ({} worker(s), {} backend){}",
@@ -240,10 +242,42 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         Arc::new(LogProgress::new(Duration::from_secs(10)))
     };
     let search = search.map(|s| Arc::new(SearchCopier::new(s)));
-    let summary = tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()))?;
+    let (summary, result) =
+        tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()));
     drop(progress);
     print_summary(&summary, args.json)?;
+    if let Err(e) = result {
+        bail!(
+            "{e}\nregenerate stopped; what it committed before stays: fix the cause, then run the same command again to finish"
+        );
+    }
+    if summary.interrupted {
+        eprintln!(
+            "regenerate: interrupted; what was in flight is committed: run the same command again to resume"
+        );
+        return Ok(ExitCode::from(130));
+    }
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A flag the first Ctrl-C sets: the run takes no new photos, commits those in flight and
+/// ends. A second Ctrl-C ends the process at once, which loses nothing either (a rerun
+/// resumes), only the photos in flight.
+fn stop_on_ctrl_c(tokio: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        flag.store(true, Ordering::Relaxed);
+        eprintln!("\nregenerate: stopping after the photos in flight (Ctrl-C again to stop at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("regenerate: stopped; run the same command again to resume");
+            std::process::exit(130);
+        }
+    });
+    stop
 }
 
 fn outputs_text(o: Outputs) -> String {

@@ -16,6 +16,7 @@ pub mod walk;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -123,6 +124,8 @@ pub struct Plan {
     pub thumb_margin: f32,
     pub decode_limits: DecodeLimits,
     pub dry_run: bool,
+    /// Set (by Ctrl-C) to take no new photos or faces; those in flight are still committed.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Reports progress while a run goes on.
@@ -149,14 +152,14 @@ fn now() -> i64 {
 
 /// Runs `plan` against `store` (and copies facens to `search`, when given) and returns what
 /// it did. Per-photo failures are counted in the summary; only a store or file-system failure
-/// ends the run early (with an error).
+/// ends the run early: then the error comes with the summary of what was committed before.
 pub async fn run(
     plan: Plan,
     runtime: Arc<GuestRuntime>,
     store: Arc<dyn FaceStore>,
     search: Option<Arc<SearchCopier>>,
     progress: Arc<dyn Progress>,
-) -> Result<Summary, RunError> {
+) -> (Summary, Result<(), RunError>) {
     let started = Instant::now();
     let summary = Arc::new(Mutex::new(Summary {
         dry_run: plan.dry_run,
@@ -174,6 +177,9 @@ pub async fn run(
         Ok(copied) => {
             summary.lock().unwrap().search_caught_up = copied;
             if plan.outputs.needs_detection() {
+                if !plan.dry_run {
+                    plan.derived.remove_stale_incoming();
+                }
                 summary.lock().unwrap().unit = "photos";
                 detection::run(plan.clone(), runtime, store, search, summary.clone(), progress.clone()).await
             } else {
@@ -184,8 +190,9 @@ pub async fn run(
     };
     let mut summary = summary.lock().unwrap().clone();
     summary.elapsed = started.elapsed();
+    summary.interrupted = plan.stop.load(Ordering::Relaxed);
     progress.update(&summary);
-    result.map(|()| summary)
+    (summary, result)
 }
 
 /// The canonical chip of a face, warped again to the model's template when it wants another.
@@ -197,11 +204,11 @@ pub fn model_input(chip: &RgbImage, template: &AlignmentTemplate) -> Result<RgbI
 }
 
 /// A facen, or why a face could not be embedded (a cause for the summary, and the message).
-type EmbedResult = Result<Vec<f32>, (&'static str, String)>;
+pub type EmbedResult = Result<Vec<f32>, (&'static str, String)>;
 
 /// Embeds `chips` in batches of `batch_size`; a failing batch is retried face by face so one
 /// bad face does not fail the others.
-fn embed_all(
+pub fn embed_all(
     embedder: &mut Embedder,
     template: &AlignmentTemplate,
     chips: &[&RgbImage],
@@ -269,6 +276,15 @@ mod detection {
         Failed { cause: &'static str, message: String },
     }
 
+    /// A photo's place in walk order, and its slot in the window of photos in flight.
+    /// Photos are committed in walk order, so that face ids do not depend on which worker
+    /// finished first: a run with any concurrency, or one resumed after a crash, hands out
+    /// the ids a single uninterrupted run would.
+    struct Ticket {
+        seq: u64,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+    }
+
     pub(super) async fn run(
         plan: Arc<Plan>,
         runtime: Arc<GuestRuntime>,
@@ -280,15 +296,21 @@ mod detection {
         let detector_setup = plan.detector.as_ref().expect("detection needs a detector");
         let depth = plan.workers * 2;
         let (walk_tx, mut walk_rx) = mpsc::channel::<walk::Entry>(depth);
-        let (plan_tx, plan_rx) = mpsc::channel::<PhotoWork>(depth);
-        let (detect_tx, detect_rx) = mpsc::channel::<Outcome>(depth);
-        let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(depth);
+        let (plan_tx, plan_rx) = mpsc::channel::<(Ticket, PhotoWork)>(depth);
+        let (detect_tx, detect_rx) = mpsc::channel::<(Ticket, Outcome)>(depth);
+        let (done_tx, mut done_rx) = mpsc::channel::<(Ticket, Outcome)>(depth);
+        // Photos between the planner and the commit: enough to keep every stage busy while
+        // the commit waits for the next photo in walk order.
+        let window = Arc::new(tokio::sync::Semaphore::new(4 * depth + plan.batch_size));
 
         // Walk: a thread, since walking is blocking I/O.
         let walker = {
             let (uploads, skip, share) = (plan.uploads.clone(), plan.skip_dirs.clone(), plan.share);
+            let stop = plan.stop.clone();
             std::thread::spawn(move || {
-                walk::walk(&uploads, &skip, share, |entry| walk_tx.blocking_send(entry).is_ok())
+                walk::walk(&uploads, &skip, share, |entry| {
+                    !stop.load(Ordering::Relaxed) && walk_tx.blocking_send(entry).is_ok()
+                })
             })
         };
 
@@ -303,9 +325,9 @@ mod detection {
                 let mut detector = detector;
                 loop {
                     let work = plan_rx.blocking_lock().blocking_recv();
-                    let Some(work) = work else { break };
+                    let Some((ticket, work)) = work else { break };
                     let outcome = detect_photo(&plan, &mut detector, work, &summary);
-                    if detect_tx.blocking_send(outcome).is_err() {
+                    if detect_tx.blocking_send((ticket, outcome)).is_err() {
                         break;
                     }
                 }
@@ -329,6 +351,7 @@ mod detection {
         let planner = {
             let (store, summary, plan) = (store.clone(), summary.clone(), plan.clone());
             tokio::spawn(async move {
+                let mut seq = 0;
                 while let Some(entry) = walk_rx.recv().await {
                     match entry {
                         walk::Entry::Refused { rel, cause, message } => {
@@ -357,7 +380,10 @@ mod detection {
                                 thumbs: vec![],
                                 facens: vec![],
                             };
-                            if plan_tx.send(work).await.is_err() {
+                            let Ok(slot) = window.clone().acquire_owned().await else { break };
+                            let ticket = Ticket { seq, _slot: slot };
+                            seq += 1;
+                            if plan_tx.send((ticket, work)).await.is_err() {
                                 break;
                             }
                         }
@@ -367,22 +393,31 @@ mod detection {
             })
         };
 
-        // Commit, in the order photos complete.
+        // Commit, in walk order: a photo that completes early waits for those before it.
         let mut result: Result<(), RunError> = Ok(());
-        while let Some(outcome) = done_rx.recv().await {
-            let commit_started = Instant::now();
-            match outcome {
-                Outcome::UpToDate => summary.lock().unwrap().up_to_date += 1,
-                Outcome::Failed { cause, message } => summary.lock().unwrap().fail(cause, message),
-                Outcome::Work(work) => {
-                    if let Err(e) = commit(&plan, store.as_ref(), search.as_deref(), *work, &summary).await {
-                        result = Err(e);
-                        break;
+        // Each waits with its ticket: its slot in the window opens once it is committed.
+        let mut waiting: BTreeMap<u64, (Ticket, Outcome)> = BTreeMap::new();
+        let mut next = 0;
+        'commits: while let Some((ticket, outcome)) = done_rx.recv().await {
+            waiting.insert(ticket.seq, (ticket, outcome));
+            while let Some((_ticket, outcome)) = waiting.remove(&next) {
+                next += 1;
+                let commit_started = Instant::now();
+                match outcome {
+                    Outcome::UpToDate => summary.lock().unwrap().up_to_date += 1,
+                    Outcome::Failed { cause, message } => summary.lock().unwrap().fail(cause, message),
+                    Outcome::Work(work) => {
+                        if let Err(e) =
+                            commit(&plan, store.as_ref(), search.as_deref(), *work, &summary).await
+                        {
+                            result = Err(e);
+                            break 'commits;
+                        }
                     }
                 }
+                summary.lock().unwrap().stages.commit += commit_started.elapsed();
+                progress.update(&summary.lock().unwrap());
             }
-            summary.lock().unwrap().stages.commit += commit_started.elapsed();
-            progress.update(&summary.lock().unwrap());
         }
         // Stop the stages (if the commit loop ended early) and wait for them.
         drop(done_rx);
@@ -535,21 +570,21 @@ mod detection {
     fn embed_stage(
         plan: &Plan,
         mut embedder: Option<&mut Embedder>,
-        mut input: mpsc::Receiver<Outcome>,
-        output: mpsc::Sender<Outcome>,
+        mut input: mpsc::Receiver<(Ticket, Outcome)>,
+        output: mpsc::Sender<(Ticket, Outcome)>,
         summary: &Mutex<Summary>,
     ) {
-        let mut pending: Vec<PhotoWork> = Vec::new();
+        let mut pending: Vec<(Ticket, PhotoWork)> = Vec::new();
         let mut open = true;
         while open || !pending.is_empty() {
-            let faces: usize = pending.iter().map(|w| w.faces.len()).sum();
+            let faces: usize = pending.iter().map(|(_, w)| w.faces.len()).sum();
             // Take more photos while the batch is not full; embed what we have when nothing
             // more is ready, so faces never wait for photos that are not coming.
             if open && faces < plan.batch_size {
                 let next = if pending.is_empty() { input.blocking_recv() } else { input.try_recv().ok() };
                 match next {
-                    Some(Outcome::Work(work)) if embedder.is_some() && !work.faces.is_empty() => {
-                        pending.push(*work);
+                    Some((ticket, Outcome::Work(work))) if embedder.is_some() && !work.faces.is_empty() => {
+                        pending.push((ticket, *work));
                         continue;
                     }
                     Some(other) => {
@@ -574,12 +609,12 @@ mod detection {
             let started = Instant::now();
             let chips: Vec<&RgbImage> = pending
                 .iter()
-                .flat_map(|w| w.chips.iter().map(|c| c.as_ref().expect("chips for facens")))
+                .flat_map(|(_, w)| w.chips.iter().map(|c| c.as_ref().expect("chips for facens")))
                 .collect();
             let results = embed_all(embedder, &model.template, &chips, plan.batch_size);
             summary.lock().unwrap().stages.embed += started.elapsed();
             let mut results = results.into_iter();
-            for mut work in pending.drain(..) {
+            for (ticket, mut work) in pending.drain(..) {
                 let mut failure = None;
                 for (i, slot) in work.facens.iter_mut().enumerate() {
                     match results.next().expect("one result per face") {
@@ -595,7 +630,7 @@ mod detection {
                     Some((cause, message)) => Outcome::Failed { cause, message },
                     None => Outcome::Work(Box::new(work)),
                 };
-                if output.blocking_send(outcome).is_err() {
+                if output.blocking_send((ticket, outcome)).is_err() {
                     return;
                 }
             }
@@ -623,7 +658,7 @@ mod detection {
         let fresh: Vec<FaceId> = if plan.dry_run {
             vec![0; matching.new.len()]
         } else {
-            store.allocate_ids(matching.new.len()).await?
+            store.allocate_ids(&work.rel, matching.new.len()).await?
         };
         let mut ids = vec![0; work.faces.len()];
         for &(d, id) in &matching.kept {
@@ -632,15 +667,17 @@ mod detection {
         for (&d, &id) in matching.new.iter().zip(&fresh) {
             ids[d] = id;
         }
-        {
+        // Counted once committed (or, in a dry run, once it is known what would be).
+        let count = |summary: &Mutex<Summary>| {
             let mut s = summary.lock().unwrap();
             s.done += 1;
             s.faces_new += matching.new.len() as u64;
             s.faces_kept += matching.kept.len() as u64;
             s.faces_lost += matching.lost.len() as u64;
             s.facens += work.facens.iter().filter(|f| f.is_some()).count() as u64;
-        }
+        };
         if plan.dry_run {
+            count(summary);
             return Ok(());
         }
 
@@ -734,6 +771,7 @@ mod detection {
             detected_at: at,
         };
         store.commit_photo(photo, records.clone()).await?;
+        count(summary);
         if let Some(search) = search {
             let copied = search.copy_and_clear(store, &records).await?;
             summary.lock().unwrap().search_copied += copied;
@@ -788,7 +826,7 @@ mod facens {
                 let model_sha = plan.model.as_ref().expect("model").provenance.sha256.clone();
                 let mut index = 0u64;
                 let mut batch = Vec::new();
-                while next <= end {
+                while next <= end && !plan.stop.load(Ordering::Relaxed) {
                     let page = store.scan_faces(next..=end, PAGE).await?;
                     let Some(last) = page.last().map(|f| f.id) else { break };
                     for face in page {
@@ -835,23 +873,23 @@ mod facens {
                 let mut s = summary.lock().unwrap();
                 for (id, r) in results {
                     match r {
-                        Ok(values) => {
-                            s.done += 1;
-                            s.facens += 1;
-                            facens.push((
-                                id,
-                                Facen { values, model: model.provenance.clone(), at: super::now() },
-                            ));
-                        }
+                        Ok(values) => facens
+                            .push((id, Facen { values, model: model.provenance.clone(), at: super::now() })),
                         Err((cause, message)) => s.fail(cause, format!("face {id}: {message}")),
                     }
                 }
             }
+            let computed = facens.len() as u64;
             if !plan.dry_run
                 && let Err(e) = commit_facens(store.as_ref(), search.as_deref(), facens, &summary).await
             {
                 result = Err(e);
                 break;
+            }
+            {
+                let mut s = summary.lock().unwrap();
+                s.done += computed;
+                s.facens += computed;
             }
             summary.lock().unwrap().stages.commit += started.elapsed();
             progress.update(&summary.lock().unwrap());

@@ -46,6 +46,8 @@ pub struct Summary {
     pub search_copied: Copied,
     /// Copies of records an earlier, interrupted run left pending.
     pub search_caught_up: Copied,
+    /// The run was stopped (Ctrl-C) before it had taken every photo or face.
+    pub interrupted: bool,
 }
 
 /// How many failure messages a summary keeps.

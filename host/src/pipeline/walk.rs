@@ -88,6 +88,10 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
                     cause: "symlinked directory",
                     message: "symlinked directories are not followed".into(),
                 },
+                // ELOOP: the link leads back to itself.
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    Entry::Refused { rel, cause: "symlink loop", message: format!("symlink loop: {e}") }
+                }
                 Err(e) => {
                     Entry::Refused { rel, cause: "broken symlink", message: format!("broken symlink: {e}") }
                 }

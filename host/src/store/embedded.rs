@@ -14,6 +14,9 @@ use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, StoreError};
 const FACES: TableDefinition<u64, &[u8]> = TableDefinition::new("faces");
 const PHOTOS: TableDefinition<&str, &[u8]> = TableDefinition::new("photos");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The last id reservation (`LAST`), until the commit it was made for.
+const RESERVATION: TableDefinition<&str, &[u8]> = TableDefinition::new("reservation");
+const LAST: &str = "last";
 /// The ids of faces with `search_pending` set: an index of that flag.
 const SEARCH_PENDING: TableDefinition<u64, ()> = TableDefinition::new("search_pending");
 
@@ -38,6 +41,7 @@ impl EmbeddedStore {
             txn.open_table(FACES)?;
             txn.open_table(PHOTOS)?;
             txn.open_table(SEARCH_PENDING)?;
+            txn.open_table(RESERVATION)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get(SCHEMA_VERSION)?.map(|v| v.value());
             match version {
@@ -133,11 +137,23 @@ impl FaceStore for EmbeddedStore {
         })
     }
 
-    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError> {
+    async fn allocate_ids(&self, photo: &str, count: usize) -> Result<Vec<FaceId>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         self.write(|txn| {
+            let mut reservations = txn.open_table(RESERVATION)?;
+            let last: Option<Reservation> =
+                reservations.get(LAST)?.and_then(|r| ciborium::from_reader(r.value()).ok());
+            // Its photo was never committed (a commit removes it): none of its ids is in use.
+            if let Some(r) = last.filter(|r| r.photo == photo && r.count == count as u64) {
+                return Ok((r.first..r.first + r.count).collect());
+            }
             let mut meta = txn.open_table(META)?;
             let next = meta.get(NEXT_FACE_ID)?.map_or(1, |v| v.value());
             meta.insert(NEXT_FACE_ID, next + count as u64)?;
+            let reservation = Reservation { photo: photo.to_string(), first: next, count: count as u64 };
+            reservations.insert(LAST, encode(&reservation).as_slice())?;
             Ok((next..next + count as u64).collect())
         })
     }
@@ -159,6 +175,12 @@ impl FaceStore for EmbeddedStore {
                 mark_pending(&mut pending, face.id, face.search_pending)?;
             }
             txn.open_table(PHOTOS)?.insert(photo.path.as_str(), encode(&photo).as_slice())?;
+            let mut reservations = txn.open_table(RESERVATION)?;
+            let last: Option<Reservation> =
+                reservations.get(LAST)?.and_then(|r| ciborium::from_reader(r.value()).ok());
+            if last.is_some_and(|r| r.photo == photo.path) {
+                reservations.remove(LAST)?;
+            }
             Ok(())
         })
     }
@@ -214,6 +236,14 @@ impl FaceStore for EmbeddedStore {
             Ok(())
         })
     }
+}
+
+/// Ids reserved for a photo's faces.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reservation {
+    photo: String,
+    first: FaceId,
+    count: u64,
 }
 
 fn mark_pending(table: &mut redb::Table<u64, ()>, id: FaceId, pending: bool) -> Result<(), redb::Error> {

@@ -122,9 +122,11 @@ pub trait FaceStore: Send + Sync {
     /// Every face recorded for the photo at `path` (lost ones included), in id order.
     async fn faces_of_photo(&self, path: &str) -> Result<Vec<FaceRecord>, StoreError>;
 
-    /// Reserves `count` new face ids. Ids are never handed out twice, even when the commit
-    /// they were reserved for never happens.
-    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError>;
+    /// Reserves `count` new face ids for the faces of `photo`. No id ever goes to two faces.
+    /// When the last reservation was for `photo` and its commit never happened (the run was
+    /// killed in between), its unused ids are handed out again rather than new ones, so that
+    /// the rerun gives the faces the ids an uninterrupted run would have.
+    async fn allocate_ids(&self, photo: &str, count: usize) -> Result<Vec<FaceId>, StoreError>;
 
     /// Writes a photo and its faces (inserting or replacing them), the photo record last.
     async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError>;

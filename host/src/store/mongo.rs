@@ -4,7 +4,9 @@
 //! - `faces`: one document per face, `_id` the face id, the fields of [`FaceRecord`], the facen
 //!   as BSON Binary (f32 little-endian) beside its size and model;
 //! - `photos`: one document per photo, `_id` its path relative to Uploads;
-//! - `counters`: `{_id: "face_id", last: N}`, face ids handed out with an atomic `$inc`.
+//! - `counters`: `{_id: "face_id", last: N, claim: {photo, count}}`: face ids handed out with
+//!   an atomic `$inc` that also records which photo got them, so that a photo whose commit a
+//!   crash cut short gets its ids again.
 //!
 //! MongoDB has no multi-document atomicity without a replica set, so a photo is committed
 //! faces first, photo document last: a crash in between leaves the photo document as it was
@@ -215,6 +217,16 @@ fn redact(uri: &str) -> String {
     }
 }
 
+/// How many ids the counter's last claim reserved.
+fn claim_count(claim: &Document) -> Option<FaceId> {
+    match claim.get("count")? {
+        Bson::Int64(n) => Some(*n as FaceId),
+        Bson::Int32(n) => Some(*n as FaceId),
+        Bson::Double(n) => Some(*n as FaceId),
+        _ => None,
+    }
+}
+
 fn id_bson(id: FaceId) -> Bson {
     Bson::Int64(id as i64)
 }
@@ -358,15 +370,37 @@ impl FaceStore for MongoStore {
         self.find_faces(doc! { "photo": path }, None).await
     }
 
-    async fn allocate_ids(&self, count: usize) -> Result<Vec<FaceId>, StoreError> {
+    async fn allocate_ids(&self, photo: &str, count: usize) -> Result<Vec<FaceId>, StoreError> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let counters: Collection<Document> = self.db.collection("counters");
+        let current = self
+            .retry("reading the id counter", || async { counters.find_one(doc! { "_id": "face_id" }).await })
+            .await?;
+        // The last reservation was for this photo: its ids no face took are its again.
+        if let Some(counter) = &current
+            && counter.get_document("claim").is_ok_and(|c| c.get_str("photo") == Ok(photo))
+        {
+            let last = self.counter_value(counter)?;
+            let claimed = counter.get_document("claim").ok().and_then(|c| claim_count(c)).unwrap_or(0);
+            let ids: Vec<FaceId> = (last + 1 - claimed.min(last)..=last).collect();
+            let taken: Vec<FaceId> = self.faces(&ids).await?.iter().map(|f| f.id).collect();
+            let unused: Vec<FaceId> = ids.into_iter().filter(|id| !taken.contains(id)).collect();
+            if unused.len() == count {
+                return Ok(unused);
+            }
+        }
         let after = self
             .retry("reserving face ids", || async {
                 counters
-                    .find_one_and_update(doc! { "_id": "face_id" }, doc! { "$inc": { "last": count as i64 } })
+                    .find_one_and_update(
+                        doc! { "_id": "face_id" },
+                        doc! {
+                            "$inc": { "last": count as i64 },
+                            "$set": { "claim": { "photo": photo, "count": count as i64 } },
+                        },
+                    )
                     .upsert(true)
                     .return_document(ReturnDocument::After)
                     .await
