@@ -9,6 +9,7 @@ mod drop_in;
 mod gpu;
 mod parity;
 mod regenerate;
+mod reliability;
 mod sandbox;
 mod servers;
 mod stores;

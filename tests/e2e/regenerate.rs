@@ -19,19 +19,29 @@ pub struct Uploads {
 
 impl Uploads {
     pub fn new() -> Self {
+        Self::with_copies(1)
+    }
+
+    /// The sample photos, and `copies - 1` more copies of them under `copy<k>/`.
+    pub fn with_copies(copies: usize) -> Self {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("uploads");
         std::fs::create_dir_all(dir.join("2024")).unwrap();
         for (i, name) in PHOTOS.iter().enumerate() {
             let target = if i % 2 == 0 { dir.join(name) } else { dir.join("2024").join(name) };
             std::fs::copy(photos().join(name), target).unwrap();
+            for copy in 1..copies {
+                let sub = dir.join(format!("copy{copy}"));
+                std::fs::create_dir_all(&sub).unwrap();
+                std::fs::copy(photos().join(name), sub.join(name)).unwrap();
+            }
         }
         let state = root.path().join("state");
         Uploads { dir, state, _root: root }
     }
 
-    /// `regenerate --json` with `extra` options: its output and summary.
-    pub fn regenerate(&self, extra: &[&str]) -> (Output, Value) {
+    /// `regenerate --json --uploads ... --state-dir ...` and `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "regenerate".to_string(),
             "--json".into(),
@@ -41,7 +51,12 @@ impl Uploads {
             self.state.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let out = refacen(&args);
+        args
+    }
+
+    /// `regenerate --json` with `extra` options: its output and summary.
+    pub fn regenerate(&self, extra: &[&str]) -> (Output, Value) {
+        let out = refacen(&self.args(extra));
         let summary = out.json_lines().pop().unwrap_or_else(|| panic!("no summary: {}", out.stderr));
         (out, summary)
     }
@@ -53,7 +68,7 @@ impl Uploads {
         out.json_lines().into_iter().map(|f| (f["id"].as_u64().unwrap(), f)).collect()
     }
 
-    fn files(&self) -> PathBuf {
+    pub fn files(&self) -> PathBuf {
         self.state.join("files")
     }
 }

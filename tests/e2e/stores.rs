@@ -296,35 +296,11 @@ fn unreachable_stores_are_reported_before_any_work() {
 #[test]
 fn a_tarantool_restart_during_a_run_loses_nothing() {
     let stores = Stores::start(1);
-    let uploads = Uploads::new();
     // Three times the photos, so that the run is still going when the shard goes down.
-    for copy in 1..=2 {
-        for entry in std::fs::read_dir(crate::support::photos()).unwrap() {
-            let path = entry.unwrap().path();
-            let name = format!("copy{copy}-{}", path.file_name().unwrap().to_string_lossy());
-            std::fs::copy(&path, uploads.dir.join(name)).unwrap();
-        }
-    }
-    let mut args: Vec<String> = vec![
-        "regenerate".into(),
-        "--json".into(),
-        "--uploads".into(),
-        uploads.dir.display().to_string(),
-        "--state-dir".into(),
-        uploads.state.display().to_string(),
-        "--concurrency".into(),
-        "1".into(),
-    ];
+    let uploads = Uploads::with_copies(3);
+    let mut args = uploads.args(&["--concurrency", "1"]);
     args.extend(stores.both_args());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_refacen"))
-        .args(&args)
-        .env("REFACEN_GUEST_DIR", crate::support::guest_dir())
-        .env("REFACEN_CACHE_DIR", crate::support::repo().join("target/test-cache"))
-        .env("REFACEN_DEVICE", "cpu")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::refacen_command(&args).spawn().unwrap();
 
     // Once the first facens are in, take the shard down for a second.
     let mut shard = stores.shards.into_iter().next().unwrap();
@@ -354,4 +330,39 @@ fn a_tarantool_restart_during_a_run_loses_nothing() {
     assert_eq!(faces.len(), 3 * expected_faces(), "no face lost or duplicated");
     assert!(faces.values().all(|f| f["search_pending"] == false));
     assert_eq!(stores.spaces()[DLIB_SPACE]["count"].as_u64().unwrap() as usize, searchable(&faces));
+}
+
+#[test]
+fn a_write_the_server_rejects_stops_the_run_with_its_cause_and_a_rerun_finishes() {
+    let stores = Stores::start(0);
+    let uploads = Uploads::new();
+    // An index the operator added by mistake: at most one face per photo.
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let faces = tokio.block_on(async {
+        let client = mongodb::Client::with_uri_str(stores.mongo.uri()).await.unwrap();
+        let faces = client.database("faces_test").collection::<mongodb::bson::Document>("faces");
+        let unique = mongodb::options::IndexOptions::builder()
+            .unique(true)
+            .name("one_face_per_photo".to_string())
+            .build();
+        let index =
+            mongodb::IndexModel::builder().keys(mongodb::bson::doc! { "photo": 1 }).options(unique).build();
+        faces.create_index(index).await.unwrap();
+        faces
+    });
+    let (out, summary) = uploads.regenerate(&strings(&stores.mongo_args()));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("the server refused") && out.stderr.contains("E11000"), "{}", out.stderr);
+    assert!(out.stderr.contains("run the same command again to finish"), "{}", out.stderr);
+    let committed = count(&summary, "done");
+
+    tokio.block_on(async { faces.drop_index("one_face_per_photo").await.unwrap() });
+    let (out, summary) = uploads.regenerate(&strings(&stores.mongo_args()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        count(&summary, "up_to_date"),
+        committed,
+        "photos committed before the failure stay: {summary}"
+    );
+    assert_eq!(stores.faces().len(), expected_faces(), "every face, once");
 }

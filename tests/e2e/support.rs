@@ -1,7 +1,7 @@
 //! Running the binary, finding fixtures and guests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -103,6 +103,25 @@ pub fn refacen<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 
 /// [`refacen`] with `env` set for it.
 pub fn refacen_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
+    let output = command(args).envs(env.iter().copied()).output().expect("refacen runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A `refacen` command as [`refacen`] runs it (output piped), for tests that start and stop
+/// it themselves.
+pub fn refacen_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut command = command(args);
+    command.env("REFACEN_DEVICE", "cpu").stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+/// `refacen args` with the shipped guests and the test cache, as `nobody` inside
+/// [`as_unprivileged`].
+fn command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let unprivileged = UNPRIVILEGED.get();
     let mut command = if unprivileged {
         let mut c = Command::new("setpriv");
@@ -122,13 +141,7 @@ pub fn refacen_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) 
     } else {
         command.env("REFACEN_CACHE_DIR", repo().join("target/test-cache"));
     }
-    command.envs(env.iter().copied());
-    let output = command.output().expect("refacen runs");
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    command
 }
 
 /// Faces of one `detect --json` line.
