@@ -69,6 +69,29 @@ fn detections_on_the_gpu_match_the_cpu() {
     assert!(compared >= 8, "only {compared} faces compared");
 }
 
+#[test]
+fn the_dlib_detector_on_the_gpu_matches_the_cpu() {
+    // Two of the smaller photos: lavapipe runs the detector's tiled pyramid in seconds each.
+    let run = |env: &[(&str, &str)]| {
+        let mut args = vec!["detect".to_string(), "--json".into(), "--detector".into(), "dlib".into()];
+        args.extend(
+            ["astronaut.png", "obama_partial_face.jpg"].map(|p| photos().join(p).display().to_string()),
+        );
+        let out = refacen_env(&args, env);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json_lines()
+    };
+    let (gpu, cpu) = (run(&GPU), run(&[("REFACEN_DEVICE", "cpu")]));
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert_eq!(faces(g).len(), 1, "{g}");
+        assert_eq!(faces(g).len(), faces(c).len());
+        let (gf, cf) = (&faces(g)[0], &faces(c)[0]);
+        assert_eq!(gf["bbox"], cf["bbox"], "boxes lie on the pixel grid: they must be equal");
+        let score = (gf["score"].as_f64().unwrap() - cf["score"].as_f64().unwrap()).abs();
+        assert!(score <= 1e-3, "scores differ by {score}");
+    }
+}
+
 fn facens(env: &[(&str, &str)]) -> Vec<(String, Vec<f32>)> {
     let mut chips: Vec<String> = std::fs::read_dir(repo().join("tests/fixtures/faces/chips"))
         .unwrap()

