@@ -7,5 +7,6 @@ pub mod face;
 pub mod imaging;
 pub mod nn;
 pub mod pipeline;
+pub mod report;
 pub mod runtime;
 pub mod store;

@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
-use refacen::cli::{Cli, Command, detect, embed, faces, guests, regenerate, search, spaces, sync_search};
+use refacen::cli::{
+    Cli, Command, detect, embed, faces, guests, regenerate, report, search, snapshot, spaces, sync_search,
+};
 
 fn main() -> ExitCode {
     // SAFETY: nothing has started a thread yet.
@@ -17,6 +19,8 @@ fn main() -> ExitCode {
         Command::SyncSearch(args) => sync_search::run(args),
         Command::Spaces(args) => spaces::run(args),
         Command::Guests(args) => guests::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Report(args) => report::run(args),
     });
     match result {
         Ok(code) => code,

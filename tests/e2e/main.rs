@@ -4,13 +4,17 @@
 //! guest fails the test with that instruction rather than skipping it.
 
 mod bad_input;
+mod dlib_detector;
 mod dlib_model;
 mod drop_in;
+mod facenet;
 mod gpu;
 mod parity;
 mod regenerate;
 mod reliability;
+mod report;
 mod sandbox;
 mod servers;
 mod stores;
 mod support;
+mod swap;

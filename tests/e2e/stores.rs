@@ -15,35 +15,35 @@ const DLIB: &str = "dlib-resnet-128";
 const DLIB_SPACE: &str = "facens_dlib_resnet_128_128";
 
 /// The stores of one test.
-struct Stores {
+pub struct Stores {
     mongo: MongoServer,
     shards: Vec<TarantoolServer>,
 }
 
 impl Stores {
-    fn start(shards: usize) -> Stores {
+    pub fn start(shards: usize) -> Stores {
         Stores {
             mongo: MongoServer::start(),
             shards: (0..shards).map(|_| TarantoolServer::start()).collect(),
         }
     }
 
-    fn mongo_args(&self) -> Vec<String> {
+    pub fn mongo_args(&self) -> Vec<String> {
         vec!["--mongo".into(), self.mongo.uri(), "--mongo-db".into(), "faces_test".into()]
     }
 
-    fn tarantool(&self) -> String {
+    pub fn tarantool(&self) -> String {
         self.shards.iter().map(|s| s.address()).collect::<Vec<_>>().join(",")
     }
 
-    fn both_args(&self) -> Vec<String> {
+    pub fn both_args(&self) -> Vec<String> {
         let mut args = self.mongo_args();
         args.extend(["--tarantool".into(), self.tarantool()]);
         args
     }
 
     /// The face records in MongoDB, by id.
-    fn faces(&self) -> BTreeMap<u64, Value> {
+    pub fn faces(&self) -> BTreeMap<u64, Value> {
         let mut args = vec!["faces".to_string(), "--json".into()];
         args.extend(self.mongo_args());
         let out = refacen(&args);
@@ -52,13 +52,13 @@ impl Stores {
     }
 
     /// The search store's spaces, by name.
-    fn spaces(&self) -> BTreeMap<String, Value> {
+    pub fn spaces(&self) -> BTreeMap<String, Value> {
         let out = refacen(&["spaces", "--json", "--tarantool", &self.tarantool()]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         out.json_lines().into_iter().map(|s| (s["name"].as_str().unwrap().to_string(), s)).collect()
     }
 
-    fn sync(&self, extra: &[&str]) -> (i32, Value, String) {
+    pub fn sync(&self, extra: &[&str]) -> (i32, Value, String) {
         let mut args = vec!["sync-search".to_string(), "--json".into()];
         args.extend(self.both_args());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -68,7 +68,7 @@ impl Stores {
     }
 
     /// `search --json` for one photo against both stores: (exit code, nearest hits, stderr).
-    fn search(&self, model: &str, image: &str) -> (i32, Vec<Value>, String) {
+    pub fn search(&self, model: &str, image: &str) -> (i32, Vec<Value>, String) {
         let mut args = vec![
             "search".to_string(),
             "--json".into(),
@@ -86,7 +86,7 @@ impl Stores {
     }
 }
 
-fn strings(args: &[String]) -> Vec<&str> {
+pub fn strings(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 

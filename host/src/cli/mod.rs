@@ -6,7 +6,9 @@ pub mod embed;
 pub mod faces;
 pub mod guests;
 pub mod regenerate;
+pub mod report;
 pub mod search;
+pub mod snapshot;
 pub mod spaces;
 pub mod stores;
 pub mod sync_search;
@@ -50,6 +52,10 @@ pub enum Command {
     Spaces(spaces::SpacesArgs),
     /// List the detectors and models in the guest directory.
     Guests(guests::GuestsArgs),
+    /// Write the face store (records, provenance, thumbnails) to one file, for `report`.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Compare two snapshots: an HTML page and JSON of what a detector or model swap changes.
+    Report(report::ReportArgs),
 }
 
 impl Cli {
