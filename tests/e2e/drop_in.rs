@@ -91,7 +91,8 @@ fn files_that_are_not_detector_components_are_refused_clearly() {
     let out = refacen(&["detect", "--detector", "no-such-detector", &astronaut]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr.contains("no detector named `no-such-detector`") && out.stderr.contains("available: nnd"),
+        out.stderr.contains("no detector named `no-such-detector`")
+            && out.stderr.contains("available: dlib, nnd"),
         "{}",
         out.stderr
     );
