@@ -14,7 +14,7 @@
 use std::cell::OnceCell;
 
 use kit::bindings::wasi::nn;
-use kit::{Network, Tensor, WasiNnNetwork};
+use kit::{Tensor, WasiNnNetwork};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -44,7 +44,6 @@ thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.
     static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
 }
-
 
 /// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
 fn batch(faces: &[Image]) -> Tensor {
@@ -87,23 +86,7 @@ impl Guest for DlibResnet {
         let count = faces.len();
         let input = batch(&faces);
         drop(faces);
-        let outputs = NETWORK.with(|cell| {
-            if cell.get().is_none() {
-                let network = WasiNnNetwork::load(ONNX, INPUT).map_err(GuestError::Nn)?;
-                let _ = cell.set(network);
-            }
-            cell.get().expect("set above").run(input).map_err(GuestError::Nn)
-        })?;
-        let facens = match outputs.into_iter().next() {
-            Some(t) if t.dims == [count, FACEN_SIZE] && t.data.len() == count * FACEN_SIZE => t,
-            Some(t) => {
-                return Err(GuestError::Internal(format!(
-                    "the network returned a {:?} tensor, expected [{count}, {FACEN_SIZE}]",
-                    t.dims
-                )));
-            }
-            None => return Err(GuestError::Internal("the network returned no output".into())),
-        };
+        let facens = NETWORK.with(|cell| kit::run_embedder(cell, ONNX, INPUT, input, count, FACEN_SIZE))?;
         Ok(facens.data.chunks_exact(FACEN_SIZE).map(<[f32]>::to_vec).collect())
     }
 }

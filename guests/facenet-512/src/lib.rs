@@ -29,7 +29,7 @@
 use std::cell::OnceCell;
 
 use kit::bindings::wasi::nn;
-use kit::{Network, Tensor, WasiNnNetwork};
+use kit::{Tensor, WasiNnNetwork};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -139,23 +139,8 @@ impl Guest for FaceNet {
         let count = faces.len();
         let input = batch(&faces);
         drop(faces);
-        let outputs = NETWORK.with(|cell| {
-            if cell.get().is_none() {
-                let network = WasiNnNetwork::load(ONNX, INPUT).map_err(GuestError::Nn)?;
-                let _ = cell.set(network);
-            }
-            cell.get().expect("set above").run(input).map_err(GuestError::Nn)
-        })?;
-        let bottleneck = match outputs.into_iter().next() {
-            Some(t) if t.dims == [count, FACEN_SIZE] && t.data.len() == count * FACEN_SIZE => t,
-            Some(t) => {
-                return Err(GuestError::Internal(format!(
-                    "the network returned a {:?} tensor, expected [{count}, {FACEN_SIZE}]",
-                    t.dims
-                )));
-            }
-            None => return Err(GuestError::Internal("the network returned no output".into())),
-        };
+        let bottleneck =
+            NETWORK.with(|cell| kit::run_embedder(cell, ONNX, INPUT, input, count, FACEN_SIZE))?;
         Ok(bottleneck.data.chunks_exact(FACEN_SIZE).map(normalize).collect())
     }
 }

@@ -146,6 +146,31 @@ impl Network for WasiNnNetwork {
     }
 }
 
+/// Runs an embedder's batch `input` of `count` faces through the graph `onnx` (loaded into
+/// `cell` on first use) and returns its `[count, facen_size]` output, checked.
+pub fn run_embedder(
+    cell: &std::cell::OnceCell<WasiNnNetwork>,
+    onnx: &[u8],
+    input_name: &str,
+    input: Tensor,
+    count: usize,
+    facen_size: usize,
+) -> Result<Tensor, GuestError> {
+    if cell.get().is_none() {
+        let network = WasiNnNetwork::load(onnx, input_name).map_err(GuestError::Nn)?;
+        let _ = cell.set(network);
+    }
+    let outputs = cell.get().expect("set above").run(input).map_err(GuestError::Nn)?;
+    match outputs.into_iter().next() {
+        Some(t) if t.dims == [count, facen_size] && t.data.len() == count * facen_size => Ok(t),
+        Some(t) => Err(GuestError::Internal(format!(
+            "the network returned a {:?} tensor, expected [{count}, {facen_size}]",
+            t.dims
+        ))),
+        None => Err(GuestError::Internal("the network returned no output".into())),
+    }
+}
+
 /// wasi-nn tensor data is little-endian f32, as WebAssembly memory is: no conversion needed.
 fn as_bytes(values: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding and any byte is a valid u8; the length covers the same memory.

@@ -41,7 +41,6 @@ pub const MODES: &[&str] = &[
 
 static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-
 fn honest(face: &Image) -> Vec<f32> {
     let w = face.width as usize;
     let mut sums = [0f64; FACEN_SIZE];
