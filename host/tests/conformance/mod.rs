@@ -97,6 +97,67 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Runs every case from `callers` threads at once, `rounds` times each, on a pool of
+/// `pool_threads` rayon threads: as many guest instances calling into the backend on a server
+/// with that many cores. Each caller starts at another case, so different graphs interleave.
+/// Panics listing every case that failed or panicked in any round.
+pub fn check_all_concurrently(backend: &dyn Backend, pool_threads: usize, callers: usize, rounds: usize) {
+    struct Case {
+        name: String,
+        executable: Arc<dyn nn::Executable>,
+        inputs: Vec<Tensor>,
+        wanted: Vec<Tensor>,
+    }
+    let cases: Vec<Case> = case_dirs()
+        .iter()
+        .map(|dir| {
+            let bytes = std::fs::read(dir.join("model.onnx")).expect("model.onnx is readable");
+            let graph = nn::load_onnx(&bytes).expect("every case loads");
+            Case {
+                name: case_name(dir),
+                executable: backend.prepare(Arc::new(graph)).expect("every case prepares"),
+                inputs: numbered_arrays(dir, "input").expect("inputs"),
+                wanted: numbered_arrays(dir, "output").expect("outputs"),
+            }
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(pool_threads).build().expect("a thread pool");
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for caller in 0..callers {
+            let (cases, pool, failures) = (&cases, &pool, &failures);
+            scope.spawn(move || {
+                for round in 0..rounds {
+                    for i in 0..cases.len() {
+                        let case = &cases[(i + caller * cases.len() / callers) % cases.len()];
+                        let result = catch_unwind(AssertUnwindSafe(|| {
+                            let got = pool
+                                .install(|| case.executable.run(case.inputs.clone()))
+                                .map_err(|e| format!("run failed: {e}"))?;
+                            got.iter().zip(&case.wanted).try_for_each(|(got, want)| compare(got, want))
+                        }))
+                        .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&*panic))));
+                        if let Err(message) = result {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} (caller {caller}, round {round}): {message}", case.name));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} case runs failed on backend `{}` with {pool_threads} threads and {callers} callers:\n  {}",
+        failures.len(),
+        backend.name(),
+        failures.join("\n  ")
+    );
+}
+
 /// `dir/<prefix>_0.npy`, `dir/<prefix>_1.npy`, … up to the first missing index.
 fn numbered_arrays(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
     let mut tensors = Vec::new();

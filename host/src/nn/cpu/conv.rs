@@ -44,60 +44,63 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry,
         let p0 = t * tile;
         let cols = tile.min(p - p0);
         let input = &x[(n * g.in_channels + group * cin_g) * in_plane..][..cin_g * in_plane];
-        SCRATCH.with_borrow_mut(|scratch| {
-            let (rhs, rhs_rs) = if pointwise {
-                (input[p0..].as_ptr(), p as isize)
-            } else {
-                if scratch.len() < k * cols {
-                    scratch.resize(k * cols, 0.0);
-                }
-                im2col(input, cin_g, conv, g, p0, cols, &mut scratch[..k * cols]);
-                (scratch.as_ptr(), cols as isize)
-            };
-            let first_channel = group * cout_g;
-            // SAFETY: every item writes only rows [first_channel, +cout_g) of image n, columns
-            // [p0, p0 + cols): items are disjoint, and `out` outlives the parallel loop.
-            let dst = unsafe { out_ptr.get().add((n * g.out_channels + first_channel) * p + p0) };
+        // Taken out of the thread-local, not borrowed: `gemm` below may run other rayon jobs
+        // on this thread while it waits (another conv item of this or another graph), and
+        // those take the (then empty) slot for themselves instead of finding it borrowed.
+        let mut scratch = SCRATCH.take();
+        let (rhs, rhs_rs) = if pointwise {
+            (input[p0..].as_ptr(), p as isize)
+        } else {
+            if scratch.len() < k * cols {
+                scratch.resize(k * cols, 0.0);
+            }
+            im2col(input, cin_g, conv, g, p0, cols, &mut scratch[..k * cols]);
+            (scratch.as_ptr(), cols as isize)
+        };
+        let first_channel = group * cout_g;
+        // SAFETY: every item writes only rows [first_channel, +cout_g) of image n, columns
+        // [p0, p0 + cols): items are disjoint, and `out` outlives the parallel loop.
+        let dst = unsafe { out_ptr.get().add((n * g.out_channels + first_channel) * p + p0) };
+        for row in 0..cout_g {
+            let b = bias[first_channel + row];
+            // SAFETY: inside this item's region (see above).
+            let dst_row = unsafe { std::slice::from_raw_parts_mut(dst.add(row * p), cols) };
+            dst_row.fill(b);
+        }
+        // SAFETY: pointers and strides describe the matrices above: lhs [cout_g, k] row-major
+        // weights of this group, rhs [k, cols] with row stride rhs_rs, dst [cout_g, cols] with
+        // row stride p.
+        unsafe {
+            gemm::gemm(
+                cout_g,
+                cols,
+                k,
+                dst,
+                1,
+                p as isize,
+                true,
+                w[first_channel * k..].as_ptr(),
+                1,
+                k as isize,
+                rhs,
+                1,
+                rhs_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_threads,
+            );
+        }
+        if conv.activation != Activation::None {
             for row in 0..cout_g {
-                let b = bias[first_channel + row];
                 // SAFETY: inside this item's region (see above).
                 let dst_row = unsafe { std::slice::from_raw_parts_mut(dst.add(row * p), cols) };
-                dst_row.fill(b);
+                activate(dst_row, &conv.activation, first_channel + row);
             }
-            // SAFETY: pointers and strides describe the matrices above: lhs [cout_g, k] row-major
-            // weights of this group, rhs [k, cols] with row stride rhs_rs, dst [cout_g, cols] with
-            // row stride p.
-            unsafe {
-                gemm::gemm(
-                    cout_g,
-                    cols,
-                    k,
-                    dst,
-                    1,
-                    p as isize,
-                    true,
-                    w[first_channel * k..].as_ptr(),
-                    1,
-                    k as isize,
-                    rhs,
-                    1,
-                    rhs_rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_threads,
-                );
-            }
-            if conv.activation != Activation::None {
-                for row in 0..cout_g {
-                    // SAFETY: inside this item's region (see above).
-                    let dst_row = unsafe { std::slice::from_raw_parts_mut(dst.add(row * p), cols) };
-                    activate(dst_row, &conv.activation, first_channel + row);
-                }
-            }
-        });
+        }
+        SCRATCH.set(scratch);
     };
 
     if items == 1 {
@@ -109,7 +112,9 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry,
 
 thread_local! {
     /// Each worker's im2col buffer, kept between calls so it is allocated (and zeroed) once.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A `Cell`, not a `RefCell`: it is moved out for the length of an item and put back, so
+    /// nothing stays borrowed across the nested parallelism inside an item.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Applies `activation` to one output channel's values; the match is outside the loop so the
