@@ -9,6 +9,7 @@ use super::bindings::{detector as wit, types};
 use super::error::{GuestError, GuestFailure, Reported};
 use super::sandbox::GuestState;
 use super::session::{CallStats, Session, WorldBindings};
+use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use crate::face::{DetectorInfo, Face, ParamSpec, ParamValue};
 
@@ -66,6 +67,12 @@ impl Detector {
     /// Timing of the last `detect`.
     pub fn last_call(&self) -> CallStats {
         self.session.last_call
+    }
+
+    /// What the live instance holds in the host through wasi-nn (`None` before the first
+    /// call and after a failed one, when there is no instance).
+    pub fn nn_usage(&self) -> Option<NnUsage> {
+        self.session.nn_usage()
     }
 
     /// Faces in an RGB image. `params` hold only what the operator set (validated with

@@ -11,6 +11,7 @@ use super::detector::reported;
 use super::error::{GuestError, GuestFailure};
 use super::sandbox::GuestState;
 use super::session::{CallStats, Session, WorldBindings};
+use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use crate::face::{AlignmentTemplate, EmbedderInfo};
 
@@ -95,6 +96,12 @@ impl Embedder {
     /// Timing of the last `embed`.
     pub fn last_call(&self) -> CallStats {
         self.session.last_call
+    }
+
+    /// What the live instance holds in the host through wasi-nn (`None` before the first
+    /// call and after a failed one, when there is no instance).
+    pub fn nn_usage(&self) -> Option<NnUsage> {
+        self.session.nn_usage()
     }
 
     /// One facen per face. Every face should already be `template.width` x `template.height`

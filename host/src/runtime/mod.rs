@@ -30,7 +30,7 @@ pub use embedder::Embedder;
 pub use error::{GuestError, GuestFailure, LoadError, Reported};
 pub use sandbox::GuestLimits;
 pub use trust::{TrustList, TrustListError};
-pub use wasi_nn::{NnHost, NnLimits};
+pub use wasi_nn::{NnHost, NnLimits, NnUsage};
 
 use sandbox::GuestState;
 

@@ -68,6 +68,10 @@ impl<B: WorldBindings> Session<B> {
         })
     }
 
+    pub fn nn_usage(&self) -> Option<super::wasi_nn::NnUsage> {
+        self.instance.as_ref().map(|(store, _)| store.data().nn.usage())
+    }
+
     /// Calls into the guest through `f`, instantiating it first when needed.
     pub fn call<R>(
         &mut self,

@@ -90,17 +90,32 @@ impl NnHost {
     }
 }
 
+/// What one guest instance holds in the host through wasi-nn: every resource it owns, and
+/// the bytes of its tensors. A well-behaved guest returns to the same usage after every call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NnUsage {
+    pub graphs: usize,
+    pub contexts: usize,
+    pub tensors: usize,
+    pub tensor_bytes: usize,
+    pub errors: usize,
+}
+
 /// Per-instance wasi-nn state.
 pub struct NnState {
     host: Arc<NnHost>,
-    live_tensor_bytes: usize,
+    usage: NnUsage,
     /// Time spent computing graphs during the current guest call.
     pub compute_time: Duration,
 }
 
 impl NnState {
     pub fn new(host: Arc<NnHost>) -> Self {
-        NnState { host, live_tensor_bytes: 0, compute_time: Duration::ZERO }
+        NnState { host, usage: NnUsage::default(), compute_time: Duration::ZERO }
+    }
+
+    pub fn usage(&self) -> NnUsage {
+        self.usage
     }
 }
 
@@ -181,7 +196,32 @@ type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
 impl NnView<'_> {
     /// Returns `error` to the guest as a wasi-nn error resource.
     fn fail<T>(&mut self, error: impl Into<ErrorResource>) -> NnResult<T> {
-        Ok(Err(self.table.push(error.into())?))
+        let error = self.table.push(error.into())?;
+        self.state.usage.errors += 1;
+        Ok(Err(error))
+    }
+
+    /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
+    /// or a compute's outputs) alive traps at the limit instead of growing the host.
+    fn push_tensor(&mut self, tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
+        let live = self.state.usage.tensor_bytes + tensor.data.len();
+        let limit = self.state.host.limits.max_live_tensor_bytes;
+        if live > limit {
+            wasmtime::bail!(
+                "the guest keeps {live} bytes of tensors alive in the host, over the limit of {limit} bytes"
+            );
+        }
+        let handle = self.table.push(tensor)?;
+        self.state.usage.tensors += 1;
+        self.state.usage.tensor_bytes = live;
+        Ok(handle)
+    }
+
+    fn delete_tensor(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<TensorResource> {
+        let tensor = self.table.delete(tensor)?;
+        self.state.usage.tensors -= 1;
+        self.state.usage.tensor_bytes -= tensor.data.len();
+        Ok(tensor)
     }
 }
 
@@ -213,7 +253,11 @@ impl graph::Host for NnView<'_> {
             ));
         }
         match self.state.host.load(bytes) {
-            Ok(graph) => Ok(Ok(self.table.push(graph)?)),
+            Ok(graph) => {
+                let graph = self.table.push(graph)?;
+                self.state.usage.graphs += 1;
+                Ok(Ok(graph))
+            }
             Err(e) => self.fail(e),
         }
     }
@@ -232,11 +276,14 @@ impl graph::HostGraph for NnView<'_> {
         graph: Resource<GraphResource>,
     ) -> NnResult<Resource<ContextResource>> {
         let graph = self.table.get(&graph)?.clone();
-        Ok(Ok(self.table.push(ContextResource { graph })?))
+        let context = self.table.push(ContextResource { graph })?;
+        self.state.usage.contexts += 1;
+        Ok(Ok(context))
     }
 
     fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
         self.table.delete(graph)?;
+        self.state.usage.graphs -= 1;
         Ok(())
     }
 }
@@ -249,13 +296,18 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         context: Resource<ContextResource>,
         inputs: Vec<(String, Resource<TensorResource>)>,
     ) -> NnResult<Vec<(String, Resource<TensorResource>)>> {
+        // The inputs are owned: the guest handed them over and can no longer drop them, so
+        // they leave the table (and the guest's account) now, whatever happens next.
+        let mut handed_over = Vec::with_capacity(inputs.len());
+        for (name, handle) in inputs {
+            handed_over.push((name, self.delete_tensor(handle)?));
+        }
         let graph = self.table.get(&context)?.graph.clone();
         let mut by_name: HashMap<String, Tensor> = HashMap::new();
-        for (name, handle) in &inputs {
-            let t = self.table.get(handle)?;
-            match to_tensor(t) {
+        for (name, t) in handed_over {
+            match to_tensor(&t) {
                 Ok(tensor) => {
-                    by_name.insert(name.clone(), tensor);
+                    by_name.insert(name, tensor);
                 }
                 Err(e) => return self.fail(NnError::InvalidArgument(format!("input `{name}`: {e}"))),
             }
@@ -285,15 +337,14 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         };
         let mut named = Vec::with_capacity(outputs.len());
         for (name, tensor) in graph.graph.output_names().zip(outputs) {
-            let resource = from_tensor(tensor);
-            self.state.live_tensor_bytes += resource.data.len();
-            named.push((name.to_string(), self.table.push(resource)?));
+            named.push((name.to_string(), self.push_tensor(from_tensor(tensor))?));
         }
         Ok(Ok(named))
     }
 
     fn drop(&mut self, context: Resource<ContextResource>) -> wasmtime::Result<()> {
         self.table.delete(context)?;
+        self.state.usage.contexts -= 1;
         Ok(())
     }
 }
@@ -307,15 +358,7 @@ impl tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<TensorResource>> {
-        let live = self.state.live_tensor_bytes + data.len();
-        if live > self.state.host.limits.max_live_tensor_bytes {
-            wasmtime::bail!(
-                "the guest keeps {live} bytes of tensors alive in the host, over the limit of {} bytes",
-                self.state.host.limits.max_live_tensor_bytes
-            );
-        }
-        self.state.live_tensor_bytes = live;
-        Ok(self.table.push(TensorResource { dimensions, ty, data })?)
+        self.push_tensor(TensorResource { dimensions, ty, data })
     }
 
     fn dimensions(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u32>> {
@@ -331,8 +374,7 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<()> {
-        let t = self.table.delete(tensor)?;
-        self.state.live_tensor_bytes -= t.data.len();
+        self.delete_tensor(tensor)?;
         Ok(())
     }
 }
@@ -354,6 +396,7 @@ impl errors::HostError for NnView<'_> {
 
     fn drop(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<()> {
         self.table.delete(error)?;
+        self.state.usage.errors -= 1;
         Ok(())
     }
 }
