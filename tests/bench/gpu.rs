@@ -28,13 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use image::imageops::{self, FilterType};
-use rayon::prelude::*;
 use refacen::nn::cpu::{CpuBackend, CpuExecutable, NodeTiming};
 use refacen::nn::gpu::{GpuBackend, GpuOptions};
 use refacen::nn::{Executable, Graph, RunLimits, Tensor};
 use refacen::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits};
 use serde_json::Value;
+
+#[path = "../support/uploads.rs"]
+mod synthetic;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -233,37 +234,6 @@ fn layers(gpu: &GpuBackend) {
 // ---------------------------------------------------------------------------------------------
 // uploads
 
-/// Scales `image` to about `pixels` pixels, keeping its aspect ratio.
-fn to_area(image: &RgbImage, pixels: f64) -> RgbImage {
-    let scale = (pixels / (image.width() as f64 * image.height() as f64)).sqrt();
-    let (w, h) =
-        ((image.width() as f64 * scale).round() as u32, (image.height() as f64 * scale).round() as u32);
-    imageops::resize(image, w.max(1), h.max(1), FilterType::Triangle)
-}
-
-/// Photo `i` of the synthetic Uploads: a sample photo shifted by a few pixels, then scaled to
-/// ~1 MP, scaled and mirrored, tiled 2x2 with three others, or scaled to ~0.75 MP and mirrored.
-fn synthetic_photo(samples: &[RgbImage], i: usize) -> RgbImage {
-    let source = &samples[i % samples.len()];
-    let shift = ((i / (samples.len() * 4)) % 7) as u32 * 3;
-    let shifted =
-        imageops::crop_imm(source, shift, shift, source.width() - shift, source.height() - shift).to_image();
-    match (i / samples.len()) % 4 {
-        0 => to_area(&shifted, 1.0e6),
-        1 => imageops::flip_horizontal(&to_area(&shifted, 1.0e6)),
-        2 => {
-            let mut tiled = RgbImage::new(1024, 1024);
-            for k in 0..4 {
-                let tile = if k == 0 { &shifted } else { &samples[(i + k) % samples.len()] };
-                let tile = imageops::resize(tile, 512, 512, FilterType::Triangle);
-                imageops::replace(&mut tiled, &tile, (k as i64 % 2) * 512, (k as i64 / 2) * 512);
-            }
-            tiled
-        }
-        _ => imageops::flip_horizontal(&to_area(&shifted, 0.75e6)),
-    }
-}
-
 fn uploads(count: usize, dir: &Path) {
     // Beside the directory, not in it (regenerate would take it for a photo): the count of a
     // finished generation.
@@ -279,19 +249,7 @@ fn uploads(count: usize, dir: &Path) {
         .iter()
         .map(|p| refacen::imaging::decode_rgb(p, &Default::default()).unwrap())
         .collect();
-    let bytes: u64 = (0..count)
-        .into_par_iter()
-        .map(|i| {
-            let photo = synthetic_photo(&samples, i);
-            let sub = dir.join(format!("{:03}", i / 100));
-            std::fs::create_dir_all(&sub).unwrap();
-            let path = sub.join(format!("photo-{i:05}.jpg"));
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 90).encode_image(&photo).unwrap();
-            drop(file);
-            std::fs::metadata(&path).unwrap().len()
-        })
-        .sum();
+    let bytes = synthetic::write_uploads(&samples, dir, count, 1.0);
     std::fs::write(&marker, count.to_string()).unwrap();
     println!(
         "## uploads: {count} photos ({:.0} MB) written to {} in {:.1} s",

@@ -9,12 +9,18 @@ mod dlib_model;
 mod drop_in;
 mod facenet;
 mod gpu;
+mod long_runs;
+mod many_cores;
 mod parity;
 mod regenerate;
 mod reliability;
 mod report;
 mod sandbox;
 mod servers;
+#[path = "../support/soak.rs"]
+mod soak;
 mod stores;
 mod support;
 mod swap;
+#[path = "../support/uploads.rs"]
+mod synthetic;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::regenerate::{Uploads, count};
 use crate::servers::{MongoServer, TarantoolServer};
+use crate::soak::read_in_background;
 use crate::support::{as_unprivileged, photos, refacen, refacen_command};
 
 /// What a finished child printed, its exit code and its peak resident memory (KiB).
@@ -25,17 +26,8 @@ struct Finished {
 /// Waits for `child` with wait4(2), which reports that very process's peak memory (tests
 /// run in parallel, so the children's total is no measure).
 fn wait_with_peak_rss(mut child: Child) -> Finished {
-    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
-    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
     let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
     // SAFETY: waits for our own child, writing into valid locals; `child` is not waited for
     // again (dropping a Child does not wait).

@@ -33,7 +33,7 @@ pub struct DetectArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Photos processed at once, each by its own detector instance (default: CPU count, at most 4).
+    /// Photos processed at once, each by its own detector instance (default: from `--threads`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
 
@@ -55,7 +55,7 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let jobs = args
         .jobs
         .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4))
+        .unwrap_or_else(|| super::default_concurrency(&runtime))
         .min(args.images.len());
     let started = Instant::now();
     let next = AtomicUsize::new(0);

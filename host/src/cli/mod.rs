@@ -113,10 +113,25 @@ pub struct GuestArgs {
     #[arg(long, env = "REFACEN_TRUSTED_GUESTS", value_name = "FILE")]
     pub trusted_guests: Option<PathBuf>,
 
+    /// Threads of the CPU backend's pool, shared by every guest instance (default:
+    /// $RAYON_NUM_THREADS when set, else one per CPU). The number of photos worked on at once
+    /// (`--concurrency`, `--jobs`) follows from it unless given.
+    #[arg(long, env = "REFACEN_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// Count a software rasterizer (e.g. Mesa's lavapipe) as a GPU. It runs the GPU kernels
     /// correctly but slower than the CPU backend: for testing on machines without a GPU.
     #[arg(long, env = "REFACEN_GPU_ALLOW_SOFTWARE", value_parser = clap::builder::BoolishValueParser::new())]
     pub gpu_allow_software: bool,
+}
+
+/// How many photos to work on at once when the operator does not say: on a GPU the cores
+/// only decode and pre/post-process, one photo each; on the CPU backend every graph already
+/// spreads over the pool, and a few photos per pair of threads keep it busy between graphs
+/// (the guests' own code and the small pyramid levels run on one thread each).
+pub fn default_concurrency(runtime: &GuestRuntime) -> usize {
+    let threads = rayon::current_num_threads();
+    if runtime.nn_offloads() { threads.clamp(1, 32) } else { (threads / 2).clamp(2, 16) }
 }
 
 impl GuestArgs {
@@ -134,6 +149,7 @@ impl GuestArgs {
 
     /// The guest runtime, its networks on the backend `--device` chooses (said on stderr).
     pub fn runtime(&self) -> anyhow::Result<GuestRuntime> {
+        crate::nn::cpu::set_threads(self.threads.map(usize::from));
         let chosen = choose_backend(self.device, self.gpu_allow_software, RunLimits::default())
             .map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
         eprintln!("refacen: networks run on the {}", chosen.description);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,8 @@ pub struct RegenerateArgs {
     pub every_other_offset: u64,
 
     /// Guest instances working in parallel: detectors, or models with `--regenerate facens`
-    /// alone (default: the CPU count, at most 4 with the CPU backend, at most 32 with a GPU).
+    /// alone (default: half the `--threads` with the CPU backend, 2 to 16; the `--threads`,
+    /// at most 32, with a GPU).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,
 
@@ -198,14 +199,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         let search = args.search_store.open().await?;
         anyhow::Ok((store, search))
     })?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The CPU backend spreads each graph over every core, so a few photos at once keep them
-    // busy; with a GPU the cores only decode and pre/post-process, one photo each.
-    let workers = args.concurrency.map(usize::from).unwrap_or(if runtime.nn_offloads() {
-        cores.min(32)
-    } else {
-        cores.min(4)
-    });
+    let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
+    let signals = StopSignals::install(&tokio)?;
     let plan = Plan {
         uploads: args.uploads.clone(),
         skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],
@@ -224,7 +219,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         thumb_margin: 0.5,
         decode_limits: DecodeLimits::default(),
         dry_run: args.dry_run,
-        stop: stop_on_ctrl_c(&tokio),
+        stop: signals.flag.clone(),
     };
     eprintln!(
         "regenerate {} from {} into {}{} ({} worker(s), {} backend){}",
@@ -255,29 +250,64 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "regenerate: interrupted; what was in flight is committed: run the same command again to resume"
         );
-        return Ok(ExitCode::from(130));
+        let signal = signals.received().unwrap_or(libc::SIGINT);
+        return Ok(ExitCode::from((128 + signal) as u8));
     }
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// A flag the first Ctrl-C sets: the run takes no new photos, commits those in flight and
-/// ends. A second Ctrl-C ends the process at once, which loses nothing either (a rerun
-/// resumes), only the photos in flight.
-fn stop_on_ctrl_c(tokio: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        flag.store(true, Ordering::Relaxed);
-        eprintln!("\nregenerate: stopping after the photos in flight (Ctrl-C again to stop at once)");
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("regenerate: stopped; run the same command again to resume");
-            std::process::exit(130);
-        }
-    });
-    stop
+/// What stops a run early: the signals an operator (Ctrl-C: SIGINT) or a scheduler
+/// (Kubernetes, systemd, Slurm: SIGTERM, then SIGKILL after a grace period) sends. The first
+/// sets the plan's stop flag: the run takes no new photos, commits those in flight, prints its
+/// summary and exits with 128 + the signal's number. A second one ends the process at once,
+/// which loses nothing either (a rerun resumes), only the photos in flight.
+struct StopSignals {
+    flag: Arc<AtomicBool>,
+    /// The number of the first signal received; 0 while none was.
+    received: Arc<AtomicI32>,
+}
+
+impl StopSignals {
+    fn install(tokio: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let flag = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicI32::new(0));
+        let _guard = tokio.enter();
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let (flag_set, received_set) = (flag.clone(), received.clone());
+        tokio.spawn(async move {
+            let first = tokio::select! {
+                Some(()) = interrupt.recv() => libc::SIGINT,
+                Some(()) = terminate.recv() => libc::SIGTERM,
+                else => return,
+            };
+            received_set.store(first, Ordering::SeqCst);
+            flag_set.store(true, Ordering::SeqCst);
+            let again = if first == libc::SIGINT { "Ctrl-C again" } else { "a second SIGTERM" };
+            eprintln!(
+                "\nregenerate: {}: stopping after the photos in flight ({again} stops at once)",
+                signal_name(first)
+            );
+            let second = tokio::select! {
+                Some(()) = interrupt.recv() => libc::SIGINT,
+                Some(()) = terminate.recv() => libc::SIGTERM,
+                else => return,
+            };
+            eprintln!("regenerate: {}: stopped; run the same command again to resume", signal_name(second));
+            std::process::exit(128 + second);
+        });
+        Ok(StopSignals { flag, received })
+    }
+
+    /// The signal that stopped the run, if one did.
+    fn received(&self) -> Option<i32> {
+        Some(self.received.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT (Ctrl-C)" }
 }
 
 fn outputs_text(o: Outputs) -> String {

@@ -165,6 +165,8 @@ pub async fn run(
         dry_run: plan.dry_run,
         face_store: store.location(),
         search_store: search.as_ref().map(|s| s.location()),
+        workers: plan.workers,
+        threads: rayon::current_num_threads(),
         ..Summary::default()
     }));
     let plan = Arc::new(plan);
@@ -352,7 +354,10 @@ mod detection {
             let (store, summary, plan) = (store.clone(), summary.clone(), plan.clone());
             tokio::spawn(async move {
                 let mut seq = 0;
-                while let Some(entry) = walk_rx.recv().await {
+                // A stop takes no photo the walk has found but the run has not yet taken.
+                while let Some(entry) = walk_rx.recv().await
+                    && !plan.stop.load(Ordering::Relaxed)
+                {
                     match entry {
                         walk::Entry::Refused { rel, cause, message } => {
                             let mut s = summary.lock().unwrap();

@@ -46,8 +46,12 @@ pub struct Summary {
     pub search_copied: Copied,
     /// Copies of records an earlier, interrupted run left pending.
     pub search_caught_up: Copied,
-    /// The run was stopped (Ctrl-C) before it had taken every photo or face.
+    /// The run was stopped (SIGINT or SIGTERM) before it had taken every photo or face.
     pub interrupted: bool,
+    /// Guest instances that worked in parallel.
+    pub workers: usize,
+    /// Threads of the CPU backend's pool (which also runs the CPU-side work of a GPU run).
+    pub threads: usize,
 }
 
 /// How many failure messages a summary keeps.
@@ -113,12 +117,14 @@ impl fmt::Display for Summary {
         let s = &self.stages;
         write!(
             f,
-            "{:.1} s, {:.2} {}/s, {:.2} faces/s; stage time: read+decode {:.1} s, detect {:.1} s, \
-             normalize {:.1} s, embed {:.1} s, commit {:.1} s",
+            "{:.1} s, {:.2} {}/s, {:.2} faces/s with {} workers and {} threads; stage time: \
+             read+decode {:.1} s, detect {:.1} s, normalize {:.1} s, embed {:.1} s, commit {:.1} s",
             secs,
             self.done as f64 / secs,
             self.unit,
             self.faces().max(self.facens) as f64 / secs,
+            self.workers,
+            self.threads,
             s.read_decode.as_secs_f64(),
             s.detect.as_secs_f64(),
             s.normalize.as_secs_f64(),

@@ -10,6 +10,20 @@ use std::sync::Arc;
 use super::ir::{Graph, Op, ValueId};
 use super::{Backend, Executable, NnError, RunLimits, Tensor, element_count, shape};
 
+/// Sizes the thread pool the CPU backend runs every graph on (rayon's global pool, shared by
+/// all guest instances), once per process and before any graph runs. `None` leaves rayon's
+/// default: `RAYON_NUM_THREADS` when set, else one thread per CPU. Returns the threads in
+/// force, which are the first call's when the pool was already sized.
+pub fn set_threads(threads: Option<usize>) -> usize {
+    let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("refacen-nn-{i}"));
+    if let Some(threads) = threads {
+        pool = pool.num_threads(threads);
+    }
+    // An error means the pool exists already (a second runtime in one process): keep it.
+    let _ = pool.build_global();
+    rayon::current_num_threads()
+}
+
 #[derive(Debug, Default)]
 pub struct CpuBackend {
     limits: RunLimits,
