@@ -270,3 +270,49 @@ fn untrusted_guests_are_refused_before_they_run() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("bad.txt:1") && out.stderr.contains("sha256"), "{}", out.stderr);
 }
+
+/// The call's time limit holds inside the work a guest makes the host do: a graph small in
+/// memory but huge in work (2000 convolutions; 8 products of 4096² matrices, 137 GFLOP a
+/// node) stops soon after the limit, between nodes and inside a node, and fails its photo
+/// with the timeout a looping guest gets; the next photo is served. Both ran for minutes
+/// before: `--guest-timeout-ms` bounded only the guest's own instructions.
+#[test]
+fn heavy_host_work_stops_at_the_call_time_limit() {
+    use std::time::{Duration, Instant};
+
+    use refacen::face::parse_params;
+    use refacen::nn::cpu::CpuBackend;
+    use refacen::runtime::{CodeCache, GuestFailure, GuestLimits, GuestRuntime, NnHost, NnLimits};
+
+    let limit = Duration::from_millis(2000);
+    let backend: std::sync::Arc<dyn refacen::nn::Backend> = std::sync::Arc::new(CpuBackend::default());
+    let nn = std::sync::Arc::new(NnHost::new(backend, NnLimits::default()));
+    let limits = GuestLimits { call_timeout: limit, ..GuestLimits::default() };
+    let cache = CodeCache::new(Some(crate::support::repo().join("target/test-cache")));
+    let runtime = GuestRuntime::new(nn, limits, cache).unwrap();
+    let mut detector = runtime.detector(runtime.load(&test_guest("hostile")).unwrap()).unwrap();
+    let mut red = image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 150]));
+    red.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    let good = image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 150]));
+    for mode in ["heavy-conv", "heavy-matmul"] {
+        let params =
+            parse_params(&detector.info().params.clone(), &[format!("mode={mode}")], "hostile").unwrap();
+        let started = Instant::now();
+        let error = detector.detect(&red, &params).expect_err(mode);
+        let overrun = started.elapsed().saturating_sub(limit);
+        assert!(matches!(error.failure, GuestFailure::Timeout(t) if t == limit), "{mode}: {error}");
+        assert!(error.to_string().contains("--guest-timeout-ms"), "{mode}: {error}");
+        println!(
+            "sandbox: {mode}: the call stopped {} ms after its {} ms limit",
+            overrun.as_millis(),
+            limit.as_millis()
+        );
+        // Loose on purpose (tests share 2 cores): before, these calls ran for minutes.
+        assert!(
+            overrun < Duration::from_millis(1500),
+            "{mode}: ran {} ms past the limit",
+            overrun.as_millis()
+        );
+        assert_eq!(detector.detect(&good, &params).unwrap().len(), 1, "{mode}: the next photo is served");
+    }
+}

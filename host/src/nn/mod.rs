@@ -15,6 +15,7 @@ pub mod shape;
 mod tensor;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use device::{ChosenBackend, Device, choose_backend};
 pub use ir::Graph;
@@ -35,6 +36,31 @@ pub enum NnError {
     TooLarge(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("the run passed its deadline and was stopped")]
+    DeadlineExceeded,
+}
+
+/// When a run must give up: the deadline of the guest call it runs for. Backends check it
+/// between nodes and inside kernels long enough to matter, so that a graph cheap in memory
+/// but huge in work cannot hold a worker past the call's time limit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline (benchmarks, tests, trusted callers).
+    pub const NONE: Deadline = Deadline(None);
+
+    pub fn at(instant: Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
+    pub fn expired(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+
+    pub fn check(&self) -> Result<(), NnError> {
+        if self.expired() { Err(NnError::DeadlineExceeded) } else { Ok(()) }
+    }
 }
 
 /// Limits every backend enforces so that a graph cannot exhaust the host's memory.
@@ -69,8 +95,14 @@ pub trait Backend: Send + Sync {
 /// A graph prepared by a backend.
 pub trait Executable: Send + Sync {
     /// Runs the graph on `inputs`, given in the order of `Graph::inputs`, and returns the
-    /// outputs in the order of `Graph::outputs`.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
+    /// outputs in the order of `Graph::outputs`; stops with [`NnError::DeadlineExceeded`]
+    /// soon after `deadline`.
+    fn run_until(&self, inputs: Vec<Tensor>, deadline: Deadline) -> Result<Vec<Tensor>, NnError>;
+
+    /// [`Self::run_until`] with no deadline.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+        self.run_until(inputs, Deadline::NONE)
+    }
 }
 
 /// Parses an ONNX model and optimizes it for execution.

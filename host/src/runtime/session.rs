@@ -134,6 +134,7 @@ impl<B: WorldBindings> Session<B> {
         state.log.clear();
         state.limiter.refused_bytes = None;
         state.nn.compute_time = Duration::ZERO;
+        state.nn.deadline = crate::nn::Deadline::at(Instant::now() + self.factory.limits.call_timeout);
     }
 }
 
@@ -147,6 +148,9 @@ fn classify(
         Some(Trap::Interrupt) => return GuestFailure::Timeout(limits.call_timeout),
         Some(Trap::OutOfFuel) => return GuestFailure::OutOfFuel(limits.fuel.unwrap_or(0)),
         _ => {}
+    }
+    if e.downcast_ref::<super::wasi_nn::CallDeadlineExceeded>().is_some() {
+        return GuestFailure::Timeout(limits.call_timeout);
     }
     let state = store.data();
     if let Some(requested_bytes) = state.limiter.refused_bytes {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use crate::nn::{self, Backend, Executable, Graph, NnError, Tensor};
+use crate::nn::{self, Backend, Deadline, Executable, Graph, NnError, Tensor};
 
 pub(crate) mod generated {
     wasmtime::component::bindgen!({
@@ -107,11 +107,19 @@ pub struct NnState {
     usage: NnUsage,
     /// Time spent computing graphs during the current guest call.
     pub compute_time: Duration,
+    /// The current guest call's deadline, which holds inside the work the host does for it.
+    pub deadline: Deadline,
 }
+
+/// The host's work for a guest call ran past the call's deadline: the call fails as a
+/// timeout, exactly as if the guest's own code had run too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the host's neural-network work for this call ran past the call's time limit")]
+pub struct CallDeadlineExceeded;
 
 impl NnState {
     pub fn new(host: Arc<NnHost>) -> Self {
-        NnState { host, usage: NnUsage::default(), compute_time: Duration::ZERO }
+        NnState { host, usage: NnUsage::default(), compute_time: Duration::ZERO, deadline: Deadline::NONE }
     }
 
     pub fn usage(&self) -> NnUsage {
@@ -154,7 +162,7 @@ impl From<NnError> for ErrorResource {
             NnError::UnsupportedOp { .. } => ErrorCode::UnsupportedOperation,
             NnError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             NnError::TooLarge(_) => ErrorCode::TooLarge,
-            NnError::Runtime(_) => ErrorCode::RuntimeError,
+            NnError::Runtime(_) | NnError::DeadlineExceeded => ErrorCode::RuntimeError,
         };
         ErrorResource::new(code, e.to_string())
     }
@@ -252,7 +260,12 @@ impl graph::Host for NnView<'_> {
                 format!("graph of {} bytes exceeds the limit of {max} bytes", bytes.len()),
             ));
         }
-        match self.state.host.load(bytes) {
+        let loaded = self.state.host.load(bytes);
+        // Importing and preparing a graph is work on the guest's behalf too.
+        if self.state.deadline.expired() {
+            return Err(CallDeadlineExceeded.into());
+        }
+        match loaded {
             Ok(graph) => {
                 let graph = self.table.push(graph)?;
                 self.state.usage.graphs += 1;
@@ -329,10 +342,11 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
         }
         let started = Instant::now();
-        let outputs = graph.executable.run(ordered);
+        let outputs = graph.executable.run_until(ordered, self.state.deadline);
         self.state.compute_time += started.elapsed();
         let outputs = match outputs {
             Ok(o) => o,
+            Err(NnError::DeadlineExceeded) => return Err(CallDeadlineExceeded.into()),
             Err(e) => return self.fail(e),
         };
         let mut named = Vec::with_capacity(outputs.len());

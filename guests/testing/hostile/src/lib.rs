@@ -49,6 +49,8 @@ const MODES: &[(&str, &str)] = &[
     ("nan-face", "return a face with a NaN coordinate"),
     ("outside", "return a face lying outside the image"),
     ("bad-nn", "load 100 bytes of garbage as an ONNX graph"),
+    ("heavy-conv", "compute a small graph of 2000 convolutions: ~2.4 TFLOP in one call"),
+    ("heavy-matmul", "compute 8 products of 4096x4096 matrices: ~1.1 TFLOP in one call, 137 GFLOP a node"),
 ];
 
 /// Memory `alloc` mode holds on to, so that no allocation can be optimized away or freed.
@@ -176,6 +178,49 @@ fn bad_nn() -> Result<Vec<Face>, GuestError> {
     }
 }
 
+/// A graph small in memory but huge in work: `nodes` `op` nodes chained on one input, each
+/// reading one shared initializer `w`, run once on an input of `input_dims`.
+fn heavy(
+    op: &str,
+    nodes: usize,
+    input_dims: &[usize],
+    w: onnx_proto::TensorProto,
+    attributes: Vec<onnx_proto::AttributeProto>,
+) -> Result<Vec<Face>, GuestError> {
+    use onnx_proto::build::{Dim, model, node, value_info_f32};
+    use prost::Message;
+    let dims: Vec<Dim> = input_dims.iter().map(|&d| Dim::Fixed(d)).collect();
+    let name = |i: usize| if i == 0 { "input".to_string() } else { format!("v{i}") };
+    let graph = onnx_proto::GraphProto {
+        name: format!("heavy-{op}"),
+        node: (0..nodes)
+            .map(|i| node(op, &format!("{op}{i}"), &[&name(i), "w"], &[&name(i + 1)], attributes.clone()))
+            .collect(),
+        initializer: vec![w],
+        input: vec![value_info_f32("input", &dims)],
+        output: vec![value_info_f32(&name(nodes), &dims)],
+        ..Default::default()
+    };
+    let bytes = model(graph, 13, "hostile", "0", "").encode_to_vec();
+    let network = kit::WasiNnNetwork::load(&bytes, "input").map_err(GuestError::Nn)?;
+    let input = kit::Tensor::new(input_dims.to_vec(), vec![0.5; input_dims.iter().product()]);
+    match kit::Network::run(&network, input) {
+        Ok(_) => Err(GuestError::Internal(format!("heavy-{op}: the host ran all {nodes} nodes"))),
+        Err(e) => Err(GuestError::Nn(e)),
+    }
+}
+
+fn heavy_conv() -> Result<Vec<Face>, GuestError> {
+    let w = onnx_proto::build::tensor_f32("w", &[32, 32, 3, 3], &[1e-3; 32 * 32 * 9]);
+    let pads = onnx_proto::build::attr_ints("pads", &[1, 1, 1, 1]);
+    heavy("Conv", 2000, &[1, 32, 256, 256], w, vec![pads])
+}
+
+fn heavy_matmul() -> Result<Vec<Face>, GuestError> {
+    let w = onnx_proto::build::tensor_f32("w", &[4096, 4096], &vec![1e-4; 4096 * 4096]);
+    heavy("MatMul", 8, &[4096, 4096], w, vec![])
+}
+
 impl Guest for Hostile {
     fn info() -> DetectorInfo {
         DetectorInfo {
@@ -238,6 +283,8 @@ impl Guest for Hostile {
                 Ok(vec![face_in(Bbox { x1: wf + 10.0, y1: hf + 10.0, x2: wf + 50.0, y2: hf + 50.0 }, 0.5)])
             }
             "bad-nn" => bad_nn(),
+            "heavy-conv" => heavy_conv(),
+            "heavy-matmul" => heavy_matmul(),
             _ => Ok(vec![normal_face(wf, hf)]), // "none"
         }
     }

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::SyncPtr;
+use crate::nn::Deadline;
 use crate::nn::ir::{Activation, Conv};
 use crate::nn::shape::ConvGeometry;
 
@@ -14,13 +15,23 @@ use crate::nn::shape::ConvGeometry;
 const TILE_VALUES: usize = 64 * 1024;
 
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
-/// one bias per output channel.
-pub fn conv2d(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry, out: &mut [f32]) {
+/// one bias per output channel. Past `deadline` the items not yet started are skipped,
+/// leaving `out` incomplete: the caller checks the deadline and discards it.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    deadline: &Deadline,
+) {
     let groups = conv.group;
     let cin_g = g.in_channels / groups;
     let cout_g = g.out_channels / groups;
     if cin_g == 1 && cout_g == 1 {
-        return depthwise(x, w, bias, conv, g, out);
+        return depthwise(x, w, bias, conv, g, deadline, out);
     }
     let [kh, kw] = conv.kernel;
     let k = cin_g * kh * kw;
@@ -38,6 +49,9 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry,
     let in_plane = g.in_hw[0] * g.in_hw[1];
 
     let run_item = |item: usize| {
+        if deadline.expired() {
+            return;
+        }
         let t = item % tiles;
         let group = (item / tiles) % groups;
         let n = item / (tiles * groups);
@@ -202,7 +216,15 @@ fn im2col(
 }
 
 /// One filter per channel: a direct loop beats lowering to a GEMM with k = kh·kw.
-fn depthwise(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry, out: &mut [f32]) {
+fn depthwise(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    deadline: &Deadline,
+    out: &mut [f32],
+) {
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.strides;
     let [dh, dw] = conv.dilations;
@@ -217,6 +239,9 @@ fn depthwise(x: &[f32], w: &[f32], bias: &[f32], conv: &Conv, g: &ConvGeometry, 
         let src = &x[(n * g.in_channels + c) * h * iw..][..h * iw];
         let filter = &w[c * kh * kw..][..kh * kw];
         for oy in 0..oh {
+            if deadline.expired() {
+                return;
+            }
             for ox in 0..ow {
                 let mut acc = bias[c];
                 for ky in 0..kh {

@@ -1,12 +1,16 @@
 //! Gemm and MatMul on the `gemm` crate's SGEMM.
 
 use crate::nn::ir::{Activation, Gemm};
-use crate::nn::{NnError, Tensor, shape};
+use crate::nn::{Deadline, NnError, Tensor, shape};
 
 /// Below this many multiply-adds a single thread is faster than waking the pool.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
-/// dst[m,n] (row stride `dst_rs`) = beta·dst + lhs[m,k]·rhs[k,n], arbitrary strides.
+/// Most multiply-adds between two looks at the deadline (~0.1 s of one core's work at most).
+const MULADDS_PER_DEADLINE_CHECK: usize = 1 << 31;
+
+/// dst[m,n] (row stride n) = beta·dst + lhs[m,k]·rhs[k,n], arbitrary (non-negative) strides,
+/// in blocks of rows so that a huge product stops soon after `deadline`.
 #[allow(clippy::too_many_arguments)]
 fn sgemm(
     m: usize,
@@ -17,35 +21,49 @@ fn sgemm(
     lhs: (&[f32], isize, isize),
     rhs: (&[f32], isize, isize),
     scale: f32,
-) {
-    let parallelism =
-        if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    deadline: &Deadline,
+) -> Result<(), NnError> {
     debug_assert!(dst.len() >= m * n);
-    // SAFETY: callers pass slices holding the whole matrices under the given (row, column)
-    // strides; dst is exclusively borrowed.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0.as_ptr(),
-            lhs.2,
-            lhs.1,
-            rhs.0.as_ptr(),
-            rhs.2,
-            rhs.1,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    let rows_per_block = (MULADDS_PER_DEADLINE_CHECK / (n * k).max(1)).max(1);
+    let mut first = 0;
+    while first < m {
+        deadline.check()?;
+        let rows = rows_per_block.min(m - first);
+        let parallelism = if rows * n * k >= PARALLEL_FLOPS {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        let lhs_block = &lhs.0[first * lhs.1 as usize..];
+        // SAFETY: callers pass slices holding the whole matrices under the given (row, column)
+        // strides, so rows [first, first + rows) of lhs and of dst lie inside them; dst is
+        // exclusively borrowed.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                dst[first * n..].as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs_block.as_ptr(),
+                lhs.2,
+                lhs.1,
+                rhs.0.as_ptr(),
+                rhs.2,
+                rhs.1,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        first += rows;
     }
+    Ok(())
 }
 
 /// ONNX Gemm: alpha·op(A)·op(B) + beta·C, then the fused activation.
@@ -55,6 +73,7 @@ pub fn gemm_op(
     b: &Tensor,
     c: Option<&Tensor>,
     out_shape: &[usize],
+    deadline: &Deadline,
 ) -> Result<Tensor, NnError> {
     let (m, n) = (out_shape[0], out_shape[1]);
     let k = if g.trans_a { a.shape()[0] } else { a.shape()[1] };
@@ -68,7 +87,17 @@ pub fn gemm_op(
     };
     let (a_rs, a_cs) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
     let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
-    sgemm(m, n, k, out.data_mut(), accumulate, (a.data(), a_rs, a_cs), (b.data(), b_rs, b_cs), g.alpha);
+    sgemm(
+        m,
+        n,
+        k,
+        out.data_mut(),
+        accumulate,
+        (a.data(), a_rs, a_cs),
+        (b.data(), b_rs, b_cs),
+        g.alpha,
+        deadline,
+    )?;
     if g.activation != Activation::None {
         for row in out.data_mut().chunks_mut(n) {
             for (j, v) in row.iter_mut().enumerate() {
@@ -97,7 +126,7 @@ fn fill_broadcast(dst: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) ->
 }
 
 /// numpy matmul with broadcast batch dimensions.
-pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
+pub fn matmul(a: &Tensor, b: &Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
     let out_shape = shape::matmul(a.shape(), b.shape())?;
     let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(a.shape(), b.shape())?;
     let (a_batch, b_batch) = (&a_batch[..], &b_batch[..]);
@@ -115,7 +144,8 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
             (&a.data()[a_off..], k as isize, 1),
             (&b.data()[b_off..], n as isize, 1),
             1.0,
-        );
+            deadline,
+        )?;
     }
     Tensor::new(out_shape, out)
 }

@@ -8,7 +8,7 @@ mod ops;
 use std::sync::Arc;
 
 use super::ir::{Graph, Op, ValueId};
-use super::{Backend, Executable, NnError, RunLimits, Tensor, element_count, shape};
+use super::{Backend, Deadline, Executable, NnError, RunLimits, Tensor, element_count, shape};
 
 /// Sizes the thread pool the CPU backend runs every graph on (rayon's global pool, shared by
 /// all guest instances), once per process and before any graph runs. `None` leaves rayon's
@@ -131,8 +131,8 @@ pub struct NodeTiming {
 }
 
 impl Executable for CpuExecutable {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
-        self.run_timed(inputs, None)
+    fn run_until(&self, inputs: Vec<Tensor>, deadline: Deadline) -> Result<Vec<Tensor>, NnError> {
+        self.run_timed(inputs, None, deadline)
     }
 }
 
@@ -140,7 +140,7 @@ impl CpuExecutable {
     /// Runs the graph and records how long each node took (for benchmarks).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
         let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_timed(inputs, Some(&mut timings))?;
+        let outputs = self.run_timed(inputs, Some(&mut timings), Deadline::NONE)?;
         Ok((outputs, timings))
     }
 
@@ -148,6 +148,7 @@ impl CpuExecutable {
         &self,
         inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
+        deadline: Deadline,
     ) -> Result<Vec<Tensor>, NnError> {
         self.graph.check_inputs(&inputs)?;
         let graph = &self.graph;
@@ -157,9 +158,10 @@ impl CpuExecutable {
             slots[input.value] = Slot::Owned(tensor);
         }
         for (index, node) in graph.nodes.iter().enumerate() {
+            deadline.check()?;
             let started = std::time::Instant::now();
             let flops = timings.as_ref().map_or(0, |_| node_flops(node, &slots));
-            let output = self.run_node(index, &mut slots).map_err(|e| match e {
+            let output = self.run_node(index, &mut slots, &deadline).map_err(|e| match e {
                 NnError::InvalidArgument(msg) | NnError::Runtime(msg) => {
                     NnError::Runtime(format!("{} node `{}`: {msg}", node.op.onnx_name(), node.name))
                 }
@@ -196,7 +198,7 @@ impl CpuExecutable {
 }
 
 impl CpuExecutable {
-    fn run_node(&self, index: usize, slots: &mut [Slot]) -> Result<Tensor, NnError> {
+    fn run_node(&self, index: usize, slots: &mut [Slot], deadline: &Deadline) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
         let shapes: Vec<Option<&[usize]>> = node
             .inputs
@@ -220,15 +222,23 @@ impl CpuExecutable {
                 let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
                 let mut out = Tensor::zeros(out_shape);
                 let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
-                conv::conv2d(x.data(), w.data(), bias, conv, &geometry, out.data_mut());
+                conv::conv2d(x.data(), w.data(), bias, conv, &geometry, out.data_mut(), deadline);
+                deadline.check()?;
                 out
             }
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
-                matmul::gemm_op(g, input_of(node, slots, 0)?, input_of(node, slots, 1)?, c, &out_shape)?
+                matmul::gemm_op(
+                    g,
+                    input_of(node, slots, 0)?,
+                    input_of(node, slots, 1)?,
+                    c,
+                    &out_shape,
+                    deadline,
+                )?
             }
-            Op::MatMul => matmul::matmul(input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
-            Op::Pool(pool) => ops::pool2d(pool, input_of(node, slots, 0)?)?,
+            Op::MatMul => matmul::matmul(input_of(node, slots, 0)?, input_of(node, slots, 1)?, deadline)?,
+            Op::Pool(pool) => ops::pool2d(pool, input_of(node, slots, 0)?, deadline)?,
             Op::GlobalPool(kind) => ops::global_pool(*kind, input_of(node, slots, 0)?)?,
             Op::Unary(op) => {
                 let mut x = self.take_or_clone(index, node.inputs[0], slots)?;

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::nn::ir::{Binary, Pool, PoolKind, Unary};
-use crate::nn::{NnError, Tensor, shape};
+use crate::nn::{Deadline, NnError, Tensor, shape};
 
 /// Element count above which element-wise loops are split across threads.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
@@ -17,7 +17,8 @@ fn chunks_per_task(chunk: usize) -> usize {
     (TASK_ELEMENTS / chunk.max(1)).max(1)
 }
 
-pub fn pool2d(pool: &Pool, x: &Tensor) -> Result<Tensor, NnError> {
+/// Pooling; past `deadline` the rows not yet computed are skipped and the run fails.
+pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
     let s = x.shape();
     let ([oh, ow], [pt, pl, pb, pr]) = shape::pool_geometry(pool, s)?;
     let (h, w) = (s[2], s[3]);
@@ -55,6 +56,9 @@ pub fn pool2d(pool: &Pool, x: &Tensor) -> Result<Tensor, NnError> {
     let plane = |dst: &mut [f32], src: &[f32]| {
         let mut line = vec![0.0f32; w];
         for (oy, &(y0, ky_lo, ky_hi, y_padded)) in rows.iter().enumerate() {
+            if deadline.expired() {
+                return;
+            }
             let row = |ky: usize| &src[(y0 + (ky * dh) as isize) as usize * w..][..w];
             match pool.kind {
                 PoolKind::Max => line.fill(f32::NEG_INFINITY),
@@ -91,6 +95,7 @@ pub fn pool2d(pool: &Pool, x: &Tensor) -> Result<Tensor, NnError> {
         .zip(x.data().par_chunks((h * w).max(1)))
         .with_min_len(chunks_per_task(oh * ow * kh * kw))
         .for_each(|(dst, src)| plane(dst, src));
+    deadline.check()?;
     Ok(out)
 }
 

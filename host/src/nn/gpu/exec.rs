@@ -20,12 +20,15 @@ use super::kernels::{Kernel, KernelKey};
 use super::ops;
 use crate::nn::cpu::NodeTiming;
 use crate::nn::ir::{Graph, Node, Op, ValueId};
-use crate::nn::{Executable, NnError, RunLimits, Tensor, element_count, shape};
+use crate::nn::{Deadline, Executable, NnError, RunLimits, Tensor, element_count, shape};
 
 /// Bytes bound for each dispatch's parameters: at least every shader's `Params` struct.
 const PARAMS_BYTES: usize = 256;
 /// Plans kept per executable: P-Net runs once per pyramid level, each level a shape.
 const PLAN_CACHE: usize = 16;
+/// Most work in one submission (flops), so that the deadline is checked between submissions.
+const FLOPS_PER_SUBMISSION: u64 = 8_000_000_000;
+
 /// Most bytes of buffers cached plans of one executable may hold.
 const PLAN_CACHE_BYTES: u64 = 2 << 30;
 
@@ -555,7 +558,7 @@ impl GpuExecutable {
     /// otherwise one submission per node, timed on the host).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
         let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_with(inputs, Some(&mut timings))?;
+        let outputs = self.run_with(inputs, Some(&mut timings), Deadline::NONE)?;
         Ok((outputs, timings))
     }
 
@@ -563,13 +566,15 @@ impl GpuExecutable {
         &self,
         inputs: Vec<Tensor>,
         timings: Option<&mut Vec<NodeTiming>>,
+        deadline: Deadline,
     ) -> Result<Vec<Tensor>, NnError> {
         self.graph.check_inputs(&inputs)?;
         let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let plan = self.take_plan(&key)?;
-        let result =
-            scoped(&self.ctx.device, "running a graph on the GPU", || self.execute(&plan, &inputs, timings))
-                .and_then(|r| r);
+        let result = scoped(&self.ctx.device, "running a graph on the GPU", || {
+            self.execute(&plan, &inputs, timings, deadline)
+        })
+        .and_then(|r| r);
         let result = match self.ctx.take_uncaptured() {
             Some(e) => Err(NnError::Runtime(format!("GPU error: {e}"))),
             None => result,
@@ -586,6 +591,7 @@ impl GpuExecutable {
         plan: &Plan,
         inputs: &[Tensor],
         timings: Option<&mut Vec<NodeTiming>>,
+        deadline: Deadline,
     ) -> Result<Vec<Tensor>, NnError> {
         let ctx = &*self.ctx;
         for (buffer, tensor) in plan.inputs.iter().zip(inputs) {
@@ -597,8 +603,32 @@ impl GpuExecutable {
         let mut timestamps = None;
         match timings {
             None => {
+                // Submitted in bounded chunks, the deadline checked between them: a graph with
+                // far more work than a call may take stops soon after its deadline (a single
+                // dispatch cannot be interrupted). Ordinary graphs fit one chunk.
+                let mut first = 0;
+                let mut flops = 0;
+                for (range, _, node_flops) in &plan.node_steps {
+                    flops += node_flops;
+                    if flops >= FLOPS_PER_SUBMISSION && range.end < plan.steps.len() {
+                        {
+                            let mut pass =
+                                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                            for step in &plan.steps[first..range.end] {
+                                record(&mut pass, step);
+                            }
+                        }
+                        let next = ctx
+                            .device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                        ctx.queue.submit([std::mem::replace(&mut encoder, next).finish()]);
+                        wait(ctx)?;
+                        deadline.check()?;
+                        (first, flops) = (range.end, 0);
+                    }
+                }
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                for step in &plan.steps {
+                for step in &plan.steps[first..] {
                     record(&mut pass, step);
                 }
             }
@@ -763,7 +793,7 @@ pub(super) fn upload(device: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::
 }
 
 impl Executable for GpuExecutable {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
-        self.run_with(inputs, None)
+    fn run_until(&self, inputs: Vec<Tensor>, deadline: Deadline) -> Result<Vec<Tensor>, NnError> {
+        self.run_with(inputs, None, deadline)
     }
 }
