@@ -18,3 +18,4 @@ mod servers;
 mod stores;
 mod support;
 mod swap;
+mod uploads;
