@@ -459,3 +459,56 @@ fn huge_photos_are_scaled_down_for_detection_or_refused_with_the_option_that_hel
     }
     assert!(out.stderr.contains("1 too large"), "{}", out.stderr);
 }
+
+#[test]
+fn mongodb_keeps_orientation_and_exact_names_and_reads_records_from_before() {
+    use crate::stores::{Stores, strings};
+    let stores = Stores::start(0);
+    let mongo_args = stores.mongo_args();
+    let uploads = Uploads::new();
+    let upright = image::open(photo("obama2.jpg")).unwrap().into_rgb8();
+    rotated_jpeg(&uploads.dir, "phone-6.jpg", &upright, 6);
+    let name = |bytes: &[u8]| uploads.dir.join(std::ffi::OsStr::from_bytes(bytes));
+    std::fs::copy(photos().join("biden.jpg"), name(b"col\xff.jpg")).unwrap();
+    std::fs::copy(photos().join("obama3.jpg"), name(b"col\xfe.jpg")).unwrap();
+    let (out, summary) = uploads.regenerate(&strings(&mongo_args));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&summary, "done"), 9, "{summary}");
+    let faces = stores.faces();
+    let photos_of = |faces: &BTreeMap<u64, Value>| -> std::collections::BTreeSet<String> {
+        faces.values().map(|f| f["photo"].as_str().unwrap().to_string()).collect()
+    };
+    let keys = photos_of(&faces);
+    assert!(
+        keys.contains("col\\xff.jpg//636f6cff2e6a7067") && keys.contains("col\\xfe.jpg//636f6cfe2e6a7067"),
+        "{keys:?}"
+    );
+    let rotated: Vec<&Value> = faces.values().filter(|f| f["photo"] == "phone-6.jpg").collect();
+    assert_eq!(rotated.len(), 1, "the face of the rotated photo is found upright");
+    assert_eq!(rotated[0]["orientation"], 6);
+
+    // Documents written before refacen applied orientation have no such field.
+    let uri = mongo_args[1].clone();
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+        let db = client.database(&mongo_args[3]);
+        for collection in ["photos", "faces"] {
+            let collection = db.collection::<mongodb::bson::Document>(collection);
+            let unset = mongodb::bson::doc! { "$unset": { "orientation": "" } };
+            collection.update_many(mongodb::bson::doc! {}, unset).await.unwrap();
+        }
+    });
+    let old = stores.faces();
+    assert!(old.values().all(|f| f["orientation"].is_null()), "records from before read back");
+    let (out, summary) = uploads.regenerate(&strings(&mongo_args));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&summary, "done"), 9, "detected again once: {summary}");
+    assert_eq!((count(&summary, "faces_new"), count(&summary, "faces_lost")), (0, 0), "{summary}");
+    let (out, summary) = uploads.regenerate(&strings(&mongo_args));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&summary, "up_to_date"), 9, "then settled: {summary}");
+    let after = stores.faces();
+    assert_eq!(after.keys().collect::<Vec<_>>(), faces.keys().collect::<Vec<_>>());
+    assert_eq!(photos_of(&after), keys);
+}
