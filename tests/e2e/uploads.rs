@@ -512,3 +512,24 @@ fn mongodb_keeps_orientation_and_exact_names_and_reads_records_from_before() {
     assert_eq!(after.keys().collect::<Vec<_>>(), faces.keys().collect::<Vec<_>>());
     assert_eq!(photos_of(&after), keys);
 }
+
+#[test]
+fn a_guest_that_fails_on_a_large_photo_is_not_blamed_on_the_size() {
+    // The hostile guest allocates without end on photos whose top-left pixel is pure red; the
+    // red corner stays pure red however far the photo is scaled down.
+    let dir = tempfile::tempdir().unwrap();
+    let mut large = image::RgbImage::from_pixel(3000, 2000, image::Rgb([90, 120, 150]));
+    for (x, y) in (0..64).flat_map(|x| (0..64).map(move |y| (x, y))) {
+        large.put_pixel(x, y, image::Rgb([255, 0, 0]));
+    }
+    let path = dir.path().join("large.png");
+    large.save(&path).unwrap();
+    let hostile = crate::support::test_guest("hostile").display().to_string();
+    let args =
+        ["detect", "--json", "--detector", &hostile, "--param", "mode=alloc", "--guest-memory-mb", "256"];
+    let out = refacen(&[&args[..], &[path.to_str().unwrap()]].concat());
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = &out.json_lines()[0];
+    assert_eq!(line["cause"], "guest memory limit", "{line}");
+    assert!(line["error"].as_str().unwrap().contains("over the limit of 256 MiB"), "{line}");
+}

@@ -11,7 +11,7 @@ use crate::face::{Face, ParamValue};
 use crate::runtime::{Detector, GuestError};
 
 /// Below this longest side, a photo is not scaled down further when the guest runs out of
-/// resources: the failure is the guest's, not the photo's size.
+/// resources; below twice this, such a failure is the guest's, not the photo's size.
 const MIN_AUTO_SIDE_PX: u32 = 1024;
 
 /// Faces found, and the size they were detected at when the photo was scaled down.
@@ -92,7 +92,8 @@ pub fn detect_fitting(
                     side = next;
                     continue;
                 }
-                if max_size_px.is_none() && side == longest && longest < MIN_AUTO_SIDE_PX {
+                // Any detector takes a photo this small: failing on it is the guest's own doing.
+                if side < 2 * MIN_AUTO_SIDE_PX {
                     return Err(FitError::Guest(error));
                 }
                 return Err(FitError::TooLarge {

@@ -74,7 +74,11 @@ pub enum GuestFailure {
     )]
     MemoryLimit { requested_bytes: usize, limit_bytes: usize },
     /// wasmtime's bound on the data one call from the guest into the host may carry.
-    #[error("it passed more than {} MiB to the host in one call (the host-call data limit)", .limit_bytes >> 20)]
+    #[error(
+        "too much data is being copied between the host and the guest: more than {} MiB in one call \
+         (the host-call data limit)",
+        .limit_bytes >> 20
+    )]
     HostcallDataLimit { limit_bytes: usize },
     #[error("it panicked: {message}")]
     Panic { message: String },
