@@ -458,6 +458,18 @@ fn huge_photos_are_scaled_down_for_detection_or_refused_with_the_option_that_hel
         assert!(out.stderr.contains(needed), "`{needed}` missing: {}", out.stderr);
     }
     assert!(out.stderr.contains("1 too large"), "{}", out.stderr);
+
+    // regenerate: detected scaled down, normalized from the full-size photo.
+    let uploads = Uploads::new();
+    std::fs::rename(&huge, uploads.dir.join("huge.jpg")).unwrap();
+    let (out, summary) = uploads.regenerate(&["--guest-memory-mb", "256"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((count(&summary, "done"), count(&summary, "scaled_down")), (7, 1), "{summary}");
+    assert!(out.stderr.contains("1 photo(s) scaled down for detection"), "{}", out.stderr);
+    let stored = uploads.faces();
+    let of_huge: Vec<Vec<f32>> =
+        stored.values().filter(|f| f["photo"] == "huge.jpg").map(|f| f32s(&f["bbox"])).collect();
+    assert_has_box(&of_huge, &expected, 0.7, "the stored box, in the full-size photo");
 }
 
 #[test]
