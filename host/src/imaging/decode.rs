@@ -196,7 +196,7 @@ pub fn decode_photo_bytes(path: &Path, data: &[u8], limits: &DecodeLimits) -> Re
     };
     let (image, orientation) = match format {
         PhotoFormat::Heif | PhotoFormat::Avif => {
-            let image = heif::decode(data, |w, h| check_pixels(w, h)).map_err(|e| match e {
+            let image = heif::decode(data, check_pixels).map_err(|e| match e {
                 heif::HeifError::Limit(e) => e,
                 heif::HeifError::Unsupported(reason) => DecodeError::UnsupportedFormat {
                     path: path.to_path_buf(),
@@ -326,17 +326,50 @@ fn upright(image: image::RgbImage, orientation: Orientation) -> image::RgbImage 
 mod tests {
     use super::*;
 
-    /// A JPEG with an APP1 EXIF segment holding only the Orientation tag, big-endian.
+    /// A JPEG with an APP1 EXIF segment holding only the Orientation tag.
     fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-        let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
-        tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]);
-        tiff.extend_from_slice(&orientation.to_be_bytes());
-        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let tiff = exif_orientation(orientation);
         let mut app1 = vec![0xFF, 0xE1];
         app1.extend_from_slice(&((tiff.len() + 8) as u16).to_be_bytes());
         app1.extend_from_slice(b"Exif\0\0");
         app1.extend_from_slice(&tiff);
         [&jpeg[..2], &app1, &jpeg[2..]].concat()
+    }
+
+    /// The TIFF structure of an EXIF block holding only the Orientation tag, big-endian.
+    fn exif_orientation(orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]);
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        tiff
+    }
+
+    #[test]
+    fn a_png_exif_chunk_turns_the_pixels_upright() {
+        use image::ImageEncoder;
+        // PNG's chunk checksum is gzip's CRC-32.
+        let crc32 = |bytes: &[u8]| {
+            let mut crc = flate2::Crc::new();
+            crc.update(bytes);
+            crc.sum()
+        };
+        let mut pixels = image::RgbImage::new(4, 2);
+        pixels.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(pixels.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let exif = exif_orientation(6);
+        let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(b"eXIf");
+        chunk.extend_from_slice(&exif);
+        chunk.extend_from_slice(&crc32(&chunk[4..]).to_be_bytes());
+        // After the 8-byte signature and the 25-byte IHDR chunk.
+        let png = [&png[..33], &chunk, &png[33..]].concat();
+        let photo = decode_photo_bytes(Path::new("p.png"), &png, &DecodeLimits::default()).unwrap();
+        assert_eq!(photo.orientation, 6);
+        assert_eq!(photo.image, upright(pixels, Orientation::Rotate90));
     }
 
     #[test]

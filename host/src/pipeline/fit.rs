@@ -39,7 +39,7 @@ pub enum FitError {
         /// The size of the last try, when it was scaled down.
         tried: Option<(u32, u32)>,
         max_size_px: Option<u32>,
-        error: GuestError,
+        error: Box<GuestError>,
     },
 }
 
@@ -101,7 +101,7 @@ pub fn detect_fitting(
                     height: image.height(),
                     tried: scaled.map(|(s, _)| s.dimensions()),
                     max_size_px,
-                    error,
+                    error: Box::new(error),
                 });
             }
         }
