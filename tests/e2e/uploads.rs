@@ -350,6 +350,14 @@ fn heic_and_avif_photos_are_read_upright() {
     for line in &lines[..2] {
         assert_has_box(&boxes(line), &expected, 0.8, &format!("{} vs the JPEG", line["image"]));
     }
+    // A HEIC cut short is a damaged photo.
+    let heic = std::fs::read(&made[0]).unwrap();
+    let truncated = dir.path().join("truncated.heic");
+    std::fs::write(&truncated, &heic[..heic.len() / 2]).unwrap();
+    let out = refacen(&["detect", "--json", truncated.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.json_lines()[0]["cause"], "corrupt image", "{}", out.stdout);
+
     // In Uploads, beside the JPEGs.
     let uploads = Uploads::new();
     for path in &made {
