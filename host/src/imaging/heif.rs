@@ -1,6 +1,8 @@
 //! HEIC/HEIF and AVIF through libheif (the system library; Debian's `libheif1`), with the
 //! HEVC (libde265) and AV1 (dav1d/libaom) decoders it was built with.
 
+use std::sync::OnceLock;
+
 use libheif_rs::{ColorSpace, DecodingOptions, HeifContext, HeifErrorCode, LibHeif, RgbChroma};
 
 use super::decode::DecodeError;
@@ -30,7 +32,10 @@ pub(super) fn decode(
     data: &[u8],
     check_pixels: impl Fn(u64, u64) -> Result<(), DecodeError>,
 ) -> Result<image::RgbImage, HeifError> {
-    let lib = LibHeif::new();
+    // Initialized once for the process: each `LibHeif` dropped de-initializes libheif
+    // (unloading its plugins) while other workers may be decoding.
+    static LIBHEIF: OnceLock<LibHeif> = OnceLock::new();
+    let lib = LIBHEIF.get_or_init(LibHeif::new);
     let context = HeifContext::read_from_bytes(data).map_err(from_libheif)?;
     let handle = context.primary_image_handle().map_err(from_libheif)?;
     check_pixels(u64::from(handle.width()), u64::from(handle.height())).map_err(HeifError::Limit)?;
