@@ -91,6 +91,7 @@ fn record(id: u64, photo: &str, model: &ModelProvenance, detector: &DetectorProv
     FaceRecord {
         id,
         photo: photo.to_string(),
+        orientation: Some(1),
         bbox: [10.0, 20.0, 110.0, 140.0],
         score: 0.99,
         landmarks: [[40.0, 60.0], [80.0, 60.0], [60.0, 85.0], [45.0, 110.0], [75.0, 110.0]],
@@ -165,6 +166,7 @@ async fn main() {
         let records: Vec<FaceRecord> = ids.iter().map(|&id| record(id, &path, &model, &detector)).collect();
         let photo_record = PhotoRecord {
             path,
+            orientation: Some(1),
             sha256: "0".repeat(64),
             faces: ids,
             detector: detector.clone(),

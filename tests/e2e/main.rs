@@ -24,3 +24,4 @@ mod support;
 mod swap;
 #[path = "../support/uploads.rs"]
 mod synthetic;
+mod uploads;

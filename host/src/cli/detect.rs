@@ -1,6 +1,8 @@
 //! `refacen detect`: faces in photos, printed per photo.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,9 +13,11 @@ use anyhow::Context;
 use clap::Args;
 
 use super::GuestArgs;
-use crate::face::{Face, ParamValue, parse_params};
-use crate::imaging::{DecodeLimits, decode_rgb};
+use crate::face::{ParamValue, parse_params};
+use crate::imaging::{DecodeCause, DecodeLimits, decode_photo};
+use crate::pipeline::{FitError, Fitted, detect_fitting};
 use crate::runtime::{Detector, World};
+use crate::store::PhotoName;
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
@@ -29,9 +33,18 @@ pub struct DetectArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
 
-    /// Print JSON: one object per photo and line, `{"image", "faces": [{"bbox", "score", "landmarks"}]}`.
+    /// Print JSON: one object per photo and line, `{"image", "orientation", "faces": [{"bbox",
+    /// "score", "landmarks"}]}` (and `"scaled_to": [w, h]` when it was detected scaled down);
+    /// `{"image", "error", "cause"}` for a failure, `{"image", "skipped", "reason"}` for a file
+    /// that is not an image.
     #[arg(long)]
     pub json: bool,
+
+    /// Scale photos larger than this (either side, pixels) down before detection; boxes are
+    /// given in the full-size photo. Without it, only a photo too large for the detector's
+    /// memory or data limits is scaled down, halving until it fits.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_size: Option<u32>,
 
     /// Photos processed at once, each by its own detector instance (default: from `--threads`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -42,8 +55,18 @@ pub struct DetectArgs {
 }
 
 enum Outcome {
-    Faces(Vec<Face>),
-    Failed { cause: &'static str, message: String },
+    Faces {
+        fitted: Fitted,
+        orientation: u8,
+    },
+    Failed {
+        cause: &'static str,
+        message: String,
+    },
+    /// Not an image (a video, a sidecar, folder metadata): neither detected nor failed.
+    Skipped {
+        message: String,
+    },
 }
 
 pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
@@ -67,15 +90,16 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
 
     let mut failures: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut faces_total = 0;
+    let mut skipped = 0;
     std::thread::scope(|scope| {
         for mut detector in detectors {
             let sender = sender.clone();
-            let (next, images, params) = (&next, &args.images, &params);
+            let (next, images, params, max_size) = (&next, &args.images, &params, args.max_size);
             scope.spawn(move || {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = images.get(index) else { break };
-                    let outcome = detect_one(&mut detector, path, params);
+                    let outcome = detect_one(&mut detector, path, params, max_size);
                     if sender.send((index, outcome)).is_err() {
                         break;
                     }
@@ -91,8 +115,9 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
             while let Some(outcome) = pending.remove(&printed) {
                 let path = &args.images[printed];
                 match &outcome {
-                    Outcome::Faces(faces) => faces_total += faces.len(),
+                    Outcome::Faces { fitted, .. } => faces_total += fitted.faces.len(),
                     Outcome::Failed { cause, .. } => *failures.entry(cause).or_default() += 1,
+                    Outcome::Skipped { .. } => skipped += 1,
                 }
                 print_outcome(path, &outcome, args.json);
                 printed += 1;
@@ -105,35 +130,79 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let n = args.images.len();
     let causes: Vec<String> = failures.iter().map(|(c, k)| format!("{k} {c}")).collect();
     eprintln!(
-        "detect: {n} photo(s), {} ok, {failed} failed{}; {faces_total} face(s); {elapsed:.2} s ({:.1} photos/s)",
-        n - failed,
+        "detect: {n} photo(s), {} ok, {failed} failed{}{}; {faces_total} face(s); {elapsed:.2} s ({:.1} photos/s)",
+        n - failed - skipped,
         if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
+        if skipped == 0 { String::new() } else { format!(", skipped: {skipped} not an image") },
         n as f64 / elapsed.max(1e-9),
     );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn detect_one(detector: &mut Detector, path: &Path, params: &[(String, ParamValue)]) -> Outcome {
-    let image = match decode_rgb(path, &DecodeLimits::default()) {
-        Ok(image) => image,
+fn detect_one(
+    detector: &mut Detector,
+    path: &Path,
+    params: &[(String, ParamValue)],
+    max_size: Option<u32>,
+) -> Outcome {
+    let name = shown(path);
+    let photo = match decode_photo(path, &DecodeLimits::default()) {
+        Ok(photo) => photo,
+        Err(e) if e.is_skip() => return Outcome::Skipped { message: e.to_string() },
         Err(e) => return Outcome::Failed { cause: e.kind(), message: e.to_string() },
     };
-    match detector.detect(&image, params) {
-        Ok(faces) => Outcome::Faces(faces),
-        Err(e) => Outcome::Failed { cause: e.failure.kind(), message: format!("{}: {e}", path.display()) },
+    match detect_fitting(detector, &photo.image, params, max_size) {
+        Ok(fitted) => Outcome::Faces { fitted, orientation: photo.orientation },
+        Err(FitError::Guest(e)) => {
+            Outcome::Failed { cause: e.failure.kind(), message: format!("{name}: {e}") }
+        }
+        Err(e @ FitError::TooLarge { .. }) => {
+            Outcome::Failed { cause: DecodeCause::TooLarge.as_str(), message: format!("{name}: {e}") }
+        }
+    }
+}
+
+/// A path as messages and output show it: as given when it is UTF-8 (JSON escapes what it
+/// must), with bytes that are not UTF-8 as `\xNN`.
+fn shown(path: &Path) -> Cow<'_, str> {
+    match path.to_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(PhotoName::from_bytes(path.as_os_str().as_bytes()).display),
     }
 }
 
 fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
+    let name = shown(path);
+    // Plain lines are for terminals: no control character from a file name reaches them.
+    let plain = crate::store::escape_controls(&name);
     match (outcome, json) {
-        (Outcome::Faces(faces), true) => {
-            println!("{}", serde_json::json!({ "image": path, "faces": faces }));
+        (Outcome::Faces { fitted, orientation }, true) => {
+            let mut line =
+                serde_json::json!({ "image": name, "orientation": orientation, "faces": fitted.faces });
+            if let Some((w, h)) = fitted.scaled_to {
+                line["scaled_to"] = serde_json::json!([w, h]);
+            }
+            println!("{line}");
         }
         (Outcome::Failed { cause, message }, true) => {
-            println!("{}", serde_json::json!({ "image": path, "error": message, "cause": cause }));
+            println!("{}", serde_json::json!({ "image": name, "error": message, "cause": cause }));
         }
-        (Outcome::Faces(faces), false) => {
-            println!("{}: {} face(s)", path.display(), faces.len());
+        (Outcome::Skipped { message }, true) => {
+            println!(
+                "{}",
+                serde_json::json!({ "image": name, "skipped": DecodeCause::NotAnImage.as_str(), "reason": message })
+            );
+        }
+        (Outcome::Skipped { message }, false) => {
+            println!("{plain}: skipped");
+            eprintln!("skipped: {}", crate::store::escape_controls(message));
+        }
+        (Outcome::Faces { fitted, .. }, false) => {
+            let faces = &fitted.faces;
+            let scaled = fitted
+                .scaled_to
+                .map_or(String::new(), |(w, h)| format!(" (detected scaled down to {w}x{h})"));
+            println!("{plain}: {} face(s){scaled}", faces.len());
             for (i, f) in faces.iter().enumerate() {
                 let [x1, y1, x2, y2] = f.bbox;
                 let points: Vec<String> =
@@ -146,8 +215,8 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
             }
         }
         (Outcome::Failed { message, .. }, false) => {
-            println!("{}: FAILED", path.display());
-            eprintln!("error: {message}");
+            println!("{plain}: FAILED");
+            eprintln!("error: {}", crate::store::escape_controls(message));
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::stores::ExistingFaceStoreArgs;
-use crate::store::FaceId;
+use crate::store::{FaceId, PhotoName};
 
 #[derive(Args, Debug)]
 pub struct FacesArgs {
@@ -38,7 +38,7 @@ pub fn run(args: &FacesArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "{:>8} {}{} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}] {:.3} {} facen {facen}",
                     face.id,
-                    face.photo,
+                    PhotoName::display_of_key(&face.photo),
                     if face.lost { " (lost)" } else { "" },
                     face.score,
                     face.detector.name,

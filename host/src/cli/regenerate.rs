@@ -76,9 +76,16 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "N")]
     pub facen_size: Option<u32>,
 
-    /// Scale photos larger than this (either side, pixels) down before detection.
+    /// Scale photos larger than this (either side, pixels) down before detection; faces are
+    /// still normalized from the full-size photo. Without it, only a photo too large for the
+    /// detector's memory or data limits is scaled down, halving until it fits.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..))]
     pub max_size: Option<u32>,
+
+    /// Name each file skipped as not an image (videos, sidecars, `.DS_Store`, `Thumbs.db`...)
+    /// on stderr; the summary counts them either way.
+    #[arg(long)]
+    pub list_skipped: bool,
 
     /// A re-detected face keeps a stored face's id when their boxes overlap at least this much (IoU).
     #[arg(long, value_name = "IOU", default_value_t = 0.5)]
@@ -214,6 +221,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         batch_size: usize::from(args.batch_size),
         skip_facen_size: args.facen_size,
         max_size: args.max_size,
+        list_skipped: args.list_skipped,
         identity_iou: args.identity_iou,
         thumb_height: args.thumb_height,
         thumb_margin: 0.5,

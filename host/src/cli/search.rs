@@ -131,7 +131,12 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
             let [x1, y1, x2, y2] = face.bbox;
             println!("face {i} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]:");
             for hit in hits {
-                println!("  {:>8.4}  face {:<8} {}", hit.distance, hit.id, hit.photo);
+                println!(
+                    "  {:>8.4}  face {:<8} {}",
+                    hit.distance,
+                    hit.id,
+                    crate::store::PhotoName::display_of_key(&hit.photo)
+                );
             }
         }
     }

@@ -62,6 +62,7 @@ mod tests {
         FaceRecord {
             id,
             photo: "p.jpg".into(),
+            orientation: Some(1),
             bbox: f.bbox,
             score: 1.0,
             landmarks: f.landmarks,

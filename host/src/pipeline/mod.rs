@@ -9,13 +9,14 @@
 //! are embedded again, as findface-regenerate does for a new model.
 
 mod files;
+mod fit;
 mod identity;
 pub mod summary;
 pub mod walk;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -25,12 +26,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 pub use files::DerivedFiles;
+pub use fit::{FitError, Fitted, detect_fitting};
 pub use identity::{Matching, match_faces};
 pub use summary::Summary;
 pub use walk::Share;
 
 use crate::face::{AlignmentTemplate, Face, ParamValue};
-use crate::imaging::{self, DecodeLimits, align, thumbnail};
+use crate::imaging::{self, DecodeCause, DecodeLimits, align, thumbnail};
 use crate::runtime::{Detector, Embedder, GuestComponent, GuestRuntime};
 use crate::store::{
     DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, SearchCopier,
@@ -117,8 +119,11 @@ pub struct Plan {
     pub batch_size: usize,
     /// `--regenerate facens`: leave faces whose facen already has this size.
     pub skip_facen_size: Option<u32>,
-    /// Photos larger than this (either side, pixels) are scaled down before detection.
+    /// Photos larger than this (either side, pixels) are scaled down before detection;
+    /// without it, only photos too large for the detector's limits are (see [`detect_fitting`]).
     pub max_size: Option<u32>,
+    /// Name every file skipped as not an image on stderr (`--list-skipped`).
+    pub list_skipped: bool,
     pub identity_iou: f32,
     pub thumb_height: u32,
     pub thumb_margin: f32,
@@ -259,8 +264,13 @@ mod detection {
 
     /// A photo on its way through the stages.
     pub(super) struct PhotoWork {
+        /// The photo's key in the store.
         rel: String,
+        /// The photo's path for messages (escaped).
+        display: String,
         path: PathBuf,
+        /// The EXIF orientation applied when decoding.
+        orientation: u8,
         /// The store's record of the photo, if it has one.
         previous: Option<PhotoRecord>,
         /// Every face the store holds for the photo, lost ones included.
@@ -275,7 +285,14 @@ mod detection {
     enum Outcome {
         Work(Box<PhotoWork>),
         UpToDate,
-        Failed { cause: &'static str, message: String },
+        Failed {
+            cause: &'static str,
+            message: String,
+        },
+        /// Not an image: counted apart from failures.
+        Skipped {
+            message: String,
+        },
     }
 
     /// A photo's place in walk order, and its slot in the window of photos in flight.
@@ -364,7 +381,15 @@ mod detection {
                             s.selected += 1;
                             s.fail(cause, format!("{rel}: {message}"));
                         }
-                        walk::Entry::Photo { rel, path } => {
+                        // Junk has no faces: only a run over all photos counts it.
+                        walk::Entry::Junk { .. } if plan.ids.is_some() => {}
+                        walk::Entry::Junk { name, what } => {
+                            let mut s = summary.lock().unwrap();
+                            s.selected += 1;
+                            s.skip(&format!("{}: not an image ({what})", name.display), plan.list_skipped);
+                        }
+                        walk::Entry::Photo { name, path } => {
+                            let rel = name.key;
                             let previous = store.photo(&rel).await?;
                             let stored = store.faces_of_photo(&rel).await?;
                             if let Some(ids) = &plan.ids {
@@ -376,7 +401,9 @@ mod detection {
                             summary.lock().unwrap().selected += 1;
                             let work = PhotoWork {
                                 rel,
+                                display: name.display,
                                 path,
+                                orientation: 1,
                                 previous,
                                 stored,
                                 sha256: String::new(),
@@ -411,6 +438,7 @@ mod detection {
                 match outcome {
                     Outcome::UpToDate => summary.lock().unwrap().up_to_date += 1,
                     Outcome::Failed { cause, message } => summary.lock().unwrap().fail(cause, message),
+                    Outcome::Skipped { message } => summary.lock().unwrap().skip(&message, plan.list_skipped),
                     Outcome::Work(work) => {
                         if let Err(e) =
                             commit(&plan, store.as_ref(), search.as_deref(), *work, &summary).await
@@ -445,7 +473,9 @@ mod detection {
     fn up_to_date(plan: &Plan, work: &PhotoWork, sha256: &str) -> bool {
         let (Some(photo), faces) = (&work.previous, &work.stored) else { return false };
         let detector = &plan.detector.as_ref().expect("detector").provenance;
-        if photo.sha256 != sha256 || photo.detector != *detector {
+        // A record without an orientation was detected in the stored frame, not the
+        // displayed one; with the same file, the orientation is the same as then.
+        if photo.sha256 != sha256 || photo.detector != *detector || photo.orientation.is_none() {
             return false;
         }
         let wanted = plan.outputs.names();
@@ -469,12 +499,23 @@ mod detection {
         summary: &Mutex<Summary>,
     ) -> Outcome {
         let started = Instant::now();
+        let limit = plan.decode_limits.max_file_bytes;
+        if let Ok(meta) = std::fs::metadata(&work.path)
+            && meta.len() > limit
+        {
+            let e = imaging::DecodeError::FileTooLarge {
+                path: work.display.clone().into(),
+                bytes: meta.len(),
+                limit,
+            };
+            return Outcome::Failed { cause: e.kind(), message: e.to_string() };
+        }
         let bytes = match std::fs::read(&work.path) {
             Ok(b) => b,
             Err(e) => {
                 return Outcome::Failed {
-                    cause: "unreadable file",
-                    message: format!("{}: cannot read: {e}", work.rel),
+                    cause: DecodeCause::Unreadable.as_str(),
+                    message: format!("{}: cannot read: {e}", work.display),
                 };
             }
         };
@@ -482,48 +523,37 @@ mod detection {
         if up_to_date(plan, &work, &sha256) {
             return Outcome::UpToDate;
         }
-        let image = match imaging::decode_rgb_bytes(&work.path, &bytes, &plan.decode_limits) {
-            Ok(image) => image,
+        // Messages name the photo as the summary does: relative to Uploads, escaped.
+        let photo = match imaging::decode_photo_bytes(Path::new(&work.display), &bytes, &plan.decode_limits) {
+            Ok(photo) => photo,
+            Err(e) if e.is_skip() => return Outcome::Skipped { message: e.to_string() },
             Err(e) => return Outcome::Failed { cause: e.kind(), message: e.to_string() },
         };
         drop(bytes);
-        let (scaled, factor) = match plan.max_size {
-            Some(max) if image.width().max(image.height()) > max => {
-                let factor = max as f32 / image.width().max(image.height()) as f32;
-                let (w, h) = (
-                    (image.width() as f32 * factor).round() as u32,
-                    (image.height() as f32 * factor).round() as u32,
-                );
-                (
-                    Some(image::imageops::resize(
-                        &image,
-                        w.max(1),
-                        h.max(1),
-                        image::imageops::FilterType::Triangle,
-                    )),
-                    factor,
-                )
-            }
-            _ => (None, 1.0),
-        };
+        let image = photo.image;
         let decoded = started.elapsed();
         let detect_started = Instant::now();
         let setup = plan.detector.as_ref().expect("detector");
-        let faces = match detector.detect(scaled.as_ref().unwrap_or(&image), &setup.params) {
-            Ok(faces) => faces,
-            Err(e) => {
-                return Outcome::Failed { cause: e.failure.kind(), message: format!("{}: {e}", work.rel) };
+        let faces = match detect_fitting(detector, &image, &setup.params, plan.max_size) {
+            Ok(fitted) => {
+                if fitted.scaled_to.is_some() {
+                    summary.lock().unwrap().scaled_down += 1;
+                }
+                fitted.faces
+            }
+            Err(FitError::Guest(e)) => {
+                return Outcome::Failed {
+                    cause: e.failure.kind(),
+                    message: format!("{}: {e}", work.display),
+                };
+            }
+            Err(e @ FitError::TooLarge { .. }) => {
+                return Outcome::Failed {
+                    cause: DecodeCause::TooLarge.as_str(),
+                    message: format!("{}: {e}", work.display),
+                };
             }
         };
-        // Back to the original's coordinates: normalization and thumbnails use full resolution.
-        let faces: Vec<Face> = faces
-            .into_iter()
-            .map(|f| Face {
-                bbox: f.bbox.map(|v| v / factor),
-                score: f.score,
-                landmarks: f.landmarks.map(|[x, y]| [x / factor, y / factor]),
-            })
-            .collect();
         let detected = detect_started.elapsed();
         let normalize_started = Instant::now();
         let want_chips = plan.outputs.normalized || plan.outputs.facens;
@@ -536,7 +566,7 @@ mod detection {
                     Err(e) => {
                         return Outcome::Failed {
                             cause: "alignment",
-                            message: format!("{}: face {i}: {e}", work.rel),
+                            message: format!("{}: face {i}: {e}", work.display),
                         };
                     }
                 }
@@ -549,7 +579,7 @@ mod detection {
                     Err(e) => {
                         return Outcome::Failed {
                             cause: "thumbnail",
-                            message: format!("{}: face {i}: {e}", work.rel),
+                            message: format!("{}: face {i}: {e}", work.display),
                         };
                     }
                 }
@@ -564,6 +594,7 @@ mod detection {
             s.stages.normalize += normalize_started.elapsed();
         }
         work.sha256 = sha256;
+        work.orientation = photo.orientation;
         work.facens = vec![None; faces.len()];
         work.faces = faces;
         work.chips = chips;
@@ -625,7 +656,7 @@ mod detection {
                     match results.next().expect("one result per face") {
                         Ok(facen) => *slot = Some(facen),
                         Err((cause, message)) if failure.is_none() => {
-                            failure = Some((cause, format!("{}: face {i}: {message}", work.rel)));
+                            failure = Some((cause, format!("{}: face {i}: {message}", work.display)));
                         }
                         Err(_) => {}
                     }
@@ -726,6 +757,7 @@ mod detection {
             records.push(FaceRecord {
                 id,
                 photo: work.rel.clone(),
+                orientation: Some(work.orientation),
                 bbox: face.bbox,
                 score: face.score,
                 landmarks: face.landmarks,
@@ -769,6 +801,7 @@ mod detection {
         outputs.sort();
         let photo = PhotoRecord {
             path: work.rel,
+            orientation: Some(work.orientation),
             sha256: work.sha256,
             faces: all_ids,
             detector: detector.clone(),

@@ -27,6 +27,10 @@ pub struct Summary {
     pub done: u64,
     pub failed: u64,
     pub failures: BTreeMap<&'static str, u64>,
+    /// Files that are not images (videos, sidecars, folder metadata): neither done nor failed.
+    pub skipped: u64,
+    /// Photos detected at a smaller size than stored (`--max-size`, or too large for the detector).
+    pub scaled_down: u64,
     /// The first failure messages, for the log.
     pub failure_examples: Vec<String>,
     pub faces_new: u64,
@@ -66,6 +70,14 @@ impl Summary {
         }
     }
 
+    /// Counts a file that is not an image; `message` goes to stderr when `list` is set.
+    pub fn skip(&mut self, message: &str, list: bool) {
+        self.skipped += 1;
+        if list {
+            eprintln!("skipped: {message}");
+        }
+    }
+
     pub fn faces(&self) -> u64 {
         self.faces_new + self.faces_kept
     }
@@ -94,6 +106,12 @@ impl fmt::Display for Summary {
             )?;
         } else {
             writeln!(f, "facens: {} computed", self.facens)?;
+        }
+        if self.skipped > 0 {
+            writeln!(f, "skipped: {} not an image (--list-skipped names them)", self.skipped)?;
+        }
+        if self.scaled_down > 0 {
+            writeln!(f, "{} photo(s) scaled down for detection (see --max-size)", self.scaled_down)?;
         }
         if !self.dry_run {
             writeln!(f, "face records: {}", self.face_store)?;

@@ -1,16 +1,23 @@
-//! Walking Uploads: every regular file is a photo candidate (decoding decides), in a stable
+//! Walking Uploads: every regular file is a photo candidate (decoding decides) unless its
+//! name marks it as well-known junk (`.DS_Store`, `Thumbs.db`, videos, sidecars), in a stable
 //! order so that `--every-other N` splits the same Uploads the same way on every host.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use crate::imaging::sniff;
+use crate::store::PhotoName;
 
 /// One entry of Uploads.
 #[derive(Debug)]
 pub enum Entry {
     Photo {
-        /// Relative to Uploads, `/`-separated: the photo's key in the store.
-        rel: String,
+        /// Relative to Uploads, `/`-separated: the photo's key in the store, and its display.
+        name: PhotoName,
         path: PathBuf,
     },
+    /// Not a photo by its name: skipped, not failed.
+    Junk { name: PhotoName, what: &'static str },
     /// Something that cannot be a photo and should be reported.
     Refused { rel: String, cause: &'static str, message: String },
 }
@@ -41,14 +48,16 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
         let canonical = e.path().canonicalize().unwrap_or_else(|_| e.path().to_path_buf());
         !(e.file_type().is_dir() && skip.contains(&canonical))
     });
-    let relative = |path: &Path| {
-        path.strip_prefix(uploads)
+    let name = |path: &Path| {
+        let components: Vec<&[u8]> = path
+            .strip_prefix(uploads)
             .unwrap_or(path)
             .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/")
+            .map(|c| c.as_os_str().as_bytes())
+            .collect();
+        PhotoName::from_bytes(&components.join(&b'/'))
     };
+    let relative = |path: &Path| name(path).display;
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
@@ -72,12 +81,15 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
         if file_type.is_dir() {
             continue;
         }
-        let rel = relative(entry.path());
+        let photo_name = name(entry.path());
+        let rel = photo_name.display.clone();
+        let junk = sniff::junk_name(entry.file_name());
         let item = if file_type.is_symlink() {
             match entry.path().canonicalize() {
-                Ok(target) if target.starts_with(&root) && target.is_file() => {
-                    Entry::Photo { rel, path: entry.path().to_path_buf() }
-                }
+                Ok(target) if target.starts_with(&root) && target.is_file() => match junk {
+                    Some(what) => Entry::Junk { name: photo_name, what },
+                    None => Entry::Photo { name: photo_name, path: entry.path().to_path_buf() },
+                },
                 Ok(target) if !target.starts_with(&root) => Entry::Refused {
                     rel,
                     cause: "symlink out of Uploads",
@@ -97,11 +109,14 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
                 }
             }
         } else if file_type.is_file() {
-            Entry::Photo { rel, path: entry.path().to_path_buf() }
+            match junk {
+                Some(what) => Entry::Junk { name: photo_name, what },
+                None => Entry::Photo { name: photo_name, path: entry.path().to_path_buf() },
+            }
         } else {
             Entry::Refused { rel, cause: "not a regular file", message: "not a regular file".into() }
         };
-        if matches!(item, Entry::Photo { .. }) {
+        if matches!(item, Entry::Photo { .. } | Entry::Junk { .. }) {
             let taken = share.takes(index);
             index += 1;
             if !taken {
@@ -121,8 +136,8 @@ mod tests {
     fn names(dir: &Path, skip: &[PathBuf], share: Share) -> Vec<String> {
         let mut out = Vec::new();
         walk(dir, skip, share, |e| {
-            if let Entry::Photo { rel, .. } = e {
-                out.push(rel);
+            if let Entry::Photo { name, .. } = e {
+                out.push(name.key);
             }
             true
         });
@@ -141,5 +156,28 @@ mod tests {
         assert_eq!(names(dir.path(), &skip, Share::ALL), ["a.jpg", "b.jpg", "sub/c.jpg", "sub/d.jpg"]);
         assert_eq!(names(dir.path(), &skip, Share { every: 2, offset: 0 }), ["a.jpg", "sub/c.jpg"]);
         assert_eq!(names(dir.path(), &skip, Share { every: 2, offset: 1 }), ["b.jpg", "sub/d.jpg"]);
+    }
+
+    #[test]
+    fn junk_is_known_by_name_and_names_that_are_not_utf8_keep_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in [&b"col\xff.jpg"[..], b"col\xfe.jpg", b".DS_Store", b"IMG_0001.MOV"] {
+            std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(name)), b"x").unwrap();
+        }
+        let mut photos = Vec::new();
+        let mut junk = Vec::new();
+        walk(dir.path(), &[], Share::ALL, |e| {
+            match e {
+                Entry::Photo { name, .. } => photos.push(name),
+                Entry::Junk { name, .. } => junk.push(name.key),
+                Entry::Refused { rel, .. } => panic!("{rel} refused"),
+            }
+            true
+        });
+        assert_eq!(junk, [".DS_Store", "IMG_0001.MOV"]);
+        let keys: Vec<&str> = photos.iter().map(|n| n.key.as_str()).collect();
+        assert_eq!(keys, ["col\\xfe.jpg//636f6cfe2e6a7067", "col\\xff.jpg//636f6cff2e6a7067"]);
+        assert_eq!(PhotoName::bytes_of_key(keys[1]), b"col\xff.jpg");
     }
 }

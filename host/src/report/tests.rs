@@ -23,6 +23,7 @@ fn face(id: FaceId, photo: &str, lost: bool, facen: Option<(Vec<f32>, &ModelProv
         record: FaceRecord {
             id,
             photo: photo.into(),
+            orientation: Some(1),
             bbox: [x, x, x + 50.0, x + 60.0],
             score: 0.99,
             landmarks: [[x + 10.0, x + 20.0]; 5],

@@ -73,6 +73,13 @@ pub enum GuestFailure {
         .requested_bytes >> 20, .limit_bytes >> 20
     )]
     MemoryLimit { requested_bytes: usize, limit_bytes: usize },
+    /// wasmtime's bound on the data one call from the guest into the host may carry.
+    #[error(
+        "too much data is being copied between the host and the guest: more than {} MiB in one call \
+         (the host-call data limit)",
+        .limit_bytes >> 20
+    )]
+    HostcallDataLimit { limit_bytes: usize },
     #[error("it panicked: {message}")]
     Panic { message: String },
     #[error("it trapped: {reason}{}", log_suffix(.log))]
@@ -103,12 +110,19 @@ pub enum Reported {
 }
 
 impl GuestFailure {
+    /// Whether the guest ran out of a resource whose use grows with the input's size, so
+    /// that a smaller input may succeed.
+    pub fn is_size_bound(&self) -> bool {
+        matches!(self, GuestFailure::MemoryLimit { .. } | GuestFailure::HostcallDataLimit { .. })
+    }
+
     /// A short cause for summaries ("timeout", "trap", ...).
     pub fn kind(&self) -> &'static str {
         match self {
             GuestFailure::Timeout(_) => "guest timeout",
             GuestFailure::OutOfFuel(_) => "guest out of fuel",
             GuestFailure::MemoryLimit { .. } => "guest memory limit",
+            GuestFailure::HostcallDataLimit { .. } => "guest host-call data limit",
             GuestFailure::Panic { .. } => "guest panic",
             GuestFailure::Trap { .. } => "guest trap",
             GuestFailure::Reported(Reported::InvalidInput(_)) => "input refused by guest",

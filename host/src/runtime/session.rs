@@ -163,6 +163,10 @@ fn classify(
     if instantiating {
         return GuestFailure::Instantiate(reason);
     }
+    // wasmtime reports this bound only in text (component/func/options.rs).
+    if reason.contains("fuel allocated for hostcalls has been exhausted") {
+        return GuestFailure::HostcallDataLimit { limit_bytes: store.hostcall_fuel() };
+    }
     let log = state.log.tail();
     match panic_message(&log) {
         Some(message) => GuestFailure::Panic { message },

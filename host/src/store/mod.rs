@@ -3,6 +3,7 @@
 
 mod embedded;
 mod mongo;
+mod names;
 mod search;
 pub mod tarantool;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
+pub use names::{PhotoName, escape_controls};
 pub use search::{Copied, SearchCopier, SearchStore};
 
 use crate::face::{Face, ParamValue};
@@ -53,8 +55,14 @@ pub struct Facen {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaceRecord {
     pub id: FaceId,
-    /// The photo, relative to Uploads, with `/` separators.
+    /// The photo's key: its path relative to Uploads, with `/` separators (see [`PhotoName`]
+    /// for paths that are not UTF-8).
     pub photo: String,
+    /// The box and landmarks are in the photo's displayed (upright) frame, after its EXIF
+    /// orientation (this value, 1-8) was applied. Absent in records from refacen versions
+    /// that detected in the stored frame.
+    #[serde(default)]
+    pub orientation: Option<u8>,
     pub bbox: [f32; 4],
     pub score: f32,
     pub landmarks: [[f32; 2]; 5],
@@ -83,8 +91,12 @@ impl FaceRecord {
 /// What the store knows of one photo in Uploads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhotoRecord {
-    /// Relative to Uploads, with `/` separators.
+    /// The photo's key: relative to Uploads, with `/` separators (see [`PhotoName`]).
     pub path: String,
+    /// The EXIF orientation (1-8) applied before detection; absent in records from refacen
+    /// versions that ignored it, whose photos are detected again once.
+    #[serde(default)]
+    pub orientation: Option<u8>,
     /// sha256 of the file when it was last detected.
     pub sha256: String,
     /// Every face of the photo ever recorded, lost ones included.

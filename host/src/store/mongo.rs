@@ -241,6 +241,8 @@ struct FaceDoc {
     #[serde(rename = "_id")]
     id: i64,
     photo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orientation: Option<u8>,
     bbox: [f32; 4],
     score: f32,
     landmarks: [[f32; 2]; 5],
@@ -294,6 +296,7 @@ impl FaceDoc {
         FaceDoc {
             id: face.id as i64,
             photo: face.photo.clone(),
+            orientation: face.orientation,
             bbox: face.bbox,
             score: face.score,
             landmarks: face.landmarks,
@@ -312,6 +315,7 @@ impl FaceDoc {
         Ok(FaceRecord {
             id: self.id as FaceId,
             photo: self.photo,
+            orientation: self.orientation,
             bbox: self.bbox,
             score: self.score,
             landmarks: self.landmarks,
@@ -330,6 +334,8 @@ impl FaceDoc {
 struct PhotoDoc {
     #[serde(rename = "_id")]
     path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orientation: Option<u8>,
     sha256: String,
     faces: Vec<i64>,
     detector: DetectorProvenance,
@@ -349,6 +355,7 @@ impl FaceStore for MongoStore {
             .await?;
         Ok(found.map(|p| PhotoRecord {
             path: p.path,
+            orientation: p.orientation,
             sha256: p.sha256,
             faces: p.faces.into_iter().map(|id| id as FaceId).collect(),
             detector: p.detector,
@@ -417,6 +424,7 @@ impl FaceStore for MongoStore {
         let docs: Vec<(Bson, FaceDoc)> = faces.iter().map(|f| (id_bson(f.id), FaceDoc::new(f))).collect();
         self.upsert_all("faces", &docs).await?;
         let photo_doc = PhotoDoc {
+            orientation: photo.orientation,
             faces: photo.faces.iter().map(|&id| id as i64).collect(),
             sha256: photo.sha256,
             detector: photo.detector,
