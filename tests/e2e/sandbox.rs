@@ -16,31 +16,23 @@ fn red_photo(dir: &std::path::Path) -> String {
     path.display().to_string()
 }
 
+/// `detect --json` with the hostile guest in `mode`, one instance, `flags`, over `photos`.
+fn detect_hostile(mode: &str, flags: &[&str], photos: &[&str]) -> crate::support::Output {
+    let hostile = test_guest("hostile").display().to_string();
+    let mode = format!("mode={mode}");
+    let mut args = vec!["detect", "--json", "--jobs", "1", "--detector", &hostile, "--param", &mode];
+    args.extend(flags);
+    args.extend(photos);
+    refacen(&args)
+}
+
 /// Runs `mode` over [trigger, good, trigger, good] with one instance and returns the lines.
 fn run_mode(mode: &str) -> (crate::support::Output, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let red = red_photo(dir.path());
     let good = photo("astronaut.png");
-    let hostile = test_guest("hostile").display().to_string();
-    let mode = format!("mode={mode}");
-    let out = refacen(&[
-        "detect",
-        "--json",
-        "--jobs",
-        "1",
-        "--detector",
-        &hostile,
-        "--param",
-        &mode,
-        "--guest-timeout-ms",
-        "3000",
-        "--guest-memory-mb",
-        "256",
-        &red,
-        &good,
-        &red,
-        &good,
-    ]);
+    let limits = ["--guest-timeout-ms", "3000", "--guest-memory-mb", "256"];
+    let out = detect_hostile(mode, &limits, &[&red, &good, &red, &good]);
     let lines = out.json_lines();
     assert_eq!(lines.len(), 4, "{}", out.stderr);
     (out, lines)
@@ -314,5 +306,32 @@ fn heavy_host_work_stops_at_the_call_time_limit() {
             overrun.as_millis()
         );
         assert_eq!(detector.detect(&good, &params).unwrap().len(), 1, "{mode}: the next photo is served");
+    }
+}
+
+/// A compute whose work or memory, estimated from the shapes before it runs, is over the
+/// host's ceilings is refused without spending either, naming the graph, the figure and the
+/// option; the next photo is served.
+#[test]
+fn computes_over_the_work_or_memory_ceiling_are_refused_before_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = red_photo(dir.path());
+    let good = photo("astronaut.png");
+    for (mode, flag, value, expected) in [
+        ("heavy-conv", "--guest-nn-gflop-per-call", "100", "needs 2415.9 GFLOP"),
+        ("heavy-matmul", "--guest-nn-memory-mb", "100", "needs 128 MiB of memory"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = detect_hostile(mode, &[flag, value], &[&red, &good]);
+        let lines = out.json_lines();
+        assert_eq!(lines.len(), 2, "{}", out.stderr);
+        let error = lines[0]["error"].as_str().unwrap_or_else(|| panic!("{mode}: no error: {}", lines[0]));
+        for e in ["guest `hostile`", "graph `heavy-", expected, flag] {
+            assert!(error.contains(e), "{mode}: `{e}` not in: {error}");
+        }
+        assert_eq!(lines[0]["cause"], "guest neural-network work limit");
+        assert_eq!(faces(&lines[1]).len(), 1, "{mode}: the next photo is served");
+        // Refused up front: far less than the minutes the work would take.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{mode}: {:?}", started.elapsed());
     }
 }

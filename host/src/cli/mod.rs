@@ -91,6 +91,16 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = 60_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub guest_timeout_ms: u64,
 
+    /// Most neural-network work the host does for one guest call, in GFLOP (estimated from
+    /// the shapes before each compute, which is refused when it would go over).
+    #[arg(long, default_value_t = 4000, value_name = "GFLOP", value_parser = clap::value_parser!(u64).range(1..))]
+    pub guest_nn_gflop_per_call: u64,
+
+    /// Most memory one neural-network compute of a guest may take in the host, in MiB
+    /// (estimated likewise).
+    #[arg(long, default_value_t = 8192, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub guest_nn_memory_mb: u64,
+
     /// Optional deterministic instruction budget ("fuel") per guest call; unmetered if unset.
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..))]
     pub guest_fuel: Option<u64>,
@@ -153,7 +163,12 @@ impl GuestArgs {
         let chosen = choose_backend(self.device, self.gpu_allow_software, RunLimits::default())
             .map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
         eprintln!("refacen: networks run on the {}", chosen.description);
-        let nn = Arc::new(NnHost::new(chosen.backend, NnLimits::default()));
+        let nn_limits = NnLimits {
+            max_flops_per_call: self.guest_nn_gflop_per_call.saturating_mul(1_000_000_000),
+            max_compute_bytes: self.guest_nn_memory_mb << 20,
+            ..NnLimits::default()
+        };
+        let nn = Arc::new(NnHost::new(chosen.backend, nn_limits));
         let cache_dir =
             if self.no_cache { None } else { self.cache_dir.clone().or_else(CodeCache::default_dir) };
         let runtime = GuestRuntime::new(nn, self.limits(), CodeCache::new(cache_dir))?;

@@ -5,6 +5,7 @@
 //! times. Backends never see protobuf, and the wasi-nn host (`runtime::wasi_nn`) never sees
 //! backend internals.
 
+pub mod cost;
 pub mod cpu;
 mod device;
 pub mod gpu;
@@ -17,6 +18,7 @@ mod tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use cost::Cost;
 pub use device::{ChosenBackend, Device, choose_backend};
 pub use ir::Graph;
 pub use optimize::optimize;

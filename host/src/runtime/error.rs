@@ -80,6 +80,10 @@ pub enum GuestFailure {
         .limit_bytes >> 20
     )]
     HostcallDataLimit { limit_bytes: usize },
+    /// A compute whose estimated work or memory is over the host's ceilings, refused before
+    /// any of it was spent.
+    #[error("{0}")]
+    NnCost(super::wasi_nn::NnCostExceeded),
     #[error("it panicked: {message}")]
     Panic { message: String },
     #[error("it trapped: {reason}{}", log_suffix(.log))]
@@ -123,6 +127,7 @@ impl GuestFailure {
             GuestFailure::OutOfFuel(_) => "guest out of fuel",
             GuestFailure::MemoryLimit { .. } => "guest memory limit",
             GuestFailure::HostcallDataLimit { .. } => "guest host-call data limit",
+            GuestFailure::NnCost(_) => "guest neural-network work limit",
             GuestFailure::Panic { .. } => "guest panic",
             GuestFailure::Trap { .. } => "guest trap",
             GuestFailure::Reported(Reported::InvalidInput(_)) => "input refused by guest",

@@ -134,6 +134,7 @@ impl<B: WorldBindings> Session<B> {
         state.log.clear();
         state.limiter.refused_bytes = None;
         state.nn.compute_time = Duration::ZERO;
+        state.nn.call_flops = 0;
         state.nn.deadline = crate::nn::Deadline::at(Instant::now() + self.factory.limits.call_timeout);
     }
 }
@@ -151,6 +152,9 @@ fn classify(
     }
     if e.downcast_ref::<super::wasi_nn::CallDeadlineExceeded>().is_some() {
         return GuestFailure::Timeout(limits.call_timeout);
+    }
+    if let Some(exceeded) = e.downcast_ref::<super::wasi_nn::NnCostExceeded>() {
+        return GuestFailure::NnCost(exceeded.clone());
     }
     let state = store.data();
     if let Some(requested_bytes) = state.limiter.refused_bytes {

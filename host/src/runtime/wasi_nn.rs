@@ -41,12 +41,41 @@ pub struct NnLimits {
     pub max_graph_bytes: usize,
     /// Most tensor data a guest may keep alive in the host at once, in bytes.
     pub max_live_tensor_bytes: usize,
+    /// Most work all of one guest call's computes may take together, in flops (estimated from
+    /// the shapes before each compute runs).
+    pub max_flops_per_call: u64,
+    /// Most memory one compute's values may hold at once, in bytes (estimated likewise).
+    pub max_compute_bytes: u64,
 }
 
 impl Default for NnLimits {
     fn default() -> Self {
-        NnLimits { max_graph_bytes: 512 << 20, max_live_tensor_bytes: 2 << 30 }
+        // The shipped guests need at most ~50 GFLOP and a few hundred MiB per call at their
+        // defaults (facenet-512 at batch 16); these pass them with a wide margin.
+        NnLimits {
+            max_graph_bytes: 512 << 20,
+            max_live_tensor_bytes: 2 << 30,
+            max_flops_per_call: 4_000_000_000_000,
+            max_compute_bytes: 8 << 30,
+        }
     }
+}
+
+/// A compute refused before it ran: its estimated work or memory is over the ceiling.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NnCostExceeded {
+    #[error(
+        "graph `{graph}` needs {:.1} GFLOP for these inputs, which brings this call to {:.1} GFLOP, \
+         over the limit of {:.1} GFLOP per call (--guest-nn-gflop-per-call)",
+        *.flops as f64 / 1e9, *.call_flops as f64 / 1e9, *.limit as f64 / 1e9
+    )]
+    Work { graph: String, flops: u64, call_flops: u64, limit: u64 },
+    #[error(
+        "graph `{graph}` needs {} MiB of memory for these inputs, over the limit of {} MiB per compute \
+         (--guest-nn-memory-mb)",
+        .bytes >> 20, .limit >> 20
+    )]
+    Memory { graph: String, bytes: u64, limit: u64 },
 }
 
 /// The neural-network service shared by all guest instances of a runtime.
@@ -109,6 +138,8 @@ pub struct NnState {
     pub compute_time: Duration,
     /// The current guest call's deadline, which holds inside the work the host does for it.
     pub deadline: Deadline,
+    /// Work the current guest call's computes have taken so far (estimated), in flops.
+    pub call_flops: u64,
 }
 
 /// The host's work for a guest call ran past the call's deadline: the call fails as a
@@ -119,7 +150,13 @@ pub struct CallDeadlineExceeded;
 
 impl NnState {
     pub fn new(host: Arc<NnHost>) -> Self {
-        NnState { host, usage: NnUsage::default(), compute_time: Duration::ZERO, deadline: Deadline::NONE }
+        NnState {
+            host,
+            usage: NnUsage::default(),
+            compute_time: Duration::ZERO,
+            deadline: Deadline::NONE,
+            call_flops: 0,
+        }
     }
 
     pub fn usage(&self) -> NnUsage {
@@ -341,6 +378,22 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         if let Some(extra) = by_name.keys().next() {
             return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
         }
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        let cost = match graph.graph.cost(&shapes) {
+            Ok(cost) => cost,
+            Err(e) => return self.fail(e),
+        };
+        let limits = &self.state.host.limits;
+        let call_flops = self.state.call_flops.saturating_add(cost.flops);
+        if call_flops > limits.max_flops_per_call {
+            let (graph, limit) = (graph.graph.name.clone(), limits.max_flops_per_call);
+            return Err(NnCostExceeded::Work { graph, flops: cost.flops, call_flops, limit }.into());
+        }
+        if cost.peak_bytes > limits.max_compute_bytes {
+            let (graph, limit) = (graph.graph.name.clone(), limits.max_compute_bytes);
+            return Err(NnCostExceeded::Memory { graph, bytes: cost.peak_bytes, limit }.into());
+        }
+        self.state.call_flops = call_flops;
         let started = Instant::now();
         let outputs = graph.executable.run_until(ordered, self.state.deadline);
         self.state.compute_time += started.elapsed();

@@ -318,25 +318,9 @@ fn input_of<'s>(node: &super::ir::Node, slots: &'s [Slot], i: usize) -> Result<&
     value(slots, id)
 }
 
-/// Multiply-add work of a node, counted as 2 flops per multiply-add.
+/// Multiply-add work of a node on the values in `slots`.
 fn node_flops(node: &super::ir::Node, slots: &[Slot]) -> u64 {
-    let shape = |i: usize| {
-        node.inputs.get(i).copied().flatten().and_then(|id| value(slots, id).ok()).map(|t| t.shape().to_vec())
-    };
-    match &node.op {
-        Op::Conv(conv) => match (shape(0), shape(1)) {
-            (Some(x), Some(w)) => shape::conv_geometry(conv, &x, &w).map_or(0, |g| {
-                2 * (g.batch * g.out_channels * g.out_hw[0] * g.out_hw[1] * w[1] * w[2] * w[3]) as u64
-            }),
-            _ => 0,
-        },
-        Op::Gemm(_) | Op::MatMul => match (shape(0), shape(1)) {
-            (Some(a), Some(b)) if a.len() >= 2 && b.len() >= 2 => {
-                let rows: usize = a[..a.len() - 1].iter().product();
-                2 * (rows * a[a.len() - 1] * b[b.len() - 1]) as u64
-            }
-            _ => 0,
-        },
-        _ => 0,
-    }
+    let shapes: Vec<Option<&[usize]>> =
+        node.inputs.iter().map(|id| id.and_then(|id| value(slots, id).ok()).map(|t| t.shape())).collect();
+    super::cost::node_flops(node, &shapes)
 }

@@ -521,7 +521,7 @@ impl GpuExecutable {
                 self.limits.max_tensor_elements.min(u32::MAX as usize)
             )));
         }
-        let flops = ops::flops(node, &refs);
+        let flops = crate::nn::cost::node_flops(node, &refs);
         let loc = ops::plan(b, index, node, out_shape.clone())?;
         b.set(node.outputs[0], loc);
         Ok((out_shape, flops))

@@ -271,20 +271,6 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
     })
 }
 
-/// Multiply-add work of a node, 2 flops per multiply-add (as the CPU backend counts it).
-pub fn flops(node: &Node, shapes: &[Option<&[usize]>]) -> u64 {
-    match (&node.op, shapes.first().copied().flatten(), shapes.get(1).copied().flatten()) {
-        (Op::Conv(conv), Some(x), Some(w)) => shape::conv_geometry(conv, x, w).map_or(0, |g| {
-            2 * (g.batch * g.out_channels * g.out_hw[0] * g.out_hw[1] * w[1] * w[2] * w[3]) as u64
-        }),
-        (Op::Gemm(_) | Op::MatMul, Some(a), Some(b)) if a.len() >= 2 && b.len() >= 2 => {
-            let rows: usize = a[..a.len() - 1].iter().product();
-            2 * (rows * a[a.len() - 1] * b[b.len() - 1]) as u64
-        }
-        _ => 0,
-    }
-}
-
 fn u(v: usize) -> u32 {
     // Plans refuse tensors of more than u32::MAX values, so every index fits.
     debug_assert!(v <= u32::MAX as usize);
