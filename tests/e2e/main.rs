@@ -9,6 +9,7 @@ mod dlib_model;
 mod drop_in;
 mod facenet;
 mod gpu;
+mod operator;
 mod parity;
 mod regenerate;
 mod reliability;

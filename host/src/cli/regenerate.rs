@@ -195,7 +195,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     // Both stores answer before any work starts.
     let (store, search) = tokio.block_on(async {
         let store = args.face_store.open(&layout, false).await?;
-        let search = args.search_store.open().await?;
+        let search = args.search_store.open(&args.face_store.retry).await?;
         anyhow::Ok((store, search))
     })?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -245,7 +245,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     let (summary, result) =
         tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()));
     drop(progress);
-    print_summary(&summary, args.json)?;
+    // A closed stdout ends the command quietly, unless the run failed, which matters more.
+    let printed = print_summary(&summary, args.json);
     if let Err(e) = result {
         bail!(
             "{e}\nregenerate stopped; what it committed before stays: fix the cause, then run the same command again to finish"
@@ -257,6 +258,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(130));
     }
+    printed?;
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -299,7 +301,7 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     }
     eprintln!("{summary}");
     if json {
-        println!("{}", serde_json::to_string(summary)?);
+        crate::outln!("{}", serde_json::to_string(summary)?);
     }
     Ok(())
 }
