@@ -108,104 +108,93 @@ fn fill_mongo(uri: &str, database: &str, count: u64) {
     });
 }
 
-fn sync_args(mongo: &MongoServer, shard: &TarantoolServer, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["sync-search", "--json", "--model", "outage-model", "--mongo", &mongo.uri()]
-        .map(String::from)
-        .to_vec();
-    args.extend(["--mongo-db".into(), "outage".into(), "--tarantool".into(), shard.address()]);
+/// `sync-search --json` from `mongo` into the shard at `shard`, with `outage` run once its
+/// first facens are in: its exit code, summary and stderr.
+fn sync_through(
+    mongo: &str,
+    shard: &str,
+    extra: &[&str],
+    outage: impl FnOnce(),
+) -> (i32, serde_json::Value, String) {
+    let mut args: Vec<String> =
+        ["sync-search", "--json", "--model", "outage-model", "--mongo", mongo].map(String::from).to_vec();
+    args.extend(["--mongo-db".into(), "outage".into(), "--tarantool".into(), shard.into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-/// Waits until the sync has written its first facens into `shard`.
-fn wait_for_first_facens(shard: &TarantoolServer, child: &mut std::process::Child) {
+    let mut child = refacen_command(&args).spawn().unwrap();
     let probe = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let started = Instant::now();
     loop {
         let count = probe.block_on(async {
-            let search = TarantoolStore::connect(&[shard.address()]).await.ok()?;
+            let search = TarantoolStore::connect(&[shard.to_string()]).await.ok()?;
             search.count("facens_outage_model_8").await.ok()
         });
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before the outage could test anything");
         if count.is_some_and(|c| c > 0) {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the sync ended before the outage could test anything");
         assert!(started.elapsed() < Duration::from_secs(120), "no facen reached Tarantool");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(child.try_wait().unwrap().is_none(), "the sync ended before the outage could test anything");
-}
-
-fn finish(child: std::process::Child) -> (i32, serde_json::Value, String) {
+    outage();
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let summary = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .map_or(serde_json::Value::Null, |l| serde_json::from_str(l).unwrap());
-    (out.status.code().unwrap_or(-1), summary, stderr)
+    (out.status.code().unwrap_or(-1), summary, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Checks that refacen said two things of `server`: that retries for `window_s` started, and
+/// then `ending`.
+fn assert_outage_told(stderr: &str, server: &str, window_s: u64, ending: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&format!("refacen: {server} "))).collect();
+    assert_eq!(lines.len(), 2, "one line when retries start, one when they end: {stderr}");
+    assert!(lines[0].contains("does not answer ("), "{stderr}");
+    assert!(lines[0].contains(&format!("retrying for up to {window_s} s")), "{stderr}");
+    assert!(lines[1].contains(ending), "{stderr}");
 }
 
 /// Regression: a Tarantool shard or MongoDB that stopped answering looked like a hang of
 /// 20-58 s without a word, and MongoDB was retried for ~58 s where README promised ~20.
 #[test]
 fn an_outage_is_logged_when_retries_start_and_when_the_server_answers_again() {
-    const FACES: u64 = 10_000;
+    const FACES: u64 = 4000;
     let mut mongo = MongoServer::start();
     fill_mongo(&mongo.uri(), "outage", FACES);
+    let uri = mongo.uri();
 
     // A Tarantool shard killed mid-sync and started again a second and a half later.
     let mut shard = TarantoolServer::start();
-    let mut child = refacen_command(&sync_args(&mongo, &shard, &[])).spawn().unwrap();
-    wait_for_first_facens(&shard, &mut child);
-    shard.kill();
-    std::thread::sleep(Duration::from_millis(1500));
-    shard.start_again();
-    let (code, summary, stderr) = finish(child);
+    let address = shard.address();
+    let (code, summary, stderr) = sync_through(&uri, &address, &["--batch-size", "100"], || {
+        shard.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        shard.start_again();
+    });
     assert_eq!(code, 0, "{stderr}");
-    let server = format!("refacen: tarantool {}", shard.address());
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&server)).collect();
-    assert_eq!(lines.len(), 2, "one line when retries start, one when it answers again: {stderr}");
-    assert!(
-        lines[0].contains("does not answer (") && lines[0].contains("retrying for up to 20 s"),
-        "{stderr}"
-    );
-    assert!(lines[1].contains("answers again, after"), "{stderr}");
+    assert_outage_told(&stderr, &format!("tarantool {address}"), 20, "answers again, after");
     assert_eq!(summary["space_count"].as_u64(), Some(FACES), "nothing lost: {summary}");
 
     // MongoDB killed mid-sync, for longer than one attempt waits for it, then started again.
     let fresh = TarantoolServer::start();
-    let mut child = refacen_command(&sync_args(&mongo, &fresh, &[])).spawn().unwrap();
-    wait_for_first_facens(&fresh, &mut child);
-    mongo.kill();
-    std::thread::sleep(Duration::from_secs(7));
-    mongo.start_again();
-    let (code, summary, stderr) = finish(child);
+    let (code, summary, stderr) = sync_through(&uri, &fresh.address(), &["--batch-size", "100"], || {
+        mongo.kill();
+        std::thread::sleep(Duration::from_secs(7));
+        mongo.start_again();
+    });
     assert_eq!(code, 0, "{stderr}");
-    let server = format!("refacen: mongodb {} (database outage)", mongo.uri());
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&server)).collect();
-    assert_eq!(lines.len(), 2, "one line when retries start, one when it answers again: {stderr}");
-    assert!(
-        lines[0].contains("does not answer (") && lines[0].contains("retrying for up to 20 s"),
-        "{stderr}"
-    );
-    assert!(lines[1].contains("answers again, after"), "{stderr}");
+    assert_outage_told(&stderr, &format!("mongodb {uri} (database outage)"), 20, "answers again, after");
     assert_eq!(summary["space_count"].as_u64(), Some(FACES), "nothing lost: {summary}");
 
     // A shard that does not come back: retries give up after --store-retry-s, said once.
     let mut gone = TarantoolServer::start();
-    let mut child = refacen_command(&sync_args(&mongo, &gone, &["--store-retry-s", "3"])).spawn().unwrap();
-    wait_for_first_facens(&gone, &mut child);
-    gone.kill();
-    let (code, _, stderr) = finish(child);
+    let address = gone.address();
+    let extra = ["--batch-size", "100", "--store-retry-s", "3"];
+    let (code, _, stderr) = sync_through(&uri, &address, &extra, || gone.kill());
     assert_eq!(code, 2, "{stderr}");
-    let server = format!("refacen: tarantool {}", gone.address());
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&server)).collect();
-    assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(lines[0].contains("retrying for up to 3 s"), "{stderr}");
-    assert!(lines[1].contains("gave up after 3 s of retries"), "{stderr}");
+    assert_outage_told(&stderr, &format!("tarantool {address}"), 3, "gave up after 3 s of retries");
     let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{stderr}"));
-    assert!(error.contains(&gone.address()) && error.contains("(retried for 3 s)"), "{stderr}");
+    assert!(error.contains(&address) && error.contains("(retried for 3 s)"), "{stderr}");
 }
 
 /// Regression: a MongoDB login failure printed a 500-character driver dump that opened with
