@@ -16,7 +16,7 @@ if type(box.cfg) == 'function' then
     error("refacen.lua: call box.cfg{} before require('refacen')", 0)
 end
 
-local PROTOCOL = 1
+local PROTOCOL = 2
 local META = 'refacen_meta'
 local ROLE = 'refacen_client'
 local MAX_K = 10000
@@ -408,20 +408,41 @@ function refacen.drop(name)
     return true
 end
 
+-- {generation, checkpoint, facens} of the space's sync: the last face id recorded as copied
+-- and how many facens the face store held up to it (box.NULL until the first checkpoint), so
+-- that a resumed sync reads only the faces after it and still knows what to verify.
+local function sync_state(info)
+    local checkpoint = info.checkpoint == nil and box.NULL or info.checkpoint
+    local facens = info.checkpoint_facens == nil and box.NULL or info.checkpoint_facens
+    return { info.generation, checkpoint, facens }
+end
+
 -- Starts (or, with resume, continues) a sync of the space: every row copied from now on
--- carries the new generation, and finish_sync sweeps the rows that do not. Returns
--- {generation, checkpoint or nil}.
+-- carries the new generation, and finish_sync sweeps the rows that do not. Returns its
+-- sync_state.
 function refacen.begin_sync(name, resume)
     local fn = 'refacen.begin_sync'
     local info = lookup(fn, name)
     if resume and info.syncing then
-        return { info.generation, info.checkpoint == nil and box.NULL or info.checkpoint }
+        return sync_state(info)
     end
     info.generation = info.generation + 1
     info.syncing = true
     info.checkpoint = nil
+    info.checkpoint_facens = nil
     save(name, info)
-    return { info.generation, box.NULL }
+    return sync_state(info)
+end
+
+-- The sync_state of the space's unfinished sync; nil when it has none (or there is no such
+-- space here). Changes nothing.
+function refacen.sync_state(name)
+    check_name('refacen.sync_state', name)
+    local record = meta():get(space_key(name))
+    if record == nil or not record[2].syncing then
+        return nil
+    end
+    return sync_state(record[2])
 end
 
 -- Joins this instance to a sync another shard began: the same generation for the space here.
@@ -433,19 +454,22 @@ function refacen.join_sync(name, generation)
         info.generation = generation
         info.syncing = true
         info.checkpoint = nil
+        info.checkpoint_facens = nil
         save(name, info)
     end
     return generation
 end
 
-function refacen.checkpoint(name, last_id)
+function refacen.checkpoint(name, last_id, facens)
     local fn = 'refacen.checkpoint'
     local info = lookup(fn, name)
     check_id(fn, last_id, 'the last id')
+    check_id(fn, facens, 'the facen count')
     if not info.syncing then
         fail("%s: space '%s' has no sync in progress (refacen.begin_sync starts one)", fn, name)
     end
     info.checkpoint = last_id
+    info.checkpoint_facens = facens
     save(name, info)
 end
 
@@ -473,13 +497,14 @@ function refacen.finish_sync(name)
     info = lookup(fn, name)
     info.syncing = false
     info.checkpoint = nil
+    info.checkpoint_facens = nil
     save(name, info)
     return swept
 end
 
 local FUNCTIONS = {
     'version', 'ensure_space', 'put', 'delete', 'count', 'search', 'spaces', 'active', 'activate',
-    'drop', 'begin_sync', 'join_sync', 'checkpoint', 'finish_sync',
+    'drop', 'begin_sync', 'sync_state', 'join_sync', 'checkpoint', 'finish_sync',
 }
 
 -- Idempotent, so it runs on every load (and writes nothing once done).

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use refacen::cli::{
-    Cli, Command, detect, embed, faces, guests, regenerate, report, search, snapshot, spaces, sync_search,
+    Cli, Command, detect, embed, faces, guests, output, regenerate, report, search, snapshot, spaces,
+    sync_search,
 };
 
 fn main() -> ExitCode {
@@ -10,7 +11,11 @@ fn main() -> ExitCode {
     unsafe {
         refacen::nn::gpu::provide_xdg_runtime_dir()
     };
-    let result = Cli::parse_with_config().and_then(|cli| match &cli.command {
+    let cli = match Cli::parse_with_config() {
+        Ok(cli) => cli,
+        Err(e) => return fail(&e, false),
+    };
+    let result = match &cli.command {
         Command::Detect(args) => detect::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Regenerate(args) => regenerate::run(args),
@@ -21,12 +26,16 @@ fn main() -> ExitCode {
         Command::Guests(args) => guests::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Report(args) => report::run(args),
-    });
+    };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        // The reader of stdout has gone (`refacen faces | head`): nothing more to say.
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, cli.verbose),
     }
+}
+
+fn fail(e: &anyhow::Error, verbose: bool) -> ExitCode {
+    eprintln!("error: {}", output::error_text(e, verbose));
+    ExitCode::from(2)
 }

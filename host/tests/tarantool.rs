@@ -11,7 +11,7 @@ mod tarantool_server;
 use std::time::{Duration, Instant};
 
 use refacen::store::StoreError;
-use refacen::store::tarantool::{Metric, SpaceInfo, SyncState, TarantoolStore, space_name};
+use refacen::store::tarantool::{Checkpoint, Metric, SpaceInfo, SyncState, TarantoolStore, space_name};
 use tarantool_server::{TarantoolServer, free_port, tarantool_dir};
 
 /// xorshift64*: reproducible facens without a dependency.
@@ -285,18 +285,23 @@ async fn sync_generations_sweep_what_was_not_copied_again() {
     store.put(&space, &facens(&mut rng, 0..100, 4)).await.unwrap();
 
     assert_eq!(store.finish_sync(&space).await.unwrap(), 0, "no sync in progress: nothing swept");
-    let e = message(store.save_checkpoint(&space, 5).await.unwrap_err());
+    let e = message(store.save_checkpoint(&space, Checkpoint { last_id: 5, facens: 6 }).await.unwrap_err());
     assert!(e.contains(&space) && e.contains("no sync in progress"), "{e}");
 
     let state = store.begin_sync(&space, false).await.unwrap();
     assert_eq!(state, SyncState { generation: 1, checkpoint: None });
     store.put(&space, &facens(&mut rng, 0..50, 4)).await.unwrap();
-    store.save_checkpoint(&space, 49).await.unwrap();
+    assert_eq!(store.interrupted_sync("sync").await.unwrap(), None, "no checkpoint yet");
+    let checkpoint = Checkpoint { last_id: 49, facens: 50 };
+    store.save_checkpoint(&space, checkpoint).await.unwrap();
 
-    // A resumed sync continues where the checkpoint says.
+    // A resumed sync continues where the checkpoint says; reading where it stands changes nothing.
+    let (info, found) = store.interrupted_sync("sync").await.unwrap().expect("an interrupted sync");
+    assert_eq!((info.name.as_str(), found), (space.as_str(), checkpoint));
+    assert_eq!(store.interrupted_sync("other-model").await.unwrap(), None);
     assert_eq!(
         store.begin_sync(&space, true).await.unwrap(),
-        SyncState { generation: 1, checkpoint: Some(49) }
+        SyncState { generation: 1, checkpoint: Some(checkpoint) }
     );
     store.put(&space, &facens(&mut rng, 50..80, 4)).await.unwrap();
     // A face added by another writer during the sync is written with the new generation.
@@ -307,10 +312,11 @@ async fn sync_generations_sweep_what_was_not_copied_again() {
     let info = store.spaces().await.unwrap().remove(0);
     assert_eq!(info.counts_per_shard, vec![41, 40]);
     assert_eq!(store.finish_sync(&space).await.unwrap(), 0, "finishing twice sweeps nothing more");
+    assert_eq!(store.interrupted_sync("sync").await.unwrap(), None, "a finished sync is not resumed");
 
     // With nothing unfinished, resume starts a new sync; without resume, a sync starts over.
     assert_eq!(store.begin_sync(&space, true).await.unwrap(), SyncState { generation: 2, checkpoint: None });
-    store.save_checkpoint(&space, 10).await.unwrap();
+    store.save_checkpoint(&space, Checkpoint { last_id: 10, facens: 11 }).await.unwrap();
     assert_eq!(store.begin_sync(&space, false).await.unwrap(), SyncState { generation: 3, checkpoint: None });
     // Shard 1 joined each generation: rows copied now survive there too.
     store.put(&space, &facens(&mut rng, 0..10, 4)).await.unwrap();

@@ -142,7 +142,11 @@ fn main() {
                 assert_eq!(s["failed"], 0, "{s}");
                 let rate = photos_per_s(&s);
                 let base = *first.get_or_insert(rate);
-                println!("{threads:>8} {:>8} {rate:>10.2} {:>13.2}x", s["workers"].as_u64().unwrap_or(0), rate / base);
+                println!(
+                    "{threads:>8} {:>8} {rate:>10.2} {:>13.2}x",
+                    s["workers"].as_u64().unwrap_or(0),
+                    rate / base
+                );
             };
             for &threads in &o.threads {
                 run(threads, None);

@@ -3,7 +3,8 @@
 //!
 //! - faces/s committed to MongoDB as `regenerate` commits them (a photo of 2 faces a call)
 //!   and to Tarantool (a photo's facens a call, and 1000 a call as sync-search writes);
-//! - `refacen sync-search` facens/s from MongoDB into one and into two Tarantool shards;
+//! - `refacen sync-search` facens/s from MongoDB into one and into two Tarantool shards, and
+//!   a sync resumed after 90% against the full sync (a resume reads only the rest);
 //! - search latency (p50/p99 of 200 queries, top 10, L2) at 10k and 100k stored 128-value
 //!   facens, on one shard and on two.
 //!
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 #[path = "../../host/tests/support/tarantool_server.rs"]
 mod tarantool_server;
 
-use refacen::store::tarantool::{Metric, TarantoolStore};
+use refacen::store::tarantool::{Checkpoint, Metric, TarantoolStore};
 use refacen::store::{
     DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore, PhotoRecord,
 };
@@ -126,6 +127,12 @@ async fn fill(search: &TarantoolStore, space: &str, from: u64, to: u64) {
 }
 
 fn sync_search(mongo: &Mongo, shards: &[&TarantoolServer]) -> (u64, f64) {
+    let summary = sync_summary(mongo, shards);
+    (summary["copied"].as_u64().unwrap(), seconds(&summary["elapsed"]))
+}
+
+/// `refacen sync-search --json`'s summary.
+fn sync_summary(mongo: &Mongo, shards: &[&TarantoolServer]) -> serde_json::Value {
     let addresses: Vec<String> = shards.iter().map(|s| s.address()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_refacen"))
         .args(["sync-search", "--json", "--model", MODEL, "--mongo", &mongo.uri(), "--mongo-db", "bench"])
@@ -133,10 +140,11 @@ fn sync_search(mongo: &Mongo, shards: &[&TarantoolServer]) -> (u64, f64) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let elapsed =
-        summary["elapsed"]["secs"].as_f64().unwrap() + summary["elapsed"]["nanos"].as_f64().unwrap() / 1e9;
-    (summary["copied"].as_u64().unwrap(), elapsed)
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn seconds(duration: &serde_json::Value) -> f64 {
+    duration["secs"].as_f64().unwrap() + duration["nanos"].as_f64().unwrap() / 1e9
 }
 
 #[tokio::main]
@@ -210,6 +218,25 @@ async fn main() {
         "sync-search into 1 shard:                     {:>8.0} facens/s ({copied} in {secs:.2} s)",
         copied as f64 / secs
     );
+    // The same sync interrupted after 90%: its first 90% copied, its checkpoint saved.
+    let interrupted = TarantoolServer::start();
+    let search = TarantoolStore::connect(&[interrupted.address()]).await.unwrap();
+    let space = search.ensure_space(MODEL, SIZE as u32).await.unwrap();
+    search.begin_sync(&space, false).await.unwrap();
+    let done = committed * 9 / 10;
+    fill(&search, &space, 1, done).await;
+    search.save_checkpoint(&space, Checkpoint { last_id: done, facens: done }).await.unwrap();
+    drop(search);
+    let resumed = sync_summary(&mongo, &[&interrupted]);
+    let resumed_secs = seconds(&resumed["elapsed"]);
+    println!(
+        "sync-search resumed after 90%, 1 shard:       {:>8.2} s, {:.2}x the full sync ({} faces read, {} copied)",
+        resumed_secs,
+        resumed_secs / secs,
+        resumed["faces_read"],
+        resumed["copied"]
+    );
+    drop(interrupted);
     let two = [TarantoolServer::start(), TarantoolServer::start()];
     let (copied, secs) = sync_search(&mongo, &[&two[0], &two[1]]);
     println!(

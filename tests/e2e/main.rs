@@ -11,6 +11,7 @@ mod facenet;
 mod gpu;
 mod long_runs;
 mod many_cores;
+mod operator;
 mod parity;
 mod regenerate;
 mod reliability;

@@ -40,6 +40,18 @@ impl Uploads {
         Uploads { dir, state, _root: root }
     }
 
+    /// An Uploads of only the sample photos `names`, for tests that need a store, not the work.
+    pub fn of(names: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("uploads");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in names {
+            std::fs::copy(photos().join(name), dir.join(name)).unwrap();
+        }
+        let state = root.path().join("state");
+        Uploads { dir, state, _root: root }
+    }
+
     /// `regenerate --json --uploads ... --state-dir ...` and `extra`.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![

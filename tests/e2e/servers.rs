@@ -26,10 +26,37 @@ pub struct MongoServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `smongo-wire`, which refuses every login, or (true) smongo's Rust wire server on the
+    /// same engine, which checks the logins clients offer (SCRAM-SHA-256) against the users
+    /// created on it, and lets clients that offer none in. It forgets its users when killed.
+    checks_logins: bool,
 }
+
+/// Runs smongo's Rust wire server: `python server.py DB_PATH HOST PORT`. Its `serve_forever`
+/// holds Python's lock, which the server's command handlers need: the script sleeps instead.
+const LOGIN_CHECKING_SERVER: &str = "import sys, time\n\
+    from smongo.wire import WireServer\n\
+    server = WireServer(sys.argv[1], sys.argv[2], int(sys.argv[3]), auth_required=False)\n\
+    server.start()\n\
+    while True:\n    time.sleep(3600)\n";
 
 impl MongoServer {
     pub fn start() -> MongoServer {
+        let mut server = MongoServer::start_stopped();
+        server.start_again();
+        server
+    }
+
+    /// smongo's Rust wire server, which checks logins against the users created on it
+    /// (`createUser`).
+    pub fn start_checking_logins() -> MongoServer {
+        let mut server = MongoServer::start_stopped();
+        server.checks_logins = true;
+        server.start_again();
+        server
+    }
+
+    fn start_stopped() -> MongoServer {
         // On tmpfs where there is one: the server syncs every write, which on disk costs
         // the tests minutes and tests nothing of refacen's.
         let dir = if std::path::Path::new("/dev/shm").is_dir() {
@@ -38,9 +65,7 @@ impl MongoServer {
             tempfile::tempdir()
         }
         .expect("temp dir");
-        let mut server = MongoServer { child: None, port: free_port(), dir };
-        server.start_again();
-        server
+        MongoServer { child: None, port: free_port(), dir, checks_logins: false }
     }
 
     fn bin() -> PathBuf {
@@ -58,9 +83,19 @@ impl MongoServer {
             bin.display()
         );
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("server log");
-        let child = Command::new(&bin)
-            .args(["--db-path", &self.dir.path().join("data").display().to_string()])
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+        let data = self.dir.path().join("data").display().to_string();
+        let mut command = if self.checks_logins {
+            let script = self.dir.path().join("server.py");
+            std::fs::write(&script, LOGIN_CHECKING_SERVER).expect("server script");
+            let mut c = Command::new(bin.with_file_name("python"));
+            c.arg(&script).args([data.as_str(), "127.0.0.1", &self.port.to_string()]);
+            c
+        } else {
+            let mut c = Command::new(&bin);
+            c.args(["--db-path", &data, "--host", "127.0.0.1", "--port", &self.port.to_string()]);
+            c
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -86,6 +121,14 @@ impl MongoServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The URI of a user of database `auth_source`.
+    pub fn uri_as(&self, user: &str, password: &str, auth_source: &str) -> String {
+        format!(
+            "mongodb://{user}:{password}@127.0.0.1:{}/?directConnection=true&authSource={auth_source}",
+            self.port
+        )
     }
 
     pub fn uri(&self) -> String {

@@ -171,6 +171,7 @@ fn sync_search_fills_an_empty_space_resumes_a_half_filled_one_and_spreads_over_s
     assert_eq!(summary["copied"].as_u64(), Some(facens));
     assert_eq!(summary["space_count"].as_u64(), Some(facens));
     assert_eq!(summary["resumed_after"], Value::Null);
+    assert_eq!(summary["faces_read"].as_u64(), Some(faces.len() as u64));
 
     // Into a half-filled one: an interrupted sync left a checkpoint after the first half, and
     // a row of a face the store no longer has.
@@ -179,7 +180,7 @@ fn sync_search_fills_an_empty_space_resumes_a_half_filled_one_and_spreads_over_s
     let checkpoint = ids[ids.len() / 2 - 1];
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tokio.block_on(async {
-        use refacen::store::tarantool::TarantoolStore;
+        use refacen::store::tarantool::{Checkpoint, TarantoolStore};
         let search = TarantoolStore::connect(&[half.address()]).await.unwrap();
         let space = search.ensure_space(DLIB, 128).await.unwrap();
         search.put(&space, &[(424_242, vec![0.5; 128])]).await.unwrap();
@@ -190,12 +191,22 @@ fn sync_search_fills_an_empty_space_resumes_a_half_filled_one_and_spreads_over_s
             .map(|f| (f["id"].as_u64().unwrap(), f32s(&f["facen"]["values"])))
             .collect();
         search.put(&space, &first_half).await.unwrap();
-        search.save_checkpoint(&space, checkpoint).await.unwrap();
+        let copied = Checkpoint { last_id: checkpoint, facens: first_half.len() as u64 };
+        search.save_checkpoint(&space, copied).await.unwrap();
     });
     one.shards = vec![half];
     let (code, summary, stderr) = one.sync(&["--model", DLIB]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(summary["resumed_after"].as_u64(), Some(checkpoint));
+    // Regression: a resume read every face again, and took as long as a full sync.
+    let rest = faces.keys().filter(|id| **id > checkpoint).count() as u64;
+    assert_eq!(
+        summary["faces_read"].as_u64(),
+        Some(rest),
+        "the resume reads only the faces after its checkpoint"
+    );
+    assert!(rest < faces.len() as u64);
+    assert_eq!(summary["facens"].as_u64(), Some(facens), "and still verifies every facen");
     let after: u64 =
         faces.values().filter(|f| f["id"].as_u64().unwrap() > checkpoint && !f["facen"].is_null()).count()
             as u64;

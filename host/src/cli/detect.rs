@@ -81,8 +81,6 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| super::default_concurrency(&runtime))
         .min(args.images.len());
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let (sender, receiver) = mpsc::channel::<(usize, Outcome)>();
     let mut detectors = vec![first];
     for _ in 1..jobs {
         detectors.push(runtime.detector(component.clone()).context("starting another detector instance")?);
@@ -91,39 +89,19 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let mut failures: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut faces_total = 0;
     let mut skipped = 0;
-    std::thread::scope(|scope| {
-        for mut detector in detectors {
-            let sender = sender.clone();
-            let (next, images, params, max_size) = (&next, &args.images, &params, args.max_size);
-            scope.spawn(move || {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = images.get(index) else { break };
-                    let outcome = detect_one(&mut detector, path, params, max_size);
-                    if sender.send((index, outcome)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(sender);
-        // Print in input order as results arrive.
-        let mut pending = BTreeMap::new();
-        let mut printed = 0;
-        for (index, outcome) in receiver {
-            pending.insert(index, outcome);
-            while let Some(outcome) = pending.remove(&printed) {
-                let path = &args.images[printed];
-                match &outcome {
-                    Outcome::Faces { fitted, .. } => faces_total += fitted.faces.len(),
-                    Outcome::Failed { cause, .. } => *failures.entry(cause).or_default() += 1,
-                    Outcome::Skipped { .. } => skipped += 1,
-                }
-                print_outcome(path, &outcome, args.json);
-                printed += 1;
+    detect_all(
+        &args.images,
+        detectors,
+        |detector, path| detect_one(detector, path, &params, args.max_size),
+        |path, outcome| {
+            match &outcome {
+                Outcome::Faces { fitted, .. } => faces_total += fitted.faces.len(),
+                Outcome::Failed { cause, .. } => *failures.entry(cause).or_default() += 1,
+                Outcome::Skipped { .. } => skipped += 1,
             }
-        }
-    });
+            print_outcome(path, &outcome, args.json)
+        },
+    )?;
 
     let elapsed = started.elapsed().as_secs_f64();
     let failed: usize = failures.values().sum();
@@ -171,7 +149,70 @@ fn shown(path: &Path) -> Cow<'_, str> {
     }
 }
 
-fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
+/// Runs `detect` on every image, one worker thread per detector, and hands each outcome to
+/// `report` in input order as it arrives. A panic while a photo is detected (a bug in
+/// refacen) fails that photo alone, naming it and the panic: the worker goes on with the next
+/// photo on a fresh guest instance (a session drops its instance when a call unwinds). An
+/// error from `report` (stdout closed) stops the workers after their photos in flight.
+fn detect_all<D: Send>(
+    images: &[PathBuf],
+    detectors: Vec<D>,
+    detect: impl Fn(&mut D, &Path) -> Outcome + Sync,
+    mut report: impl FnMut(&Path, Outcome) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let next = AtomicUsize::new(0);
+    let (sender, receiver) = mpsc::channel::<(usize, Outcome)>();
+    std::thread::scope(|scope| {
+        for mut detector in detectors {
+            let sender = sender.clone();
+            let (next, detect) = (&next, &detect);
+            scope.spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = images.get(index) else { break };
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        detect(&mut detector, path)
+                    }))
+                    .unwrap_or_else(|payload| Outcome::Failed {
+                        cause: "refacen-bug",
+                        message: format!(
+                            "{}: refacen itself failed on this photo ({}); the other photos go on. \
+                                     Please report this, with the photo if you can",
+                            shown(path),
+                            panic_text(payload.as_ref())
+                        ),
+                    });
+                    if sender.send((index, outcome)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut pending = BTreeMap::new();
+        let mut reported = 0;
+        for (index, outcome) in receiver {
+            pending.insert(index, outcome);
+            while let Some(outcome) = pending.remove(&reported) {
+                report(&images[reported], outcome)?;
+                reported += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A panic's message (`panic!` gives a `&str` or a `String`).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    format!("panic: {text}")
+}
+
+fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> anyhow::Result<()> {
     let name = shown(path);
     // Plain lines are for terminals: no control character from a file name reaches them.
     let plain = crate::store::escape_controls(&name);
@@ -182,19 +223,19 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
             if let Some((w, h)) = fitted.scaled_to {
                 line["scaled_to"] = serde_json::json!([w, h]);
             }
-            println!("{line}");
+            crate::outln!("{line}");
         }
         (Outcome::Failed { cause, message }, true) => {
-            println!("{}", serde_json::json!({ "image": name, "error": message, "cause": cause }));
+            crate::outln!("{}", serde_json::json!({ "image": name, "error": message, "cause": cause }));
         }
         (Outcome::Skipped { message }, true) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::json!({ "image": name, "skipped": DecodeCause::NotAnImage.as_str(), "reason": message })
             );
         }
         (Outcome::Skipped { message }, false) => {
-            println!("{plain}: skipped");
+            crate::outln!("{plain}: skipped");
             eprintln!("skipped: {}", crate::store::escape_controls(message));
         }
         (Outcome::Faces { fitted, .. }, false) => {
@@ -202,12 +243,12 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
             let scaled = fitted
                 .scaled_to
                 .map_or(String::new(), |(w, h)| format!(" (detected scaled down to {w}x{h})"));
-            println!("{plain}: {} face(s){scaled}", faces.len());
+            crate::outln!("{plain}: {} face(s){scaled}", faces.len());
             for (i, f) in faces.iter().enumerate() {
                 let [x1, y1, x2, y2] = f.bbox;
                 let points: Vec<String> =
                     f.landmarks.iter().map(|[x, y]| format!("({x:.1}, {y:.1})")).collect();
-                println!(
+                crate::outln!(
                     "  face {i}: box [{x1:.1}, {y1:.1}, {x2:.1}, {y2:.1}] score {:.4} landmarks {}",
                     f.score,
                     points.join(" ")
@@ -215,8 +256,80 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) {
             }
         }
         (Outcome::Failed { message, .. }, false) => {
-            println!("{plain}: FAILED");
+            crate::outln!("{plain}: FAILED");
             eprintln!("error: {}", crate::store::escape_controls(message));
         }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a worker that panicked took `detect` down with `a scoped thread panicked`,
+    /// naming no photo and losing the results of the others.
+    #[test]
+    fn a_panic_on_one_photo_fails_that_photo_alone_and_names_it() {
+        let images: Vec<PathBuf> = (0..40).map(|i| PathBuf::from(format!("photos/{i:02}.jpg"))).collect();
+        // More workers than this machine has cores, each one a "detector" counting its photos.
+        let detectors = vec![0usize; 6];
+        let mut reported = Vec::new();
+        detect_all(
+            &images,
+            detectors,
+            |photos_done, path| {
+                *photos_done += 1;
+                if path.ends_with("13.jpg") || path.ends_with("27.jpg") {
+                    panic!("already borrowed: BorrowMutError");
+                }
+                Outcome::Skipped { message: "a stand-in for a detected photo".into() }
+            },
+            |path, outcome| {
+                reported.push((path.to_path_buf(), outcome));
+                Ok(())
+            },
+        )
+        .expect("every photo reported");
+
+        let order: Vec<&PathBuf> = reported.iter().map(|(p, _)| p).collect();
+        assert_eq!(order, images.iter().collect::<Vec<_>>(), "every photo, in input order");
+        for (path, outcome) in &reported {
+            let panicked = path.ends_with("13.jpg") || path.ends_with("27.jpg");
+            match outcome {
+                Outcome::Failed { cause, message } => {
+                    assert!(panicked, "{} failed: {message}", path.display());
+                    assert_eq!(*cause, "refacen-bug");
+                    assert!(message.starts_with(&path.display().to_string()), "{message}");
+                    assert!(message.contains("already borrowed: BorrowMutError"), "{message}");
+                }
+                Outcome::Faces { .. } | Outcome::Skipped { .. } => {
+                    assert!(!panicked, "{} did not fail", path.display())
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_that_goes_away_stops_the_workers() {
+        let images: Vec<PathBuf> = (0..1000).map(|i| PathBuf::from(format!("{i}.jpg"))).collect();
+        let detected = AtomicUsize::new(0);
+        let mut reported = 0;
+        let result = detect_all(
+            &images,
+            vec![(); 4],
+            |_, _| {
+                detected.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                Outcome::Skipped { message: String::new() }
+            },
+            |_, _| {
+                reported += 1;
+                if reported == 3 { Err(crate::cli::output::StdoutClosed.into()) } else { Ok(()) }
+            },
+        );
+        assert!(crate::cli::output::is_stdout_closed(&result.unwrap_err()));
+        let detected = detected.load(Ordering::Relaxed);
+        assert!(detected < images.len(), "all {detected} photos detected though nobody read after the third");
     }
 }

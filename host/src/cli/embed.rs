@@ -40,12 +40,13 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let template = embedder.info().template.clone();
     let canonical = &align::CANONICAL;
     let mut failed = 0;
-    let mut fail = |path: &Path, message: String| {
+    let mut fail = |path: &Path, message: String| -> anyhow::Result<()> {
         failed += 1;
         eprintln!("error: {message}");
         if args.json {
-            println!("{}", serde_json::json!({ "image": path, "error": message }));
+            crate::outln!("{}", serde_json::json!({ "image": path, "error": message }));
         }
+        Ok(())
     };
     for chunk in args.aligned.chunks(usize::from(args.batch_size)) {
         // Decode and check every file of the chunk; embed the good ones together (a face
@@ -66,16 +67,16 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                         canonical.width,
                         canonical.height
                     ),
-                ),
-                Err(e) => fail(path, e.to_string()),
+                )?,
+                Err(e) => fail(path, e.to_string())?,
             }
         }
         let images: Vec<&image::RgbImage> = chips.iter().map(|(_, chip)| chip).collect();
         let results = embed_all(&mut embedder, &template, &images, images.len());
         for ((path, _), result) in chips.iter().zip(results) {
             match result {
-                Ok(facen) => print_facen(path, &facen, args.json),
-                Err((_, message)) => fail(path, format!("{}: {message}", path.display())),
+                Ok(facen) => print_facen(path, &facen, args.json)?,
+                Err((_, message)) => fail(path, format!("{}: {message}", path.display()))?,
             }
         }
     }
@@ -83,12 +84,18 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn print_facen(path: &std::path::Path, facen: &[f32], json: bool) {
+fn print_facen(path: &std::path::Path, facen: &[f32], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::json!({ "image": path, "facen": facen }));
+        crate::outln!("{}", serde_json::json!({ "image": path, "facen": facen }));
     } else {
         let norm = facen.iter().map(|v| v * v).sum::<f32>().sqrt();
         let head: Vec<String> = facen.iter().take(4).map(|v| format!("{v:.4}")).collect();
-        println!("{}: facen[{}] = [{}, ...] (norm {norm:.4})", path.display(), facen.len(), head.join(", "));
+        crate::outln!(
+            "{}: facen[{}] = [{}, ...] (norm {norm:.4})",
+            path.display(),
+            facen.len(),
+            head.join(", ")
+        );
     }
+    Ok(())
 }

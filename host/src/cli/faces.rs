@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::stores::ExistingFaceStoreArgs;
-use crate::store::{FaceId, PhotoName};
+use crate::store::{FacePages, PhotoName};
 
 #[derive(Args, Debug)]
 pub struct FacesArgs {
@@ -20,22 +20,20 @@ pub struct FacesArgs {
 pub fn run(args: &FacesArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = tokio.block_on(args.face_store.open())?;
-    let mut next: FaceId = 1;
+    let mut pages = FacePages::new(store.as_ref(), 1, 1024);
     let mut count = 0;
-    loop {
-        let page = tokio.block_on(store.scan_faces(next..=FaceId::MAX, 1024))?;
-        let Some(last) = page.last().map(|f| f.id) else { break };
+    while let Some(page) = tokio.block_on(pages.next_page())? {
         for face in page {
             count += 1;
             if args.json {
-                println!("{}", serde_json::to_string(&face)?);
+                crate::outln!("{}", serde_json::to_string(&face)?);
             } else {
                 let [x1, y1, x2, y2] = face.bbox;
                 let facen = face
                     .facen
                     .as_ref()
                     .map_or("-".to_string(), |f| format!("{}[{}]", f.model.name, f.values.len()));
-                println!(
+                crate::outln!(
                     "{:>8} {}{} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}] {:.3} {} facen {facen}",
                     face.id,
                     PhotoName::display_of_key(&face.photo),
@@ -45,10 +43,6 @@ pub fn run(args: &FacesArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if last == FaceId::MAX {
-            break;
-        }
-        next = last + 1;
     }
     eprintln!("faces: {count} in {}", store.location());
     Ok(ExitCode::SUCCESS)

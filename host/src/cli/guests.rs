@@ -23,48 +23,56 @@ pub fn run(args: &GuestsArgs) -> anyhow::Result<ExitCode> {
     let found = GuestDirectory::scan(&runtime, &dir)?;
     if args.json {
         for entry in &found.entries {
-            println!("{}", serde_json::to_string(entry)?);
+            crate::outln!("{}", serde_json::to_string(entry)?);
         }
         for (path, error) in &found.broken {
-            println!("{}", serde_json::json!({ "path": path, "error": error.to_string() }));
+            crate::outln!("{}", serde_json::json!({ "path": path, "error": error.to_string() }));
         }
     } else {
-        println!("guest directory: {}", dir.display());
+        crate::outln!("guest directory: {}", dir.display());
         if found.entries.is_empty() && found.broken.is_empty() {
-            println!("  (no *.wasm files)");
+            crate::outln!("  (no *.wasm files)");
         }
         for entry in &found.entries {
             let file = entry.path.file_name().unwrap_or_default().to_string_lossy();
             match &entry.info {
                 GuestInfo::Detector(info) => {
-                    println!(
+                    crate::outln!(
                         "\ndetector {} {} ({file}, sha256 {})",
                         info.name,
                         info.version,
                         &entry.sha256[..16]
                     );
-                    println!("  {}", info.description);
+                    crate::outln!("  {}", info.description);
                     for p in &info.params {
-                        println!("  --param {}=<{:?}> (default {}): {}", p.name, p.kind, p.default, p.help);
+                        crate::outln!(
+                            "  --param {}=<{:?}> (default {}): {}",
+                            p.name,
+                            p.kind,
+                            p.default,
+                            p.help
+                        );
                     }
                 }
                 GuestInfo::Embedder(info) => {
-                    println!(
+                    crate::outln!(
                         "\nmodel {} {} ({file}, sha256 {})",
                         info.name,
                         info.version,
                         &entry.sha256[..16]
                     );
-                    println!("  {}", info.description);
-                    println!(
+                    crate::outln!("  {}", info.description);
+                    crate::outln!(
                         "  facen size {}, input {}x{}",
-                        info.facen_size, info.template.width, info.template.height
+                        info.facen_size,
+                        info.template.width,
+                        info.template.height
                     );
                 }
             }
         }
         for (path, error) in &found.broken {
-            println!("\nbroken {}: {error}", path.display());
+            crate::outln!("\nbroken {}: {error}", path.display());
         }
     }
     Ok(if found.broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

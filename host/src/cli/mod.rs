@@ -5,6 +5,7 @@ pub mod detect;
 pub mod embed;
 pub mod faces;
 pub mod guests;
+pub mod output;
 pub mod regenerate;
 pub mod report;
 pub mod search;
@@ -31,6 +32,10 @@ use crate::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, Tru
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Print errors with their whole chain of causes, the database drivers' own errors among them.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -203,7 +203,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     // Both stores answer before any work starts.
     let (store, search) = tokio.block_on(async {
         let store = args.face_store.open(&layout, false).await?;
-        let search = args.search_store.open().await?;
+        let search = args.search_store.open(&args.face_store.retry).await?;
         anyhow::Ok((store, search))
     })?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
@@ -248,7 +248,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     let (summary, result) =
         tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()));
     drop(progress);
-    print_summary(&summary, args.json)?;
+    // A closed stdout ends the command quietly, unless the run failed, which matters more.
+    let printed = print_summary(&summary, args.json);
     if let Err(e) = result {
         bail!(
             "{e}\nregenerate stopped; what it committed before stays: fix the cause, then run the same command again to finish"
@@ -261,6 +262,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         let signal = signals.received().unwrap_or(libc::SIGINT);
         return Ok(ExitCode::from((128 + signal) as u8));
     }
+    printed?;
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -337,7 +339,7 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     }
     eprintln!("{summary}");
     if json {
-        println!("{}", serde_json::to_string(summary)?);
+        crate::outln!("{}", serde_json::to_string(summary)?);
     }
     Ok(())
 }

@@ -53,13 +53,17 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&html_path, html::render(&report, &before, &after))
         .with_context(|| format!("writing {}", html_path.display()))?;
     let d = &report.detector;
-    println!(
+    crate::outln!(
         "report: {} photos, {} with changes; faces kept {}, lost {}, gained {}",
-        d.photos, d.photos_changed, d.kept, d.lost, d.gained
+        d.photos,
+        d.photos_changed,
+        d.kept,
+        d.lost,
+        d.gained
     );
     if let Some(m) = &report.model {
         let accuracy = |a: Option<f64>| a.map_or("-".into(), |a| format!("{a:.3}"));
-        println!(
+        crate::outln!(
             "report: model {} -> {}: {} faces, top-1 changed for {}, mean top-{} overlap {}; best balanced accuracy {} -> {}",
             m.before_model.name,
             m.after_model.name,
@@ -71,6 +75,6 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             accuracy(m.after.best_balanced_accuracy)
         );
     }
-    println!("report: wrote {} and {}", html_path.display(), json_path.display());
+    crate::outln!("report: wrote {} and {}", html_path.display(), json_path.display());
     Ok(ExitCode::SUCCESS)
 }

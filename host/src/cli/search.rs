@@ -2,6 +2,7 @@
 //! of the Tarantool search store when one is configured, else by brute force over the face
 //! store's facens.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ use crate::imaging::{DecodeLimits, align, decode_rgb};
 use crate::pipeline::model_input;
 use crate::runtime::World;
 use crate::store::tarantool::{Metric, TarantoolStore};
-use crate::store::{FaceId, FaceStore};
+use crate::store::{FaceId, FacePages, FaceStore};
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -31,9 +32,11 @@ pub struct SearchArgs {
     #[arg(long, value_name = "NAME|PATH", default_value = "nnd")]
     pub detector: String,
 
-    /// Model: must be the one the stored facens were computed with.
-    #[arg(long, value_name = "NAME|PATH", default_value = "dlib-resnet-128")]
-    pub model: String,
+    /// Model: must be the one the stored facens were computed with. Default: the model of the
+    /// search store's active space, or without --tarantool, the one model whose facens the
+    /// face store holds.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub model: Option<String>,
 
     /// Set a detector parameter; repeatable.
     #[arg(long = "param", value_name = "NAME=VALUE")]
@@ -68,13 +71,22 @@ struct Hit {
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (store, search) = tokio
-        .block_on(async { anyhow::Ok((args.face_store.open().await?, args.search_store.open().await?)) })?;
+    let (store, search) = tokio.block_on(async {
+        anyhow::Ok((
+            args.face_store.open().await?,
+            args.search_store.open(&args.face_store.store.retry).await?,
+        ))
+    })?;
+
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => tokio.block_on(stored_model(store.as_ref(), search.as_deref()))?,
+    };
 
     let runtime = args.guest.runtime()?;
     let guest_dir = args.guest.guest_dir();
     let mut detector = runtime.detector(runtime.resolve(&args.detector, World::Detector, &guest_dir)?)?;
-    let model_component = runtime.resolve(&args.model, World::Embedder, &guest_dir)?;
+    let model_component = runtime.resolve(&model, World::Embedder, &guest_dir)?;
     let mut embedder = runtime.embedder(model_component.clone())?;
     let params = parse_params(&detector.info().params, &args.params, &detector.info().name.clone())
         .map_err(anyhow::Error::msg)?;
@@ -118,7 +130,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         String::new()
                     },
-                    args.model
+                    model
                 );
             }
             (hits, format!("{compared} stored faces compared"))
@@ -126,12 +138,12 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     };
     for (i, (face, hits)) in faces.iter().zip(&hits).enumerate() {
         if args.json {
-            println!("{}", serde_json::json!({ "face": i, "bbox": face.bbox, "nearest": hits }));
+            crate::outln!("{}", serde_json::json!({ "face": i, "bbox": face.bbox, "nearest": hits }));
         } else {
             let [x1, y1, x2, y2] = face.bbox;
-            println!("face {i} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]:");
+            crate::outln!("face {i} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]:");
             for hit in hits {
-                println!(
+                crate::outln!(
                     "  {:>8.4}  face {:<8} {}",
                     hit.distance,
                     hit.id,
@@ -140,7 +152,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    eprintln!("search: {} face(s) in the photo; {searched}", faces.len());
+    eprintln!("search: {} face(s) in the photo, model `{}`; {searched}", faces.len(), embedder.info().name);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -167,10 +179,8 @@ async fn brute_force(
 ) -> anyhow::Result<(Vec<Vec<Hit>>, u64, u64)> {
     let mut hits: Vec<Vec<Hit>> = queries.iter().map(|_| Vec::new()).collect();
     let (mut compared, mut other_models) = (0u64, 0u64);
-    let mut next = 1;
-    loop {
-        let page = store.scan_faces(next..=FaceId::MAX, 1024).await?;
-        let Some(last) = page.last().map(|f| f.id) else { break };
+    let mut pages = FacePages::new(store, 1, 1024);
+    while let Some(page) = pages.next_page().await? {
         for face in page.into_iter().filter(|f| !f.lost) {
             let Some(facen) = &face.facen else { continue };
             if facen.model.sha256 != sha256 {
@@ -188,12 +198,42 @@ async fn brute_force(
             h.sort_by(|a, b| a.distance.total_cmp(&b.distance));
             h.truncate(top);
         }
-        if last == FaceId::MAX {
-            break;
-        }
-        next = last + 1;
     }
     Ok((hits, compared, other_models))
+}
+
+/// The model a search without --model uses: the one the search store's active space holds
+/// facens of, or without a search store, the one whose facens the face store's faces hold.
+async fn stored_model(store: &dyn FaceStore, search: Option<&TarantoolStore>) -> anyhow::Result<String> {
+    if let Some(search) = search {
+        return match search.active_space().await? {
+            Some(active) => Ok(active.model_name),
+            None => bail!(
+                "{} has no active search space yet, so search cannot tell which model to use: give --model, \
+                 or switch search to a model with `refacen sync-search --model NAME --activate`",
+                search.location()
+            ),
+        };
+    }
+    let mut models: BTreeMap<String, u64> = BTreeMap::new();
+    let mut pages = FacePages::new(store, 1, 1024);
+    while let Some(page) = pages.next_page().await? {
+        for facen in page.iter().filter(|f| !f.lost).filter_map(|f| f.facen.as_ref()) {
+            *models.entry(facen.model.name.clone()).or_default() += 1;
+        }
+    }
+    let mut names = models.keys();
+    match (names.next(), names.next()) {
+        (Some(only), None) => Ok(only.clone()),
+        (None, _) => bail!(
+            "{} holds no facens to search: run `refacen regenerate` with a model first",
+            store.location()
+        ),
+        _ => {
+            let counts: Vec<String> = models.iter().map(|(name, n)| format!("{name} ({n} faces)")).collect();
+            bail!("{} holds facens of several models: {}; give --model", store.location(), counts.join(", "))
+        }
+    }
 }
 
 /// The `top` nearest per query in the search store's active space, which must hold facens of

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::stores::SearchStoreArgs;
+use super::stores::{SearchStoreArgs, StoreRetryArgs};
 
 #[derive(Args, Debug)]
 pub struct SpacesArgs {
@@ -15,16 +15,19 @@ pub struct SpacesArgs {
 
     #[command(flatten)]
     pub search_store: SearchStoreArgs,
+
+    #[command(flatten)]
+    pub retry: StoreRetryArgs,
 }
 
 pub fn run(args: &SpacesArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     tokio.block_on(async {
-        let search = args.search_store.open_required("spaces").await?;
+        let search = args.search_store.open_required("spaces", &args.retry).await?;
         let spaces = search.spaces().await?;
         for space in &spaces {
             if args.json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::json!({
                         "name": space.name,
@@ -36,7 +39,7 @@ pub fn run(args: &SpacesArgs) -> anyhow::Result<ExitCode> {
                     })
                 );
             } else {
-                println!(
+                crate::outln!(
                     "{}{} model {} ({} values): {} facens (per shard: {:?})",
                     space.name,
                     if space.active { " (active)" } else { "" },

@@ -3,12 +3,30 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
 
 use crate::store::tarantool::TarantoolStore;
-use crate::store::{EmbeddedStore, FaceStore, MongoStore};
+use crate::store::{EmbeddedStore, FaceStore, MongoStore, RetryWindow};
+
+/// How long a database server that stops answering is retried.
+#[derive(Args, Debug, Clone)]
+pub struct StoreRetryArgs {
+    /// Seconds to keep retrying an operation on MongoDB or a Tarantool shard that stops
+    /// answering, from its first failure, before the run stops with the cause (0: no retries).
+    /// Retries are logged when they start and when the server answers again or they give up.
+    #[arg(long, env = "REFACEN_STORE_RETRY_S", value_name = "SECONDS", default_value_t = RetryWindow::DEFAULT.0.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub store_retry_s: u64,
+}
+
+impl StoreRetryArgs {
+    pub fn window(&self) -> RetryWindow {
+        RetryWindow(Duration::from_secs(self.store_retry_s))
+    }
+}
 
 /// Where face records are.
 #[derive(Args, Debug, Clone)]
@@ -21,6 +39,9 @@ pub struct FaceStoreArgs {
     /// The MongoDB database of the face records.
     #[arg(long, env = "REFACEN_MONGO_DB", value_name = "NAME", default_value = "refacen")]
     pub mongo_db: String,
+
+    #[command(flatten)]
+    pub retry: StoreRetryArgs,
 }
 
 /// Where the face records a reading command works on are: MongoDB, or the embedded store of
@@ -62,7 +83,9 @@ impl FaceStoreArgs {
     /// (which must already exist when `existing`).
     pub async fn open(&self, layout: &StateLayout, existing: bool) -> anyhow::Result<Arc<dyn FaceStore>> {
         Ok(match &self.mongo {
-            Some(uri) => Arc::new(MongoStore::connect(uri, &self.mongo_db).await?),
+            Some(uri) => {
+                Arc::new(MongoStore::connect_retrying(uri, &self.mongo_db, self.retry.window()).await?)
+            }
             None if existing => Arc::new(layout.open_existing_store()?),
             None => Arc::new(layout.open_store()?),
         })
@@ -71,18 +94,22 @@ impl FaceStoreArgs {
 
 impl SearchStoreArgs {
     /// The search store, when `--tarantool` is given.
-    pub async fn open(&self) -> anyhow::Result<Option<Arc<TarantoolStore>>> {
+    pub async fn open(&self, retry: &StoreRetryArgs) -> anyhow::Result<Option<Arc<TarantoolStore>>> {
         let addresses: Vec<String> =
             self.tarantool.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
         if addresses.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Arc::new(TarantoolStore::connect(&addresses).await?)))
+        Ok(Some(Arc::new(TarantoolStore::connect_retrying(&addresses, retry.window()).await?)))
     }
 
     /// The search store, which the command cannot do without.
-    pub async fn open_required(&self, command: &str) -> anyhow::Result<Arc<TarantoolStore>> {
-        match self.open().await? {
+    pub async fn open_required(
+        &self,
+        command: &str,
+        retry: &StoreRetryArgs,
+    ) -> anyhow::Result<Arc<TarantoolStore>> {
+        match self.open(retry).await? {
             Some(search) => Ok(search),
             None => bail!(
                 "{command} needs the search store: give --tarantool HOST:PORT[,...] (or REFACEN_TARANTOOL)"

@@ -4,8 +4,9 @@
 //!
 //! A sync stamps what it copies with a new generation of the space; at the end, rows it did not
 //! copy (faces lost or re-embedded since an earlier sync) are swept. Interrupted, it resumes
-//! after its last checkpoint with the same generation. Search keeps answering from the active
-//! space throughout: only `--activate` switches it, after the counts match.
+//! after its last checkpoint with the same generation, reading only the faces after it: a
+//! resume costs what is left. Search keeps answering from the active space throughout: only
+//! `--activate` switches it, after the counts match.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,8 +17,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::stores::{ExistingFaceStoreArgs, SearchStoreArgs};
-use crate::store::tarantool::TarantoolStore;
-use crate::store::{FaceId, FaceRecord, FaceStore};
+use crate::store::tarantool::{Checkpoint, TarantoolStore};
+use crate::store::{FaceId, FacePages, FaceRecord, FaceStore};
 
 #[derive(Args, Debug)]
 pub struct SyncSearchArgs {
@@ -61,6 +62,9 @@ struct SyncSummary {
     shards: usize,
     /// Faces of the face store with a facen of the model, lost ones excluded.
     facens: u64,
+    /// Face records read from the face store: all of them, or with a resume those after
+    /// the checkpoint.
+    faces_read: u64,
     copied: u64,
     /// The checkpoint an interrupted sync left, which this one resumed after.
     resumed_after: Option<FaceId>,
@@ -77,12 +81,12 @@ pub fn run(args: &SyncSearchArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
         let store = args.face_store.open().await?;
-        let search = args.search_store.open_required("sync-search").await?;
+        let search = args.search_store.open_required("sync-search", &args.face_store.store.retry).await?;
         let summary = sync(args, store.as_ref(), &search).await?;
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
         eprintln!(
-            "sync-search: model `{}` ({} values) into `{}` on {} shard(s) of {}: {} facens in {}, {} copied{}, {} \
-             stale removed; the space holds {}; {:.1} s, {:.0} facens/s",
+            "sync-search: model `{}` ({} values) into `{}` on {} shard(s) of {}: {} facens in {}, {} faces read, {} \
+             copied{}, {} stale removed; the space holds {}; {:.1} s, {:.0} facens/s",
             summary.model,
             summary.facen_size,
             summary.space,
@@ -90,6 +94,7 @@ pub fn run(args: &SyncSearchArgs) -> anyhow::Result<ExitCode> {
             search.location(),
             summary.facens,
             store.location(),
+            summary.faces_read,
             summary.copied,
             summary.resumed_after.map_or(String::new(), |id| format!(" (resumed after face {id})")),
             summary.swept,
@@ -104,19 +109,20 @@ pub fn run(args: &SyncSearchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("sync-search: dropped `{space}`");
         }
         if args.json {
-            println!("{}", serde_json::to_string(&summary)?);
+            crate::outln!("{}", serde_json::to_string(&summary)?);
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// The facen size and space of the model, once its first facen is seen.
+/// The facen size and space of the model: those of the interrupted sync a resume continues,
+/// or else set by the first facen seen.
 struct Target {
     facen_size: u32,
     space: String,
-    checkpoint: Option<FaceId>,
-    /// The face that set the facen size, for messages.
-    first: FaceId,
+    checkpoint: Option<Checkpoint>,
+    /// What set the facen size, for messages: a face, or the faces before the checkpoint.
+    first: String,
 }
 
 async fn sync(
@@ -134,11 +140,26 @@ async fn sync(
     });
     let batch_size = args.batch_size as usize;
     let mut target: Option<Target> = None;
+    let mut from: FaceId = 1;
+    if !args.restart
+        && let Some((space, checkpoint)) = search.interrupted_sync(&args.model).await?
+    {
+        let state = search.begin_sync(&space.name, true).await?;
+        if let Some(checkpoint) = state.checkpoint {
+            from = checkpoint.last_id.saturating_add(1);
+            summary.facens = checkpoint.facens;
+        }
+        target = Some(Target {
+            facen_size: space.facen_size,
+            first: format!("faces up to {}", checkpoint.last_id),
+            space: space.name,
+            checkpoint: state.checkpoint,
+        });
+    }
     let mut batch: Vec<(FaceId, Vec<f32>)> = Vec::with_capacity(batch_size);
-    let mut next: FaceId = 1;
-    loop {
-        let page = store.scan_faces(next..=FaceId::MAX, batch_size.max(256)).await?;
-        let Some(last) = page.last().map(|f| f.id) else { break };
+    let mut pages = FacePages::new(store, from, batch_size.max(256));
+    while let Some(page) = pages.next_page().await? {
+        summary.faces_read += page.len() as u64;
         for face in page {
             let Some(values) = facen_of(&face, &args.model) else { continue };
             let size = values.len() as u32;
@@ -151,14 +172,14 @@ async fn sync(
                         facen_size: size,
                         space,
                         checkpoint: state.checkpoint,
-                        first: face.id,
+                        first: format!("face {}", face.id),
                     })
                 }
             };
             if size != target.facen_size {
                 bail!(
-                    "faces {} and {} of the face store hold facens of model `{}` with {} and {size} values: one \
-                     model name, two models; regenerate the facens with one model before syncing",
+                    "{} and face {} of the face store hold facens of model `{}` with {} and {size} values: one \
+                     model name, two models; regenerate the facens with one model, then sync with --restart",
                     target.first,
                     face.id,
                     args.model,
@@ -166,21 +187,14 @@ async fn sync(
                 );
             }
             summary.facens += 1;
-            if target.checkpoint.is_some_and(|c| face.id <= c) {
-                continue;
-            }
             batch.push((face.id, values));
             if batch.len() == batch_size {
                 copy_batch(search, target, &mut batch, &mut summary).await?;
             }
         }
         if let Some(bar) = &progress {
-            bar.set_message(format!("{} facens seen, {} copied", summary.facens, summary.copied));
+            bar.set_message(format!("{} faces read, {} copied", summary.faces_read, summary.copied));
         }
-        if last == FaceId::MAX {
-            break;
-        }
-        next = last + 1;
     }
     drop(progress);
     let Some(target) = target else {
@@ -191,7 +205,7 @@ async fn sync(
         );
     };
     copy_batch(search, &target, &mut batch, &mut summary).await?;
-    summary.resumed_after = target.checkpoint;
+    summary.resumed_after = target.checkpoint.map(|c| c.last_id);
     summary.swept = search.finish_sync(&target.space).await?;
     summary.space_count = search.count(&target.space).await?;
     summary.facen_size = target.facen_size;
@@ -235,9 +249,10 @@ async fn copy_batch(
     batch: &mut Vec<(FaceId, Vec<f32>)>,
     summary: &mut SyncSummary,
 ) -> anyhow::Result<()> {
-    let Some(last) = batch.last().map(|(id, _)| *id) else { return Ok(()) };
+    let Some(last_id) = batch.last().map(|(id, _)| *id) else { return Ok(()) };
     search.put(&target.space, batch).await?;
-    search.save_checkpoint(&target.space, last).await?;
+    // `summary.facens` counts the facens up to the batch's last face, that one included.
+    search.save_checkpoint(&target.space, Checkpoint { last_id, facens: summary.facens }).await?;
     summary.copied += batch.len() as u64;
     batch.clear();
     Ok(())

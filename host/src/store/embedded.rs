@@ -35,7 +35,15 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| backend(path, e))?;
         }
-        let db = Database::create(path).map_err(|e| backend(path, e))?;
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch) => {
+                return Err(StoreError::InUse { store: path.to_path_buf(), holder: Holder::read(path) });
+            }
+            Err(e) => return Err(backend(path, e)),
+        };
+        // Only a message depends on it: a store that cannot say who holds it still works.
+        let _ = Holder::this_process().write(path);
         let store = EmbeddedStore { db, path: path.to_path_buf() };
         store.write(|txn| {
             txn.open_table(FACES)?;
@@ -93,6 +101,65 @@ impl EmbeddedStore {
             message: e.to_string(),
         })
     }
+}
+
+/// The refacen that has a store file open, as it wrote itself down beside the file
+/// (`<store>.holder`) once it held the file's lock, for the message another one gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// The subcommand, e.g. `regenerate`.
+    pub command: String,
+    /// Unix time (seconds) it opened the store.
+    pub since: i64,
+}
+
+impl Holder {
+    fn this_process() -> Holder {
+        let command = std::env::args().nth(1).filter(|a| !a.starts_with('-')).unwrap_or_default();
+        Holder { pid: std::process::id(), command, since: unix_now() }
+    }
+
+    fn file(store: &Path) -> PathBuf {
+        let mut name = store.as_os_str().to_owned();
+        name.push(".holder");
+        PathBuf::from(name)
+    }
+
+    fn write(&self, store: &Path) -> std::io::Result<()> {
+        std::fs::write(Self::file(store), format!("{} {} {}\n", self.pid, self.since, self.command))
+    }
+
+    /// Who holds `store` now, if that can be told: the process its holder file names, when it
+    /// is still running (the file of one that ended stays behind).
+    fn read(store: &Path) -> Option<Holder> {
+        let text = std::fs::read_to_string(Self::file(store)).ok()?;
+        let mut fields = text.trim().splitn(3, ' ');
+        let pid: u32 = fields.next()?.parse().ok()?;
+        let since: i64 = fields.next()?.parse().ok()?;
+        let command = fields.next().unwrap_or_default().to_string();
+        let holder = Holder { pid, command, since };
+        holder.is_running().then_some(holder)
+    }
+
+    fn is_running(&self) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else { return false };
+        // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+        let status = unsafe { libc::kill(pid, 0) };
+        status == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let command = if self.command.is_empty() { String::new() } else { format!(" {}", self.command) };
+        let minutes = (unix_now() - self.since).max(0) / 60;
+        write!(f, "`refacen{command}`, pid {}, running for {minutes} min", self.pid)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

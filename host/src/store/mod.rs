@@ -4,6 +4,7 @@
 mod embedded;
 mod mongo;
 mod names;
+mod retry;
 mod search;
 pub mod tarantool;
 
@@ -11,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, Holder};
 pub use mongo::MongoStore;
 pub use names::{PhotoName, escape_controls};
+pub use retry::RetryWindow;
 pub use search::{Copied, SearchCopier, SearchStore};
 
 use crate::face::{Face, ParamValue};
@@ -112,6 +114,24 @@ pub struct PhotoRecord {
 pub enum StoreError {
     #[error("{location}: {message}")]
     Backend { location: String, message: String },
+    /// A database driver's error told in one line; the driver's own error is its source
+    /// (which `refacen -v` prints).
+    #[error("{location}: {message}")]
+    Driver {
+        location: String,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another process has the embedded store open (redb's lock on the file).
+    #[error(
+        "{}: another refacen{} is working on this state directory (its face store {} is locked); wait for \
+         it to finish or stop it, then run this again",
+        store.parent().map_or(String::new(), |d| d.display().to_string()),
+        holder.as_ref().map_or(String::new(), |h| format!(" ({h})")),
+        store.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())
+    )]
+    InUse { store: std::path::PathBuf, holder: Option<Holder> },
     #[error(
         "{location}: record {key} cannot be read ({message}); it was written by another refacen version or is damaged"
     )]
@@ -159,4 +179,26 @@ pub trait FaceStore: Send + Sync {
 
     /// Clears `search_pending` on `ids`.
     async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError>;
+}
+
+/// The faces of a store in id order, a page at a time, from one id on.
+pub struct FacePages<'a> {
+    store: &'a dyn FaceStore,
+    /// The first id of the next page; None once the last was read.
+    next: Option<FaceId>,
+    page_size: usize,
+}
+
+impl<'a> FacePages<'a> {
+    pub fn new(store: &'a dyn FaceStore, from: FaceId, page_size: usize) -> Self {
+        FacePages { store, next: Some(from), page_size }
+    }
+
+    /// The next page, or None after the last face.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<FaceRecord>>, StoreError> {
+        let Some(from) = self.next else { return Ok(None) };
+        let page = self.store.scan_faces(from..=FaceId::MAX, self.page_size).await?;
+        self.next = page.last().and_then(|f| f.id.checked_add(1));
+        Ok((!page.is_empty()).then_some(page))
+    }
 }

@@ -14,7 +14,9 @@
 //! `photo` field), so the rerun matches them by box and keeps their ids rather than adding
 //! duplicates. Writes go in unordered batches of upserts through the plain `update` command
 //! (every MongoDB version has it; `bulkWrite` needs 8.0). Transient failures (network,
-//! server selection, a primary stepping down) are retried with exponential backoff.
+//! server selection, a primary stepping down) are retried for the retry window
+//! ([`super::retry`]). The driver's errors are told in one line naming the server, the user
+//! and what to check ([`explain`]); the driver's own error stays their source.
 //!
 //! Reads in id order ask for a window of ids at a time and sort it here rather than asking
 //! the server to sort: as correct on MongoDB, and also on the wire-compatible server the
@@ -29,40 +31,81 @@ use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::retry::{Retrier, RetryWindow};
 use super::{
     DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, StoreError,
 };
 
 /// Documents per `update` command (well under MongoDB's 100000 operations and 48 MB).
 const BATCH: usize = 500;
-/// Tries of one operation before its failure is final; waits double from 100 ms to 3.2 s.
-const TRIES: u32 = 9;
+/// How long one attempt waits for a server to answer, at most.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct MongoStore {
     db: Database,
     faces: Collection<FaceDoc>,
     photos: Collection<PhotoDoc>,
     location: String,
+    /// Who the client logs in as, for messages.
+    login: Login,
+    retrier: Retrier,
+}
+
+/// The user of a `--mongo` URI and the database that defines it.
+#[derive(Clone, Debug)]
+struct Login {
+    user: Option<String>,
+    auth_source: String,
+    database: String,
 }
 
 impl MongoStore {
     /// Connects to `uri`, checks the server answers, and creates the indexes. An unreachable
-    /// server is an error within a few seconds, before any work starts.
+    /// server is an error within a few seconds, before any work starts. Operations are retried
+    /// for the default window ([`MongoStore::connect_retrying`]).
     pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        Self::connect_retrying(uri, database, RetryWindow::DEFAULT).await
+    }
+
+    /// [`MongoStore::connect`], with operations on a server that stops answering retried for
+    /// `retry`.
+    pub async fn connect_retrying(uri: &str, database: &str, retry: RetryWindow) -> Result<Self, StoreError> {
         let location = format!("mongodb {} (database {database})", redact(uri));
         let fail = |message: String| StoreError::Backend { location: location.clone(), message };
-        let mut options =
-            ClientOptions::parse(uri).await.map_err(|e| fail(format!("bad --mongo URI: {e}")))?;
-        options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
-        options.connect_timeout.get_or_insert(Duration::from_secs(5));
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| fail(format!("bad --mongo URI: {}", one_line(&e))))?;
+        // An attempt never outlasts the window by more than itself: short windows, short attempts.
+        let attempt = ATTEMPT_TIMEOUT.min(retry.0).max(Duration::from_secs(1));
+        options.server_selection_timeout.get_or_insert(attempt);
+        options.connect_timeout.get_or_insert(attempt);
         options.app_name.get_or_insert("refacen".into());
-        let client = Client::with_options(options).map_err(|e| fail(e.to_string()))?;
+        let login = Login {
+            user: options.credential.as_ref().and_then(|c| c.username.clone()),
+            auth_source: options
+                .credential
+                .as_ref()
+                .and_then(|c| c.source.clone())
+                .or_else(|| options.default_database.clone())
+                .unwrap_or_else(|| "admin".into()),
+            database: database.to_string(),
+        };
+        let client = Client::with_options(options).map_err(|e| fail(one_line(&e)))?;
         let db = client.database(database);
-        db.run_command(doc! { "ping": 1 }).await.map_err(|e| {
-            fail(format!("the server does not answer ({}); is it running, and is --mongo right?", cause(&e)))
+        db.run_command(doc! { "ping": 1 }).await.map_err(|e| StoreError::Driver {
+            location: location.clone(),
+            message: explain(&e, &login),
+            source: Box::new(e),
         })?;
-        let store =
-            MongoStore { faces: db.collection("faces"), photos: db.collection("photos"), db, location };
+        let retrier = Retrier::new(location.clone(), retry);
+        let store = MongoStore {
+            faces: db.collection("faces"),
+            photos: db.collection("photos"),
+            db,
+            location,
+            login,
+            retrier,
+        };
         store
             .retry("creating indexes", || async {
                 store.faces.create_index(IndexModel::builder().keys(doc! { "photo": 1 }).build()).await?;
@@ -76,31 +119,19 @@ impl MongoStore {
         Ok(store)
     }
 
-    /// Runs `op` until it succeeds, fails for good, or has been tried [`TRIES`] times.
-    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    /// Runs `op` until it succeeds, fails for good, or its server has not answered for the
+    /// retry window.
+    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = mongodb::error::Result<T>>,
     {
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1.. {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(e) if attempt < TRIES && transient(&e) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(3200));
-                }
-                Err(e) => {
-                    let tried =
-                        if transient(&e) { format!(" (tried {attempt} times)") } else { String::new() };
-                    return Err(StoreError::Backend {
-                        location: self.location.clone(),
-                        message: format!("{what}: {}{tried}", cause(&e)),
-                    });
-                }
-            }
-        }
-        unreachable!("the loop returns")
+        let transient = |e: &mongodb::error::Error| transient(e).then(|| short_cause(e));
+        self.retrier.run(op, transient).await.map_err(|gave_up| {
+            let message =
+                format!("{what}: {}{}", explain(&gave_up.error, &self.login), gave_up.retried_text());
+            StoreError::Driver { location: self.location.clone(), message, source: Box::new(gave_up.error) }
+        })
     }
 
     /// Upserts `docs` by `_id` in unordered batches, each retried on its own.
@@ -183,8 +214,12 @@ impl MongoStore {
     }
 }
 
-/// Errors worth another try: the server or the network, not the request.
+/// Errors worth another try: the server or the network, not the request (nor the login,
+/// which a selection timeout may carry).
 fn transient(e: &mongodb::error::Error) -> bool {
+    if is_login_failure(e) {
+        return false;
+    }
     e.contains_label("RetryableWriteError")
         || matches!(
             *e.kind,
@@ -193,16 +228,83 @@ fn transient(e: &mongodb::error::Error) -> bool {
         || matches!(&*e.kind, ErrorKind::Command(c) if [91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
 }
 
-/// The driver's message without its topology dump, but with the server's own error from it.
-fn cause(e: &mongodb::error::Error) -> String {
-    let text = e.to_string();
-    let Some(at) = text.find(" Topology:") else { return text };
-    let mut cause = text[..at].trim_end_matches([',', ' ']).to_string();
-    if let Some(start) = text[at..].find("Error: Kind: ").map(|i| at + i + "Error: Kind: ".len()) {
-        let end = text[start..].find(", labels").map_or(text.len(), |i| start + i);
-        cause = format!("{cause} ({})", &text[start..end]);
+/// A driver error in one line for the operator: what happened, the user when it is about
+/// logging in, and what to check. The driver's full error is left to `-v`.
+fn explain(e: &mongodb::error::Error, login: &Login) -> String {
+    let unauthorized = matches!(&*e.kind, ErrorKind::Command(c) if c.code == UNAUTHORIZED);
+    match (&login.user, &*e.kind) {
+        (None, _) if is_login_failure(e) || unauthorized => {
+            return "the server asks to log in: give a user and password in --mongo \
+                    (mongodb://USER:PASSWORD@HOST:PORT/?authSource=admin)"
+                .to_string();
+        }
+        (Some(user), _) if is_login_failure(e) => {
+            return format!(
+                "user '{user}' cannot log in (authentication failed): check the user name and password in \
+                 --mongo, and that the user is defined in database '{}' (authSource in the URI)",
+                login.auth_source
+            );
+        }
+        (Some(user), ErrorKind::Command(c)) if unauthorized => {
+            return format!(
+                "user '{user}' is not allowed to do this ({}): grant it the readWrite role on database '{}'",
+                c.message, login.database
+            );
+        }
+        _ => {}
     }
-    cause
+    match &*e.kind {
+        ErrorKind::Command(c) => format!("the server refused: {} ({} {})", c.message, c.code_name, c.code),
+        ErrorKind::DnsResolve { message, .. } => {
+            format!("the host name of --mongo cannot be resolved ({message}): check the URI")
+        }
+        ErrorKind::InvalidTlsConfig { message, .. } => {
+            format!("TLS is misconfigured ({message}): check the URI's tls options")
+        }
+        _ if transient(e) => {
+            format!("the server does not answer ({}); is it running, and is --mongo right?", short_cause(e))
+        }
+        _ => one_line(e),
+    }
+}
+
+/// MongoDB's AuthenticationFailed.
+const AUTHENTICATION_FAILED: i32 = 18;
+/// MongoDB's Unauthorized: logged in, but the user lacks a privilege.
+const UNAUTHORIZED: i32 = 13;
+
+/// Whether the server refused the login, told directly or (when the connection is made for
+/// server selection) as the server's error inside a selection timeout.
+fn is_login_failure(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Authentication { .. } => true,
+        ErrorKind::Command(c) => c.code == AUTHENTICATION_FAILED,
+        ErrorKind::ServerSelection { message, .. } => message.contains("Kind: Authentication"),
+        _ => false,
+    }
+}
+
+/// Why the server does not answer, in a few words: the server's own error from a selection
+/// timeout's topology dump, or the error itself.
+fn short_cause(e: &mongodb::error::Error) -> String {
+    if let ErrorKind::ServerSelection { message, .. } = &*e.kind
+        && let Some(start) = message.find("Error: Kind: ").map(|i| i + "Error: Kind: ".len())
+    {
+        let rest = &message[start..];
+        let end = rest.find(", labels").unwrap_or(rest.len());
+        return rest[..end].trim_start_matches("I/O error: ").to_string();
+    }
+    match &*e.kind {
+        ErrorKind::Io(io) => io.to_string(),
+        _ => one_line(e),
+    }
+}
+
+/// The driver's message, cut at its first line and before any topology dump.
+fn one_line(e: &mongodb::error::Error) -> String {
+    let text = e.kind.to_string();
+    let text = text.lines().next().unwrap_or_default();
+    text.split(" Topology:").next().unwrap_or_default().trim_end_matches([',', ' ']).to_string()
 }
 
 /// The URI without its password.

@@ -5,13 +5,13 @@
 //!
 //! One connection per server; requests go one at a time and the reply is read before the next
 //! request. A connection that fails is dropped and opened again on the next try: every call
-//! refacen makes is idempotent, so it is retried after a lost connection or reply, with waits
-//! doubling from 100 ms to 3.2 s for up to 20 s. Errors the server answers (Lua errors among
-//! them) are answers and are never retried.
+//! refacen makes is idempotent, so it is retried after a lost connection or reply, for the
+//! retry window ([`super::super::retry`]). Errors the server answers (Lua errors among them)
+//! are answers and are never retried.
 
 use std::fmt;
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use rmpv::Value;
@@ -20,11 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::store::retry::{Retrier, RetryWindow};
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const FIRST_WAIT: Duration = Duration::from_millis(100);
-const MAX_WAIT: Duration = Duration::from_millis(3200);
-const RETRY_FOR: Duration = Duration::from_secs(20);
 /// Larger replies are refused rather than allocated: none of refacen's comes near.
 const MAX_REPLY: u32 = 256 << 20;
 
@@ -120,14 +119,16 @@ pub struct Client {
     /// dropped) takes its connection with it instead of leaving a reply to be read as the
     /// answer to the next request.
     connection: Mutex<Option<Connection>>,
+    retrier: Retrier,
 }
 
 impl Client {
     /// Connects once (no retries: an unreachable server is reported at once) and pings.
-    pub async fn connect(address: Address) -> Result<Client, Error> {
+    pub async fn connect(address: Address, retry: RetryWindow) -> Result<Client, Error> {
         let mut connection = Connection::open(&address).await?;
         connection.request(PING, &encode_map(Vec::new())).await?;
-        Ok(Client { address, connection: Mutex::new(Some(connection)) })
+        let retrier = Retrier::new(format!("tarantool {address}"), retry);
+        Ok(Client { address, connection: Mutex::new(Some(connection)), retrier })
     }
 
     pub fn address(&self) -> &Address {
@@ -138,23 +139,16 @@ impl Client {
     pub async fn call(&self, function: &str, args: Vec<Value>) -> Result<Vec<Value>, Error> {
         let body =
             encode_map(vec![(FUNCTION_NAME.into(), function.into()), (TUPLE.into(), Value::Array(args))]);
-        let started = Instant::now();
-        let mut wait = FIRST_WAIT;
-        loop {
-            match self.try_request(CALL, &body).await {
-                Ok(reply) => return data(reply),
-                Err(Error::Io(_)) if started.elapsed() + wait < RETRY_FOR => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(MAX_WAIT);
-                }
-                Err(Error::Io(message)) => {
-                    return Err(Error::Io(format!(
-                        "{message} (retried for {:.0} s)",
-                        started.elapsed().as_secs_f64()
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
+        let transient = |e: &Error| match e {
+            Error::Io(message) => Some(message.clone()),
+            Error::Server { .. } => None,
+        };
+        match self.retrier.run(|| self.try_request(CALL, &body), transient).await {
+            Ok(reply) => data(reply),
+            Err(gave_up) => match gave_up.error {
+                Error::Io(ref message) => Err(Error::Io(format!("{message}{}", gave_up.retried_text()))),
+                error => Err(error),
+            },
         }
     }
 

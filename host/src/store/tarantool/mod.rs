@@ -25,11 +25,12 @@ use std::sync::Arc;
 
 use rmpv::Value;
 
+use super::retry::RetryWindow;
 use super::{FaceId, StoreError};
 use iproto::{Address, Client, Error};
 
 /// The refacen.lua protocol this client speaks (`refacen.version()`).
-const PROTOCOL: u64 = 1;
+const PROTOCOL: u64 = 2;
 /// Rows per `refacen.put` / `refacen.delete` call: one transaction of about 0.5 MB of
 /// 128-value facens.
 const ROWS_PER_CALL: usize = 1000;
@@ -83,11 +84,20 @@ pub struct SpaceInfo {
     pub active: bool,
 }
 
-/// Where a sync stands: its generation, and the last face id it recorded as copied.
+/// Where a sync stands: its generation, and what it recorded as copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncState {
     pub generation: u64,
-    pub checkpoint: Option<FaceId>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A sync's progress: the facens of every face up to `last_id` are copied; the face store
+/// held `facens` of them (what a resumed sync, reading only the faces after `last_id`, adds
+/// its own count to before it verifies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub last_id: FaceId,
+    pub facens: u64,
 }
 
 /// The space of a model's facens: `facens_<model>_<size>`, the model name lowercased with
@@ -179,8 +189,15 @@ pub struct TarantoolStore {
 impl TarantoolStore {
     /// Connects to every shard (`host:port` or `user:password@host:port`, shard 0 first), pings
     /// it and checks that it has refacen.lua loaded. An unreachable shard is an error naming it
-    /// within a few seconds.
+    /// within a few seconds. Calls are retried for the default window
+    /// ([`TarantoolStore::connect_retrying`]).
     pub async fn connect(addresses: &[String]) -> Result<Self, StoreError> {
+        Self::connect_retrying(addresses, RetryWindow::DEFAULT).await
+    }
+
+    /// [`TarantoolStore::connect`], with calls to a shard that stops answering retried for
+    /// `retry`.
+    pub async fn connect_retrying(addresses: &[String], retry: RetryWindow) -> Result<Self, StoreError> {
         if addresses.is_empty() {
             return Err(StoreError::Backend {
                 location: "tarantool".into(),
@@ -208,7 +225,7 @@ impl TarantoolStore {
         }
         let shards = all(parsed.into_iter().map(|address| async move {
             let location = format!("tarantool {address}");
-            let client = Client::connect(address).await.map_err(|e| StoreError::Backend {
+            let client = Client::connect(address, retry).await.map_err(|e| StoreError::Backend {
                 location: location.clone(),
                 message: match e {
                     Error::Server { message, .. } => message,
@@ -403,10 +420,31 @@ impl TarantoolStore {
         Ok(state)
     }
 
-    /// Records that the sync in progress has copied every face up to `last_id` (on shard 0).
-    pub async fn save_checkpoint(&self, space: &str, last_id: FaceId) -> Result<(), StoreError> {
-        self.shards[0].call("checkpoint", vec![space.into(), last_id.into()]).await?;
+    /// Records the progress of the sync in progress (on shard 0).
+    pub async fn save_checkpoint(&self, space: &str, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        let args = vec![space.into(), checkpoint.last_id.into(), checkpoint.facens.into()];
+        self.shards[0].call("checkpoint", args).await?;
         Ok(())
+    }
+
+    /// A space of `model_name` whose sync stopped after a checkpoint, and that checkpoint, as
+    /// shard 0 records them; None when there is none. Changes nothing.
+    pub async fn interrupted_sync(
+        &self,
+        model_name: &str,
+    ) -> Result<Option<(SpaceInfo, Checkpoint)>, StoreError> {
+        let shard0 = &self.shards[0];
+        for space in self.spaces().await?.into_iter().filter(|s| s.model_name == model_name) {
+            let value = shard0.call("sync_state", vec![space.name.as_str().into()]).await?;
+            if value.is_nil() {
+                continue;
+            }
+            let state = parse_sync_state(&value).ok_or_else(|| shard0.bad_answer("sync_state", &value))?;
+            if let Some(checkpoint) = state.checkpoint {
+                return Ok(Some((space, checkpoint)));
+            }
+        }
+        Ok(None)
     }
 
     /// Ends the sync in progress: deletes the rows it did not write, on shards 1.. then on
@@ -528,9 +566,13 @@ fn parse_hits(value: &Value) -> Option<Vec<(FaceId, f64)>> {
 fn parse_sync_state(value: &Value) -> Option<SyncState> {
     let fields = value.as_array()?;
     let generation = fields.first()?.as_u64()?;
-    let checkpoint = match fields.get(1) {
-        None | Some(Value::Nil) => None,
-        Some(id) => Some(id.as_u64()?),
+    let field = |i: usize| match fields.get(i) {
+        None | Some(Value::Nil) => Some(None),
+        Some(value) => value.as_u64().map(Some),
+    };
+    let checkpoint = match (field(1)?, field(2)?) {
+        (Some(last_id), Some(facens)) => Some(Checkpoint { last_id, facens }),
+        _ => None,
     };
     Some(SyncState { generation, checkpoint })
 }
