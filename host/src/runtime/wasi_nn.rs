@@ -378,6 +378,9 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         if let Some(extra) = by_name.keys().next() {
             return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
         }
+        if let Err(e) = graph.graph.check_inputs(&ordered) {
+            return self.fail(e);
+        }
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
         let cost = match graph.graph.cost(&shapes) {
             Ok(cost) => cost,
