@@ -335,3 +335,12 @@ fn computes_over_the_work_or_memory_ceiling_are_refused_before_they_run() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "{mode}: {:?}", started.elapsed());
     }
 }
+
+/// What a guest holds in the host is capped per instance: graphs (count and bytes) and
+/// handles of every kind. A guest that loads ever new graphs is refused the 17th; one that
+/// never drops its tensors traps at 4096 handles. Either way the next photo is served.
+#[test]
+fn an_instance_cannot_hold_graphs_or_handles_without_bound() {
+    assert_contained("many-graphs", &["graph 16:", "holds 16 graphs", "drop graphs it no longer uses"]);
+    assert_contained("many-tensors", &["4096 wasi-nn handles", "does not drop what it no longer uses"]);
+}

@@ -3,7 +3,7 @@
 //! bytes) and shared by every instance of every guest, so a guest re-instantiated after a
 //! trap does not pay for loading its weights again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,11 @@ pub struct NnLimits {
     pub max_flops_per_call: u64,
     /// Most memory one compute's values may hold at once, in bytes (estimated likewise).
     pub max_compute_bytes: u64,
+    /// Most graphs one instance may hold at once, and their most bytes together.
+    pub max_graphs_per_instance: usize,
+    pub max_graph_bytes_per_instance: usize,
+    /// Most wasi-nn handles (graphs, contexts, tensors, errors) one instance may hold at once.
+    pub max_handles_per_instance: usize,
 }
 
 impl Default for NnLimits {
@@ -57,6 +62,11 @@ impl Default for NnLimits {
             max_live_tensor_bytes: 2 << 30,
             max_flops_per_call: 4_000_000_000_000,
             max_compute_bytes: 8 << 30,
+            // The shipped guests hold 1 to 3 graphs (facenet-512's is 94 MB) and a handful of
+            // handles between calls.
+            max_graphs_per_instance: 16,
+            max_graph_bytes_per_instance: 1 << 30,
+            max_handles_per_instance: 4096,
         }
     }
 }
@@ -78,16 +88,46 @@ pub enum NnCostExceeded {
     Memory { graph: String, bytes: u64, limit: u64 },
 }
 
+/// Most bytes of ONNX graphs the process keeps prepared for instances to come; the oldest
+/// are let go beyond it (instances holding one keep it alive), so guests loading ever new
+/// graphs cannot grow the host without bound.
+const PREPARED_GRAPH_BYTES: usize = 2 << 30;
+
+/// Graphs prepared once per distinct model, oldest first.
+#[derive(Default)]
+struct PreparedGraphs {
+    by_digest: HashMap<[u8; 32], GraphResource>,
+    order: VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl PreparedGraphs {
+    fn insert(&mut self, key: [u8; 32], graph: GraphResource) {
+        self.bytes += graph.bytes;
+        if let Some(old) = self.by_digest.insert(key, graph) {
+            self.bytes -= old.bytes;
+        } else {
+            self.order.push_back(key);
+        }
+        while self.bytes > PREPARED_GRAPH_BYTES && self.order.len() > 1 {
+            let oldest = self.order.pop_front().expect("more than one");
+            if let Some(old) = self.by_digest.remove(&oldest) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+}
+
 /// The neural-network service shared by all guest instances of a runtime.
 pub struct NnHost {
     backend: Arc<dyn Backend>,
     limits: NnLimits,
-    prepared: Mutex<HashMap<[u8; 32], GraphResource>>,
+    prepared: Mutex<PreparedGraphs>,
 }
 
 impl NnHost {
     pub fn new(backend: Arc<dyn Backend>, limits: NnLimits) -> Self {
-        NnHost { backend, limits, prepared: Mutex::new(HashMap::new()) }
+        NnHost { backend, limits, prepared: Mutex::new(PreparedGraphs::default()) }
     }
 
     pub fn backend_name(&self) -> &str {
@@ -101,19 +141,19 @@ impl NnHost {
     /// Every graph guests have loaded so far (benchmarks time them layer by layer).
     pub fn loaded_graphs(&self) -> Vec<Arc<Graph>> {
         let prepared = self.prepared.lock().expect("graph cache poisoned");
-        prepared.values().map(|g| g.graph.clone()).collect()
+        prepared.by_digest.values().map(|g| g.graph.clone()).collect()
     }
 
     fn load(&self, bytes: &[u8]) -> Result<GraphResource, NnError> {
         let key: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(graph) = self.prepared.lock().expect("graph cache poisoned").get(&key) {
+        if let Some(graph) = self.prepared.lock().expect("graph cache poisoned").by_digest.get(&key) {
             return Ok(graph.clone());
         }
         // Prepared outside the lock: instances loading different graphs do not wait on each
         // other; two racing on the same graph both prepare it and one result wins.
         let graph = Arc::new(nn::load_onnx(bytes)?);
         let executable = self.backend.prepare(graph.clone())?;
-        let resource = GraphResource { graph, executable };
+        let resource = GraphResource { graph, executable, bytes: bytes.len() };
         self.prepared.lock().expect("graph cache poisoned").insert(key, resource.clone());
         Ok(resource)
     }
@@ -124,6 +164,8 @@ impl NnHost {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NnUsage {
     pub graphs: usize,
+    /// Bytes of the ONNX graphs the instance holds (each graph counted once per handle).
+    pub graph_bytes: usize,
     pub contexts: usize,
     pub tensors: usize,
     pub tensor_bytes: usize,
@@ -164,10 +206,18 @@ impl NnState {
     }
 }
 
+impl NnUsage {
+    fn handles(&self) -> usize {
+        self.graphs + self.contexts + self.tensors + self.errors
+    }
+}
+
 #[derive(Clone)]
 pub struct GraphResource {
     graph: Arc<Graph>,
     executable: Arc<dyn Executable>,
+    /// Size of the ONNX bytes it was loaded from: what holding it is charged.
+    bytes: usize,
 }
 
 pub struct ContextResource {
@@ -239,8 +289,22 @@ pub fn add_to_linker<T: 'static>(
 type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
 
 impl NnView<'_> {
+    /// Traps when the instance already holds as many handles as it may: a guest that never
+    /// drops what it gets cannot grow the host's tables without bound.
+    fn check_handles(&self) -> wasmtime::Result<()> {
+        let (held, limit) = (self.state.usage.handles(), self.state.host.limits.max_handles_per_instance);
+        if held >= limit {
+            wasmtime::bail!(
+                "the guest holds {held} wasi-nn handles (graphs, contexts, tensors, errors) in the host, \
+                 the most one instance may: it does not drop what it no longer uses"
+            );
+        }
+        Ok(())
+    }
+
     /// Returns `error` to the guest as a wasi-nn error resource.
     fn fail<T>(&mut self, error: impl Into<ErrorResource>) -> NnResult<T> {
+        self.check_handles()?;
         let error = self.table.push(error.into())?;
         self.state.usage.errors += 1;
         Ok(Err(error))
@@ -249,6 +313,7 @@ impl NnView<'_> {
     /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
     /// or a compute's outputs) alive traps at the limit instead of growing the host.
     fn push_tensor(&mut self, tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
+        self.check_handles()?;
         let live = self.state.usage.tensor_bytes + tensor.data.len();
         let limit = self.state.host.limits.max_live_tensor_bytes;
         if live > limit {
@@ -297,6 +362,23 @@ impl graph::Host for NnView<'_> {
                 format!("graph of {} bytes exceeds the limit of {max} bytes", bytes.len()),
             ));
         }
+        let (usage, limits) = (self.state.usage, self.state.host.limits);
+        if usage.graphs >= limits.max_graphs_per_instance
+            || usage.graph_bytes + bytes.len() > limits.max_graph_bytes_per_instance
+        {
+            return self.fail(ErrorResource::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "this instance holds {} graphs of {} MiB already; one may hold at most {} graphs of \
+                     {} MiB together: drop graphs it no longer uses",
+                    usage.graphs,
+                    usage.graph_bytes >> 20,
+                    limits.max_graphs_per_instance,
+                    limits.max_graph_bytes_per_instance >> 20
+                ),
+            ));
+        }
+        self.check_handles()?;
         let loaded = self.state.host.load(bytes);
         // Importing and preparing a graph is work on the guest's behalf too.
         if self.state.deadline.expired() {
@@ -304,8 +386,10 @@ impl graph::Host for NnView<'_> {
         }
         match loaded {
             Ok(graph) => {
+                let graph_bytes = graph.bytes;
                 let graph = self.table.push(graph)?;
                 self.state.usage.graphs += 1;
+                self.state.usage.graph_bytes += graph_bytes;
                 Ok(Ok(graph))
             }
             Err(e) => self.fail(e),
@@ -325,6 +409,7 @@ impl graph::HostGraph for NnView<'_> {
         &mut self,
         graph: Resource<GraphResource>,
     ) -> NnResult<Resource<ContextResource>> {
+        self.check_handles()?;
         let graph = self.table.get(&graph)?.clone();
         let context = self.table.push(ContextResource { graph })?;
         self.state.usage.contexts += 1;
@@ -332,8 +417,9 @@ impl graph::HostGraph for NnView<'_> {
     }
 
     fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
-        self.table.delete(graph)?;
+        let graph = self.table.delete(graph)?;
         self.state.usage.graphs -= 1;
+        self.state.usage.graph_bytes -= graph.bytes;
         Ok(())
     }
 }

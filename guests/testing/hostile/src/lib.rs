@@ -51,6 +51,8 @@ const MODES: &[(&str, &str)] = &[
     ("bad-nn", "load 100 bytes of garbage as an ONNX graph"),
     ("heavy-conv", "compute a small graph of 2000 convolutions: ~2.4 TFLOP in one call"),
     ("heavy-matmul", "compute 8 products of 4096x4096 matrices: ~1.1 TFLOP in one call, 137 GFLOP a node"),
+    ("many-graphs", "load 1000 distinct graphs and keep every one"),
+    ("many-tensors", "create 100000 tensors and keep every one"),
 ];
 
 /// Memory `alloc` mode holds on to, so that no allocation can be optimized away or freed.
@@ -210,6 +212,36 @@ fn heavy(
     }
 }
 
+/// A one-node graph (`Relu`) whose name makes its bytes, and so the host's cache key, unique.
+fn tiny_graph(i: usize) -> Vec<u8> {
+    use onnx_proto::build::{Dim, model, node, value_info_f32};
+    use prost::Message;
+    let graph = onnx_proto::GraphProto {
+        name: format!("tiny-{i}"),
+        node: vec![node("Relu", "relu", &["input"], &["output"], vec![])],
+        input: vec![value_info_f32("input", &[Dim::Fixed(4)])],
+        output: vec![value_info_f32("output", &[Dim::Fixed(4)])],
+        ..Default::default()
+    };
+    model(graph, 13, "hostile", "0", "").encode_to_vec()
+}
+
+fn many_graphs() -> Result<Vec<Face>, GuestError> {
+    let mut kept = Vec::new();
+    for i in 0..1000 {
+        let graph = nn::graph::load(&[tiny_graph(i)], nn::graph::GraphEncoding::Onnx, nn::graph::ExecutionTarget::Cpu)
+            .map_err(|e| GuestError::Nn(format!("graph {i}: {}", e.data())))?;
+        kept.push(graph);
+    }
+    Err(GuestError::Internal(format!("many-graphs: the host let the guest keep {} graphs", kept.len())))
+}
+
+fn many_tensors() -> Result<Vec<Face>, GuestError> {
+    let kept: Vec<nn::tensor::Tensor> =
+        (0..100_000).map(|_| nn::tensor::Tensor::new(&[1], nn::tensor::TensorType::Fp32, &[0; 4])).collect();
+    Err(GuestError::Internal(format!("many-tensors: the host let the guest keep {} tensors", kept.len())))
+}
+
 fn heavy_conv() -> Result<Vec<Face>, GuestError> {
     let w = onnx_proto::build::tensor_f32("w", &[32, 32, 3, 3], &[1e-3; 32 * 32 * 9]);
     let pads = onnx_proto::build::attr_ints("pads", &[1, 1, 1, 1]);
@@ -285,6 +317,8 @@ impl Guest for Hostile {
             "bad-nn" => bad_nn(),
             "heavy-conv" => heavy_conv(),
             "heavy-matmul" => heavy_matmul(),
+            "many-graphs" => many_graphs(),
+            "many-tensors" => many_tensors(),
             _ => Ok(vec![normal_face(wf, hf)]), // "none"
         }
     }
