@@ -229,8 +229,12 @@ fn tiny_graph(i: usize) -> Vec<u8> {
 fn many_graphs() -> Result<Vec<Face>, GuestError> {
     let mut kept = Vec::new();
     for i in 0..1000 {
-        let graph = nn::graph::load(&[tiny_graph(i)], nn::graph::GraphEncoding::Onnx, nn::graph::ExecutionTarget::Cpu)
-            .map_err(|e| GuestError::Nn(format!("graph {i}: {}", e.data())))?;
+        let graph = nn::graph::load(
+            &[tiny_graph(i)],
+            nn::graph::GraphEncoding::Onnx,
+            nn::graph::ExecutionTarget::Cpu,
+        )
+        .map_err(|e| GuestError::Nn(format!("graph {i}: {}", e.data())))?;
         kept.push(graph);
     }
     Err(GuestError::Internal(format!("many-graphs: the host let the guest keep {} graphs", kept.len())))
