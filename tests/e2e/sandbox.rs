@@ -134,9 +134,15 @@ fn a_fuel_budget_stops_a_guest_deterministically() {
 
 #[test]
 fn limits_out_of_range_are_refused_before_anything_runs() {
-    for args in
-        [["--guest-memory-mb", "0"], ["--guest-timeout-ms", "0"], ["--guest-fuel", "0"], ["--jobs", "0"]]
-    {
+    for args in [
+        ["--guest-memory-mb", "0"],
+        ["--guest-timeout-ms", "0"],
+        ["--guest-fuel", "0"],
+        ["--jobs", "0"],
+        ["--threads", "0"],
+        ["--guest-nn-gflop-per-call", "0"],
+        ["--guest-nn-memory-mb", "0"],
+    ] {
         let out = refacen(&["detect", args[0], args[1], &photo("astronaut.png")]);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(args[0]), "{args:?}: {}", out.stderr);
