@@ -75,7 +75,7 @@ fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde
 }
 
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let repo = refacen_test_support::repo();
     let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
     let mut photos: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/fixtures/faces/images"))
         .unwrap()

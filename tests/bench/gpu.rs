@@ -28,14 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use refacen::nn::cpu::{CpuBackend, CpuExecutable, NodeTiming};
+use refacen::nn::NodeTiming;
+use refacen::nn::cpu::{CpuBackend, CpuExecutable};
 use refacen::nn::gpu::{GpuBackend, GpuOptions};
 use refacen::nn::{Executable, Graph, RunLimits, Tensor};
 use refacen::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits};
 use serde_json::Value;
 
-#[path = "../support/uploads.rs"]
-mod synthetic;
+use refacen_test_support::uploads as synthetic;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())

@@ -20,10 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-#[path = "../support/soak.rs"]
-mod soak;
-#[path = "../support/uploads.rs"]
-mod synthetic;
+use refacen_test_support::{soak, uploads as synthetic};
 
 struct Options {
     mode: String,
@@ -55,9 +52,7 @@ fn options() -> Options {
 /// `name` from the environment, else `default` under the repository (as built here; a pack
 /// run elsewhere, as on a lent GPU machine, sets them all).
 fn path_setting(name: &str, default: &str) -> PathBuf {
-    std::env::var_os(name)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(default))
+    std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| refacen_test_support::repo().join(default))
 }
 
 fn regenerate(

@@ -13,26 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-#[allow(dead_code)]
-#[path = "../../host/tests/support/tarantool_server.rs"]
-mod tarantool_server;
 
 use refacen::store::tarantool::{Checkpoint, Metric, TarantoolStore};
 use refacen::store::{
     DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore, PhotoRecord,
 };
-use tarantool_server::{TarantoolServer, free_port};
+use refacen_test_support::repo;
+use refacen_test_support::tarantool::{TarantoolServer, free_port};
 
 const MODEL: &str = "bench-model";
 const SIZE: usize = 128;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// A MongoDB-wire server on tmpfs, killed on drop.
 struct Mongo {

@@ -71,7 +71,7 @@ fn show(v: Option<f64>) -> String {
 }
 
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let repo = refacen_test_support::repo();
     let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let photos = files(&repo.join("tests/fixtures/faces/images"));
     let chips = files(&repo.join("tests/fixtures/faces/chips"));

@@ -18,11 +18,9 @@ mod reliability;
 mod report;
 mod sandbox;
 mod servers;
-#[path = "../support/soak.rs"]
-mod soak;
 mod stores;
 mod support;
 mod swap;
-#[path = "../support/uploads.rs"]
-mod synthetic;
 mod uploads;
+
+use refacen_test_support::{soak, uploads as synthetic};

@@ -1,5 +1,5 @@
 //! Real database servers for the store tests, one set per test: Tarantool (the repo's
-//! tarantool/init.lua, see host/tests/support/tarantool_server.rs) and a MongoDB-wire server.
+//! tarantool/init.lua, see crates/test-support/src/tarantool.rs) and a MongoDB-wire server.
 //!
 //! mongod cannot be installed from the registries these tests run with, so MongoDB is played
 //! by `smongo-wire` (PyPI smongo 1.2.8, a MongoDB wire-protocol server on an embedded engine),
@@ -12,13 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-// Shared with host/tests/tarantool.rs, which uses parts these tests do not.
-#[allow(dead_code)]
-#[path = "../../host/tests/support/tarantool_server.rs"]
-mod tarantool_server;
-
-pub use tarantool_server::TarantoolServer;
-use tarantool_server::free_port;
+pub use refacen_test_support::tarantool::TarantoolServer;
+use refacen_test_support::tarantool::free_port;
 
 use crate::support::repo;
 

@@ -5,9 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
-}
+pub use refacen_test_support::repo;
 
 pub fn photos() -> PathBuf {
     repo().join("tests/fixtures/faces/images")

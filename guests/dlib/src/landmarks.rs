@@ -24,7 +24,7 @@ pub const SHAPE5_MEAN: [[f64; 2]; 5] = [
 
 /// refacen's five landmarks on dlib's 68-point mean face (same normalization): eye on the
 /// image left (mean of parts 36..=41), eye on the image right (42..=47), nose tip (30), mouth
-/// corners (48, 54). The host's canonical template is made of these (host/src/imaging/align.rs).
+/// corners (48, 54). The host's canonical template is made of these (crates/imaging/src/align.rs).
 pub const MEAN_FACE: [[f64; 2]; 5] = [
     [0.225492, 0.215990],
     [0.754761, 0.215990],

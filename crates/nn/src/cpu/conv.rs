@@ -1,0 +1,263 @@
+//! 2-D convolution: tiled im2col + SGEMM (the `gemm` crate), a direct kernel for depthwise
+//! convolutions, bias and activation fused into the output pass.
+//!
+//! Work is split into (image, group, column tile) items run in parallel; each item lowers only
+//! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
+
+use rayon::prelude::*;
+
+use super::SyncPtr;
+use crate::Deadline;
+use crate::ir::{Activation, Conv};
+use crate::shape::ConvGeometry;
+
+/// Target size of one im2col tile, in f32 values (256 KiB: comfortably inside L2).
+const TILE_VALUES: usize = 64 * 1024;
+
+/// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
+/// one bias per output channel. Past `deadline` the items not yet started are skipped,
+/// leaving `out` incomplete: the caller checks the deadline and discards it.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    deadline: &Deadline,
+) {
+    let groups = conv.group;
+    let cin_g = g.in_channels / groups;
+    let cout_g = g.out_channels / groups;
+    if cin_g == 1 && cout_g == 1 {
+        return depthwise(x, w, bias, conv, g, deadline, out);
+    }
+    let [kh, kw] = conv.kernel;
+    let k = cin_g * kh * kw;
+    let p = g.out_hw[0] * g.out_hw[1];
+    let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
+    let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192).min(p);
+    let tiles = p.div_ceil(tile);
+    let items = g.batch * groups * tiles;
+    let gemm_threads = if items >= rayon::current_num_threads() {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    };
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let in_plane = g.in_hw[0] * g.in_hw[1];
+
+    let run_item = |item: usize| {
+        if deadline.expired() {
+            return;
+        }
+        let t = item % tiles;
+        let group = (item / tiles) % groups;
+        let n = item / (tiles * groups);
+        let p0 = t * tile;
+        let cols = tile.min(p - p0);
+        let input = &x[(n * g.in_channels + group * cin_g) * in_plane..][..cin_g * in_plane];
+        // Taken out of the thread-local, not borrowed: `gemm` below may run other rayon jobs
+        // on this thread while it waits (another conv item of this or another graph), and
+        // those take the (then empty) slot for themselves instead of finding it borrowed.
+        let mut scratch = SCRATCH.take();
+        let (rhs, rhs_rs) = if pointwise {
+            (input[p0..].as_ptr(), p as isize)
+        } else {
+            if scratch.len() < k * cols {
+                scratch.resize(k * cols, 0.0);
+            }
+            im2col(input, cin_g, conv, g, p0, cols, &mut scratch[..k * cols]);
+            (scratch.as_ptr(), cols as isize)
+        };
+        let first_channel = group * cout_g;
+        // SAFETY: every item writes only rows [first_channel, +cout_g) of image n, columns
+        // [p0, p0 + cols): items are disjoint, and `out` outlives the parallel loop.
+        let dst = unsafe { out_ptr.get().add((n * g.out_channels + first_channel) * p + p0) };
+        for row in 0..cout_g {
+            let b = bias[first_channel + row];
+            // SAFETY: inside this item's region (see above).
+            let dst_row = unsafe { std::slice::from_raw_parts_mut(dst.add(row * p), cols) };
+            dst_row.fill(b);
+        }
+        // SAFETY: pointers and strides describe the matrices above: lhs [cout_g, k] row-major
+        // weights of this group, rhs [k, cols] with row stride rhs_rs, dst [cout_g, cols] with
+        // row stride p.
+        unsafe {
+            gemm::gemm(
+                cout_g,
+                cols,
+                k,
+                dst,
+                1,
+                p as isize,
+                true,
+                w[first_channel * k..].as_ptr(),
+                1,
+                k as isize,
+                rhs,
+                1,
+                rhs_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_threads,
+            );
+        }
+        if conv.activation != Activation::None {
+            for row in 0..cout_g {
+                // SAFETY: inside this item's region (see above).
+                let dst_row = unsafe { std::slice::from_raw_parts_mut(dst.add(row * p), cols) };
+                activate(dst_row, &conv.activation, first_channel + row);
+            }
+        }
+        SCRATCH.set(scratch);
+    };
+
+    if items == 1 {
+        run_item(0);
+    } else {
+        (0..items).into_par_iter().for_each(run_item);
+    }
+}
+
+thread_local! {
+    /// Each worker's im2col buffer, kept between calls so it is allocated (and zeroed) once.
+    /// A `Cell`, not a `RefCell`: it is moved out for the length of an item and put back, so
+    /// nothing stays borrowed across the nested parallelism inside an item.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Applies `activation` to one output channel's values; the match is outside the loop so the
+/// loop vectorizes.
+pub(super) fn activate(values: &mut [f32], activation: &Activation, channel: usize) {
+    match activation {
+        Activation::None => {}
+        Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::LeakyRelu(alpha) => {
+            values.iter_mut().for_each(|v| *v = if *v < 0.0 { *v * alpha } else { *v })
+        }
+        Activation::PRelu(slopes) => {
+            let slope = slopes.data()[channel];
+            values.iter_mut().for_each(|v| *v = if *v < 0.0 { *v * slope } else { *v });
+        }
+    }
+}
+
+/// Lowers output columns [p0, p0 + cols) of one group's input ([C_g, H, W]) into `col`
+/// ([C_g·kh·kw, cols]).
+fn im2col(
+    input: &[f32],
+    channels: usize,
+    conv: &Conv,
+    g: &ConvGeometry,
+    p0: usize,
+    cols: usize,
+    col: &mut [f32],
+) {
+    let [kh, kw] = conv.kernel;
+    let [sh, sw] = conv.strides;
+    let [dh, dw] = conv.dilations;
+    let [h, w] = g.in_hw;
+    let ow = g.out_hw[1];
+    let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+    let mut row = 0;
+    for c in 0..channels {
+        let plane = &input[c * h * w..][..h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let dst = &mut col[row * cols..][..cols];
+                row += 1;
+                let x_off = kx as isize * dw as isize - pl;
+                // Output columns whose input x lies inside the image: ox in [ox_lo, ox_hi).
+                let ox_lo = if x_off >= 0 { 0 } else { ((-x_off) as usize).div_ceil(sw) };
+                let ox_hi = if (w as isize) <= x_off {
+                    0
+                } else {
+                    (((w as isize - 1 - x_off) as usize) / sw + 1).min(ow)
+                };
+                let mut p = p0;
+                let mut filled = 0;
+                while filled < cols {
+                    let oy = p / ow;
+                    let ox0 = p % ow;
+                    let run = (ow - ox0).min(cols - filled);
+                    let seg = &mut dst[filled..filled + run];
+                    let iy = (oy * sh) as isize + ky as isize * dh as isize - pt;
+                    if iy < 0 || iy >= h as isize {
+                        seg.fill(0.0);
+                    } else {
+                        let src = &plane[iy as usize * w..][..w];
+                        let lo = ox_lo.clamp(ox0, ox0 + run);
+                        let hi = ox_hi.clamp(lo, ox0 + run);
+                        seg[..lo - ox0].fill(0.0);
+                        seg[hi - ox0..].fill(0.0);
+                        let inner = &mut seg[lo - ox0..hi - ox0];
+                        if !inner.is_empty() {
+                            let ix0 = (lo * sw) as isize + x_off;
+                            if sw == 1 {
+                                inner.copy_from_slice(&src[ix0 as usize..ix0 as usize + inner.len()]);
+                            } else {
+                                for (i, v) in inner.iter_mut().enumerate() {
+                                    *v = src[ix0 as usize + i * sw];
+                                }
+                            }
+                        }
+                    }
+                    filled += run;
+                    p += run;
+                }
+            }
+        }
+    }
+}
+
+/// One filter per channel: a direct loop beats lowering to a GEMM with k = kh·kw.
+fn depthwise(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    deadline: &Deadline,
+    out: &mut [f32],
+) {
+    let [kh, kw] = conv.kernel;
+    let [sh, sw] = conv.strides;
+    let [dh, dw] = conv.dilations;
+    let [h, iw] = g.in_hw;
+    let [oh, ow] = g.out_hw;
+    let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
+    let channels = g.out_channels;
+    let planes_per_task = (16_384 / (oh * ow * kh * kw).max(1)).max(1);
+    out.par_chunks_mut(oh * ow).enumerate().with_min_len(planes_per_task).for_each(|(plane_index, dst)| {
+        let c = plane_index % channels;
+        let n = plane_index / channels;
+        let src = &x[(n * g.in_channels + c) * h * iw..][..h * iw];
+        let filter = &w[c * kh * kw..][..kh * kw];
+        for oy in 0..oh {
+            if deadline.expired() {
+                return;
+            }
+            for ox in 0..ow {
+                let mut acc = bias[c];
+                for ky in 0..kh {
+                    let iy = (oy * sh) as isize + (ky * dh) as isize - pt;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (ox * sw) as isize + (kx * dw) as isize - pl;
+                        if ix >= 0 && ix < iw as isize {
+                            acc += src[iy as usize * iw + ix as usize] * filter[ky * kw + kx];
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = conv.activation.apply(acc, c);
+            }
+        }
+    });
+}

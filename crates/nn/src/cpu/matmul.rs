@@ -1,0 +1,171 @@
+//! Gemm and MatMul on the `gemm` crate's SGEMM.
+
+use crate::ir::{Activation, Gemm};
+use crate::{Deadline, NnError, Tensor, shape};
+
+/// Below this many multiply-adds a single thread is faster than waking the pool.
+const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// Most multiply-adds between two looks at the deadline (~0.1 s of one core's work at most).
+const MULADDS_PER_DEADLINE_CHECK: usize = 1 << 31;
+
+/// dst[m,n] (row stride n) = beta·dst + lhs[m,k]·rhs[k,n], arbitrary (non-negative) strides,
+/// in blocks of rows so that a huge product stops soon after `deadline`.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+    scale: f32,
+    deadline: &Deadline,
+) -> Result<(), NnError> {
+    debug_assert!(dst.len() >= m * n);
+    let rows_per_block = (MULADDS_PER_DEADLINE_CHECK / (n * k).max(1)).max(1);
+    let mut first = 0;
+    while first < m {
+        deadline.check()?;
+        let rows = rows_per_block.min(m - first);
+        let parallelism = if rows * n * k >= PARALLEL_FLOPS {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        let lhs_block = &lhs.0[first * lhs.1 as usize..];
+        // SAFETY: callers pass slices holding the whole matrices under the given (row, column)
+        // strides, so rows [first, first + rows) of lhs and of dst lie inside them; dst is
+        // exclusively borrowed.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                dst[first * n..].as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs_block.as_ptr(),
+                lhs.2,
+                lhs.1,
+                rhs.0.as_ptr(),
+                rhs.2,
+                rhs.1,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        first += rows;
+    }
+    Ok(())
+}
+
+/// ONNX Gemm: alpha·op(A)·op(B) + beta·C, then the fused activation.
+pub fn gemm_op(
+    g: &Gemm,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    out_shape: &[usize],
+    deadline: &Deadline,
+) -> Result<Tensor, NnError> {
+    let (m, n) = (out_shape[0], out_shape[1]);
+    let k = if g.trans_a { a.shape()[0] } else { a.shape()[1] };
+    let mut out = Tensor::zeros(vec![m, n]);
+    let accumulate = match c {
+        Some(c) if g.beta != 0.0 => {
+            fill_broadcast(out.data_mut(), c, m, n, g.beta)?;
+            true
+        }
+        _ => false,
+    };
+    let (a_rs, a_cs) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    sgemm(
+        m,
+        n,
+        k,
+        out.data_mut(),
+        accumulate,
+        (a.data(), a_rs, a_cs),
+        (b.data(), b_rs, b_cs),
+        g.alpha,
+        deadline,
+    )?;
+    if g.activation != Activation::None {
+        for row in out.data_mut().chunks_mut(n) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = g.activation.apply(*v, j);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes beta·C broadcast to [m, n] into `dst`.
+fn fill_broadcast(dst: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<(), NnError> {
+    let s = c.shape();
+    let (rows, cols) = match s.len() {
+        0 => (1, 1),
+        1 => (1, s[0]),
+        _ => (s[s.len() - 2], s[s.len() - 1]),
+    };
+    for i in 0..m {
+        for j in 0..n {
+            let v = c.data()[(if rows == 1 { 0 } else { i }) * cols + if cols == 1 { 0 } else { j }];
+            dst[i * n + j] = beta * v;
+        }
+    }
+    Ok(())
+}
+
+/// numpy matmul with broadcast batch dimensions.
+pub fn matmul(a: &Tensor, b: &Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
+    let out_shape = shape::matmul(a.shape(), b.shape())?;
+    let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(a.shape(), b.shape())?;
+    let (a_batch, b_batch) = (&a_batch[..], &b_batch[..]);
+    let batches: usize = batch.iter().product();
+    let mut out = vec![0.0; batches * m * n];
+    for index in 0..batches {
+        let a_off = broadcast_offset(index, &batch, a_batch) * m * k;
+        let b_off = broadcast_offset(index, &batch, b_batch) * k * n;
+        sgemm(
+            m,
+            n,
+            k,
+            &mut out[index * m * n..][..m * n],
+            false,
+            (&a.data()[a_off..], k as isize, 1),
+            (&b.data()[b_off..], n as isize, 1),
+            1.0,
+            deadline,
+        )?;
+    }
+    Tensor::new(out_shape, out)
+}
+
+/// The flat index into a batch of shape `own` (right-aligned, broadcast) that output batch
+/// `index` of shape `full` reads.
+fn broadcast_offset(mut index: usize, full: &[usize], own: &[usize]) -> usize {
+    let mut offset = 0;
+    let mut stride = 1;
+    for i in (0..full.len()).rev() {
+        let coord = index % full[i];
+        index /= full[i];
+        let j = i as isize - (full.len() - own.len()) as isize;
+        if j >= 0 {
+            let d = own[j as usize];
+            if d != 1 {
+                offset += coord * stride;
+            }
+            stride *= d;
+        }
+    }
+    offset
+}

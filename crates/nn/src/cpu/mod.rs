@@ -1,0 +1,301 @@
+//! The CPU backend: multithreaded (rayon), SGEMM from the `gemm` crate, weights packed once
+//! per prepared graph.
+
+mod conv;
+mod matmul;
+mod ops;
+
+use std::sync::Arc;
+
+use super::ir::{Graph, Op, ValueId};
+use super::{Backend, Deadline, Executable, NnError, NodeTiming, RunLimits, Tensor, element_count, shape};
+
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    limits: RunLimits,
+}
+
+impl CpuBackend {
+    pub fn new(limits: RunLimits) -> Self {
+        CpuBackend { limits }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn prepare(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>, NnError> {
+        Ok(Arc::new(CpuExecutable::new(graph, self.limits)?))
+    }
+}
+
+/// A pointer shared by parallel workers that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used where every worker writes a region no other worker touches.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+pub struct CpuExecutable {
+    graph: Arc<Graph>,
+    limits: RunLimits,
+    /// Per node: the bias of a Conv (zeros when the model has none), packed once.
+    conv_bias: Vec<Option<Vec<f32>>>,
+    /// Per value: index of the last node reading it (graph outputs: never freed).
+    last_use: Vec<usize>,
+}
+
+/// A value during a run: a borrowed constant or an owned intermediate.
+enum Slot<'a> {
+    Empty,
+    Const(&'a Tensor),
+    Owned(Tensor),
+}
+
+impl CpuExecutable {
+    pub fn new(graph: Arc<Graph>, limits: RunLimits) -> Result<Self, NnError> {
+        let mut conv_bias = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            conv_bias.push(match &node.op {
+                Op::Conv(_) => {
+                    let w = node.inputs[1].and_then(|id| graph.constant(id)).ok_or_else(|| {
+                        NnError::InvalidGraph(format!("Conv node `{}` has no constant weights", node.name))
+                    })?;
+                    let channels = w.shape()[0];
+                    Some(match node.inputs.get(2).copied().flatten() {
+                        Some(b) => {
+                            let b = graph.constant(b).ok_or_else(|| {
+                                NnError::InvalidGraph(format!(
+                                    "Conv node `{}` has a non-constant bias",
+                                    node.name
+                                ))
+                            })?;
+                            if b.len() != channels {
+                                return Err(NnError::InvalidGraph(format!(
+                                    "Conv node `{}` has {} biases for {channels} channels",
+                                    node.name,
+                                    b.len()
+                                )));
+                            }
+                            b.data().to_vec()
+                        }
+                        None => vec![0.0; channels],
+                    })
+                }
+                _ => None,
+            });
+        }
+        let mut last_use = vec![0; graph.values.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for id in node.inputs.iter().flatten() {
+                last_use[*id] = i;
+            }
+        }
+        for &out in &graph.outputs {
+            last_use[out] = usize::MAX;
+        }
+        Ok(CpuExecutable { graph, limits, conv_bias, last_use })
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run_until(&self, inputs: Vec<Tensor>, deadline: Deadline) -> Result<Vec<Tensor>, NnError> {
+        self.run_timed(inputs, None, deadline)
+    }
+}
+
+impl CpuExecutable {
+    /// Runs the graph and records how long each node took (for benchmarks).
+    pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
+        let mut timings = Vec::with_capacity(self.graph.nodes.len());
+        let outputs = self.run_timed(inputs, Some(&mut timings), Deadline::NONE)?;
+        Ok((outputs, timings))
+    }
+
+    fn run_timed(
+        &self,
+        inputs: Vec<Tensor>,
+        mut timings: Option<&mut Vec<NodeTiming>>,
+        deadline: Deadline,
+    ) -> Result<Vec<Tensor>, NnError> {
+        self.graph.check_inputs(&inputs)?;
+        let graph = &self.graph;
+        let mut slots: Vec<Slot> =
+            graph.values.iter().map(|v| v.constant.as_deref().map_or(Slot::Empty, Slot::Const)).collect();
+        for (input, tensor) in graph.inputs.iter().zip(inputs) {
+            slots[input.value] = Slot::Owned(tensor);
+        }
+        for (index, node) in graph.nodes.iter().enumerate() {
+            deadline.check()?;
+            let started = std::time::Instant::now();
+            let flops = timings.as_ref().map_or(0, |_| node_flops(node, &slots));
+            let output = self.run_node(index, &mut slots, &deadline).map_err(|e| match e {
+                NnError::InvalidArgument(msg) | NnError::Runtime(msg) => {
+                    NnError::Runtime(format!("{} node `{}`: {msg}", node.op.onnx_name(), node.name))
+                }
+                other => other,
+            })?;
+            if let Some(timings) = timings.as_deref_mut() {
+                timings.push(NodeTiming {
+                    node: node.name.clone(),
+                    op: node.op.onnx_name(),
+                    output_shape: output.shape().to_vec(),
+                    elapsed: started.elapsed(),
+                    flops,
+                });
+            }
+            slots[node.outputs[0]] = Slot::Owned(output);
+            for id in node.inputs.iter().flatten() {
+                if self.last_use[*id] == index && matches!(slots[*id], Slot::Owned(_)) {
+                    slots[*id] = Slot::Empty;
+                }
+            }
+        }
+        graph
+            .outputs
+            .iter()
+            .map(|&id| match std::mem::replace(&mut slots[id], Slot::Empty) {
+                Slot::Owned(t) => Ok(t),
+                Slot::Const(t) => Ok(t.clone()),
+                Slot::Empty => {
+                    Err(NnError::Runtime(format!("output `{}` was not computed", graph.value_name(id))))
+                }
+            })
+            .collect()
+    }
+}
+
+impl CpuExecutable {
+    fn run_node(&self, index: usize, slots: &mut [Slot], deadline: &Deadline) -> Result<Tensor, NnError> {
+        let node = &self.graph.nodes[index];
+        let shapes: Vec<Option<&[usize]>> = node
+            .inputs
+            .iter()
+            .map(|id| id.map(|id| value(slots, id).map(|t| t.shape())).transpose())
+            .collect::<Result<_, _>>()?;
+        let out_shape = shape::infer(&node.op, &shapes)?.remove(0);
+        let elements = element_count(&out_shape)?;
+        if elements > self.limits.max_tensor_elements {
+            return Err(NnError::TooLarge(format!(
+                "{} node `{}` would create a tensor of shape {out_shape:?} ({elements} values; the limit is {})",
+                node.op.onnx_name(),
+                node.name,
+                self.limits.max_tensor_elements
+            )));
+        }
+        Ok(match &node.op {
+            Op::Conv(conv) => {
+                let x = input_of(node, slots, 0)?;
+                let w = input_of(node, slots, 1)?;
+                let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
+                let mut out = Tensor::zeros(out_shape);
+                let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
+                conv::conv2d(x.data(), w.data(), bias, conv, &geometry, out.data_mut(), deadline);
+                deadline.check()?;
+                out
+            }
+            Op::Gemm(g) => {
+                let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
+                matmul::gemm_op(
+                    g,
+                    input_of(node, slots, 0)?,
+                    input_of(node, slots, 1)?,
+                    c,
+                    &out_shape,
+                    deadline,
+                )?
+            }
+            Op::MatMul => matmul::matmul(input_of(node, slots, 0)?, input_of(node, slots, 1)?, deadline)?,
+            Op::Pool(pool) => ops::pool2d(pool, input_of(node, slots, 0)?, deadline)?,
+            Op::GlobalPool(kind) => ops::global_pool(*kind, input_of(node, slots, 0)?)?,
+            Op::Unary(op) => {
+                let mut x = self.take_or_clone(index, node.inputs[0], slots)?;
+                ops::unary_in_place(*op, &mut x);
+                x
+            }
+            Op::PRelu => ops::prelu(input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
+            Op::Binary(op) => ops::binary(*op, input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
+            Op::BatchNorm { epsilon } => ops::batch_norm(
+                input_of(node, slots, 0)?,
+                [
+                    input_of(node, slots, 1)?,
+                    input_of(node, slots, 2)?,
+                    input_of(node, slots, 3)?,
+                    input_of(node, slots, 4)?,
+                ],
+                *epsilon,
+            )?,
+            Op::Softmax { axis, coerce_2d } => {
+                let mut x = self.take_or_clone(index, node.inputs[0], slots)?;
+                ops::softmax_in_place(&mut x, *axis, *coerce_2d)?;
+                x
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                self.take_or_clone(index, node.inputs[0], slots)?.reshaped(out_shape)?
+            }
+            Op::Transpose { perm } => {
+                let x = input_of(node, slots, 0)?;
+                ops::transpose(x, &shape::transpose_perm(perm, x.rank())?)?
+            }
+            Op::Concat { axis } => {
+                let tensors: Vec<&Tensor> =
+                    node.inputs.iter().flatten().map(|&id| value(slots, id)).collect::<Result<_, _>>()?;
+                let axis = shape::normalize_axis(*axis, tensors[0].rank(), 0)?;
+                ops::concat(&tensors, axis, out_shape)?
+            }
+            Op::Pad { pads, value: fill } => ops::pad(input_of(node, slots, 0)?, pads, *fill, out_shape)?,
+        })
+    }
+
+    /// The tensor in `id`, moved out when this node is its last reader (so in-place ops and
+    /// reshapes need no copy), cloned otherwise.
+    fn take_or_clone(
+        &self,
+        index: usize,
+        id: Option<ValueId>,
+        slots: &mut [Slot],
+    ) -> Result<Tensor, NnError> {
+        let id = id.ok_or_else(|| NnError::InvalidArgument("missing input 0".into()))?;
+        // Only an owned intermediate may be moved out: replacing a constant's slot would lose
+        // the constant (a Relu or Reshape of an initializer).
+        if self.last_use[id] == index
+            && matches!(slots[id], Slot::Owned(_))
+            && let Slot::Owned(t) = std::mem::replace(&mut slots[id], Slot::Empty)
+        {
+            return Ok(t);
+        }
+        value(slots, id).cloned()
+    }
+}
+
+fn value<'s>(slots: &'s [Slot], id: ValueId) -> Result<&'s Tensor, NnError> {
+    match &slots[id] {
+        Slot::Const(t) => Ok(t),
+        Slot::Owned(t) => Ok(t),
+        Slot::Empty => Err(NnError::Runtime(format!("value #{id} is read before it is computed"))),
+    }
+}
+
+fn input_of<'s>(node: &super::ir::Node, slots: &'s [Slot], i: usize) -> Result<&'s Tensor, NnError> {
+    let id = node
+        .inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| NnError::InvalidArgument(format!("missing input {i}")))?;
+    value(slots, id)
+}
+
+/// Multiply-add work of a node on the values in `slots`.
+fn node_flops(node: &super::ir::Node, slots: &[Slot]) -> u64 {
+    let shapes: Vec<Option<&[usize]>> =
+        node.inputs.iter().map(|id| id.and_then(|id| value(slots, id).ok()).map(|t| t.shape())).collect();
+    super::cost::node_flops(node, &shapes)
+}

@@ -1,0 +1,127 @@
+//! The neural-network host: ONNX import into a small graph IR, and backends that execute it.
+//!
+//! `onnx` turns protobuf into [`ir::Graph`]; [`optimize`] folds batch norms and fuses
+//! activations; a [`Backend`] prepares a graph once (packing weights) and then runs it many
+//! times. Backends never see protobuf, and the wasi-nn host (`runtime::wasi_nn`) never sees
+//! backend internals.
+
+pub mod cost;
+#[cfg(feature = "cpu")]
+pub mod cpu;
+mod device;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod ir;
+pub mod onnx;
+mod optimize;
+pub mod shape;
+mod tensor;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use cost::Cost;
+pub use device::{ChosenBackend, Device, DeviceError, choose_backend, set_threads};
+pub use ir::Graph;
+pub use optimize::optimize;
+pub use tensor::{Tensor, element_count};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error("not a valid ONNX model: {0}")]
+    InvalidEncoding(String),
+    #[error("ONNX node `{node}` uses op {op}, which refacen does not support{detail}")]
+    UnsupportedOp { op: String, node: String, detail: String },
+    #[error("invalid graph: {0}")]
+    InvalidGraph(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Runtime(String),
+    #[error("the run passed its deadline and was stopped")]
+    DeadlineExceeded,
+}
+
+/// When a run must give up: the deadline of the guest call it runs for. Backends check it
+/// between nodes and inside kernels long enough to matter, so that a graph cheap in memory
+/// but huge in work cannot hold a worker past the call's time limit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline (benchmarks, tests, trusted callers).
+    pub const NONE: Deadline = Deadline(None);
+
+    pub fn at(instant: Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
+    pub fn expired(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+
+    pub fn check(&self) -> Result<(), NnError> {
+        if self.expired() { Err(NnError::DeadlineExceeded) } else { Ok(()) }
+    }
+}
+
+/// Limits every backend enforces so that a graph cannot exhaust the host's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RunLimits {
+    /// Largest tensor (input, intermediate or output) a run may create, in f32 elements.
+    pub max_tensor_elements: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        // 1 GiB of f32: far above what MTCNN or a ResNet need on a 4K photo.
+        RunLimits { max_tensor_elements: 1 << 28 }
+    }
+}
+
+/// Executes graphs. One implementation per device family (CPU, wgpu).
+pub trait Backend: Send + Sync {
+    /// A short name for logs, e.g. "cpu".
+    fn name(&self) -> &str;
+
+    /// Prepares `graph` for repeated runs: validates it, packs weights, uploads them.
+    fn prepare(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>, NnError>;
+
+    /// Whether graphs run on another device, leaving the host's cores to the callers (so
+    /// callers may run more photos at once than there are cores' worth of graph work).
+    fn offloads(&self) -> bool {
+        false
+    }
+}
+
+/// A graph prepared by a backend.
+pub trait Executable: Send + Sync {
+    /// Runs the graph on `inputs`, given in the order of `Graph::inputs`, and returns the
+    /// outputs in the order of `Graph::outputs`; stops with [`NnError::DeadlineExceeded`]
+    /// soon after `deadline`.
+    fn run_until(&self, inputs: Vec<Tensor>, deadline: Deadline) -> Result<Vec<Tensor>, NnError>;
+
+    /// [`Self::run_until`] with no deadline.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+        self.run_until(inputs, Deadline::NONE)
+    }
+}
+
+/// Time spent in one node during a profiled run.
+#[derive(Clone, Debug)]
+pub struct NodeTiming {
+    pub node: String,
+    pub op: &'static str,
+    pub output_shape: Vec<usize>,
+    pub elapsed: std::time::Duration,
+    /// Floating-point operations (multiply and add counted apart) of a Conv/Gemm/MatMul node.
+    pub flops: u64,
+}
+
+/// Parses an ONNX model and optimizes it for execution.
+pub fn load_onnx(bytes: &[u8]) -> Result<Graph, NnError> {
+    let graph = onnx::import(bytes)?;
+    Ok(optimize(graph))
+}

@@ -1,0 +1,1271 @@
+#!/usr/bin/env python3
+"""Generates the op conformance fixtures under crates/nn/tests/fixtures/.
+
+Every case is a small ONNX model built with onnx.helper, random inputs drawn with a fixed
+seed, and the outputs onnxruntime (CPU, graph optimizations off) computes for them. The
+reference values never come from refacen. The Rust suite (crates/nn/tests/conformance/mod.rs)
+runs each model on a refacen backend and compares.
+
+Layout written:
+    crates/nn/tests/fixtures/ops/<case>/model.onnx, input_<i>.npy, output_<i>.npy
+        (float32, little-endian, C order; inputs in graph-input order, outputs in
+        graph-output order)
+    crates/nn/tests/fixtures/refusals/<case>/model.onnx
+        (models refacen must refuse; the expectations live in the Rust suite)
+
+Both directories are rebuilt from scratch on every run (into *.new siblings that replace
+them only when every case succeeded), so the output is a pure function of this script: the
+same numpy/onnx/onnxruntime versions give the same bytes. Each case draws its random values
+from numpy's default_rng seeded with the CRC-32 of its name.
+
+Requirements (the fixtures were generated with onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.6):
+    pip install onnx onnxruntime numpy
+
+Regenerate (from the repository root):
+    python3 crates/nn/tests/conformance/gen_cases.py
+"""
+
+import os
+import shutil
+import zlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+# Cases are written to *.new directories, which replace ops/ and refusals/ only once every case
+# has been generated: a failing run leaves the committed fixtures untouched.
+OPS_DIR = os.path.join(ROOT, "ops.new")
+REFUSALS_DIR = os.path.join(ROOT, "refusals.new")
+DEFAULT_OPSET = 13
+IR_VERSION = 8  # accepted by every onnxruntime release that knows opset 13+
+
+CASE_NAMES = set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def rng_for(name):
+    """A generator seeded by the case name: adding or reordering cases changes nothing else."""
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+def f32(a):
+    # np.array, not np.ascontiguousarray: the latter turns 0-d (scalar) arrays into 1-d ones.
+    return np.array(a, dtype=np.float32, order="C")
+
+
+def i64(values):
+    return np.asarray(values, dtype=np.int64)
+
+
+def tensor_proto(name, a, raw):
+    if raw:
+        return numpy_helper.from_array(a, name)
+    # The typed repeated fields (float_data, int64_data, int32_data for bool) instead of raw_data.
+    dtype = {np.float32: TensorProto.FLOAT, np.int64: TensorProto.INT64, np.bool_: TensorProto.BOOL}[a.dtype.type]
+    return helper.make_tensor(name, dtype, list(a.shape), a.flatten().tolist(), raw=False)
+
+
+def make_model(
+    name,
+    nodes,
+    inputs,
+    outputs,
+    initializers,
+    opset,
+    output_shapes=None,
+    check=True,
+    input_dims=None,
+    initializers_as_inputs=False,
+    raw_initializers=True,
+    ir_version=IR_VERSION,
+):
+    """The model; graph outputs get `output_shapes` when given (the checker wants shapes).
+
+    input_dims: declared dims per graph input (strings for symbolic dims); default the
+    arrays' shapes. initializers_as_inputs: also list the initializers among the graph
+    inputs (the IR < 4 convention). raw_initializers=False: store initializers in the typed
+    fields rather than raw_data.
+    """
+    shapes = output_shapes or [None] * len(outputs)
+    dims = input_dims or [list(a.shape) for _, a in inputs]
+    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for (n, _), d in zip(inputs, dims)]
+    if initializers_as_inputs:
+        graph_inputs += [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+            for n, a in initializers.items()
+        ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        graph_inputs,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(outputs, shapes)],
+        initializer=[tensor_proto(n, a, raw_initializers) for n, a in initializers.items()],
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="refacen-conformance",
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    model.ir_version = ir_version
+    if check:
+        # full_check runs strict shape inference: it also cross-checks the declared output
+        # shapes (taken from onnxruntime's results) against the ONNX shape rules.
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def typed(initializers):
+    """float32 unless int64 (shapes, axes, pads) or bool (flags)."""
+    return {
+        n: (a if a.dtype in (np.int64, np.bool_) else f32(a)) for n, a in (initializers or {}).items()
+    }
+
+
+def case(name, nodes, inputs, outputs, initializers=None, opset=DEFAULT_OPSET, **model_options):
+    """Writes one conformance case.
+
+    inputs: list of (name, float32 array) graph inputs, in order.
+    outputs: list of graph output names, in order.
+    initializers: dict name -> array (float32 weights, int64 shapes/axes/pads, bool flags).
+    model_options: passed to make_model (input_dims, initializers_as_inputs, ...).
+    """
+    assert name not in CASE_NAMES, f"duplicate case {name}"
+    CASE_NAMES.add(name)
+    inputs = [(n, f32(a)) for n, a in inputs]
+    initializers = typed(initializers)
+    draft = make_model(name, nodes, inputs, outputs, initializers, opset, check=False, **model_options)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3  # no "opset < 7" warnings for the legacy-opset cases
+    session = ort.InferenceSession(
+        draft.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    results = session.run(outputs, {n: a for n, a in inputs})
+    shapes = [list(np.asarray(r).shape) for r in results]
+    if "input_dims" in model_options:
+        # Dynamic inputs: declare the outputs' ranks only, with symbolic dimensions.
+        shapes = [[f"out{i}_d{d}" for d in range(len(sh))] for i, sh in enumerate(shapes)]
+    model = make_model(name, nodes, inputs, outputs, initializers, opset, output_shapes=shapes, **model_options)
+
+    out_dir = os.path.join(OPS_DIR, name)
+    os.makedirs(out_dir)
+    onnx.save(model, os.path.join(out_dir, "model.onnx"))
+    for i, (_, a) in enumerate(inputs):
+        np.save(os.path.join(out_dir, f"input_{i}.npy"), a)
+    for i, r in enumerate(results):
+        r = np.asarray(r)
+        assert r.dtype == np.float32, f"{name}: output {i} is {r.dtype}"
+        np.save(os.path.join(out_dir, f"output_{i}.npy"), f32(r))
+
+
+def refusal(name, nodes, inputs, outputs, output_shapes, initializers=None, opset=DEFAULT_OPSET):
+    """Writes a model refacen must refuse (no reference outputs; still a checked, valid model)."""
+    inputs = [(n, f32(a)) for n, a in inputs]
+    initializers = typed(initializers)
+    model = make_model(name, nodes, inputs, outputs, initializers, opset, output_shapes=output_shapes)
+    out_dir = os.path.join(REFUSALS_DIR, name)
+    os.makedirs(out_dir)
+    onnx.save(model, os.path.join(out_dir, "model.onnx"))
+
+
+def normal(r, *shape, scale=1.0):
+    return f32(r.standard_normal(shape) * scale)
+
+
+def away_from_zero(r, *shape):
+    """Values in ±[0.5, 2]: safe divisors."""
+    return f32(r.uniform(0.5, 2.0, shape) * r.choice([-1.0, 1.0], shape))
+
+
+def conv_weights(r, m, c_per_group, kh, kw):
+    return normal(r, m, c_per_group, kh, kw, scale=1.0 / np.sqrt(c_per_group * kh * kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conv
+
+
+def conv_case(name, x_shape, w_shape, bias=True, **attrs):
+    r = rng_for(name)
+    x = normal(r, *x_shape)
+    w = conv_weights(r, *w_shape)
+    init = {"W": w}
+    node_inputs = ["x", "W"]
+    if bias:
+        init["B"] = normal(r, w_shape[0], scale=0.5)
+        node_inputs.append("B")
+    node = helper.make_node("Conv", node_inputs, ["y"], name="conv", **attrs)
+    case(name, [node], [("x", x)], ["y"], init)
+
+
+def conv_cases():
+    conv_case("conv_3x3_pad1", [1, 3, 8, 8], [4, 3, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    conv_case("conv_no_bias", [1, 3, 7, 9], [5, 3, 3, 3], bias=False, kernel_shape=[3, 3])
+    conv_case("conv_no_kernel_shape_attr", [1, 2, 6, 5], [3, 2, 2, 3], pads=[1, 0, 0, 1])
+    conv_case(
+        "conv_stride2", [1, 4, 11, 13], [6, 4, 3, 3], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+    )
+    conv_case(
+        "conv_stride_2x1", [1, 3, 9, 8], [4, 3, 3, 2], kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 1, 0]
+    )
+    conv_case(
+        "conv_dilation2", [1, 3, 12, 10], [4, 3, 3, 3], kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]
+    )
+    conv_case(
+        "conv_dilation_1x2_stride2", [1, 2, 11, 15], [3, 2, 3, 3], kernel_shape=[3, 3], dilations=[1, 2], strides=[2, 2]
+    )
+    # ONNX pads are [top, left, bottom, right].
+    conv_case("conv_asymmetric_pads", [1, 2, 9, 7], [3, 2, 3, 3], kernel_shape=[3, 3], pads=[0, 1, 2, 0])
+    conv_case("conv_big_pads", [1, 2, 4, 5], [3, 2, 3, 3], kernel_shape=[3, 3], pads=[3, 2, 1, 4])
+    # Even kernels with stride 2 need an odd total padding: upper/lower differ.
+    conv_case(
+        "conv_same_upper", [1, 3, 9, 10], [4, 3, 4, 3], kernel_shape=[4, 3], strides=[2, 2], auto_pad="SAME_UPPER"
+    )
+    conv_case(
+        "conv_same_lower", [1, 3, 9, 10], [4, 3, 4, 3], kernel_shape=[4, 3], strides=[2, 2], auto_pad="SAME_LOWER"
+    )
+    conv_case("conv_same_upper_stride1", [1, 2, 7, 6], [3, 2, 2, 2], kernel_shape=[2, 2], auto_pad="SAME_UPPER")
+    conv_case("conv_valid", [1, 3, 10, 9], [2, 3, 3, 2], kernel_shape=[3, 2], auto_pad="VALID")
+    conv_case("conv_pointwise", [1, 8, 5, 7], [16, 8, 1, 1], kernel_shape=[1, 1])
+    conv_case("conv_pointwise_batch2", [2, 5, 3, 3], [4, 5, 1, 1], kernel_shape=[1, 1])
+    conv_case("conv_pointwise_stride2", [1, 4, 9, 7], [6, 4, 1, 1], kernel_shape=[1, 1], strides=[2, 2])
+    conv_case("conv_pointwise_padded", [1, 4, 5, 6], [3, 4, 1, 1], kernel_shape=[1, 1], pads=[1, 0, 0, 2])
+    conv_case("conv_kernel_1x5", [1, 3, 9, 11], [4, 3, 1, 5], kernel_shape=[1, 5], pads=[0, 2, 0, 2])
+    conv_case("conv_kernel_5x1_stride_1x2", [1, 3, 11, 9], [4, 3, 5, 1], kernel_shape=[5, 1], strides=[1, 2])
+    conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
+    conv_case("conv_group3_no_bias", [2, 6, 7, 5], [9, 2, 2, 2], bias=False, kernel_shape=[2, 2], group=3)
+    conv_case("conv_depthwise", [1, 6, 9, 9], [6, 1, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=6)
+    conv_case(
+        "conv_depthwise_stride2_dilation2",
+        [1, 5, 13, 11],
+        [5, 1, 3, 3],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        dilations=[2, 2],
+        pads=[1, 2, 0, 1],
+        group=5,
+    )
+    conv_case(
+        "conv_depthwise_same_upper_batch2",
+        [2, 4, 7, 8],
+        [4, 1, 3, 3],
+        bias=False,
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        auto_pad="SAME_UPPER",
+        group=4,
+    )
+    conv_case("conv_depth_multiplier2", [1, 3, 8, 8], [6, 1, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=3)
+    conv_case("conv_batch3", [3, 3, 7, 7], [4, 3, 3, 3], kernel_shape=[3, 3])
+    conv_case("conv_1x1_map_pointwise", [2, 5, 1, 1], [7, 5, 1, 1], kernel_shape=[1, 1])
+    conv_case("conv_1x1_map_3x3_pad1", [1, 4, 1, 1], [3, 4, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    conv_case("conv_kernel_covers_input", [2, 3, 3, 3], [5, 3, 3, 3], kernel_shape=[3, 3])
+    conv_case("conv_odd_sizes", [1, 17, 13, 19], [33, 17, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    # 10000 output columns with k = 27: several im2col column tiles.
+    # k = 41·5·5 = 1025 gives the smallest tile (64 columns): 90 columns in two tiles, for
+    # each of 2 images and 2 groups.
+    conv_case(
+        "conv_min_tile_group2_batch2", [2, 82, 9, 10], [6, 41, 5, 5], kernel_shape=[5, 5], pads=[2, 2, 2, 2], group=2
+    )
+    conv_case("conv_pointwise_group2_batch2", [2, 6, 4, 5], [4, 3, 1, 1], kernel_shape=[1, 1], group=2)
+    # (auto_pad SAME_* with dilations > 1: onnxruntime refuses it, so there is no case.)
+    conv_case(
+        "conv_same_upper_stride_gt_kernel", [1, 2, 11, 10], [3, 2, 2, 2], kernel_shape=[2, 2], strides=[3, 3], auto_pad="SAME_UPPER"
+    )
+    conv_case("conv_kernel_5_on_3x3_pad1", [1, 2, 3, 3], [2, 2, 5, 5], kernel_shape=[5, 5], pads=[1, 1, 1, 1])
+    conv_case("conv_100x100_3x3", [1, 3, 100, 100], [4, 3, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    # k = 3 gives the largest tile (8192 columns); 92x92 = 8464 and 91x91 = 8281 columns
+    # cross it (im2col path and the direct pointwise path).
+    conv_case("conv_90x90_1x1_padded", [1, 3, 90, 90], [2, 3, 1, 1], kernel_shape=[1, 1], pads=[1, 1, 1, 1])
+    conv_case("conv_91x91_pointwise", [1, 3, 91, 91], [2, 3, 1, 1], kernel_shape=[1, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+def unary_case(name, op, shape=(2, 3, 4, 5), scale=2.0, opset=DEFAULT_OPSET, **attrs):
+    r = rng_for(name)
+    x = normal(r, *shape, scale=scale)
+    case(name, [helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)], [("x", x)], ["y"], opset=opset)
+
+
+def activation_cases():
+    unary_case("relu", "Relu")
+    unary_case("relu_2d", "Relu", shape=(3, 17))
+    unary_case("leaky_relu_default_alpha", "LeakyRelu")
+    unary_case("leaky_relu_alpha_0_2", "LeakyRelu", alpha=0.2)
+    unary_case("sigmoid", "Sigmoid", scale=4.0)
+    unary_case("sigmoid_saturated", "Sigmoid", shape=(4, 9), scale=40.0)
+    unary_case("tanh", "Tanh", scale=2.0)
+    unary_case("tanh_saturated", "Tanh", shape=(4, 9), scale=30.0)
+    unary_case("identity", "Identity", shape=(2, 3, 5))
+    unary_case("relu_odd_size", "Relu", shape=(1, 3, 17, 23))
+
+    def prelu(name, x_shape, slope):
+        r = rng_for(name)
+        x = normal(r, *x_shape)
+        node = helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")
+        case(name, [node], [("x", x)], ["y"], {"slope": slope})
+
+    r = rng_for("prelu-slopes")
+    prelu("prelu_per_channel", [2, 4, 5, 6], f32(r.uniform(0.05, 0.5, (4, 1, 1))))
+    prelu("prelu_scalar_slope", [1, 3, 4, 5], f32([0.25]))
+    prelu("prelu_rank0_slope", [1, 3, 4, 5], f32(np.array(0.1)))
+    prelu("prelu_2d", [3, 7], f32(r.uniform(0.05, 0.5, (7,))))
+    prelu("prelu_last_axis_slope", [1, 3, 4, 5], f32(r.uniform(0.05, 0.5, (5,))))
+    # Slope as a second graph input, not an initializer.
+    name = "prelu_slope_input"
+    rr = rng_for(name)
+    case(
+        name,
+        [helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")],
+        [("x", normal(rr, 2, 3, 4)), ("slope", f32(rr.uniform(0.05, 0.5, (3, 1))))],
+        ["y"],
+    )
+
+    # Clip
+    def clip(name, inputs_for_node, init, opset, **attrs):
+        r = rng_for(name)
+        x = normal(r, 2, 3, 4, 5, scale=2.0)
+        node = helper.make_node("Clip", inputs_for_node, ["y"], name="clip", **attrs)
+        case(name, [node], [("x", x)], ["y"], init, opset=opset)
+
+    clip("clip_opset6_attributes", ["x"], None, 6, min=-0.5, max=0.7)
+    clip("clip_opset6_min_only", ["x"], None, 6, min=-0.3)
+    clip("clip_opset13_min_max", ["x", "min", "max"], {"min": f32(np.array(-0.5)), "max": f32(np.array(0.7))}, 13)
+    clip("clip_opset13_min_only", ["x", "min"], {"min": f32(np.array(-0.2))}, 13)
+    clip("clip_opset13_max_only", ["x", "", "max"], {"max": f32(np.array(0.4))}, 13)
+    clip("clip_opset13_no_bounds", ["x"], None, 13)
+    clip("clip_opset11_min_max", ["x", "min", "max"], {"min": f32(np.array(0.0)), "max": f32(np.array(6.0))}, 11)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+
+
+def pool_case(name, op, x_shape, opset=DEFAULT_OPSET, **attrs):
+    r = rng_for(name)
+    x = normal(r, *x_shape)
+    node = helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)
+    case(name, [node], [("x", x)], ["y"], opset=opset)
+
+
+def pool_cases():
+    pool_case("maxpool_2x2_s2", "MaxPool", [1, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2])
+    pool_case("maxpool_2x2_s2_odd_floor", "MaxPool", [1, 2, 7, 9], kernel_shape=[2, 2], strides=[2, 2])
+    pool_case("maxpool_3x3_s2", "MaxPool", [2, 2, 9, 11], kernel_shape=[3, 3], strides=[2, 2])
+    pool_case("maxpool_3x3_s2_ceil", "MaxPool", [1, 2, 8, 10], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    pool_case("maxpool_2x2_s2_ceil_odd", "MaxPool", [1, 2, 7, 9], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    pool_case("maxpool_pads", "MaxPool", [1, 2, 7, 7], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    pool_case("maxpool_asymmetric_pads", "MaxPool", [1, 2, 6, 7], kernel_shape=[3, 2], pads=[0, 1, 2, 0])
+    # The last window would start inside the end padding: onnxruntime drops it.
+    pool_case(
+        "maxpool_ceil_pads", "MaxPool", [1, 2, 6, 6], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1
+    )
+    pool_case("maxpool_same_upper", "MaxPool", [1, 3, 9, 10], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    pool_case("maxpool_same_upper_2x2_odd", "MaxPool", [1, 3, 11, 7], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
+    pool_case("maxpool_same_lower", "MaxPool", [1, 3, 9, 10], kernel_shape=[4, 3], strides=[2, 2], auto_pad="SAME_LOWER")
+    pool_case("maxpool_valid", "MaxPool", [1, 2, 8, 7], kernel_shape=[3, 2], strides=[2, 2], auto_pad="VALID")
+    pool_case("maxpool_dilation2", "MaxPool", [1, 2, 10, 10], kernel_shape=[2, 2], dilations=[2, 2])
+    pool_case(
+        "maxpool_dilation2_stride2_pads",
+        "MaxPool",
+        [1, 2, 11, 9],
+        kernel_shape=[3, 2],
+        strides=[2, 2],
+        dilations=[2, 2],
+        pads=[1, 1, 1, 1],
+    )
+    pool_case(
+        "maxpool_same_upper_stride_gt_kernel", "MaxPool", [1, 2, 11, 10], kernel_shape=[2, 2], strides=[3, 3], auto_pad="SAME_UPPER"
+    )
+    pool_case("maxpool_nonsquare", "MaxPool", [1, 2, 8, 11], kernel_shape=[2, 3], strides=[1, 2])
+    pool_case("maxpool_1x1_map", "MaxPool", [1, 4, 1, 1], kernel_shape=[1, 1])
+
+    pool_case("avgpool_2x2_s2", "AveragePool", [1, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2])
+    pool_case(
+        "avgpool_pads_exclude_pad",
+        "AveragePool",
+        [1, 2, 7, 7],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        count_include_pad=0,
+    )
+    pool_case(
+        "avgpool_pads_include_pad",
+        "AveragePool",
+        [1, 2, 7, 7],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        count_include_pad=1,
+    )
+    pool_case(
+        "avgpool_asymmetric_pads_include_pad",
+        "AveragePool",
+        [1, 2, 6, 7],
+        kernel_shape=[3, 3],
+        pads=[0, 2, 1, 0],
+        count_include_pad=1,
+    )
+    pool_case("avgpool_ceil", "AveragePool", [1, 2, 8, 10], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    pool_case(
+        "avgpool_ceil_pads_exclude_pad",
+        "AveragePool",
+        [1, 2, 6, 9],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        ceil_mode=1,
+        count_include_pad=0,
+    )
+    pool_case(
+        "avgpool_ceil_pads_include_pad",
+        "AveragePool",
+        [1, 2, 6, 9],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        ceil_mode=1,
+        count_include_pad=1,
+    )
+    pool_case(
+        "avgpool_same_upper", "AveragePool", [1, 3, 9, 10], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"
+    )
+    pool_case(
+        "avgpool_same_upper_include_pad",
+        "AveragePool",
+        [1, 3, 9, 10],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        auto_pad="SAME_UPPER",
+        count_include_pad=1,
+    )
+    pool_case("avgpool_nonsquare_batch2", "AveragePool", [2, 3, 7, 11], kernel_shape=[3, 2], strides=[2, 3])
+
+    pool_case("global_avgpool", "GlobalAveragePool", [2, 3, 5, 7])
+    pool_case("global_avgpool_1x1", "GlobalAveragePool", [1, 4, 1, 1])
+    pool_case("global_avgpool_large", "GlobalAveragePool", [1, 2, 33, 31])
+    pool_case("global_maxpool", "GlobalMaxPool", [2, 3, 5, 7])
+    pool_case("global_maxpool_1x1", "GlobalMaxPool", [1, 4, 1, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Element-wise binary ops and BatchNormalization
+
+
+def binary_cases():
+    def binary(name, op, a, b, a_const=False, b_const=False, opset=DEFAULT_OPSET):
+        inputs, init = [], {}
+        for n, v, const in (("a", a, a_const), ("b", b, b_const)):
+            if const:
+                init[n] = v
+            else:
+                inputs.append((n, v))
+        node = helper.make_node(op, ["a", "b"], ["y"], name=op.lower())
+        case(name, [node], inputs, ["y"], init, opset=opset)
+
+    for op in ("Add", "Sub", "Mul", "Div"):
+        low = op.lower()
+        r = rng_for(low)
+
+        def second(*shape):
+            return away_from_zero(r, *shape) if op == "Div" else normal(r, *shape)
+
+        binary(f"{low}_same_shape", op, normal(r, 2, 3, 4, 5), second(2, 3, 4, 5))
+        binary(f"{low}_scalar_initializer", op, normal(r, 2, 3, 4), second(), b_const=True)
+        binary(f"{low}_scalar_first", op, f32(np.array(1.5)), second(3, 4), a_const=True)
+        binary(f"{low}_one_element", op, normal(r, 2, 3, 4), second(1), b_const=True)
+        binary(f"{low}_per_channel", op, normal(r, 2, 4, 5, 6), second(4, 1, 1), b_const=True)
+        binary(f"{low}_last_axis", op, normal(r, 2, 3, 5), second(5))
+        binary(f"{low}_broadcast_both_ways", op, normal(r, 2, 1, 4), second(3, 1))
+        binary(f"{low}_broadcast_4d_both_ways", op, normal(r, 1, 3, 1, 5), second(2, 1, 4, 1))
+        binary(f"{low}_lower_rank_first", op, normal(r, 5) if op != "Div" else second(5), second(2, 3, 4, 5))
+    r = rng_for("add-large")
+    binary("add_broadcast_batch_channel", "Add", normal(r, 2, 8, 10, 13), normal(r, 8, 1, 1), b_const=True)
+    binary("add_broadcast_last_dim_1", "Add", normal(r, 3, 1), normal(r, 2, 1, 1))
+    binary("mul_broadcast_rank5", "Mul", normal(r, 2, 1, 3, 1, 2), normal(r, 4, 1, 2, 1))
+    binary("add_opset7", "Add", normal(r, 2, 3), normal(r, 3), opset=7)
+
+    def batch_norm(name, x_shape, epsilon=None):
+        r = rng_for(name)
+        c = x_shape[1]
+        init = {
+            "scale": f32(r.uniform(0.5, 1.5, c)),
+            "bias": normal(r, c),
+            "mean": normal(r, c),
+            "var": f32(r.uniform(0.1, 2.0, c)),
+        }
+        attrs = {} if epsilon is None else {"epsilon": epsilon}
+        node = helper.make_node(
+            "BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], name="bn", **attrs
+        )
+        case(name, [node], [("x", normal(r, *x_shape))], ["y"], init)
+
+    batch_norm("batchnorm_4d", [2, 3, 4, 5])
+    batch_norm("batchnorm_epsilon_1e-3", [1, 5, 3, 7], epsilon=1e-3)
+    batch_norm("batchnorm_2d", [4, 6])
+    batch_norm("batchnorm_3d", [2, 3, 7])
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemm and MatMul
+
+
+def gemm_cases():
+    def gemm(name, a_shape, b_shape, c_shape=None, b_const=True, **attrs):
+        r = rng_for(name)
+        inputs = [("a", normal(r, *a_shape))]
+        init = {}
+        b = normal(r, *b_shape)
+        if b_const:
+            init["b"] = b
+        else:
+            inputs.append(("b", b))
+        node_inputs = ["a", "b"]
+        if c_shape is not None:
+            init["c"] = normal(r, *c_shape)
+            node_inputs.append("c")
+        node = helper.make_node("Gemm", node_inputs, ["y"], name="gemm", **attrs)
+        case(name, [node], inputs, ["y"], init)
+
+    gemm("gemm_bias_row", [3, 5], [5, 4], [4])
+    gemm("gemm_no_c", [3, 5], [5, 4])
+    gemm("gemm_trans_a", [5, 3], [5, 4], [4], transA=1)
+    gemm("gemm_trans_b", [3, 5], [4, 5], [4], transB=1)
+    gemm("gemm_trans_both", [5, 3], [4, 5], [3, 4], transA=1, transB=1)
+    gemm("gemm_alpha_beta_full_c", [3, 5], [5, 4], [3, 4], alpha=0.5, beta=2.0)
+    gemm("gemm_c_scalar", [3, 5], [5, 4], [], beta=0.75)
+    gemm("gemm_c_one_element", [3, 5], [5, 4], [1])
+    gemm("gemm_c_column", [3, 5], [5, 4], [3, 1])
+    gemm("gemm_c_row_2d", [3, 5], [5, 4], [1, 4], alpha=-1.5)
+    gemm("gemm_beta_zero", [3, 5], [5, 4], [3, 4], beta=0.0)
+    gemm("gemm_b_input", [4, 6], [6, 3], [3], b_const=False)
+    gemm("gemm_b_input_trans_b", [4, 6], [3, 6], [3], b_const=False, transB=1)
+    gemm("gemm_large", [64, 70], [80, 70], [80], transB=1)
+    gemm("gemm_vector_rows", [1, 17], [17, 9], [9])
+
+    def matmul(name, a_shape, b_shape, b_const=False):
+        r = rng_for(name)
+        inputs = [("a", normal(r, *a_shape))]
+        init = {}
+        b = normal(r, *b_shape)
+        if b_const:
+            init["b"] = b
+        else:
+            inputs.append(("b", b))
+        case(name, [helper.make_node("MatMul", ["a", "b"], ["y"], name="matmul")], inputs, ["y"], init)
+
+    matmul("matmul_2d", [3, 5], [5, 4])
+    matmul("matmul_2d_const", [3, 5], [5, 4], b_const=True)
+    matmul("matmul_batched_3d", [2, 3, 4], [2, 4, 5])
+    matmul("matmul_batched_rhs_2d", [2, 3, 4, 5], [5, 6], b_const=True)
+    matmul("matmul_batched_lhs_2d", [4, 5], [3, 5, 2])
+    matmul("matmul_broadcast_batch", [2, 1, 3, 4], [3, 4, 5])
+    matmul("matmul_broadcast_both_batches", [2, 1, 3, 4], [1, 5, 4, 2])
+    matmul("matmul_1d_lhs", [5], [2, 5, 3])
+    matmul("matmul_1d_rhs", [2, 3, 5], [5])
+    matmul("matmul_1d_both", [7], [7])
+    matmul("matmul_1d_lhs_2d_rhs", [4], [4, 6])
+    matmul("matmul_large", [64, 70], [70, 80], b_const=True)
+
+    # MatMul + Add that must not become a Gemm: 3-D input, and a full (non-row) bias.
+    name = "matmul_add_3d_input"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["t", "b"], ["y"], name="add")],
+        [("x", normal(r, 2, 3, 5))],
+        ["y"],
+        {"w": normal(r, 5, 4), "b": normal(r, 4)},
+    )
+    name = "matmul_add_full_bias"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["t", "b"], ["y"], name="add")],
+        [("x", normal(r, 3, 5))],
+        ["y"],
+        {"w": normal(r, 5, 4), "b": normal(r, 3, 4)},
+    )
+    name = "matmul_add_bias_first"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["b", "t"], ["y"], name="add")],
+        [("x", normal(r, 3, 5))],
+        ["y"],
+        {"w": normal(r, 5, 4), "b": normal(r, 4)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout ops
+
+
+def layout_cases():
+    def single(name, op, x_shape, extra_inputs=(), init=None, opset=DEFAULT_OPSET, **attrs):
+        r = rng_for(name)
+        node = helper.make_node(op, ["x", *extra_inputs], ["y"], name=op.lower(), **attrs)
+        case(name, [node], [("x", normal(r, *x_shape))], ["y"], init, opset=opset)
+
+    for axis in (0, 1, 2, 4, -1, -3):
+        single(f"flatten_axis_{axis}".replace("-", "neg"), "Flatten", [2, 3, 4, 5], axis=axis)
+    single("flatten_default_axis", "Flatten", [2, 3, 4, 5])
+
+    for name, spec in (
+        ("reshape_0_neg1", [0, -1]),
+        ("reshape_neg1_first", [-1, 10]),
+        ("reshape_0_0_neg1", [0, 0, -1]),
+        ("reshape_0_neg1_5", [0, -1, 5]),
+        ("reshape_explicit_5d", [2, 3, 2, 2, 5]),
+        ("reshape_to_1d", [-1]),
+    ):
+        single(name, "Reshape", [2, 3, 4, 5], ["shape"], {"shape": i64(spec)})
+    # Shape from a Constant node rather than an initializer.
+    name = "reshape_shape_from_constant"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node(
+                "Constant", [], ["shape"], name="shape_const", value=numpy_helper.from_array(i64([3, -1]), "v")
+            ),
+            helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape"),
+        ],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+    )
+
+    for name, shape, perm in (
+        ("transpose_nchw_to_nhwc", [2, 3, 4, 5], [0, 2, 3, 1]),
+        ("transpose_nhwc_to_nchw", [2, 4, 5, 3], [0, 3, 1, 2]),
+        ("transpose_swap_hw", [1, 3, 4, 5], [0, 1, 3, 2]),
+        ("transpose_3d", [2, 3, 4], [2, 0, 1]),
+        ("transpose_2d", [3, 7], [1, 0]),
+        ("transpose_5d", [2, 3, 2, 4, 3], [0, 2, 1, 4, 3]),
+        ("transpose_identity_perm", [2, 3, 4], [0, 1, 2]),
+    ):
+        single(name, "Transpose", shape, perm=perm)
+    single("transpose_no_perm_4d", "Transpose", [2, 3, 4, 5])
+    single("transpose_no_perm_2d", "Transpose", [3, 5])
+
+    def softmax(name, shape, opset, scale=2.0, **attrs):
+        r = rng_for(name)
+        node = helper.make_node("Softmax", ["x"], ["y"], name="softmax", **attrs)
+        case(name, [node], [("x", normal(r, *shape, scale=scale))], ["y"], opset=opset)
+
+    # Opset < 13: the input is coerced to 2-D at `axis`, softmax over all trailing dims.
+    softmax("softmax_opset12_axis1_4d", [2, 3, 4, 5], 12, axis=1)
+    softmax("softmax_opset11_default_axis_3d", [2, 3, 4], 11)
+    softmax("softmax_opset11_axis2_4d", [2, 3, 4, 5], 11, axis=2)
+    softmax("softmax_opset13_axis1_4d", [2, 3, 4, 5], 13, axis=1)
+    softmax("softmax_opset13_axis_neg2", [2, 3, 4, 5], 13, axis=-2)
+    softmax("softmax_opset13_default_axis", [2, 3, 4, 5], 13)
+    softmax("softmax_opset13_2d", [4, 10], 13)
+    softmax("softmax_opset13_large_values", [3, 7], 13, scale=60.0)
+
+    def concat(name, shapes, axis, const_index=None):
+        r = rng_for(name)
+        inputs, init, names = [], {}, []
+        for i, s in enumerate(shapes):
+            n = f"x{i}"
+            names.append(n)
+            if i == const_index:
+                init[n] = normal(r, *s)
+            else:
+                inputs.append((n, normal(r, *s)))
+        node = helper.make_node("Concat", names, ["y"], name="concat", axis=axis)
+        case(name, [node], inputs, ["y"], init)
+
+    concat("concat_axis1", [[2, 3, 4, 5], [2, 2, 4, 5]], 1)
+    concat("concat_axis_neg1_three", [[2, 3, 4], [2, 3, 1], [2, 3, 5]], -1)
+    concat("concat_axis0_with_initializer", [[2, 3], [1, 3]], 0, const_index=1)
+    concat("concat_axis2_4d", [[1, 2, 3, 4], [1, 2, 5, 4]], 2)
+    concat("concat_single_input", [[2, 3]], 1)
+
+    # Dropout in inference is the identity.
+    single("dropout_opset13_ratio_input", "Dropout", [2, 3, 4], ["ratio"], {"ratio": f32(np.array(0.3))})
+    single("dropout_opset13_no_ratio", "Dropout", [2, 3, 4])
+    single("dropout_opset10_ratio_attr", "Dropout", [2, 3, 4], opset=10, ratio=0.5)
+    name = "dropout_opset13_mask_unused"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Dropout", ["x"], ["y", "mask"], name="dropout")],
+        [("x", normal(r, 3, 4))],
+        ["y"],
+    )
+
+    def pad(name, x_shape, pads, value=None, opset=DEFAULT_OPSET):
+        r = rng_for(name)
+        init = {"pads": i64(pads)}
+        node_inputs = ["x", "pads"]
+        if value is not None:
+            init["value"] = f32(np.array(value))
+            node_inputs.append("value")
+        node = helper.make_node("Pad", node_inputs, ["y"], name="pad", mode="constant")
+        case(name, [node], [("x", normal(r, *x_shape))], ["y"], init, opset=opset)
+
+    pad("pad_opset11_constant_value", [1, 2, 4, 5], [0, 0, 1, 2, 0, 0, 2, 1], 1.5, opset=11)
+    pad("pad_opset11_default_zero", [1, 2, 3, 3], [0, 0, 1, 1, 0, 0, 1, 1], opset=11)
+    pad("pad_opset11_negative", [1, 2, 5, 6], [0, 0, -1, 1, 0, 0, 2, -2], -0.5, opset=11)
+    pad("pad_opset13_all_dims", [2, 3, 4], [1, 0, 2, 0, 1, 1], 0.25)
+    pad("pad_opset13_1d", [7], [2, 3], -2.0)
+    pad("pad_opset13_2d_negative_begin", [4, 6], [-2, -1, 1, 0], 3.0)
+    name = "pad_opset2_attributes"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Pad", ["x"], ["y"], name="pad", pads=[0, 1, 1, 0, 2, 0], value=-1.0)],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+        opset=2,
+    )
+
+    single("squeeze_opset11_axes_attr", "Squeeze", [2, 1, 3, 1], opset=11, axes=[1, 3])
+    single("squeeze_opset11_negative_axes", "Squeeze", [1, 3, 1, 4], opset=11, axes=[-2, 0])
+    single("squeeze_opset11_no_axes", "Squeeze", [1, 3, 1, 4], opset=11)
+    single("squeeze_opset13_axes_input", "Squeeze", [2, 1, 3, 1], ["axes"], {"axes": i64([3, 1])})
+    single("squeeze_opset13_no_axes", "Squeeze", [1, 3, 1, 4])
+    single("unsqueeze_opset11_axes_attr", "Unsqueeze", [2, 3], opset=11, axes=[0, 3])
+    single("unsqueeze_opset13_axes_input", "Unsqueeze", [2, 3, 4], ["axes"], {"axes": i64([-1, 1])})
+    single("unsqueeze_opset13_to_nchw", "Unsqueeze", [5], ["axes"], {"axes": i64([0, 2, 3])})
+
+    # Constant feeding an Add (and a Mul with the value_float form).
+    name = "constant_tensor_add"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node(
+                "Constant", [], ["c"], name="const", value=numpy_helper.from_array(normal(r, 3, 1), "c_value")
+            ),
+            helper.make_node("Add", ["x", "c"], ["y"], name="add"),
+        ],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+    )
+    name = "constant_value_float_mul"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node("Constant", [], ["c"], name="const", value_float=-2.5),
+            helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
+        ],
+        [("x", normal(r, 2, 5))],
+        ["y"],
+    )
+    name = "constant_value_floats_sub"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node("Constant", [], ["c"], name="const", value_floats=[0.5, -1.0, 2.0]),
+            helper.make_node("Sub", ["c", "x"], ["y"], name="sub"),
+        ],
+        [("x", normal(r, 4, 3))],
+        ["y"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused graphs (exercise optimize.rs)
+
+
+def fused_cases():
+    def conv(r, name, x, y, m, c, k=3, bias=True, init=None, **attrs):
+        init[f"{name}_w"] = conv_weights(r, m, c, k, k)
+        inputs = [x, f"{name}_w"]
+        if bias:
+            init[f"{name}_b"] = normal(r, m, scale=0.5)
+            inputs.append(f"{name}_b")
+        return helper.make_node("Conv", inputs, [y], name=name, kernel_shape=[k, k], **attrs)
+
+    def bn(r, name, x, y, c, init):
+        for p, v in (
+            ("scale", f32(r.uniform(0.5, 1.5, c))),
+            ("bias", normal(r, c)),
+            ("mean", normal(r, c, scale=0.5)),
+            ("var", f32(r.uniform(0.2, 2.0, c))),
+        ):
+            init[f"{name}_{p}"] = v
+        return helper.make_node(
+            "BatchNormalization",
+            [x, f"{name}_scale", f"{name}_bias", f"{name}_mean", f"{name}_var"],
+            [y],
+            name=name,
+            epsilon=1e-3,
+        )
+
+    name = "fused_conv_bn_relu"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
+        bn(r, "bn", "c", "b", 6, init),
+        helper.make_node("Relu", ["b"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 2, 3, 7, 8))], ["y"], init)
+
+    name = "fused_conv_nobias_bn"
+    r, init = rng_for(name), {}
+    nodes = [conv(r, "conv", "x", "c", 5, 4, bias=False, init=init, strides=[2, 2]), bn(r, "bn", "c", "y", 5, init)]
+    case(name, nodes, [("x", normal(r, 1, 4, 9, 9))], ["y"], init)
+
+    name = "fused_conv_prelu"
+    r, init = rng_for(name), {}
+    init["slope"] = f32(r.uniform(0.05, 0.5, (8, 1, 1)))
+    nodes = [
+        conv(r, "conv", "x", "c", 8, 3, init=init),
+        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 10, 12))], ["y"], init)
+
+    name = "fused_depthwise_bn_prelu_scalar"
+    r, init = rng_for(name), {}
+    init["slope"] = f32([0.2])
+    nodes = [
+        conv(r, "dw", "x", "c", 4, 1, bias=False, init=init, group=4, pads=[1, 1, 1, 1]),
+        bn(r, "bn", "c", "b", 4, init),
+        helper.make_node("PRelu", ["b", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 4, 6, 7))], ["y"], init)
+
+    name = "fused_conv_leaky_relu"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init),
+        helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y"], init)
+
+    name = "fused_conv_mul_add"
+    r, init = rng_for(name), {}
+    init["mul_c"] = f32(r.uniform(0.5, 2.0, (1, 6, 1, 1)))
+    init["add_c"] = normal(r, 6, 1, 1)
+    nodes = [
+        conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "mul_c"], ["m"], name="mul"),
+        helper.make_node("Add", ["m", "add_c"], ["y"], name="add"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 7, 5))], ["y"], init)
+
+    name = "fused_conv_add_scalar_relu"
+    r, init = rng_for(name), {}
+    init["add_c"] = f32(np.array(-0.3))
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 2, init=init),
+        helper.make_node("Add", ["c", "add_c"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 2, 6, 6))], ["y"], init)
+
+    # Traps for the per-channel folding: a constant as long as the channel count but laid
+    # along the last axis (W == C), and a full-size constant. Neither may be folded.
+    name = "conv_mul_last_axis_not_folded"
+    r, init = rng_for(name), {}
+    init["mul_c"] = f32(r.uniform(0.5, 2.0, (4,)))
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init, pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "mul_c"], ["y"], name="mul"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 5, 4))], ["y"], init)
+
+    name = "conv_prelu_last_axis_not_folded"
+    r, init = rng_for(name), {}
+    init["slope"] = f32(r.uniform(0.05, 0.5, (4,)))
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init, pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 5, 4))], ["y"], init)
+
+    name = "conv_add_full_tensor_not_folded"
+    r, init = rng_for(name), {}
+    init["add_c"] = normal(r, 1, 3, 4, 4)
+    nodes = [
+        conv(r, "conv", "x", "c", 3, 2, init=init),
+        helper.make_node("Add", ["c", "add_c"], ["y"], name="add"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 2, 6, 6))], ["y"], init)
+
+    # The conv output is read twice: nothing may be fused into it.
+    name = "conv_shared_output_not_fused"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init),
+        helper.make_node("Relu", ["c"], ["y0"], name="relu"),
+        bn(r, "bn", "c", "y1", 4, init),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y0", "y1"], init)
+
+    # The conv output is a graph output and also feeds a Relu.
+    name = "conv_output_also_graph_output"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["c", "y"], init)
+
+    name = "fused_mlp_head"
+    r, init = rng_for(name), {}
+    init["w"] = normal(r, 48, 10, scale=1 / np.sqrt(48))
+    init["b"] = normal(r, 10)
+    init["slope"] = f32(r.uniform(0.05, 0.5, (10,)))
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "b"], ["fc_out"], name="fc_bias"),
+        helper.make_node("PRelu", ["fc_out", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("x", normal(r, 2, 3, 4, 4))], ["y"], init)
+
+    name = "fused_matmul_add_2d_input_relu"
+    r, init = rng_for(name), {}
+    init["w"] = normal(r, 6, 5)
+    init["b"] = normal(r, 1, 5)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "b"], ["a"], name="fc_bias"),
+        helper.make_node("Relu", ["a"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 3, 6))], ["y"], init)
+
+    name = "fused_gemm_prelu_relu_chain"
+    r, init = rng_for(name), {}
+    init["w"] = normal(r, 7, 6)
+    init["b"] = normal(r, 7)
+    init["slope"] = f32(r.uniform(0.05, 0.5, (1, 7)))
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=1),
+        helper.make_node("PRelu", ["g", "slope"], ["p"], name="prelu"),
+        helper.make_node("Relu", ["p"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 4, 6))], ["y"], init)
+
+    name = "fused_gemm_leaky_relu"
+    r, init = rng_for(name), {}
+    init["w"] = normal(r, 6, 7)
+    init["b"] = normal(r, 7)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm"),
+        helper.make_node("LeakyRelu", ["g"], ["y"], name="leaky", alpha=0.3),
+    ]
+    case(name, nodes, [("x", normal(r, 4, 6))], ["y"], init)
+
+    # Gemm whose B is a graph input (column count unknown at load time), then PRelu.
+    name = "gemm_b_input_prelu_scalar"
+    r = rng_for(name)
+    nodes = [
+        helper.make_node("Gemm", ["a", "b"], ["g"], name="gemm"),
+        helper.make_node("PRelu", ["g", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("a", normal(r, 3, 4)), ("b", normal(r, 4, 5))], ["y"], {"slope": f32([0.2])})
+
+    name = "gemm_b_input_prelu_per_column"
+    r = rng_for(name)
+    case(
+        name,
+        nodes,
+        [("a", normal(r, 3, 4)), ("b", normal(r, 4, 5))],
+        ["y"],
+        {"slope": f32(r.uniform(0.05, 0.5, (5,)))},
+    )
+
+    # An activation already fused: the following per-channel Add must stay separate.
+    name = "conv_relu_then_add_not_folded"
+    r, init = rng_for(name), {}
+    init["add_c"] = normal(r, 4, 1, 1)
+    nodes = [
+        conv(r, "conv", "x", "c", 4, 3, init=init),
+        helper.make_node("Relu", ["c"], ["a"], name="relu"),
+        helper.make_node("Add", ["a", "add_c"], ["y"], name="add"),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y"], init)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import paths: dynamic shapes, encodings, optional inputs, legacy conventions
+
+
+def import_cases():
+    # Symbolic batch and spatial dims: shapes are resolved at run time.
+    name = "conv_dynamic_input_dims"
+    r, init = rng_for(name), {}
+    init["w"] = conv_weights(r, 4, 3, 3, 3)
+    init["b"] = normal(r, 4)
+    case(
+        name,
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [("x", normal(r, 2, 3, 7, 9))],
+        ["y"],
+        init,
+        input_dims=[["N", 3, "H", "W"]],
+    )
+    name = "matmul_add_dynamic_batch"
+    r, init = rng_for(name), {}
+    init["w"] = normal(r, 6, 5)
+    init["b"] = normal(r, 5)
+    case(
+        name,
+        [helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"), helper.make_node("Add", ["mm", "b"], ["y"], name="fc_bias")],
+        [("x", normal(r, 3, 6))],
+        ["y"],
+        init,
+        input_dims=[["batch", 6]],
+    )
+
+    # Initializers in float_data / int64_data rather than raw_data.
+    name = "initializers_in_typed_fields"
+    r, init = rng_for(name), {}
+    init["w"] = conv_weights(r, 4, 2, 3, 3)
+    init["b"] = normal(r, 4)
+    init["shape"] = i64([0, -1])
+    case(
+        name,
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3]),
+            helper.make_node("Reshape", ["c", "shape"], ["y"], name="reshape"),
+        ],
+        [("x", normal(r, 1, 2, 5, 6))],
+        ["y"],
+        init,
+        raw_initializers=False,
+    )
+
+    # IR 3: every initializer is also listed as a graph input.
+    name = "initializers_listed_as_inputs_ir3"
+    r, init = rng_for(name), {}
+    init["w"] = conv_weights(r, 3, 2, 3, 3)
+    init["b"] = normal(r, 3)
+    init["slope"] = f32(r.uniform(0.05, 0.5, (3, 1, 1)))
+    case(
+        name,
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3]),
+            helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+        ],
+        [("x", normal(r, 1, 2, 6, 5))],
+        ["y"],
+        init,
+        opset=7,
+        ir_version=3,
+        initializers_as_inputs=True,
+    )
+
+    # Optional inputs omitted with an empty name.
+    name = "conv_empty_bias_name"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Conv", ["x", "w", ""], ["y"], name="conv", kernel_shape=[3, 3])],
+        [("x", normal(r, 1, 2, 5, 5))],
+        ["y"],
+        {"w": conv_weights(r, 3, 2, 3, 3)},
+    )
+    name = "gemm_empty_c_name"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Gemm", ["a", "b", ""], ["y"], name="gemm", alpha=2.0)],
+        [("a", normal(r, 3, 4))],
+        ["y"],
+        {"b": normal(r, 4, 5)},
+    )
+
+    # Dropout with an explicit training_mode = false (a bool initializer).
+    name = "dropout_opset13_training_mode_false"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="dropout")],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+        {"ratio": f32(np.array(0.5)), "training": np.array(False)},
+    )
+
+    # Shapes and bounds from Constant nodes in their other forms.
+    name = "reshape_shape_from_constant_value_ints"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node("Constant", [], ["shape"], name="shape_const", value_ints=[2, -1, 3]),
+            helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape"),
+        ],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+    )
+    name = "clip_bounds_from_constant_nodes"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node("Constant", [], ["lo"], name="lo", value_float=-0.25),
+            helper.make_node("Constant", [], ["hi"], name="hi", value=numpy_helper.from_array(f32(np.array(0.5)), "hi")),
+            helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip"),
+        ],
+        [("x", normal(r, 3, 5))],
+        ["y"],
+    )
+
+    # One value read twice by the same node.
+    name = "mul_same_input_twice"
+    r = rng_for(name)
+    case(name, [helper.make_node("Mul", ["x", "x"], ["y"], name="square")], [("x", normal(r, 2, 7))], ["y"])
+
+    # Ops on constants only, feeding a graph-input op.
+    name = "relu_of_initializer_added"
+    r = rng_for(name)
+    case(
+        name,
+        [
+            helper.make_node("Relu", ["c"], ["rc"], name="relu_const"),
+            helper.make_node("Add", ["x", "rc"], ["y"], name="add"),
+        ],
+        [("x", normal(r, 2, 4))],
+        ["y"],
+        {"c": normal(r, 2, 4)},
+    )
+
+    pool_case("global_avgpool_3d", "GlobalAveragePool", [2, 3, 7])
+    pool_case("global_maxpool_3d", "GlobalMaxPool", [2, 3, 7])
+
+
+# ---------------------------------------------------------------------------------------------
+# An MTCNN-like network: NHWC input, conv trunk, two fully connected heads.
+
+
+def mtcnn_like_case():
+    name = "mtcnn_like"
+    r, init = rng_for(name), {}
+    init["conv_w"] = conv_weights(r, 10, 3, 3, 3)
+    init["conv_b"] = normal(r, 10, scale=0.3)
+    init["slope"] = f32(r.uniform(0.05, 0.5, (10, 1, 1)))
+    init["conv2_w"] = conv_weights(r, 16, 10, 3, 3)
+    init["conv2_b"] = normal(r, 16, scale=0.3)
+    init["slope2"] = f32(r.uniform(0.05, 0.5, (16, 1, 1)))
+    features = 16 * 4 * 4
+    init["fc_w"] = normal(r, features, 32, scale=1 / np.sqrt(features))
+    init["fc_b"] = normal(r, 32, scale=0.3)
+    init["fc_slope"] = f32(r.uniform(0.05, 0.5, (32,)))
+    init["cls_w"] = normal(r, 32, 2, scale=1 / np.sqrt(32))
+    init["cls_b"] = normal(r, 2)
+    init["box_w"] = normal(r, 32, 4, scale=1 / np.sqrt(32))
+    init["box_b"] = normal(r, 4)
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["c1"], name="conv1", kernel_shape=[3, 3]),
+        helper.make_node("PRelu", ["c1", "slope"], ["p1"], name="prelu1"),
+        helper.make_node("MaxPool", ["p1"], ["m1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        helper.make_node("Conv", ["m1", "conv2_w", "conv2_b"], ["c2"], name="conv2", kernel_shape=[3, 3]),
+        helper.make_node("PRelu", ["c2", "slope2"], ["p2"], name="prelu2"),
+        helper.make_node("Transpose", ["p2"], ["t"], name="to_nwhc", perm=[0, 3, 2, 1]),
+        helper.make_node("Flatten", ["t"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc_w"], ["fc"], name="fc"),
+        helper.make_node("Add", ["fc", "fc_b"], ["fcb"], name="fc_bias"),
+        helper.make_node("PRelu", ["fcb", "fc_slope"], ["fca"], name="fc_prelu"),
+        helper.make_node("MatMul", ["fca", "cls_w"], ["cls"], name="cls"),
+        helper.make_node("Add", ["cls", "cls_b"], ["logits"], name="cls_bias"),
+        helper.make_node("Softmax", ["logits"], ["prob"], name="softmax", axis=1),
+        helper.make_node("MatMul", ["fca", "box_w"], ["box"], name="box"),
+        helper.make_node("Add", ["box", "box_b"], ["bbox"], name="box_bias"),
+    ]
+    # 14x14 -> conv 12x12 -> pool (SAME_UPPER, /2) 6x6 -> conv 4x4.
+    case(name, nodes, [("image", normal(r, 1, 14, 14, 3))], ["bbox", "prob"], init)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models refacen must refuse
+
+
+def refusal_cases():
+    r = rng_for("refusals")
+    refusal(
+        "unsupported_resize",
+        [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="upsample_by_2", mode="nearest")],
+        [("x", normal(r, 1, 2, 3, 3))],
+        ["y"],
+        [[1, 2, 6, 6]],
+        {"scales": f32([1.0, 1.0, 2.0, 2.0])},
+    )
+    hidden = 4
+    refusal(
+        "unsupported_lstm",
+        [
+            helper.make_node("Relu", ["x"], ["xr"], name="relu_before"),
+            helper.make_node("LSTM", ["xr", "W", "R"], ["y"], name="encoder_lstm", hidden_size=hidden),
+        ],
+        [("x", normal(r, 5, 1, 3))],
+        ["y"],
+        [[5, 1, 1, hidden]],
+        {"W": normal(r, 1, 4 * hidden, 3), "R": normal(r, 1, 4 * hidden, hidden)},
+    )
+    refusal(
+        "conv_weights_as_input",
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="dynamic_conv", kernel_shape=[3, 3])],
+        [("x", normal(r, 1, 2, 5, 5)), ("w", normal(r, 3, 2, 3, 3))],
+        ["y"],
+        [[1, 3, 3, 3]],
+    )
+    refusal(
+        "conv_weights_as_input_no_kernel_shape",
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="dynamic_conv_2")],
+        [("x", normal(r, 1, 2, 5, 5)), ("w", normal(r, 3, 2, 3, 3))],
+        ["y"],
+        [[1, 3, 3, 3]],
+    )
+    refusal(
+        "dropout_training_mode_true",
+        [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="train_dropout")],
+        [("x", normal(r, 2, 3))],
+        ["y"],
+        [[2, 3]],
+        {"ratio": f32(np.array(0.5)), "training": np.array(True)},
+    )
+    # Valid models run with inputs of the wrong shape (the suite supplies the bad inputs).
+    refusal(
+        "static_shape_relu",
+        [helper.make_node("Relu", ["pixels"], ["y"], name="relu")],
+        [("pixels", normal(r, 1, 3, 4, 4))],
+        ["y"],
+        [[1, 3, 4, 4]],
+    )
+
+
+def main():
+    for d in (OPS_DIR, REFUSALS_DIR):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+    conv_cases()
+    activation_cases()
+    pool_cases()
+    binary_cases()
+    gemm_cases()
+    layout_cases()
+    fused_cases()
+    import_cases()
+    mtcnn_like_case()
+    refusal_cases()
+    for new, final in ((OPS_DIR, "ops"), (REFUSALS_DIR, "refusals")):
+        final = os.path.join(ROOT, final)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(new, final)
+    total = 0
+    for base, _, files in os.walk(ROOT):
+        total += sum(os.path.getsize(os.path.join(base, f)) for f in files)
+    print(f"{len(CASE_NAMES)} cases, {total / 1024:.0f} KiB under {ROOT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+//! What a run did, counted as it goes and reported at the end.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use refacen_store::Copied;
+
+/// Time spent per stage, summed over workers.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StageTimes {
+    pub read_decode: Duration,
+    pub detect: Duration,
+    pub normalize: Duration,
+    pub embed: Duration,
+    pub commit: Duration,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Photos (or, with `--regenerate facens` alone, faces) this run looked at.
+    pub selected: u64,
+    /// Already regenerated with the same detector, model and settings.
+    pub up_to_date: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Files that are not images (videos, sidecars, folder metadata): neither done nor failed.
+    pub skipped: u64,
+    /// Photos detected at a smaller size than stored (`--max-size`, or too large for the detector).
+    pub scaled_down: u64,
+    /// The first failure messages, for the log.
+    pub failure_examples: Vec<String>,
+    pub faces_new: u64,
+    pub faces_kept: u64,
+    pub faces_lost: u64,
+    pub facens: u64,
+    pub elapsed: Duration,
+    pub stages: StageTimes,
+    pub dry_run: bool,
+    /// `photos` or `faces`: what `selected`, `done`... count.
+    pub unit: &'static str,
+    /// Where face records went.
+    pub face_store: String,
+    /// Where facens were copied for search, if anywhere.
+    pub search_store: Option<String>,
+    /// Copies this run's records made in the search store.
+    pub search_copied: Copied,
+    /// Copies of records an earlier, interrupted run left pending.
+    pub search_caught_up: Copied,
+    /// The run was stopped (SIGINT or SIGTERM) before it had taken every photo or face.
+    pub interrupted: bool,
+    /// Guest instances that worked in parallel.
+    pub workers: usize,
+    /// Threads of the CPU backend's pool (which also runs the CPU-side work of a GPU run).
+    pub threads: usize,
+}
+
+/// How many failure messages a summary keeps.
+const EXAMPLES: usize = 20;
+
+impl Summary {
+    pub fn fail(&mut self, cause: &'static str, message: String) {
+        self.failed += 1;
+        *self.failures.entry(cause).or_default() += 1;
+        if self.failure_examples.len() < EXAMPLES {
+            self.failure_examples.push(message);
+        }
+    }
+
+    /// Counts a file that is not an image; `message` goes to stderr when `list` is set.
+    pub fn skip(&mut self, message: &str, list: bool) {
+        self.skipped += 1;
+        if list {
+            eprintln!("skipped: {message}");
+        }
+    }
+
+    pub fn faces(&self) -> u64 {
+        self.faces_new + self.faces_kept
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let verb = if self.dry_run { " (would be)" } else { "" };
+        writeln!(
+            f,
+            "{} {}: {} selected, {} regenerated{}, {} up to date, {} failed",
+            if self.dry_run { "dry run," } else { "regenerate:" },
+            self.unit,
+            self.selected,
+            self.done,
+            if self.dry_run { " (would be)" } else { "" },
+            self.up_to_date,
+            self.failed
+        )?;
+        if self.unit == "photos" {
+            writeln!(
+                f,
+                "faces: {} new, {} kept (same id), {} lost{verb}; {} facens computed",
+                self.faces_new, self.faces_kept, self.faces_lost, self.facens
+            )?;
+        } else {
+            writeln!(f, "facens: {} computed", self.facens)?;
+        }
+        if self.skipped > 0 {
+            writeln!(f, "skipped: {} not an image (--list-skipped names them)", self.skipped)?;
+        }
+        if self.scaled_down > 0 {
+            writeln!(f, "{} photo(s) scaled down for detection (see --max-size)", self.scaled_down)?;
+        }
+        if !self.dry_run {
+            writeln!(f, "face records: {}", self.face_store)?;
+        }
+        if let Some(search) = self.search_store.as_ref().filter(|_| !self.dry_run) {
+            let (c, u) = (self.search_copied, self.search_caught_up);
+            write!(
+                f,
+                "search store: {search}: {} facens copied, {} lost faces removed",
+                c.facens, c.removed
+            )?;
+            if u != Copied::default() {
+                write!(f, " (and {} facens, {} removals an earlier run left pending)", u.facens, u.removed)?;
+            }
+            writeln!(f)?;
+        }
+        if !self.failures.is_empty() {
+            let causes: Vec<String> = self.failures.iter().map(|(c, n)| format!("{n} {c}")).collect();
+            writeln!(f, "failures: {}", causes.join(", "))?;
+        }
+        let s = &self.stages;
+        write!(
+            f,
+            "{:.1} s, {:.2} {}/s, {:.2} faces/s with {} workers and {} threads; stage time: \
+             read+decode {:.1} s, detect {:.1} s, normalize {:.1} s, embed {:.1} s, commit {:.1} s",
+            secs,
+            self.done as f64 / secs,
+            self.unit,
+            self.faces().max(self.facens) as f64 / secs,
+            self.workers,
+            self.threads,
+            s.read_decode.as_secs_f64(),
+            s.detect.as_secs_f64(),
+            s.normalize.as_secs_f64(),
+            s.embed.as_secs_f64(),
+            s.commit.as_secs_f64()
+        )
+    }
+}

@@ -1,0 +1,23 @@
+//! Host bindings of refacen's two worlds (wit/refacen.wit). Both share the `wasi:nn` host
+//! (`wasi_nn`) and one set of `refacen:face/types`.
+
+pub(crate) mod detector {
+    wasmtime::component::bindgen!({
+        world: "refacen:face/detector",
+        path: "../../wit",
+        with: { "wasi:nn": crate::wasi_nn::generated::wasi::nn },
+    });
+}
+
+pub(crate) mod embedder {
+    wasmtime::component::bindgen!({
+        world: "refacen:face/embedder",
+        path: "../../wit",
+        with: {
+            "wasi:nn": crate::wasi_nn::generated::wasi::nn,
+            "refacen:face/types": super::detector::refacen::face::types,
+        },
+    });
+}
+
+pub(crate) use detector::refacen::face::types;

@@ -1,0 +1,186 @@
+//! A detector guest: `info` once at load, then `detect` per photo.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::bindings::{detector as wit, types};
+use super::error::{GuestError, GuestFailure, Reported};
+use super::sandbox::GuestState;
+use super::session::{CallStats, Session, WorldBindings};
+use super::wasi_nn::NnUsage;
+use super::{GuestComponent, GuestRuntime, LoadError, World};
+use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
+
+/// Most faces one `detect` answer may hold; more means a broken or hostile guest.
+pub const MAX_FACES_PER_IMAGE: usize = 10_000;
+
+impl WorldBindings for wit::Detector {
+    type Pre = wit::DetectorPre<GuestState>;
+    const WORLD: &'static str = "detector";
+
+    fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre> {
+        wit::DetectorPre::new(pre)
+    }
+
+    fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self> {
+        pre.instantiate(store)
+    }
+}
+
+/// A detector ready to run. Not `Sync`: give each worker its own (they share compiled code).
+pub struct Detector {
+    session: Session<wit::Detector>,
+    info: DetectorInfo,
+}
+
+impl Detector {
+    pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
+        if component.world != World::Detector {
+            return Err(LoadError::WrongWorld {
+                path: component.path.clone(),
+                found: component.world.describe(),
+                expected: World::Detector.describe(),
+            });
+        }
+        let mut session = Session::new(runtime, component)?;
+        let info = session.call("info", |b: &wit::Detector, s| b.call_info(s))?;
+        let info = DetectorInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            params: info.params.into_iter().map(param_spec).collect(),
+        };
+        session.name = info.name.clone();
+        Ok(Detector { session, info })
+    }
+
+    pub fn info(&self) -> &DetectorInfo {
+        &self.info
+    }
+
+    pub fn component(&self) -> &Arc<GuestComponent> {
+        &self.session.component
+    }
+
+    /// Timing of the last `detect`.
+    pub fn last_call(&self) -> CallStats {
+        self.session.last_call
+    }
+
+    /// What the live instance holds in the host through wasi-nn (`None` before the first
+    /// call and after a failed one, when there is no instance).
+    pub fn nn_usage(&self) -> Option<NnUsage> {
+        self.session.nn_usage()
+    }
+
+    /// Faces in an RGB image. `params` hold only what the operator set (validated with
+    /// `face::parse_params`).
+    pub fn detect(
+        &mut self,
+        image: &image::RgbImage,
+        params: &[(String, ParamValue)],
+    ) -> Result<Vec<Face>, GuestError> {
+        let wit_image =
+            types::Image { width: image.width(), height: image.height(), rgb: image.as_raw().clone() };
+        let wit_params: Vec<types::Param> = params
+            .iter()
+            .map(|(name, value)| types::Param { name: name.clone(), value: to_wit_value(value) })
+            .collect();
+        let answer =
+            self.session.call("detect", |b: &wit::Detector, s| b.call_detect(s, &wit_image, &wit_params))?;
+        let faces = answer.map_err(|e| self.error(GuestFailure::Reported(reported(e))))?;
+        validate_faces(faces, image.width(), image.height())
+            .map_err(|msg| self.error(GuestFailure::InvalidAnswer(msg)))
+    }
+
+    fn error(&self, failure: GuestFailure) -> GuestError {
+        GuestError {
+            guest: self.info.name.clone(),
+            file: self.session.component.path.display().to_string(),
+            call: "detect",
+            failure,
+        }
+    }
+}
+
+/// Checks a detector's answer before anything downstream sees it.
+fn validate_faces(faces: Vec<types::Face>, width: u32, height: u32) -> Result<Vec<Face>, String> {
+    if faces.len() > MAX_FACES_PER_IMAGE {
+        return Err(format!("{} faces in one image (at most {MAX_FACES_PER_IMAGE})", faces.len()));
+    }
+    let (w, h) = (width as f32, height as f32);
+    faces
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let l = f.landmarks;
+            let face = Face {
+                bbox: [f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2],
+                score: f.score,
+                landmarks: [l.left_eye, l.right_eye, l.nose, l.mouth_left, l.mouth_right].map(|p| [p.x, p.y]),
+            };
+            let finite = face
+                .bbox
+                .iter()
+                .chain(face.landmarks.iter().flatten())
+                .chain([&face.score])
+                .all(|v| v.is_finite());
+            if !finite {
+                return Err(format!("face {i} has a non-finite coordinate or score"));
+            }
+            let [x1, y1, x2, y2] = face.bbox;
+            if x2 <= x1 || y2 <= y1 {
+                return Err(format!("face {i} has a malformed box {:?}", face.bbox));
+            }
+            // Boxes may reach past the border (a face cut by the frame), but must overlap it.
+            if x2 <= 0.0 || y2 <= 0.0 || x1 >= w || y1 >= h {
+                return Err(format!("face {i} box {:?} lies outside the {width}x{height} image", face.bbox));
+            }
+            Ok(face)
+        })
+        .collect()
+}
+
+pub(super) fn reported(e: types::GuestError) -> Reported {
+    match e {
+        types::GuestError::InvalidInput(m) => Reported::InvalidInput(m),
+        types::GuestError::InvalidParam(m) => Reported::InvalidParam(m),
+        types::GuestError::Nn(m) => Reported::Nn(m),
+        types::GuestError::Internal(m) => Reported::Internal(m),
+    }
+}
+
+fn param_spec(p: types::ParamSpec) -> ParamSpec {
+    use refacen_face::ParamKind;
+    ParamSpec {
+        name: p.name,
+        kind: match p.kind {
+            types::ParamKind::Float => ParamKind::Float,
+            types::ParamKind::Int => ParamKind::Int,
+            types::ParamKind::Bool => ParamKind::Bool,
+            types::ParamKind::Text => ParamKind::Text,
+        },
+        default: from_wit_value(p.default),
+        help: p.help,
+    }
+}
+
+fn from_wit_value(v: types::ParamValue) -> ParamValue {
+    match v {
+        types::ParamValue::Float(x) => ParamValue::Float(x),
+        types::ParamValue::Int(x) => ParamValue::Int(x),
+        types::ParamValue::Bool(x) => ParamValue::Bool(x),
+        types::ParamValue::Text(x) => ParamValue::Text(x),
+    }
+}
+
+fn to_wit_value(v: &ParamValue) -> types::ParamValue {
+    match v {
+        ParamValue::Float(x) => types::ParamValue::Float(*x),
+        ParamValue::Int(x) => types::ParamValue::Int(*x),
+        ParamValue::Bool(x) => types::ParamValue::Bool(*x),
+        ParamValue::Text(x) => types::ParamValue::Text(x.clone()),
+    }
+}

@@ -1,0 +1,189 @@
+//! One live guest instance and the discipline of calling it: limits armed before every call,
+//! failures classified, and a failed instance thrown away so the next call starts fresh.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::InstancePre;
+use wasmtime::{Store, Trap};
+
+use super::error::{GuestError, GuestFailure};
+use super::sandbox::GuestState;
+use super::{GuestComponent, GuestRuntime, LoadError};
+
+/// The typed bindings of one world.
+pub(crate) trait WorldBindings: Sized {
+    type Pre;
+    const WORLD: &'static str;
+    fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self>;
+}
+
+/// Everything needed to make a fresh store for a guest, detached from `GuestRuntime`.
+#[derive(Clone)]
+struct StoreFactory {
+    engine: wasmtime::Engine,
+    nn: Arc<super::NnHost>,
+    limits: super::GuestLimits,
+    deadline_ticks: u64,
+}
+
+/// Timing of the last call, for benchmarks and summaries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallStats {
+    pub wall: Duration,
+    /// Part of `wall` spent in the host computing the guest's graphs.
+    pub nn_compute: Duration,
+}
+
+pub(crate) struct Session<B: WorldBindings> {
+    /// The declared name once known; the file name before.
+    pub name: String,
+    pub component: Arc<GuestComponent>,
+    pre: B::Pre,
+    factory: StoreFactory,
+    instance: Option<(Store<GuestState>, B)>,
+    pub last_call: CallStats,
+}
+
+impl<B: WorldBindings> Session<B> {
+    pub fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
+        let pre = B::pre(component.pre.clone()).map_err(|e| LoadError::Signature {
+            path: component.path.clone(),
+            world: B::WORLD,
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Session {
+            name: component.file_name(),
+            factory: StoreFactory {
+                engine: runtime.engine.clone(),
+                nn: runtime.nn.clone(),
+                limits: runtime.limits,
+                deadline_ticks: runtime.deadline_ticks(),
+            },
+            component,
+            pre,
+            instance: None,
+            last_call: CallStats::default(),
+        })
+    }
+
+    pub fn nn_usage(&self) -> Option<super::wasi_nn::NnUsage> {
+        self.instance.as_ref().map(|(store, _)| store.data().nn.usage())
+    }
+
+    /// Calls into the guest through `f`, instantiating it first when needed.
+    pub fn call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestError> {
+        let started = Instant::now();
+        let result = self.call_inner(f);
+        let nn_compute = self.instance.as_ref().map_or(Duration::ZERO, |(s, _)| s.data().nn.compute_time);
+        self.last_call = CallStats { wall: started.elapsed(), nn_compute };
+        result.map_err(|failure| GuestError {
+            guest: self.name.clone(),
+            file: self.component.path.display().to_string(),
+            call,
+            failure,
+        })
+    }
+
+    fn call_inner<R>(
+        &mut self,
+        f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFailure> {
+        if self.instance.is_none() {
+            let mut store = self.fresh_store();
+            self.arm(&mut store);
+            match B::instantiate(&self.pre, &mut store) {
+                Ok(bindings) => self.instance = Some((store, bindings)),
+                Err(e) => return Err(classify(&e, &store, &self.factory.limits, true)),
+            }
+        }
+        let (mut store, bindings) = self.instance.take().expect("instantiated above");
+        self.arm(&mut store);
+        match f(&bindings, &mut store) {
+            Ok(r) => {
+                self.instance = Some((store, bindings));
+                Ok(r)
+            }
+            // The instance is dropped here: after a trap its state is unknown.
+            Err(e) => {
+                let failure = classify(&e, &store, &self.factory.limits, false);
+                self.last_call.nn_compute = store.data().nn.compute_time;
+                Err(failure)
+            }
+        }
+    }
+
+    fn fresh_store(&self) -> Store<GuestState> {
+        let mut store =
+            Store::new(&self.factory.engine, GuestState::new(self.factory.nn.clone(), &self.factory.limits));
+        store.limiter(|state| &mut state.limiter);
+        store
+    }
+
+    fn arm(&self, store: &mut Store<GuestState>) {
+        store.set_epoch_deadline(self.factory.deadline_ticks);
+        if let Some(fuel) = self.factory.limits.fuel {
+            store.set_fuel(fuel).expect("fuel is enabled in the engine when a budget is set");
+        }
+        let state = store.data_mut();
+        state.log.clear();
+        state.limiter.refused_bytes = None;
+        state.nn.compute_time = Duration::ZERO;
+        state.nn.call_flops = 0;
+        state.nn.deadline = refacen_nn::Deadline::at(Instant::now() + self.factory.limits.call_timeout);
+    }
+}
+
+fn classify(
+    e: &wasmtime::Error,
+    store: &Store<GuestState>,
+    limits: &super::GuestLimits,
+    instantiating: bool,
+) -> GuestFailure {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return GuestFailure::Timeout(limits.call_timeout),
+        Some(Trap::OutOfFuel) => return GuestFailure::OutOfFuel(limits.fuel.unwrap_or(0)),
+        _ => {}
+    }
+    if e.downcast_ref::<super::wasi_nn::CallDeadlineExceeded>().is_some() {
+        return GuestFailure::Timeout(limits.call_timeout);
+    }
+    if let Some(exceeded) = e.downcast_ref::<super::wasi_nn::NnCostExceeded>() {
+        return GuestFailure::NnCost(exceeded.clone());
+    }
+    let state = store.data();
+    if let Some(requested_bytes) = state.limiter.refused_bytes {
+        return GuestFailure::MemoryLimit { requested_bytes, limit_bytes: limits.memory_bytes };
+    }
+    // wasmtime's Display shows only the outermost context; the cause is further down.
+    let reason =
+        e.chain().map(|c| c.to_string()).filter(|s| !s.contains("wasm backtrace")).collect::<Vec<_>>();
+    let reason = if reason.is_empty() { e.to_string() } else { reason.join(": ") };
+    if instantiating {
+        return GuestFailure::Instantiate(reason);
+    }
+    // wasmtime reports this bound only in text (component/func/options.rs).
+    if reason.contains("fuel allocated for hostcalls has been exhausted") {
+        return GuestFailure::HostcallDataLimit { limit_bytes: store.hostcall_fuel() };
+    }
+    let log = state.log.tail();
+    match panic_message(&log) {
+        Some(message) => GuestFailure::Panic { message },
+        None => GuestFailure::Trap { reason, log },
+    }
+}
+
+/// The message of a Rust panic in a guest's captured output: "panicked at FILE:LINE:COL:"
+/// followed by the message, then usually a "note: run with `RUST_BACKTRACE=1`" line.
+fn panic_message(log: &str) -> Option<String> {
+    let start = log.rfind("panicked at ")?;
+    let text = &log[start + "panicked at ".len()..];
+    let (location, rest) = text.split_once(":\n").unwrap_or((text, ""));
+    let message: Vec<&str> = rest.lines().take_while(|l| !l.starts_with("note: ")).collect();
+    Some(format!("{} (at {location})", message.join(" ").trim()))
+}

@@ -1,0 +1,590 @@
+//! The host side of `wasi:nn`: guests hand over ONNX graphs and tensors, the host runs them
+//! on its backend. Graphs are prepared once per distinct model (keyed by the sha256 of its
+//! bytes) and shared by every instance of every guest, so a guest re-instantiated after a
+//! trap does not pay for loading its weights again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+use refacen_nn as nn;
+use refacen_nn::{Backend, Deadline, Executable, Graph, NnError, Tensor};
+
+pub(crate) mod generated {
+    wasmtime::component::bindgen!({
+        world: "wasi:nn/ml",
+        path: "../../wit",
+        with: {
+            "wasi:nn/graph.graph": super::GraphResource,
+            "wasi:nn/tensor.tensor": super::TensorResource,
+            "wasi:nn/inference.graph-execution-context": super::ContextResource,
+            "wasi:nn/errors.error": super::ErrorResource,
+        },
+        imports: { default: trappable },
+        trappable_error_type: {
+            "wasi:nn/errors.error" => super::ErrorResource,
+        },
+    });
+}
+
+use generated::wasi::nn::errors::ErrorCode;
+use generated::wasi::nn::graph::{ExecutionTarget, GraphEncoding};
+use generated::wasi::nn::tensor::TensorType;
+use generated::wasi::nn::{errors, graph, inference, tensor};
+
+/// Limits on what one guest instance may ask of the neural-network host.
+#[derive(Clone, Copy, Debug)]
+pub struct NnLimits {
+    /// Largest ONNX graph a guest may load, in bytes.
+    pub max_graph_bytes: usize,
+    /// Most tensor data a guest may keep alive in the host at once, in bytes.
+    pub max_live_tensor_bytes: usize,
+    /// Most work all of one guest call's computes may take together, in flops (estimated from
+    /// the shapes before each compute runs).
+    pub max_flops_per_call: u64,
+    /// Most memory one compute's values may hold at once, in bytes (estimated likewise).
+    pub max_compute_bytes: u64,
+    /// Most graphs one instance may hold at once, and their most bytes together.
+    pub max_graphs_per_instance: usize,
+    pub max_graph_bytes_per_instance: usize,
+    /// Most wasi-nn handles (graphs, contexts, tensors, errors) one instance may hold at once.
+    pub max_handles_per_instance: usize,
+}
+
+impl Default for NnLimits {
+    fn default() -> Self {
+        // The shipped guests need at most ~50 GFLOP and a few hundred MiB per call at their
+        // defaults (facenet-512 at batch 16); these pass them with a wide margin.
+        NnLimits {
+            max_graph_bytes: 512 << 20,
+            max_live_tensor_bytes: 2 << 30,
+            max_flops_per_call: 4_000_000_000_000,
+            max_compute_bytes: 8 << 30,
+            // The shipped guests hold 1 to 3 graphs (facenet-512's is 94 MB) and a handful of
+            // handles between calls.
+            max_graphs_per_instance: 16,
+            max_graph_bytes_per_instance: 1 << 30,
+            max_handles_per_instance: 4096,
+        }
+    }
+}
+
+/// A compute refused before it ran: its estimated work or memory is over the ceiling.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NnCostExceeded {
+    #[error(
+        "graph `{graph}` needs {:.1} GFLOP for these inputs, which brings this call to {:.1} GFLOP, \
+         over the limit of {:.1} GFLOP per call (--guest-nn-gflop-per-call)",
+        *.flops as f64 / 1e9, *.call_flops as f64 / 1e9, *.limit as f64 / 1e9
+    )]
+    Work { graph: String, flops: u64, call_flops: u64, limit: u64 },
+    #[error(
+        "graph `{graph}` needs {} MiB of memory for these inputs, over the limit of {} MiB per compute \
+         (--guest-nn-memory-mb)",
+        .bytes >> 20, .limit >> 20
+    )]
+    Memory { graph: String, bytes: u64, limit: u64 },
+}
+
+/// Most bytes of ONNX graphs the process keeps prepared for instances to come; the oldest
+/// are let go beyond it (instances holding one keep it alive), so guests loading ever new
+/// graphs cannot grow the host without bound.
+const PREPARED_GRAPH_BYTES: usize = 2 << 30;
+
+/// Graphs prepared once per distinct model, oldest first.
+#[derive(Default)]
+struct PreparedGraphs {
+    by_digest: HashMap<[u8; 32], GraphResource>,
+    order: VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl PreparedGraphs {
+    fn insert(&mut self, key: [u8; 32], graph: GraphResource) {
+        self.bytes += graph.bytes;
+        if let Some(old) = self.by_digest.insert(key, graph) {
+            self.bytes -= old.bytes;
+        } else {
+            self.order.push_back(key);
+        }
+        while self.bytes > PREPARED_GRAPH_BYTES && self.order.len() > 1 {
+            let oldest = self.order.pop_front().expect("more than one");
+            if let Some(old) = self.by_digest.remove(&oldest) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+}
+
+/// The neural-network service shared by all guest instances of a runtime.
+pub struct NnHost {
+    backend: Arc<dyn Backend>,
+    limits: NnLimits,
+    prepared: Mutex<PreparedGraphs>,
+}
+
+impl NnHost {
+    pub fn new(backend: Arc<dyn Backend>, limits: NnLimits) -> Self {
+        NnHost { backend, limits, prepared: Mutex::new(PreparedGraphs::default()) }
+    }
+
+    pub fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+
+    pub fn backend_offloads(&self) -> bool {
+        self.backend.offloads()
+    }
+
+    /// Every graph guests have loaded so far (benchmarks time them layer by layer).
+    pub fn loaded_graphs(&self) -> Vec<Arc<Graph>> {
+        let prepared = self.prepared.lock().expect("graph cache poisoned");
+        prepared.by_digest.values().map(|g| g.graph.clone()).collect()
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<GraphResource, NnError> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(graph) = self.prepared.lock().expect("graph cache poisoned").by_digest.get(&key) {
+            return Ok(graph.clone());
+        }
+        // Prepared outside the lock: instances loading different graphs do not wait on each
+        // other; two racing on the same graph both prepare it and one result wins.
+        let graph = Arc::new(nn::load_onnx(bytes)?);
+        let executable = self.backend.prepare(graph.clone())?;
+        let resource = GraphResource { graph, executable, bytes: bytes.len() };
+        self.prepared.lock().expect("graph cache poisoned").insert(key, resource.clone());
+        Ok(resource)
+    }
+}
+
+/// What one guest instance holds in the host through wasi-nn: every resource it owns, and
+/// the bytes of its tensors. A well-behaved guest returns to the same usage after every call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NnUsage {
+    pub graphs: usize,
+    /// Bytes of the ONNX graphs the instance holds (each graph counted once per handle).
+    pub graph_bytes: usize,
+    pub contexts: usize,
+    pub tensors: usize,
+    pub tensor_bytes: usize,
+    pub errors: usize,
+}
+
+/// Per-instance wasi-nn state.
+pub struct NnState {
+    host: Arc<NnHost>,
+    usage: NnUsage,
+    /// Time spent computing graphs during the current guest call.
+    pub compute_time: Duration,
+    /// The current guest call's deadline, which holds inside the work the host does for it.
+    pub deadline: Deadline,
+    /// Work the current guest call's computes have taken so far (estimated), in flops.
+    pub call_flops: u64,
+}
+
+/// The host's work for a guest call ran past the call's deadline: the call fails as a
+/// timeout, exactly as if the guest's own code had run too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the host's neural-network work for this call ran past the call's time limit")]
+pub struct CallDeadlineExceeded;
+
+impl NnState {
+    pub fn new(host: Arc<NnHost>) -> Self {
+        NnState {
+            host,
+            usage: NnUsage::default(),
+            compute_time: Duration::ZERO,
+            deadline: Deadline::NONE,
+            call_flops: 0,
+        }
+    }
+
+    pub fn usage(&self) -> NnUsage {
+        self.usage
+    }
+}
+
+impl NnUsage {
+    fn handles(&self) -> usize {
+        self.graphs + self.contexts + self.tensors + self.errors
+    }
+}
+
+#[derive(Clone)]
+pub struct GraphResource {
+    graph: Arc<Graph>,
+    executable: Arc<dyn Executable>,
+    /// Size of the ONNX bytes it was loaded from: what holding it is charged.
+    bytes: usize,
+}
+
+pub struct ContextResource {
+    graph: GraphResource,
+}
+
+pub struct TensorResource {
+    dimensions: Vec<u32>,
+    ty: TensorType,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct ErrorResource {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ErrorResource {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorResource { code, message: message.into() }
+    }
+}
+
+impl From<NnError> for ErrorResource {
+    fn from(e: NnError) -> Self {
+        let code = match e {
+            NnError::InvalidEncoding(_) | NnError::InvalidGraph(_) => ErrorCode::InvalidEncoding,
+            NnError::UnsupportedOp { .. } => ErrorCode::UnsupportedOperation,
+            NnError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            NnError::TooLarge(_) => ErrorCode::TooLarge,
+            NnError::Runtime(_) | NnError::DeadlineExceeded => ErrorCode::RuntimeError,
+        };
+        ErrorResource::new(code, e.to_string())
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for ErrorResource {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        ErrorResource::new(ErrorCode::InvalidArgument, format!("bad wasi-nn handle: {e}"))
+    }
+}
+
+/// What the generated host traits are implemented on: the instance's wasi-nn state and its
+/// resource table.
+pub struct NnView<'a> {
+    pub state: &'a mut NnState,
+    pub table: &'a mut ResourceTable,
+}
+
+pub struct HasNnView;
+
+impl HasData for HasNnView {
+    type Data<'a> = NnView<'a>;
+}
+
+/// Adds the `wasi:nn` imports to `linker`.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
+    graph::add_to_linker::<_, HasNnView>(linker, view)?;
+    tensor::add_to_linker::<_, HasNnView>(linker, view)?;
+    inference::add_to_linker::<_, HasNnView>(linker, view)?;
+    errors::add_to_linker::<_, HasNnView>(linker, view)?;
+    Ok(())
+}
+
+type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
+
+impl NnView<'_> {
+    /// Traps when the instance already holds as many handles as it may: a guest that never
+    /// drops what it gets cannot grow the host's tables without bound.
+    fn check_handles(&self) -> wasmtime::Result<()> {
+        let (held, limit) = (self.state.usage.handles(), self.state.host.limits.max_handles_per_instance);
+        if held >= limit {
+            wasmtime::bail!(
+                "the guest holds {held} wasi-nn handles (graphs, contexts, tensors, errors) in the host, \
+                 the most one instance may: it does not drop what it no longer uses"
+            );
+        }
+        Ok(())
+    }
+
+    /// Returns `error` to the guest as a wasi-nn error resource.
+    fn fail<T>(&mut self, error: impl Into<ErrorResource>) -> NnResult<T> {
+        self.check_handles()?;
+        let error = self.table.push(error.into())?;
+        self.state.usage.errors += 1;
+        Ok(Err(error))
+    }
+
+    /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
+    /// or a compute's outputs) alive traps at the limit instead of growing the host.
+    fn push_tensor(&mut self, tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
+        self.check_handles()?;
+        let live = self.state.usage.tensor_bytes + tensor.data.len();
+        let limit = self.state.host.limits.max_live_tensor_bytes;
+        if live > limit {
+            wasmtime::bail!(
+                "the guest keeps {live} bytes of tensors alive in the host, over the limit of {limit} bytes"
+            );
+        }
+        let handle = self.table.push(tensor)?;
+        self.state.usage.tensors += 1;
+        self.state.usage.tensor_bytes = live;
+        Ok(handle)
+    }
+
+    fn delete_tensor(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<TensorResource> {
+        let tensor = self.table.delete(tensor)?;
+        self.state.usage.tensors -= 1;
+        self.state.usage.tensor_bytes -= tensor.data.len();
+        Ok(tensor)
+    }
+}
+
+impl graph::Host for NnView<'_> {
+    fn load(
+        &mut self,
+        builders: Vec<Vec<u8>>,
+        encoding: GraphEncoding,
+        _target: ExecutionTarget,
+    ) -> NnResult<Resource<GraphResource>> {
+        // The execution target is the host's choice (--device), not the guest's.
+        if !matches!(encoding, GraphEncoding::Onnx) {
+            return self.fail(ErrorResource::new(
+                ErrorCode::InvalidEncoding,
+                format!("graph encoding {encoding:?} is not supported; refacen runs ONNX graphs"),
+            ));
+        }
+        let [bytes] = builders.as_slice() else {
+            return self.fail(ErrorResource::new(
+                ErrorCode::InvalidArgument,
+                format!("an ONNX graph is one builder buffer, got {}", builders.len()),
+            ));
+        };
+        let max = self.state.host.limits.max_graph_bytes;
+        if bytes.len() > max {
+            return self.fail(ErrorResource::new(
+                ErrorCode::TooLarge,
+                format!("graph of {} bytes exceeds the limit of {max} bytes", bytes.len()),
+            ));
+        }
+        let (usage, limits) = (self.state.usage, self.state.host.limits);
+        if usage.graphs >= limits.max_graphs_per_instance
+            || usage.graph_bytes + bytes.len() > limits.max_graph_bytes_per_instance
+        {
+            return self.fail(ErrorResource::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "this instance holds {} graphs of {} MiB already; one may hold at most {} graphs of \
+                     {} MiB together: drop graphs it no longer uses",
+                    usage.graphs,
+                    usage.graph_bytes >> 20,
+                    limits.max_graphs_per_instance,
+                    limits.max_graph_bytes_per_instance >> 20
+                ),
+            ));
+        }
+        self.check_handles()?;
+        let loaded = self.state.host.load(bytes);
+        // Importing and preparing a graph is work on the guest's behalf too.
+        if self.state.deadline.expired() {
+            return Err(CallDeadlineExceeded.into());
+        }
+        match loaded {
+            Ok(graph) => {
+                let graph_bytes = graph.bytes;
+                let graph = self.table.push(graph)?;
+                self.state.usage.graphs += 1;
+                self.state.usage.graph_bytes += graph_bytes;
+                Ok(Ok(graph))
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn load_by_name(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
+        self.fail(ErrorResource::new(
+            ErrorCode::NotFound,
+            format!("no graph named `{name}`: refacen guests embed their graphs and load them with `load`"),
+        ))
+    }
+}
+
+impl graph::HostGraph for NnView<'_> {
+    fn init_execution_context(
+        &mut self,
+        graph: Resource<GraphResource>,
+    ) -> NnResult<Resource<ContextResource>> {
+        self.check_handles()?;
+        let graph = self.table.get(&graph)?.clone();
+        let context = self.table.push(ContextResource { graph })?;
+        self.state.usage.contexts += 1;
+        Ok(Ok(context))
+    }
+
+    fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
+        let graph = self.table.delete(graph)?;
+        self.state.usage.graphs -= 1;
+        self.state.usage.graph_bytes -= graph.bytes;
+        Ok(())
+    }
+}
+
+impl inference::Host for NnView<'_> {}
+
+impl inference::HostGraphExecutionContext for NnView<'_> {
+    fn compute(
+        &mut self,
+        context: Resource<ContextResource>,
+        inputs: Vec<(String, Resource<TensorResource>)>,
+    ) -> NnResult<Vec<(String, Resource<TensorResource>)>> {
+        // The inputs are owned: the guest handed them over and can no longer drop them, so
+        // they leave the table (and the guest's account) now, whatever happens next.
+        let mut handed_over = Vec::with_capacity(inputs.len());
+        for (name, handle) in inputs {
+            handed_over.push((name, self.delete_tensor(handle)?));
+        }
+        let graph = self.table.get(&context)?.graph.clone();
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        for (name, t) in handed_over {
+            match to_tensor(&t) {
+                Ok(tensor) => {
+                    by_name.insert(name, tensor);
+                }
+                Err(e) => return self.fail(NnError::InvalidArgument(format!("input `{name}`: {e}"))),
+            }
+        }
+        let mut ordered = Vec::with_capacity(graph.graph.inputs.len());
+        for name in graph.graph.input_names() {
+            match by_name.remove(name) {
+                Some(t) => ordered.push(t),
+                None => {
+                    let expected: Vec<&str> = graph.graph.input_names().collect();
+                    return self.fail(NnError::InvalidArgument(format!(
+                        "graph `{}` needs input `{name}` (its inputs: {expected:?})",
+                        graph.graph.name
+                    )));
+                }
+            }
+        }
+        if let Some(extra) = by_name.keys().next() {
+            return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
+        }
+        if let Err(e) = graph.graph.check_inputs(&ordered) {
+            return self.fail(e);
+        }
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        let cost = match graph.graph.cost(&shapes) {
+            Ok(cost) => cost,
+            Err(e) => return self.fail(e),
+        };
+        let limits = &self.state.host.limits;
+        let call_flops = self.state.call_flops.saturating_add(cost.flops);
+        if call_flops > limits.max_flops_per_call {
+            let (graph, limit) = (graph.graph.name.clone(), limits.max_flops_per_call);
+            return Err(NnCostExceeded::Work { graph, flops: cost.flops, call_flops, limit }.into());
+        }
+        if cost.peak_bytes > limits.max_compute_bytes {
+            let (graph, limit) = (graph.graph.name.clone(), limits.max_compute_bytes);
+            return Err(NnCostExceeded::Memory { graph, bytes: cost.peak_bytes, limit }.into());
+        }
+        self.state.call_flops = call_flops;
+        let started = Instant::now();
+        let outputs = graph.executable.run_until(ordered, self.state.deadline);
+        self.state.compute_time += started.elapsed();
+        let outputs = match outputs {
+            Ok(o) => o,
+            Err(NnError::DeadlineExceeded) => return Err(CallDeadlineExceeded.into()),
+            Err(e) => return self.fail(e),
+        };
+        let mut named = Vec::with_capacity(outputs.len());
+        for (name, tensor) in graph.graph.output_names().zip(outputs) {
+            named.push((name.to_string(), self.push_tensor(from_tensor(tensor))?));
+        }
+        Ok(Ok(named))
+    }
+
+    fn drop(&mut self, context: Resource<ContextResource>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        self.state.usage.contexts -= 1;
+        Ok(())
+    }
+}
+
+impl tensor::Host for NnView<'_> {}
+
+impl tensor::HostTensor for NnView<'_> {
+    fn new(
+        &mut self,
+        dimensions: Vec<u32>,
+        ty: TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<TensorResource>> {
+        self.push_tensor(TensorResource { dimensions, ty, data })
+    }
+
+    fn dimensions(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&tensor)?.dimensions.clone())
+    }
+
+    fn ty(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<TensorType> {
+        Ok(self.table.get(&tensor)?.ty)
+    }
+
+    fn data(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&tensor)?.data.clone())
+    }
+
+    fn drop(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<()> {
+        self.delete_tensor(tensor)?;
+        Ok(())
+    }
+}
+
+impl errors::Host for NnView<'_> {
+    fn convert_error(&mut self, err: ErrorResource) -> wasmtime::Result<ErrorResource> {
+        Ok(err)
+    }
+}
+
+impl errors::HostError for NnView<'_> {
+    fn code(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&error)?.code)
+    }
+
+    fn data(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&error)?.message.clone())
+    }
+
+    fn drop(&mut self, error: Resource<ErrorResource>) -> wasmtime::Result<()> {
+        self.table.delete(error)?;
+        self.state.usage.errors -= 1;
+        Ok(())
+    }
+}
+
+fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
+    if !matches!(t.ty, TensorType::Fp32) {
+        return Err(format!("element type {:?} is not supported; refacen computes in FP32", t.ty));
+    }
+    let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
+    let expected = nn::element_count(&shape).map_err(|e| e.to_string())?;
+    if t.data.len() != expected * 4 {
+        return Err(format!(
+            "dimensions {:?} need {} bytes of FP32 data, got {}",
+            t.dimensions,
+            expected * 4,
+            t.data.len()
+        ));
+    }
+    let mut data = bytemuck::pod_collect_to_vec::<u8, f32>(&t.data);
+    if cfg!(target_endian = "big") {
+        data.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+    }
+    Tensor::new(shape, data).map_err(|e| e.to_string())
+}
+
+fn from_tensor(t: Tensor) -> TensorResource {
+    let dimensions = t.shape().iter().map(|&d| d as u32).collect();
+    let data = if cfg!(target_endian = "little") {
+        bytemuck::cast_slice::<f32, u8>(t.data()).to_vec()
+    } else {
+        t.data().iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    TensorResource { dimensions, ty: TensorType::Fp32, data }
+}
