@@ -15,7 +15,7 @@ use clap::Args;
 use super::GuestArgs;
 use refacen_face::{ParamValue, parse_params};
 use refacen_imaging::{DecodeCause, DecodeLimits, decode_photo};
-use refacen_pipeline::{FitError, Fitted, detect_fitting};
+use refacen_pipeline::{FailureCause, FitError, Fitted, detect_fitting};
 use refacen_runtime::{Detector, World};
 use refacen_store::PhotoName;
 
@@ -60,7 +60,7 @@ enum Outcome {
         orientation: u8,
     },
     Failed {
-        cause: &'static str,
+        cause: FailureCause,
         message: String,
     },
     /// Not an image (a video, a sidecar, folder metadata): neither detected nor failed.
@@ -86,7 +86,7 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
         detectors.push(runtime.detector(component.clone()).context("starting another detector instance")?);
     }
 
-    let mut failures: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut failures: BTreeMap<FailureCause, usize> = BTreeMap::new();
     let mut faces_total = 0;
     let mut skipped = 0;
     detect_all(
@@ -96,7 +96,7 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
         |path, outcome| {
             match &outcome {
                 Outcome::Faces { fitted, .. } => faces_total += fitted.faces.len(),
-                Outcome::Failed { cause, .. } => *failures.entry(cause).or_default() += 1,
+                Outcome::Failed { cause, .. } => *failures.entry(*cause).or_default() += 1,
                 Outcome::Skipped { .. } => skipped += 1,
             }
             print_outcome(path, &outcome, args.json)
@@ -127,15 +127,15 @@ fn detect_one(
     let photo = match decode_photo(path, &DecodeLimits::default()) {
         Ok(photo) => photo,
         Err(e) if e.is_skip() => return Outcome::Skipped { message: e.to_string() },
-        Err(e) => return Outcome::Failed { cause: e.kind(), message: e.to_string() },
+        Err(e) => return Outcome::Failed { cause: e.cause().into(), message: e.to_string() },
     };
     match detect_fitting(detector, &photo.image, params, max_size) {
         Ok(fitted) => Outcome::Faces { fitted, orientation: photo.orientation },
         Err(FitError::Guest(e)) => {
-            Outcome::Failed { cause: e.failure.kind(), message: format!("{name}: {e}") }
+            Outcome::Failed { cause: e.failure.kind().into(), message: format!("{name}: {e}") }
         }
         Err(e @ FitError::TooLarge { .. }) => {
-            Outcome::Failed { cause: DecodeCause::TooLarge.as_str(), message: format!("{name}: {e}") }
+            Outcome::Failed { cause: DecodeCause::TooLarge.into(), message: format!("{name}: {e}") }
         }
     }
 }
@@ -174,7 +174,7 @@ fn detect_all<D: Send>(
                         detect(&mut detector, path)
                     }))
                     .unwrap_or_else(|payload| Outcome::Failed {
-                        cause: "refacen-bug",
+                        cause: FailureCause::RefacenBug,
                         message: format!(
                             "{}: refacen itself failed on this photo ({}); the other photos go on. \
                                      Please report this, with the photo if you can",
@@ -299,7 +299,7 @@ mod tests {
             match outcome {
                 Outcome::Failed { cause, message } => {
                     assert!(panicked, "{} failed: {message}", path.display());
-                    assert_eq!(*cause, "refacen-bug");
+                    assert_eq!(*cause, FailureCause::RefacenBug);
                     assert!(message.starts_with(&path.display().to_string()), "{message}");
                     assert!(message.contains("already borrowed: BorrowMutError"), "{message}");
                 }

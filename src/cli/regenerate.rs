@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +17,10 @@ use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
 use refacen_face::{ParamValue, parse_params};
 use refacen_imaging::DecodeLimits;
 use refacen_pipeline as pipeline;
-use refacen_pipeline::{DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Share, Summary};
-use refacen_runtime::World;
+use refacen_pipeline::{
+    DerivedFiles, DetectorSetup, Job, ModelSetup, Outputs, Plan, Progress, Redetect, Reembed, Share, Summary,
+};
+use refacen_runtime::{GuestRuntime, World};
 use refacen_store::{DetectorProvenance, ModelProvenance, SearchCopier};
 
 #[derive(Args, Debug)]
@@ -155,21 +157,10 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     let guest_dir = args.guest.guest_dir();
     let outputs = args.regenerate;
 
-    let detector = if outputs.needs_detection() {
-        let component = runtime.resolve(&args.detector, World::Detector, &guest_dir)?;
-        let probe = runtime.detector(component.clone())?;
-        let info = probe.info();
-        let params = parse_params(&info.params, &args.params, &info.name).map_err(anyhow::Error::msg)?;
-        let mut effective: BTreeMap<String, ParamValue> =
-            info.params.iter().map(|p| (p.name.clone(), p.default.clone())).collect();
-        effective.extend(params.iter().cloned());
-        let provenance = DetectorProvenance {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            sha256: component.sha256.clone(),
-            params: effective,
-        };
-        Some(DetectorSetup { component, params, provenance })
+    let job = if outputs.needs_detection() {
+        let detector = detector_setup(&runtime, args, &guest_dir)?;
+        let model = if outputs.facens { Some(model_setup(&runtime, args, &guest_dir)?) } else { None };
+        Job::Redetect(Redetect { detector, outputs, model })
     } else {
         if !args.params.is_empty() {
             bail!(
@@ -177,24 +168,10 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
                 outputs_text(outputs)
             );
         }
-        None
-    };
-    let model = if outputs.facens {
-        let component = runtime.resolve(&args.model, World::Embedder, &guest_dir)?;
-        let probe = runtime.embedder(component.clone())?;
-        let info = probe.info();
-        Some(ModelSetup {
-            provenance: ModelProvenance {
-                name: info.name.clone(),
-                version: info.version.clone(),
-                sha256: component.sha256.clone(),
-                facen_size: info.facen_size,
-            },
-            template: info.template.clone(),
-            component,
+        Job::Reembed(Reembed {
+            model: model_setup(&runtime, args, &guest_dir)?,
+            skip_facen_size: args.facen_size,
         })
-    } else {
-        None
     };
 
     let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
@@ -211,14 +188,10 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         uploads: args.uploads.clone(),
         skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],
         derived: Arc::new(DerivedFiles::new(layout.files_dir.clone())),
-        outputs,
-        detector,
-        model,
         ids,
         share: Share { every: args.every_other, offset: args.every_other_offset },
         workers,
         batch_size: usize::from(args.batch_size),
-        skip_facen_size: args.facen_size,
         max_size: args.max_size,
         list_skipped: args.list_skipped,
         identity_iou: args.identity_iou,
@@ -245,7 +218,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let search = search.map(|s| Arc::new(SearchCopier::new(s)));
     let (summary, result) =
-        tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()));
+        tokio.block_on(pipeline::run(job, plan, runtime.clone(), store, search, progress.clone()));
     drop(progress);
     // A closed stdout ends the command quietly, unless the run failed, which matters more.
     let printed = print_summary(&summary, args.json);
@@ -317,6 +290,49 @@ impl StopSignals {
 
 fn signal_name(signal: i32) -> &'static str {
     if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT (Ctrl-C)" }
+}
+
+/// The detector of `--detector`, with its parameters checked against what it declares.
+fn detector_setup(
+    runtime: &GuestRuntime,
+    args: &RegenerateArgs,
+    guest_dir: &Path,
+) -> anyhow::Result<DetectorSetup> {
+    let component = runtime.resolve(&args.detector, World::Detector, guest_dir)?;
+    let probe = runtime.detector(component.clone())?;
+    let info = probe.info();
+    let params = parse_params(&info.params, &args.params, &info.name).map_err(anyhow::Error::msg)?;
+    let mut effective: BTreeMap<String, ParamValue> =
+        info.params.iter().map(|p| (p.name.clone(), p.default.clone())).collect();
+    effective.extend(params.iter().cloned());
+    let provenance = DetectorProvenance {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        sha256: component.sha256.clone(),
+        params: effective,
+    };
+    Ok(DetectorSetup { component, params, provenance })
+}
+
+/// The model of `--model`.
+fn model_setup(
+    runtime: &GuestRuntime,
+    args: &RegenerateArgs,
+    guest_dir: &Path,
+) -> anyhow::Result<ModelSetup> {
+    let component = runtime.resolve(&args.model, World::Embedder, guest_dir)?;
+    let probe = runtime.embedder(component.clone())?;
+    let info = probe.info();
+    Ok(ModelSetup {
+        provenance: ModelProvenance {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            sha256: component.sha256.clone(),
+            facen_size: info.facen_size,
+        },
+        template: info.template.clone(),
+        component,
+    })
 }
 
 fn outputs_text(o: Outputs) -> String {

@@ -106,11 +106,6 @@ impl DecodeError {
         }
     }
 
-    /// A short cause for summaries.
-    pub fn kind(&self) -> &'static str {
-        self.cause().as_str()
-    }
-
     /// Whether the file is to be skipped rather than counted as a failed photo.
     pub fn is_skip(&self) -> bool {
         self.cause() == DecodeCause::NotAnImage

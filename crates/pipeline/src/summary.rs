@@ -6,7 +6,90 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use refacen_imaging::DecodeCause;
+use refacen_runtime::GuestFailureKind;
 use refacen_store::Copied;
+
+/// Why a photo or a face failed. Summaries count failures per cause, under the cause's text
+/// (which the JSON summary keeps as it always was).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureCause {
+    Decode(DecodeCause),
+    Guest(GuestFailureKind),
+    /// A face's landmarks could not be warped to the alignment template.
+    Alignment,
+    Thumbnail,
+    /// A normalized face or thumbnail could not be encoded.
+    Encoding,
+    MissingNormalizedFace,
+    CorruptNormalizedFace,
+    UnreadableDirectory,
+    SymlinkOutOfUploads,
+    SymlinkedDirectory,
+    SymlinkLoop,
+    BrokenSymlink,
+    NotARegularFile,
+    /// refacen itself failed on the photo (a panic caught at the worker): a bug to report.
+    RefacenBug,
+}
+
+impl FailureCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Decode(cause) => cause.as_str(),
+            FailureCause::Guest(kind) => kind.as_str(),
+            FailureCause::Alignment => "alignment",
+            FailureCause::Thumbnail => "thumbnail",
+            FailureCause::Encoding => "encoding",
+            FailureCause::MissingNormalizedFace => "missing normalized face",
+            FailureCause::CorruptNormalizedFace => "corrupt normalized face",
+            FailureCause::UnreadableDirectory => "unreadable directory",
+            FailureCause::SymlinkOutOfUploads => "symlink out of Uploads",
+            FailureCause::SymlinkedDirectory => "symlinked directory",
+            FailureCause::SymlinkLoop => "symlink loop",
+            FailureCause::BrokenSymlink => "broken symlink",
+            FailureCause::NotARegularFile => "not a regular file",
+            FailureCause::RefacenBug => "refacen-bug",
+        }
+    }
+}
+
+impl From<DecodeCause> for FailureCause {
+    fn from(cause: DecodeCause) -> Self {
+        FailureCause::Decode(cause)
+    }
+}
+
+impl From<GuestFailureKind> for FailureCause {
+    fn from(kind: GuestFailureKind) -> Self {
+        FailureCause::Guest(kind)
+    }
+}
+
+impl fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FailureCause {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+// Ordered by text, so that summaries list causes alphabetically.
+impl Ord for FailureCause {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for FailureCause {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Time spent per stage, summed over workers.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -18,6 +101,34 @@ pub struct StageTimes {
     pub commit: Duration,
 }
 
+impl std::ops::AddAssign for StageTimes {
+    fn add_assign(&mut self, other: StageTimes) {
+        self.read_decode += other.read_decode;
+        self.detect += other.detect;
+        self.normalize += other.normalize;
+        self.embed += other.embed;
+        self.commit += other.commit;
+    }
+}
+
+/// What a run's counts count: photos when it detects, faces when it only embeds again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    #[default]
+    Photos,
+    Faces,
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unit::Photos => "photos",
+            Unit::Faces => "faces",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     /// Photos (or, with `--regenerate facens` alone, faces) this run looked at.
@@ -26,7 +137,7 @@ pub struct Summary {
     pub up_to_date: u64,
     pub done: u64,
     pub failed: u64,
-    pub failures: BTreeMap<&'static str, u64>,
+    pub failures: BTreeMap<FailureCause, u64>,
     /// Files that are not images (videos, sidecars, folder metadata): neither done nor failed.
     pub skipped: u64,
     /// Photos detected at a smaller size than stored (`--max-size`, or too large for the detector).
@@ -41,7 +152,7 @@ pub struct Summary {
     pub stages: StageTimes,
     pub dry_run: bool,
     /// `photos` or `faces`: what `selected`, `done`... count.
-    pub unit: &'static str,
+    pub unit: Unit,
     /// Where face records went.
     pub face_store: String,
     /// Where facens were copied for search, if anywhere.
@@ -62,7 +173,7 @@ pub struct Summary {
 const EXAMPLES: usize = 20;
 
 impl Summary {
-    pub fn fail(&mut self, cause: &'static str, message: String) {
+    pub fn fail(&mut self, cause: FailureCause, message: String) {
         self.failed += 1;
         *self.failures.entry(cause).or_default() += 1;
         if self.failure_examples.len() < EXAMPLES {
@@ -98,7 +209,7 @@ impl fmt::Display for Summary {
             self.up_to_date,
             self.failed
         )?;
-        if self.unit == "photos" {
+        if self.unit == Unit::Photos {
             writeln!(
                 f,
                 "faces: {} new, {} kept (same id), {} lost{verb}; {} facens computed",

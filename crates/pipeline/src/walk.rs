@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use refacen_imaging::sniff;
 use refacen_store::PhotoName;
 
+use crate::summary::FailureCause;
+
 /// One entry of Uploads.
 #[derive(Debug)]
 pub enum Entry {
@@ -19,7 +21,7 @@ pub enum Entry {
     /// Not a photo by its name: skipped, not failed.
     Junk { name: PhotoName, what: &'static str },
     /// Something that cannot be a photo and should be reported.
-    Refused { rel: String, cause: &'static str, message: String },
+    Refused { rel: String, cause: FailureCause, message: String },
 }
 
 /// Which photos this run takes: every `every`-th, starting at `offset`.
@@ -65,7 +67,7 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
                 let rel = e.path().map(relative).unwrap_or_default();
                 let keep_going = visit(Entry::Refused {
                     rel,
-                    cause: "unreadable directory",
+                    cause: FailureCause::UnreadableDirectory,
                     message: format!(
                         "cannot read: {}",
                         e.io_error().map_or(e.to_string(), |io| io.to_string())
@@ -92,21 +94,25 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
                 },
                 Ok(target) if !target.starts_with(&root) => Entry::Refused {
                     rel,
-                    cause: "symlink out of Uploads",
+                    cause: FailureCause::SymlinkOutOfUploads,
                     message: format!("symlink to {} leaves Uploads; refused", target.display()),
                 },
                 Ok(_) => Entry::Refused {
                     rel,
-                    cause: "symlinked directory",
+                    cause: FailureCause::SymlinkedDirectory,
                     message: "symlinked directories are not followed".into(),
                 },
                 // ELOOP: the link leads back to itself.
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    Entry::Refused { rel, cause: "symlink loop", message: format!("symlink loop: {e}") }
-                }
-                Err(e) => {
-                    Entry::Refused { rel, cause: "broken symlink", message: format!("broken symlink: {e}") }
-                }
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Entry::Refused {
+                    rel,
+                    cause: FailureCause::SymlinkLoop,
+                    message: format!("symlink loop: {e}"),
+                },
+                Err(e) => Entry::Refused {
+                    rel,
+                    cause: FailureCause::BrokenSymlink,
+                    message: format!("broken symlink: {e}"),
+                },
             }
         } else if file_type.is_file() {
             match junk {
@@ -114,7 +120,7 @@ pub fn walk(uploads: &Path, skip: &[PathBuf], share: Share, mut visit: impl FnMu
                 None => Entry::Photo { name: photo_name, path: entry.path().to_path_buf() },
             }
         } else {
-            Entry::Refused { rel, cause: "not a regular file", message: "not a regular file".into() }
+            Entry::Refused { rel, cause: FailureCause::NotARegularFile, message: "not a regular file".into() }
         };
         if matches!(item, Entry::Photo { .. } | Entry::Junk { .. }) {
             let taken = share.takes(index);

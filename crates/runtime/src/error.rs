@@ -120,22 +120,63 @@ impl GuestFailure {
         matches!(self, GuestFailure::MemoryLimit { .. } | GuestFailure::HostcallDataLimit { .. })
     }
 
-    /// A short cause for summaries ("timeout", "trap", ...).
-    pub fn kind(&self) -> &'static str {
+    /// The cause, as summaries count it.
+    pub fn kind(&self) -> GuestFailureKind {
+        use GuestFailureKind as K;
         match self {
-            GuestFailure::Timeout(_) => "guest timeout",
-            GuestFailure::OutOfFuel(_) => "guest out of fuel",
-            GuestFailure::MemoryLimit { .. } => "guest memory limit",
-            GuestFailure::HostcallDataLimit { .. } => "guest host-call data limit",
-            GuestFailure::NnCost(_) => "guest neural-network work limit",
-            GuestFailure::Panic { .. } => "guest panic",
-            GuestFailure::Trap { .. } => "guest trap",
-            GuestFailure::Reported(Reported::InvalidInput(_)) => "input refused by guest",
-            GuestFailure::Reported(Reported::InvalidParam(_)) => "parameter refused by guest",
-            GuestFailure::Reported(Reported::Nn(_)) => "neural-network error",
-            GuestFailure::Reported(Reported::Internal(_)) => "guest internal error",
-            GuestFailure::Instantiate(_) => "guest instantiation",
-            GuestFailure::InvalidAnswer(_) => "invalid guest answer",
+            GuestFailure::Timeout(_) => K::Timeout,
+            GuestFailure::OutOfFuel(_) => K::OutOfFuel,
+            GuestFailure::MemoryLimit { .. } => K::MemoryLimit,
+            GuestFailure::HostcallDataLimit { .. } => K::HostcallDataLimit,
+            GuestFailure::NnCost(_) => K::NnCost,
+            GuestFailure::Panic { .. } => K::Panic,
+            GuestFailure::Trap { .. } => K::Trap,
+            GuestFailure::Reported(Reported::InvalidInput(_)) => K::InputRefused,
+            GuestFailure::Reported(Reported::InvalidParam(_)) => K::ParamRefused,
+            GuestFailure::Reported(Reported::Nn(_)) => K::Nn,
+            GuestFailure::Reported(Reported::Internal(_)) => K::Internal,
+            GuestFailure::Instantiate(_) => K::Instantiate,
+            GuestFailure::InvalidAnswer(_) => K::InvalidAnswer,
+        }
+    }
+}
+
+/// What kind of [`GuestFailure`] a call ended in, without its details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestFailureKind {
+    Timeout,
+    OutOfFuel,
+    MemoryLimit,
+    HostcallDataLimit,
+    NnCost,
+    Panic,
+    Trap,
+    InputRefused,
+    ParamRefused,
+    Nn,
+    Internal,
+    Instantiate,
+    InvalidAnswer,
+}
+
+impl GuestFailureKind {
+    /// The cause as summaries name it.
+    pub fn as_str(self) -> &'static str {
+        use GuestFailureKind as K;
+        match self {
+            K::Timeout => "guest timeout",
+            K::OutOfFuel => "guest out of fuel",
+            K::MemoryLimit => "guest memory limit",
+            K::HostcallDataLimit => "guest host-call data limit",
+            K::NnCost => "guest neural-network work limit",
+            K::Panic => "guest panic",
+            K::Trap => "guest trap",
+            K::InputRefused => "input refused by guest",
+            K::ParamRefused => "parameter refused by guest",
+            K::Nn => "neural-network error",
+            K::Internal => "guest internal error",
+            K::Instantiate => "guest instantiation",
+            K::InvalidAnswer => "invalid guest answer",
         }
     }
 }

@@ -27,7 +27,7 @@ pub use cache::CodeCache;
 pub use detector::Detector;
 pub use directory::{GuestDirectory, GuestEntry, GuestInfo, default_guest_dir};
 pub use embedder::Embedder;
-pub use error::{GuestError, GuestFailure, LoadError, Reported};
+pub use error::{GuestError, GuestFailure, GuestFailureKind, LoadError, Reported};
 pub use sandbox::GuestLimits;
 pub use trust::{TrustList, TrustListError};
 pub use wasi_nn::{NnHost, NnLimits, NnUsage};

@@ -5,6 +5,8 @@ mod embedded;
 #[cfg(feature = "mongo")]
 mod mongo;
 mod names;
+// The retries are the database stores'.
+#[cfg_attr(not(any(feature = "mongo", feature = "tarantool")), allow(dead_code))]
 mod retry;
 mod search;
 #[cfg(feature = "tarantool")]
