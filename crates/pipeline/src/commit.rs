@@ -11,7 +11,7 @@ use refacen_store::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, SearchCop
 
 use crate::detect::{Outcome, PhotoWork, Processed};
 use crate::embed::EmbeddedBatch;
-use crate::{DerivedFiles, Plan, Progress, Redetect, Reembed, RunError, Summary, match_faces, now};
+use crate::{DerivedFiles, Plan, Redetect, Reembed, RunContext, RunError, Summary, match_faces, now};
 
 /// A photo's place in walk order, and its slot in the window of photos in flight. Photos are
 /// committed in walk order, so that face ids do not depend on which worker finished first: a
@@ -48,12 +48,11 @@ impl CommitWindow {
 pub(crate) async fn commit_photos(
     plan: &Plan,
     job: &Redetect,
-    store: &dyn FaceStore,
-    search: Option<&SearchCopier>,
+    context: &RunContext<'_>,
     mut done: mpsc::Receiver<Processed>,
     summary: &mut Summary,
-    progress: &dyn Progress,
 ) -> Result<(), RunError> {
+    let (store, search) = (context.store.as_ref(), context.search.as_deref());
     // Each waits with its ticket: its slot in the window opens once it is committed.
     let mut waiting: BTreeMap<u64, Processed> = BTreeMap::new();
     let mut next = 0;
@@ -72,7 +71,7 @@ pub(crate) async fn commit_photos(
                 Outcome::Work(work) => commit_photo(plan, job, store, search, *work, summary).await?,
             }
             summary.stages.commit += started.elapsed();
-            progress.update(summary);
+            context.progress.update(summary);
         }
     }
     Ok(())
@@ -230,12 +229,11 @@ async fn write_files(derived: Arc<DerivedFiles>, writes: Vec<(String, Vec<u8>)>)
 pub(crate) async fn commit_facens(
     plan: &Plan,
     job: &Reembed,
-    store: &dyn FaceStore,
-    search: Option<&SearchCopier>,
+    context: &RunContext<'_>,
     mut done: mpsc::Receiver<EmbeddedBatch>,
     summary: &mut Summary,
-    progress: &dyn Progress,
 ) -> Result<(), RunError> {
+    let (store, search) = (context.store.as_ref(), context.search.as_deref());
     while let Some(batch) = done.recv().await {
         let started = Instant::now();
         summary.selected += batch.facens.len() as u64 + batch.up_to_date;
@@ -262,7 +260,7 @@ pub(crate) async fn commit_facens(
         summary.done += computed;
         summary.facens += computed;
         summary.stages.commit += started.elapsed();
-        progress.update(summary);
+        context.progress.update(summary);
     }
     Ok(())
 }

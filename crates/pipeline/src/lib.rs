@@ -115,34 +115,38 @@ pub async fn run(
         ..Summary::default()
     };
     let plan = Arc::new(plan);
-    let result = run_job(job, plan.clone(), &runtime, store, search, &mut summary, progress.as_ref()).await;
+    let context = RunContext { runtime: &runtime, store, search, progress: progress.as_ref() };
+    let result = run_job(job, plan.clone(), &context, &mut summary).await;
     summary.elapsed = started.elapsed();
     summary.interrupted = plan.stop.load(Ordering::Relaxed);
     progress.update(&summary);
     (summary, result)
 }
 
+/// What the stages of a run share besides its plan.
+pub(crate) struct RunContext<'a> {
+    pub runtime: &'a GuestRuntime,
+    pub store: Arc<dyn FaceStore>,
+    pub search: Option<Arc<SearchCopier>>,
+    pub progress: &'a dyn Progress,
+}
+
 async fn run_job(
     job: Job,
     plan: Arc<Plan>,
-    runtime: &GuestRuntime,
-    store: Arc<dyn FaceStore>,
-    search: Option<Arc<SearchCopier>>,
+    context: &RunContext<'_>,
     summary: &mut Summary,
-    progress: &dyn Progress,
 ) -> Result<(), RunError> {
-    if let Some(search) = search.as_ref().filter(|_| !plan.dry_run) {
-        summary.search_caught_up = search.catch_up(store.as_ref()).await?;
+    if let Some(search) = context.search.as_ref().filter(|_| !plan.dry_run) {
+        summary.search_caught_up = search.catch_up(context.store.as_ref()).await?;
     }
     match job {
         Job::Redetect(job) => {
             if !plan.dry_run {
                 plan.derived.remove_stale_incoming();
             }
-            redetect::run(Arc::new(job), plan, runtime, store, search, summary, progress).await
+            redetect::run(Arc::new(job), plan, context, summary).await
         }
-        Job::Reembed(job) => {
-            reembed::run(Arc::new(job), plan, runtime, store, search, summary, progress).await
-        }
+        Job::Reembed(job) => reembed::run(Arc::new(job), plan, context, summary).await,
     }
 }

@@ -6,25 +6,20 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use refacen_runtime::GuestRuntime;
-use refacen_store::{FaceStore, SearchCopier};
-
 use crate::commit::{CommitWindow, commit_photos};
 use crate::detect::{Processed, detect_photo};
 use crate::embed::embed_photos;
 use crate::lookup::look_up_photos;
 use crate::workers::{Pool, finish, spawn_pool};
-use crate::{Plan, Progress, Redetect, RunError, Summary, walk};
+use crate::{Plan, Redetect, RunContext, RunError, Summary, walk};
 
 pub(crate) async fn run(
     job: Arc<Redetect>,
     plan: Arc<Plan>,
-    runtime: &GuestRuntime,
-    store: Arc<dyn FaceStore>,
-    search: Option<Arc<SearchCopier>>,
+    context: &RunContext<'_>,
     summary: &mut Summary,
-    progress: &dyn Progress,
 ) -> Result<(), RunError> {
+    let (runtime, store) = (context.runtime, &context.store);
     let depth = plan.workers * 2;
     let (walk_tx, walk_rx) = mpsc::channel::<walk::Entry>(depth);
     let (lookup_tx, lookup_rx) = mpsc::channel(depth);
@@ -67,8 +62,7 @@ pub(crate) async fn run(
     let lookup =
         tokio::spawn(look_up_photos(plan.clone(), store.clone(), walk_rx, lookup_tx, done_tx, window));
 
-    let committed =
-        commit_photos(&plan, &job, store.as_ref(), search.as_deref(), done_rx, summary, progress).await;
+    let committed = commit_photos(&plan, &job, context, done_rx, summary).await;
     let result = finish(committed, lookup, pools).await;
     let _ = walker.join();
     result

@@ -5,24 +5,19 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use refacen_runtime::GuestRuntime;
-use refacen_store::{FaceStore, SearchCopier};
-
 use crate::commit::commit_facens;
 use crate::embed::{EmbeddedBatch, StoredBatch, embed_stored};
 use crate::lookup::scan_faces_to_embed;
 use crate::workers::{finish, spawn_pool};
-use crate::{Plan, Progress, Reembed, RunError, Summary};
+use crate::{Plan, Reembed, RunContext, RunError, Summary};
 
 pub(crate) async fn run(
     job: Arc<Reembed>,
     plan: Arc<Plan>,
-    runtime: &GuestRuntime,
-    store: Arc<dyn FaceStore>,
-    search: Option<Arc<SearchCopier>>,
+    context: &RunContext<'_>,
     summary: &mut Summary,
-    progress: &dyn Progress,
 ) -> Result<(), RunError> {
+    let (runtime, store) = (context.runtime, &context.store);
     let (batch_tx, batch_rx) = mpsc::channel::<StoredBatch>(plan.workers * 2);
     let (done_tx, done_rx) = mpsc::channel::<EmbeddedBatch>(4);
     let embedders =
@@ -33,7 +28,6 @@ pub(crate) async fn run(
     });
     let scanner = tokio::spawn(scan_faces_to_embed(plan.clone(), job.clone(), store.clone(), batch_tx));
 
-    let committed =
-        commit_facens(&plan, &job, store.as_ref(), search.as_deref(), done_rx, summary, progress).await;
+    let committed = commit_facens(&plan, &job, context, done_rx, summary).await;
     finish(committed, scanner, vec![pool]).await
 }

@@ -1,8 +1,11 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use base64::Engine;
 
 use super::*;
-use refacen_face::ParamValue;
-use refacen_store::Facen;
+use refacen_face::{Metric, ParamValue, distance};
+use refacen_store::{DetectorProvenance, FaceRecord, Facen, ModelProvenance};
 
 fn detector(min_face_size: i64) -> DetectorProvenance {
     DetectorProvenance {

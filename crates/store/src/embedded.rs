@@ -169,7 +169,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn backend(path: &Path, e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend { location: path.display().to_string(), message: e.into().to_string() }
+    let e = e.into();
+    StoreError::Driver { location: path.display().to_string(), message: e.to_string(), source: Box::new(e) }
 }
 
 #[async_trait::async_trait]

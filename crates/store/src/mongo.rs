@@ -71,10 +71,11 @@ impl MongoStore {
     /// `retry`.
     pub async fn connect_retrying(uri: &str, database: &str, retry: RetryWindow) -> Result<Self, StoreError> {
         let location = format!("mongodb {} (database {database})", redact(uri));
-        let fail = |message: String| StoreError::Backend { location: location.clone(), message };
-        let mut options = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| fail(format!("bad --mongo URI: {}", one_line(&e))))?;
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| StoreError::Driver {
+            location: location.clone(),
+            message: format!("bad --mongo URI: {}", one_line(&e)),
+            source: Box::new(e),
+        })?;
         // An attempt never outlasts the window by more than itself: short windows, short attempts.
         let attempt = ATTEMPT_TIMEOUT.min(retry.0).max(Duration::from_secs(1));
         options.server_selection_timeout.get_or_insert(attempt);
@@ -90,7 +91,11 @@ impl MongoStore {
                 .unwrap_or_else(|| "admin".into()),
             database: database.to_string(),
         };
-        let client = Client::with_options(options).map_err(|e| fail(one_line(&e)))?;
+        let client = Client::with_options(options).map_err(|e| StoreError::Driver {
+            location: location.clone(),
+            message: one_line(&e),
+            source: Box::new(e),
+        })?;
         let db = client.database(database);
         db.run_command(doc! { "ping": 1 }).await.map_err(|e| StoreError::Driver {
             location: location.clone(),

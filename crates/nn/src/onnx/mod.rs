@@ -162,76 +162,49 @@ impl Importer {
         } else {
             node.name.clone()
         };
-        let unsupported =
-            |detail: String| NnError::UnsupportedOp { op: node.op_type.clone(), node: name.clone(), detail };
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-            return Err(unsupported(format!(" (custom domain `{}`)", node.domain)));
-        }
         let attrs = Attrs { node, name: &name };
-
-        if node.op_type == "Constant" {
-            let out = node.output.first().ok_or_else(|| attrs.error("has no output"))?;
-            let value = match node.attribute.first().map(|a| a.name.as_str()) {
-                Some("value") => decode_tensor(attrs.tensor("value")?)?,
-                Some("value_float") => ConstValue::Float(Tensor::scalar(attrs.float("value_float", 0.0)?)),
-                Some("value_floats") => {
-                    let v = attrs.floats("value_floats")?.unwrap_or_default();
-                    ConstValue::Float(Tensor::new(vec![v.len()], v)?)
-                }
-                Some("value_int") => ConstValue::Int(vec![attrs.int("value_int", 0)?]),
-                Some("value_ints") => ConstValue::Int(attrs.ints("value_ints")?.unwrap_or_default()),
-                other => return Err(unsupported(format!(" (Constant with attribute {other:?})"))),
-            };
-            return self.define_constant(out, value);
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(attrs.unsupported(format!(" (custom domain `{}`)", node.domain)));
         }
+        if node.op_type == "Constant" {
+            return self.constant(node, &attrs);
+        }
+        let (op, tensor_inputs) = self.op(node, &attrs)?;
+        let inputs = self.node_inputs(node, tensor_inputs, &attrs)?;
+        if let Op::Conv(_) = op {
+            // Weights must be known at load time so backends can pack them once.
+            self.float_constant(node, 1, &attrs)?;
+        }
+        let output =
+            node.output.first().filter(|o| !o.is_empty()).ok_or_else(|| attrs.error("has no output"))?;
+        let output = self.define(output, None)?;
+        self.graph.nodes.push(Node { name, op, inputs, outputs: vec![output] });
+        Ok(())
+    }
 
-        // Number of leading inputs that are real tensors; the rest parameterize the op.
-        let mut tensor_inputs = usize::MAX;
+    fn constant(&mut self, node: &NodeProto, attrs: &Attrs) -> Result<(), NnError> {
+        let out = node.output.first().ok_or_else(|| attrs.error("has no output"))?;
+        let value = match node.attribute.first().map(|a| a.name.as_str()) {
+            Some("value") => decode_tensor(attrs.tensor("value")?)?,
+            Some("value_float") => ConstValue::Float(Tensor::scalar(attrs.float("value_float", 0.0)?)),
+            Some("value_floats") => {
+                let v = attrs.floats("value_floats")?.unwrap_or_default();
+                ConstValue::Float(Tensor::new(vec![v.len()], v)?)
+            }
+            Some("value_int") => ConstValue::Int(vec![attrs.int("value_int", 0)?]),
+            Some("value_ints") => ConstValue::Int(attrs.ints("value_ints")?.unwrap_or_default()),
+            other => return Err(attrs.unsupported(format!(" (Constant with attribute {other:?})"))),
+        };
+        self.define_constant(out, value)
+    }
+
+    /// The node's op, and how many of its leading inputs are real tensors (the rest
+    /// parameterize the op and must be constants).
+    fn op(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
+        const ALL: usize = usize::MAX;
         let op = match node.op_type.as_str() {
-            "Conv" => {
-                let kernel = attrs.ints("kernel_shape")?;
-                let rank = kernel.as_ref().map(|k| k.len()).unwrap_or(2);
-                if rank != 2 {
-                    return Err(unsupported(format!(" ({rank}-D convolution; only 2-D is supported)")));
-                }
-                let kernel = match kernel {
-                    Some(k) => pair(&k, &attrs, "kernel_shape")?,
-                    None => {
-                        let w = self.float_constant(node, 1, &attrs)?;
-                        if w.rank() != 4 {
-                            return Err(attrs.error("weights must be 4-D"));
-                        }
-                        [w.shape()[2], w.shape()[3]]
-                    }
-                };
-                Op::Conv(Conv {
-                    kernel,
-                    strides: attrs.pair_or("strides", [1, 1])?,
-                    dilations: attrs.pair_or("dilations", [1, 1])?,
-                    padding: attrs.padding()?,
-                    group: attrs.int("group", 1)?.max(1) as usize,
-                    activation: Default::default(),
-                })
-            }
-            "MaxPool" | "AveragePool" => {
-                if node.output.len() > 1 && !node.output[1].is_empty() {
-                    return Err(unsupported(" (the Indices output)".into()));
-                }
-                let kernel = attrs.ints("kernel_shape")?.ok_or_else(|| attrs.error("needs kernel_shape"))?;
-                if kernel.len() != 2 {
-                    return Err(unsupported(format!(" ({}-D pooling; only 2-D is supported)", kernel.len())));
-                }
-                let kind = if node.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
-                Op::Pool(Pool {
-                    kind,
-                    kernel: pair(&kernel, &attrs, "kernel_shape")?,
-                    strides: attrs.pair_or("strides", [1, 1])?,
-                    dilations: attrs.pair_or("dilations", [1, 1])?,
-                    padding: attrs.padding()?,
-                    ceil_mode: attrs.int("ceil_mode", 0)? != 0,
-                    count_include_pad: attrs.int("count_include_pad", 0)? != 0,
-                })
-            }
+            "Conv" => self.conv(node, attrs)?,
+            "MaxPool" | "AveragePool" => pool(node, attrs)?,
             "GlobalAveragePool" => Op::GlobalPool(PoolKind::Average),
             "GlobalMaxPool" => Op::GlobalPool(PoolKind::Max),
             "Gemm" => Op::Gemm(Gemm {
@@ -247,27 +220,15 @@ impl Importer {
             "Sigmoid" => Op::Unary(Unary::Sigmoid),
             "Tanh" => Op::Unary(Unary::Tanh),
             "Identity" => Op::Unary(Unary::Identity),
-            "Dropout" => {
-                if self.opset >= 12 && node.input.len() > 2 && !node.input[2].is_empty() {
-                    let training = self.int_input(node, 2, &attrs)?;
-                    if training.first().copied().unwrap_or(0) != 0 {
-                        return Err(unsupported(" (training mode)".into()));
-                    }
-                }
-                tensor_inputs = 1;
-                Op::Unary(Unary::Identity)
-            }
+            "Dropout" => return Ok((self.dropout(node, attrs)?, 1)),
+            "Clip" if self.opset < 11 => Op::Unary(Unary::Clip {
+                min: attrs.float("min", f32::NEG_INFINITY)?,
+                max: attrs.float("max", f32::INFINITY)?,
+            }),
             "Clip" => {
-                let (min, max) = if self.opset < 11 {
-                    (attrs.float("min", f32::NEG_INFINITY)?, attrs.float("max", f32::INFINITY)?)
-                } else {
-                    tensor_inputs = 1;
-                    (
-                        self.optional_scalar(node, 1, &attrs)?.unwrap_or(f32::NEG_INFINITY),
-                        self.optional_scalar(node, 2, &attrs)?.unwrap_or(f32::INFINITY),
-                    )
-                };
-                Op::Unary(Unary::Clip { min, max })
+                let min = self.optional_scalar(node, 1, attrs)?.unwrap_or(f32::NEG_INFINITY);
+                let max = self.optional_scalar(node, 2, attrs)?.unwrap_or(f32::INFINITY);
+                return Ok((Op::Unary(Unary::Clip { min, max }), 1));
             }
             "PRelu" => Op::PRelu,
             "Add" => Op::Binary(Binary::Add),
@@ -276,7 +237,7 @@ impl Importer {
             "Div" => Op::Binary(Binary::Div),
             "BatchNormalization" => {
                 if attrs.int("training_mode", 0)? != 0 || node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    return Err(unsupported(" (training mode)".into()));
+                    return Err(attrs.unsupported(" (training mode)"));
                 }
                 Op::BatchNorm { epsilon: attrs.float("epsilon", 1e-5)? }
             }
@@ -285,64 +246,105 @@ impl Importer {
                 Op::Softmax { axis: attrs.int("axis", if legacy { 1 } else { -1 })?, coerce_2d: legacy }
             }
             "Flatten" => Op::Flatten { axis: attrs.int("axis", 1)? },
-            "Reshape" => {
-                let shape = if self.opset < 5 {
-                    attrs.ints("shape")?.ok_or_else(|| attrs.error("needs a shape"))?
-                } else {
-                    tensor_inputs = 1;
-                    self.int_input(node, 1, &attrs)?
-                };
-                Op::Reshape { shape, allow_zero: attrs.int("allowzero", 0)? != 0 }
-            }
             "Transpose" => Op::Transpose {
                 perm: attrs.ints("perm")?.map(|p| p.into_iter().map(|v| v.max(0) as usize).collect()),
             },
             "Concat" => Op::Concat { axis: attrs.int_required("axis")? },
-            "Pad" => {
-                let mode = attrs.string("mode")?.unwrap_or_else(|| "constant".into());
-                if mode != "constant" {
-                    return Err(unsupported(format!(" (mode `{mode}`; only constant)")));
-                }
-                let (pads, value) = if self.opset < 11 {
-                    (
-                        attrs.ints(if self.opset < 2 { "paddings" } else { "pads" })?.unwrap_or_default(),
-                        attrs.float("value", 0.0)?,
-                    )
-                } else {
-                    if node.input.len() > 3 && !node.input[3].is_empty() {
-                        return Err(unsupported(" (the axes input)".into()));
-                    }
-                    tensor_inputs = 1;
-                    (self.int_input(node, 1, &attrs)?, self.optional_scalar(node, 2, &attrs)?.unwrap_or(0.0))
-                };
-                Op::Pad { pads, value }
-            }
-            "Squeeze" => {
-                let axes = if self.opset < 13 {
-                    attrs.ints("axes")?
-                } else {
-                    tensor_inputs = 1;
-                    match node.input.get(1).filter(|n| !n.is_empty()) {
-                        Some(_) => Some(self.int_input(node, 1, &attrs)?),
-                        None => None,
-                    }
-                };
-                Op::Squeeze { axes }
-            }
-            "Unsqueeze" => {
-                let axes = if self.opset < 13 {
-                    attrs.ints("axes")?.ok_or_else(|| attrs.error("needs axes"))?
-                } else {
-                    tensor_inputs = 1;
-                    self.int_input(node, 1, &attrs)?
-                };
-                Op::Unsqueeze { axes }
-            }
-            _ => return Err(unsupported(String::new())),
+            "Pad" => return self.pad(node, attrs),
+            "Reshape" | "Squeeze" | "Unsqueeze" => return self.reshape(node, attrs),
+            _ => return Err(attrs.unsupported("")),
         };
+        Ok((op, ALL))
+    }
 
+    fn conv(&self, node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
+        let kernel = attrs.ints("kernel_shape")?;
+        let rank = kernel.as_ref().map(|k| k.len()).unwrap_or(2);
+        if rank != 2 {
+            return Err(attrs.unsupported(format!(" ({rank}-D convolution; only 2-D is supported)")));
+        }
+        let kernel = match kernel {
+            Some(k) => pair(&k, attrs, "kernel_shape")?,
+            None => {
+                let w = self.float_constant(node, 1, attrs)?;
+                if w.rank() != 4 {
+                    return Err(attrs.error("weights must be 4-D"));
+                }
+                [w.shape()[2], w.shape()[3]]
+            }
+        };
+        Ok(Op::Conv(Conv {
+            kernel,
+            strides: attrs.pair_or("strides", [1, 1])?,
+            dilations: attrs.pair_or("dilations", [1, 1])?,
+            padding: attrs.padding()?,
+            group: attrs.int("group", 1)?.max(1) as usize,
+            activation: Default::default(),
+        }))
+    }
+
+    fn dropout(&self, node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
+        if self.opset >= 12 && node.input.len() > 2 && !node.input[2].is_empty() {
+            let training = self.int_input(node, 2, attrs)?;
+            if training.first().copied().unwrap_or(0) != 0 {
+                return Err(attrs.unsupported(" (training mode)"));
+            }
+        }
+        Ok(Op::Unary(Unary::Identity))
+    }
+
+    fn pad(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
+        let mode = attrs.string("mode")?.unwrap_or_else(|| "constant".into());
+        if mode != "constant" {
+            return Err(attrs.unsupported(format!(" (mode `{mode}`; only constant)")));
+        }
+        if self.opset < 11 {
+            let pads = attrs.ints(if self.opset < 2 { "paddings" } else { "pads" })?.unwrap_or_default();
+            return Ok((Op::Pad { pads, value: attrs.float("value", 0.0)? }, usize::MAX));
+        }
+        if node.input.len() > 3 && !node.input[3].is_empty() {
+            return Err(attrs.unsupported(" (the axes input)"));
+        }
+        let pads = self.int_input(node, 1, attrs)?;
+        let value = self.optional_scalar(node, 2, attrs)?.unwrap_or(0.0);
+        Ok((Op::Pad { pads, value }, 1))
+    }
+
+    /// Reshape, Squeeze and Unsqueeze: their shape or axes are attributes before the opset
+    /// that made them a second input.
+    fn reshape(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
+        let (as_input_from, attribute) = match node.op_type.as_str() {
+            "Reshape" => (5, "shape"),
+            _ => (13, "axes"),
+        };
+        let (values, tensor_inputs) = if self.opset < as_input_from {
+            (attrs.ints(attribute)?, usize::MAX)
+        } else {
+            match node.input.get(1).filter(|n| !n.is_empty()) {
+                Some(_) => (Some(self.int_input(node, 1, attrs)?), 1),
+                None => (None, 1),
+            }
+        };
+        let op = match node.op_type.as_str() {
+            "Reshape" => Op::Reshape {
+                shape: values.ok_or_else(|| attrs.error("needs a shape"))?,
+                allow_zero: attrs.int("allowzero", 0)? != 0,
+            },
+            "Squeeze" => Op::Squeeze { axes: values },
+            _ => Op::Unsqueeze { axes: values.ok_or_else(|| attrs.error("needs axes"))? },
+        };
+        Ok((op, tensor_inputs))
+    }
+
+    /// The value ids of the node's first `count` inputs (`None` for an omitted optional one).
+    fn node_inputs(
+        &self,
+        node: &NodeProto,
+        count: usize,
+        attrs: &Attrs,
+    ) -> Result<Vec<Option<ValueId>>, NnError> {
         let mut inputs = Vec::new();
-        for input_name in node.input.iter().take(tensor_inputs) {
+        for input_name in node.input.iter().take(count) {
             if input_name.is_empty() {
                 inputs.push(None);
                 continue;
@@ -361,15 +363,7 @@ impl Importer {
         if inputs.first().copied().flatten().is_none() {
             return Err(attrs.error("has no input"));
         }
-        if let Op::Conv(_) = op {
-            // Weights must be known at load time so backends can pack them once.
-            self.float_constant(node, 1, &attrs)?;
-        }
-        let output =
-            node.output.first().filter(|o| !o.is_empty()).ok_or_else(|| attrs.error("has no output"))?;
-        let output = self.define(output, None)?;
-        self.graph.nodes.push(Node { name, op, inputs, outputs: vec![output] });
-        Ok(())
+        Ok(inputs)
     }
 
     fn float_constant(&self, node: &NodeProto, index: usize, attrs: &Attrs) -> Result<Arc<Tensor>, NnError> {
@@ -407,7 +401,36 @@ struct Attrs<'a> {
     name: &'a str,
 }
 
+/// A node's pooling op.
+fn pool(node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
+    if node.output.len() > 1 && !node.output[1].is_empty() {
+        return Err(attrs.unsupported(" (the Indices output)"));
+    }
+    let kernel = attrs.ints("kernel_shape")?.ok_or_else(|| attrs.error("needs kernel_shape"))?;
+    if kernel.len() != 2 {
+        return Err(attrs.unsupported(format!(" ({}-D pooling; only 2-D is supported)", kernel.len())));
+    }
+    Ok(Op::Pool(Pool {
+        kind: if node.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average },
+        kernel: pair(&kernel, attrs, "kernel_shape")?,
+        strides: attrs.pair_or("strides", [1, 1])?,
+        dilations: attrs.pair_or("dilations", [1, 1])?,
+        padding: attrs.padding()?,
+        ceil_mode: attrs.int("ceil_mode", 0)? != 0,
+        count_include_pad: attrs.int("count_include_pad", 0)? != 0,
+    }))
+}
+
 impl Attrs<'_> {
+    /// The node's op is not supported as it is used; `detail` says how (or is empty).
+    fn unsupported(&self, detail: impl Into<String>) -> NnError {
+        NnError::UnsupportedOp {
+            op: self.node.op_type.clone(),
+            node: self.name.to_string(),
+            detail: detail.into(),
+        }
+    }
+
     fn error(&self, msg: &str) -> NnError {
         NnError::InvalidGraph(format!("{} node `{}` {msg}", self.node.op_type, self.name))
     }
