@@ -2,13 +2,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
+use super::bindings::detector::DetectorPre;
 use super::bindings::{detector as wit, types};
 use super::error::{GuestError, GuestFailure, Reported};
-use super::sandbox::GuestState;
-use super::session::{CallStats, Session, WorldBindings};
+use super::session::{CallStats, Session, world_bindings};
 use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
@@ -16,18 +13,7 @@ use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
 /// Most faces one `detect` answer may hold; more means a broken or hostile guest.
 pub const MAX_FACES_PER_IMAGE: usize = 10_000;
 
-impl WorldBindings for wit::Detector {
-    type Pre = wit::DetectorPre<GuestState>;
-    const WORLD: &'static str = "detector";
-
-    fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre> {
-        wit::DetectorPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
-}
+world_bindings!(wit::Detector, DetectorPre, "detector", World::Detector);
 
 /// A detector ready to run. Not `Sync`: give each worker its own (they share compiled code).
 pub struct Detector {
@@ -37,13 +23,6 @@ pub struct Detector {
 
 impl Detector {
     pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
-        if component.world != World::Detector {
-            return Err(LoadError::WrongWorld {
-                path: component.path.clone(),
-                found: component.world.describe(),
-                expected: World::Detector.describe(),
-            });
-        }
         let mut session = Session::new(runtime, component)?;
         let info = session.call("info", |b: &wit::Detector, s| b.call_info(s))?;
         let info = DetectorInfo {

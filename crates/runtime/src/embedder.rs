@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
+use super::bindings::embedder::EmbedderPre;
 use super::bindings::{embedder as wit, types};
 use super::detector::reported;
 use super::error::{GuestError, GuestFailure};
-use super::sandbox::GuestState;
-use super::session::{CallStats, Session, WorldBindings};
+use super::session::{CallStats, Session, world_bindings};
 use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{AlignmentTemplate, EmbedderInfo};
@@ -20,18 +17,7 @@ pub const MAX_FACEN_SIZE: u32 = 1 << 16;
 /// Largest input side a model may ask for, in pixels.
 pub const MAX_INPUT_SIDE: u32 = 1024;
 
-impl WorldBindings for wit::Embedder {
-    type Pre = wit::EmbedderPre<GuestState>;
-    const WORLD: &'static str = "embedder";
-
-    fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre> {
-        wit::EmbedderPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
-}
+world_bindings!(wit::Embedder, EmbedderPre, "embedder", World::Embedder);
 
 /// A model ready to run. Not `Sync`: give each worker its own (they share compiled code).
 pub struct Embedder {
@@ -41,13 +27,6 @@ pub struct Embedder {
 
 impl Embedder {
     pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
-        if component.world != World::Embedder {
-            return Err(LoadError::WrongWorld {
-                path: component.path.clone(),
-                found: component.world.describe(),
-                expected: World::Embedder.describe(),
-            });
-        }
         let mut session = Session::new(runtime, component)?;
         let info = session.call("info", |b: &wit::Embedder, s| b.call_info(s))?;
         let l = &info.template.landmarks;

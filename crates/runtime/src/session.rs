@@ -9,15 +9,43 @@ use wasmtime::{Store, Trap};
 
 use super::error::{GuestError, GuestFailure};
 use super::sandbox::GuestState;
-use super::{GuestComponent, GuestRuntime, LoadError};
+use super::{GuestComponent, GuestRuntime, LoadError, World};
 
 /// The typed bindings of one world.
 pub(crate) trait WorldBindings: Sized {
     type Pre;
+    /// The world's name in the WIT package.
     const WORLD: &'static str;
+    /// What a component must export to run in this world.
+    const KIND: World;
     fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self>;
 }
+
+/// Implements [`WorldBindings`] for the bindings `wit_bindgen` generated for one world.
+macro_rules! world_bindings {
+    ($bindings:ty, $pre:ident, $world:literal, $kind:expr) => {
+        impl $crate::session::WorldBindings for $bindings {
+            type Pre = $pre<$crate::sandbox::GuestState>;
+            const WORLD: &'static str = $world;
+            const KIND: $crate::World = $kind;
+
+            fn pre(
+                pre: wasmtime::component::InstancePre<$crate::sandbox::GuestState>,
+            ) -> wasmtime::Result<Self::Pre> {
+                $pre::new(pre)
+            }
+
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut wasmtime::Store<$crate::sandbox::GuestState>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate(store)
+            }
+        }
+    };
+}
+pub(crate) use world_bindings;
 
 /// Everything needed to make a fresh store for a guest, detached from `GuestRuntime`.
 #[derive(Clone)]
@@ -47,7 +75,15 @@ pub(crate) struct Session<B: WorldBindings> {
 }
 
 impl<B: WorldBindings> Session<B> {
+    /// A session of `component`, which must implement this world.
     pub fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
+        if component.world != B::KIND {
+            return Err(LoadError::WrongWorld {
+                path: component.path.clone(),
+                found: component.world.describe(),
+                expected: B::KIND.describe(),
+            });
+        }
         let pre = B::pre(component.pre.clone()).map_err(|e| LoadError::Signature {
             path: component.path.clone(),
             world: B::WORLD,
