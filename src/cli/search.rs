@@ -11,13 +11,12 @@ use clap::Args;
 
 use super::GuestArgs;
 use super::stores::{ExistingFaceStoreArgs, SearchStoreArgs};
-use refacen_face::parse_params;
-use refacen_face::{Metric, distance};
+use refacen_face::{Metric, parse_params};
 use refacen_imaging::{DecodeLimits, align, decode_rgb};
 use refacen_pipeline::model_input;
 use refacen_runtime::World;
 use refacen_store::tarantool::TarantoolStore;
-use refacen_store::{FaceId, FacePages, FaceStore};
+use refacen_store::{BruteForce, FaceId, FacePages, FaceStore, Hit, brute_force_search};
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -60,14 +59,6 @@ pub struct SearchArgs {
 
     #[command(flatten)]
     pub guest: GuestArgs,
-}
-
-/// A stored face and its distance to a query face.
-#[derive(serde::Serialize)]
-struct Hit {
-    id: FaceId,
-    photo: String,
-    distance: f32,
 }
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
@@ -119,8 +110,8 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let sha256 = &model_component.sha256;
-            let (hits, compared, other_models) =
-                tokio.block_on(brute_force(store.as_ref(), sha256, &queries, top, args.metric))?;
+            let BruteForce { hits, compared, other_models } =
+                tokio.block_on(brute_force_search(store.as_ref(), sha256, &queries, top, args.metric))?;
             if compared == 0 {
                 bail!(
                     "the store holds no facens of model `{}` ({}{}); run `refacen regenerate --regenerate facens --model {}`",
@@ -155,40 +146,6 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("search: {} face(s) in the photo, model `{}`; {searched}", faces.len(), embedder.info().name);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every stored facen of the model with wasm digest `sha256` against each query: the `top`
-/// nearest per query, how many faces were compared and how many hold other models' facens.
-async fn brute_force(
-    store: &dyn FaceStore,
-    sha256: &str,
-    queries: &[Vec<f32>],
-    top: usize,
-    metric: Metric,
-) -> anyhow::Result<(Vec<Vec<Hit>>, u64, u64)> {
-    let mut hits: Vec<Vec<Hit>> = queries.iter().map(|_| Vec::new()).collect();
-    let (mut compared, mut other_models) = (0u64, 0u64);
-    let mut pages = FacePages::new(store, 1, 1024);
-    while let Some(page) = pages.next_page().await? {
-        for face in page.into_iter().filter(|f| !f.lost) {
-            let Some(facen) = &face.facen else { continue };
-            if facen.model.sha256 != sha256 {
-                other_models += 1;
-                continue;
-            }
-            compared += 1;
-            for (query, hits) in queries.iter().zip(&mut hits) {
-                let distance = distance(metric, query, &facen.values);
-                hits.push(Hit { id: face.id, photo: face.photo.clone(), distance });
-            }
-        }
-        // Keep memory bounded: only the best `top` per query survive each page.
-        for h in &mut hits {
-            h.sort_by(|a, b| a.distance.total_cmp(&b.distance));
-            h.truncate(top);
-        }
-    }
-    Ok((hits, compared, other_models))
 }
 
 /// The model a search without --model uses: the one the search store's active space holds

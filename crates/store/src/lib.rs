@@ -1,6 +1,7 @@
 //! Where regenerated faces go. The face record schema is defined once, here; every store (the
 //! embedded one, and the database stores) keeps exactly these records.
 
+mod brute_force;
 mod embedded;
 #[cfg(feature = "mongo")]
 mod mongo;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use brute_force::{BruteForce, Hit, brute_force_search};
 pub use embedded::{EmbeddedStore, Holder};
 #[cfg(feature = "mongo")]
 pub use mongo::MongoStore;
