@@ -23,19 +23,31 @@ pub enum Shader {
     Layout,
 }
 
+/// The helpers every kernel file uses (`shaders/prelude.wgsl`), prepended to each.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../../shaders/prelude.wgsl"),
+            include_str!(concat!("../../../../shaders/", $file))
+        )
+    };
+}
+
 impl Shader {
-    fn source(self) -> &'static str {
+    /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
+    /// prelude's first.
+    pub fn source(self) -> &'static str {
         match self {
-            Shader::Conv => include_str!("../../../../shaders/conv2d.wgsl"),
-            Shader::Gemm => include_str!("../../../../shaders/gemm.wgsl"),
-            Shader::Pool => include_str!("../../../../shaders/pool.wgsl"),
-            Shader::Eltwise => include_str!("../../../../shaders/eltwise.wgsl"),
-            Shader::Softmax => include_str!("../../../../shaders/softmax.wgsl"),
-            Shader::Layout => include_str!("../../../../shaders/layout.wgsl"),
+            Shader::Conv => with_prelude!("conv2d.wgsl"),
+            Shader::Gemm => with_prelude!("gemm.wgsl"),
+            Shader::Pool => with_prelude!("pool.wgsl"),
+            Shader::Eltwise => with_prelude!("eltwise.wgsl"),
+            Shader::Softmax => with_prelude!("softmax.wgsl"),
+            Shader::Layout => with_prelude!("layout.wgsl"),
         }
     }
 
-    fn file(self) -> &'static str {
+    pub fn file(self) -> &'static str {
         match self {
             Shader::Conv => "conv2d.wgsl",
             Shader::Gemm => "gemm.wgsl",
