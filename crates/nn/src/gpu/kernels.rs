@@ -2,9 +2,9 @@
 //! compute pipelines, one per (entry point, pipeline-overridable constants).
 //!
 //! Every kernel binds, in group 0: binding 0 its parameters (a read-only storage buffer
-//! holding one `Params` struct of 4-byte fields), bindings 1..=n its n inputs (read-only
-//! storage) and binding n + 1 its output (read-write storage). Bind group and pipeline
-//! layouts are explicit, one per input count, so unused bindings are harmless.
+//! holding one params struct of 4-byte fields, mirrored in `params.rs`), bindings 1..=n its
+//! n inputs (read-only storage) and binding n + 1 its output (read-write storage). Bind group
+//! and pipeline layouts are explicit, one per input count, so unused bindings are harmless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,10 @@ macro_rules! with_prelude {
 }
 
 impl Shader {
+    #[cfg(test)]
+    pub const ALL: [Shader; 6] =
+        [Shader::Conv, Shader::Gemm, Shader::Pool, Shader::Eltwise, Shader::Softmax, Shader::Layout];
+
     /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
     /// prelude's first.
     pub fn source(self) -> &'static str {
