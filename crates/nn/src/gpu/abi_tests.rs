@@ -201,7 +201,7 @@ fn wgsl_codes(module: &naga::Module, prefix: &str) -> BTreeSet<(String, u32)> {
 
 #[test]
 fn op_codes_match_the_wgsl_constants() {
-    let codes: [(Shader, &str, &[(&str, u32)]); 3] = [
+    let codes = [
         (FusedActivation::SHADER, FusedActivation::WGSL_PREFIX, FusedActivation::WGSL),
         (UnaryOp::SHADER, UnaryOp::WGSL_PREFIX, UnaryOp::WGSL),
         (BinaryOp::SHADER, BinaryOp::WGSL_PREFIX, BinaryOp::WGSL),
