@@ -1,4 +1,4 @@
-// 2-D convolution (host/src/nn/gpu/ops.rs: `Op::Conv`).
+// 2-D convolution (crates/nn/src/gpu/plan/conv.rs: `Op::Conv`).
 //
 // `conv2d` is an implicit GEMM: for each group g, out[m, p] = Σ_k W[m, k] · X[k, p] with
 // m an output channel of the group, k = (input channel, ky, kx) and p = (image, oy, ox) over
@@ -18,7 +18,7 @@
 // Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
 // the number of output channels per group; BM · BN = 256 · 16 always.
 
-struct Params {
+struct ConvParams {
     batch: u32,
     in_c: u32,
     in_h: u32,
@@ -43,7 +43,7 @@ struct Params {
     m_tiles: u32,
     p_tiles: u32,
     groups: u32,
-    // LeakyRelu slope (ACT == 2).
+    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
     alpha: f32,
     // A dispatch may cover only images [n_base, ..) and, per group, output channels
     // [m_base, m_base + m_count) (tensors larger than one buffer binding are split so).
@@ -55,10 +55,10 @@ struct Params {
     y_sub: u32,
 }
 
-@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(0) var<storage, read> prm: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
-// bias[out_c], then the PRelu slopes[out_c] when ACT == 3.
+// bias[out_c], then the PRelu slopes[out_c] when ACT == ACT_PRELU.
 @group(0) @binding(3) var<storage, read> chan: array<f32>;
 // Per k (conv2d only): (input channel within the group, ky · dh, kx · dw, 0), so that the
 // gather needs no division.
@@ -71,12 +71,10 @@ override BM: u32 = 64u;
 override BN: u32 = 64u;
 // Depth of one staged slice.
 override BK: u32 = 16u;
-// Fused activation: 0 none, 1 Relu, 2 LeakyRelu(alpha), 3 PRelu(per-channel slopes).
-override ACT: u32 = 0u;
+// Fused activation: an ACT_* code (prelude.wgsl); PRelu has per-channel slopes.
+override ACT: u32 = ACT_NONE;
 // 1x1 kernel, stride 1, no padding: X[k, p] is input channel k at pixel p.
 override POINTWISE: bool = false;
-
-const WG: u32 = 256u;
 
 // Slices in vec4s, so that each thread reads its 4 rows and its 4 columns of a slice with two
 // 16-byte loads. Sized for the largest configurations: BK · BM ≤ 1024, BK · BN ≤ 2048.
@@ -84,16 +82,11 @@ var<workgroup> tile_w: array<vec4<f32>, 256>;
 var<workgroup> tile_x: array<vec4<f32>, 512>;
 
 fn activate(v: f32, c: u32) -> f32 {
-    if ACT == 1u {
-        return max(v, 0.0);
+    var slope = 0.0;
+    if ACT == ACT_PRELU {
+        slope = chan[prm.out_c + c];
     }
-    if ACT == 2u {
-        return select(v, v * prm.alpha, v < 0.0);
-    }
-    if ACT == 3u {
-        return select(v, v * chan[prm.out_c + c], v < 0.0);
-    }
-    return v;
+    return fused_activation(ACT, v, prm.alpha, slope);
 }
 
 @compute @workgroup_size(256)
@@ -102,8 +95,7 @@ fn conv2d(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // The grid is 2-D only to stay under the per-dimension limit; tiles are numbered linearly.
-    let tile = wid.x + wid.y * nwg.x;
+    let tile = workgroup_index(wid, nwg);
     if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
         return;
     }
@@ -194,7 +186,7 @@ fn depthwise(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let index = (wid.x + wid.y * nwg.x) * WG + lid;
+    let index = linear_index(wid, nwg, lid);
     let plane = prm.out_h * prm.out_w;
     if index >= prm.pixels * prm.m_count {
         return;

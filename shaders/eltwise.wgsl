@@ -1,4 +1,4 @@
-// Element-wise ops (host/src/nn/gpu/ops.rs: `Op::Unary`, `Op::Binary`, `Op::PRelu`,
+// Element-wise ops (crates/nn/src/gpu/plan/eltwise.rs: `Op::Unary`, `Op::Binary`, `Op::PRelu`,
 // `Op::BatchNorm`). One thread per output value.
 //
 // `binary` broadcasts numpy-style: the host right-aligns both operand shapes to the output,
@@ -6,13 +6,24 @@
 // and passes, per output dimension, each operand's element stride (0 where it broadcasts).
 // SAME_SHAPE skips the index arithmetic when neither operand broadcasts.
 
-const WG: u32 = 256u;
-const MAX_RANK: u32 = 8u;
+// Op codes, mirrored by the host's `UnaryOp` and `BinaryOp` (crates/nn/src/gpu/params.rs);
+// their ABI test checks both sides agree.
+const UNARY_RELU: u32 = 0u;
+const UNARY_LEAKY_RELU: u32 = 1u;
+const UNARY_SIGMOID: u32 = 2u;
+const UNARY_TANH: u32 = 3u;
+const UNARY_CLIP: u32 = 4u;
+const BINARY_ADD: u32 = 0u;
+const BINARY_SUB: u32 = 1u;
+const BINARY_MUL: u32 = 2u;
+const BINARY_DIV: u32 = 3u;
+// b is the slope.
+const BINARY_PRELU: u32 = 4u;
 
-// Unary op: 0 Relu, 1 LeakyRelu(alpha), 2 Sigmoid, 3 Tanh, 4 Clip(lo, hi).
-override UNARY_OP: u32 = 0u;
-// Binary op: 0 Add, 1 Sub, 2 Mul, 3 Div, 4 PRelu (b is the slope).
-override BINARY_OP: u32 = 0u;
+// A UNARY_* code; LeakyRelu reads alpha, Clip lo and hi.
+override UNARY_OP: u32 = UNARY_RELU;
+// A BINARY_* code.
+override BINARY_OP: u32 = BINARY_ADD;
 override SAME_SHAPE: bool = false;
 
 // Every kernel here may cover only values [base, base + total) of its output (tensors larger
@@ -40,7 +51,7 @@ struct BinaryParams {
     y_sub: u32,
 }
 
-struct NormParams {
+struct BatchNormParams {
     total: u32,
     channels: u32,
     // Values per channel and image (product of the dimensions after the channel one).
@@ -53,7 +64,7 @@ struct NormParams {
 
 @group(0) @binding(0) var<storage, read> uprm: UnaryParams;
 @group(0) @binding(0) var<storage, read> bprm: BinaryParams;
-@group(0) @binding(0) var<storage, read> nprm: NormParams;
+@group(0) @binding(0) var<storage, read> nprm: BatchNormParams;
 
 // unary: x, out. binary: a, b, out. batch_norm: x, scale, bias, mean, var, out.
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
@@ -64,10 +75,6 @@ struct NormParams {
 @group(0) @binding(4) var<storage, read> in3: array<f32>;
 @group(0) @binding(5) var<storage, read> in4: array<f32>;
 @group(0) @binding(6) var<storage, read_write> norm_out: array<f32>;
-
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid;
-}
 
 // tanh that saturates to ±1 instead of overflowing to inf/inf for large |x|.
 fn tanh_stable(x: f32) -> f32 {
@@ -90,19 +97,19 @@ fn unary(
     let v = in0[i - uprm.x_sub];
     var r = v;
     switch UNARY_OP {
-        case 0u: {
+        case UNARY_RELU: {
             r = max(v, 0.0);
         }
-        case 1u: {
+        case UNARY_LEAKY_RELU: {
             r = select(v, v * uprm.alpha, v < 0.0);
         }
-        case 2u: {
+        case UNARY_SIGMOID: {
             r = 1.0 / (1.0 + exp(-v));
         }
-        case 3u: {
+        case UNARY_TANH: {
             r = tanh_stable(v);
         }
-        case 4u: {
+        case UNARY_CLIP: {
             r = min(max(v, uprm.lo), uprm.hi);
         }
         default: {}
@@ -138,18 +145,19 @@ fn binary(
     let b = in1[bi - bprm.b_sub];
     var r: f32;
     switch BINARY_OP {
-        case 0u: {
+        case BINARY_ADD: {
             r = a + b;
         }
-        case 1u: {
+        case BINARY_SUB: {
             r = a - b;
         }
-        case 2u: {
+        case BINARY_MUL: {
             r = a * b;
         }
-        case 3u: {
+        case BINARY_DIV: {
             r = a / b;
         }
+        // BINARY_PRELU
         default: {
             r = select(a, a * b, a < 0.0);
         }

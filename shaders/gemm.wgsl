@@ -1,4 +1,4 @@
-// Matrix products (host/src/nn/gpu/ops.rs: `Op::Gemm`, `Op::MatMul`).
+// Matrix products (crates/nn/src/gpu/plan/gemm.rs: `Op::Gemm`, `Op::MatMul`).
 //
 // out[b, m, n] = act(alpha · Σ_k A[b, m, k] · B[b, k, n] + beta · C[m, n])
 //
@@ -9,7 +9,7 @@
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
 // loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
 
-struct Params {
+struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
@@ -25,7 +25,7 @@ struct Params {
     batch_rank: u32,
     alpha: f32,
     beta: f32,
-    // LeakyRelu slope (ACT == 2).
+    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
     leaky: f32,
     // The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
     batch_shape: array<u32, 6>,
@@ -33,22 +33,21 @@ struct Params {
     b_batch: array<u32, 6>,
 }
 
-@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(0) var<storage, read> prm: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> c: array<f32>;
-// PRelu slopes, one per output column (ACT == 3).
+// PRelu slopes, one per output column (ACT == ACT_PRELU).
 @group(0) @binding(4) var<storage, read> slopes: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override HAS_C: bool = false;
-// Fused activation: 0 none, 1 Relu, 2 LeakyRelu, 3 PRelu per column.
-override ACT: u32 = 0u;
+// Fused activation: an ACT_* code (prelude.wgsl); PRelu has a slope per column.
+override ACT: u32 = ACT_NONE;
 // A's k index is contiguous (a_cs == 1): stage A walking k first. Likewise B (b_rs == 1).
 override A_K_FAST: bool = true;
 override B_K_FAST: bool = false;
 
-const WG: u32 = 256u;
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -59,16 +58,11 @@ var<workgroup> tile_a: array<vec4<f32>, 256>; // BK · BM / 4
 var<workgroup> tile_b: array<vec4<f32>, 256>; // BK · BN / 4
 
 fn activate(v: f32, col: u32) -> f32 {
-    if ACT == 1u {
-        return max(v, 0.0);
+    var slope = 0.0;
+    if ACT == ACT_PRELU {
+        slope = slopes[col];
     }
-    if ACT == 2u {
-        return select(v, v * prm.leaky, v < 0.0);
-    }
-    if ACT == 3u {
-        return select(v, v * slopes[col], v < 0.0);
-    }
-    return v;
+    return fused_activation(ACT, v, prm.leaky, slope);
 }
 
 @compute @workgroup_size(256)
@@ -77,7 +71,7 @@ fn gemm(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let tile = wid.x + wid.y * nwg.x;
+    let tile = workgroup_index(wid, nwg);
     if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }

@@ -1,11 +1,9 @@
-// Layout changes (host/src/nn/gpu/ops.rs: `Op::Transpose`, `Op::Concat`, `Op::Pad`).
+// Layout changes (crates/nn/src/gpu/plan/layout.rs: `Op::Transpose`, `Op::Concat`, `Op::Pad`).
 // One thread per output value (Concat: per value of one input). Reshape, Flatten, Squeeze,
 // Unsqueeze and Identity never reach the GPU: the host aliases the buffer.
 //
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
-
-const WG: u32 = 256u;
 
 struct TransposeParams {
     total: u32,
@@ -41,10 +39,6 @@ struct ConcatParams {
 @group(0) @binding(0) var<storage, read> cprm: ConcatParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid;
-}
 
 @compute @workgroup_size(256)
 fn transpose(

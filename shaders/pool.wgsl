@@ -1,14 +1,14 @@
-// Pooling (host/src/nn/gpu/ops.rs: `Op::Pool`, `Op::GlobalPool`), the CPU backend's
-// semantics exactly (host/src/nn/cpu/ops.rs: pool2d, global_pool):
+// Pooling (crates/nn/src/gpu/plan/pool.rs: `Op::Pool`, `Op::GlobalPool`), the CPU backend's
+// semantics exactly (crates/nn/src/cpu: pool2d, global_pool):
 //
 // - taps outside the image never contribute (max: the maximum of the taps inside, -inf when
 //   there is none; average: their sum);
 // - the average divides by the number of taps inside the image, or with count_include_pad
 //   by the number inside the DECLARED padding (taps in the ceil_mode overhang beyond the end
 //   padding never count), at least 1;
-// - padding and output sizes come resolved from host/src/nn/shape.rs (ceil_mode, SAME_*).
+// - padding and output sizes come resolved from crates/nn/src/shape.rs (ceil_mode, SAME_*).
 
-struct Params {
+struct PoolParams {
     // batch · channels
     planes: u32,
     in_h: u32,
@@ -31,19 +31,12 @@ struct Params {
     y_sub: u32,
 }
 
-@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(0) var<storage, read> prm: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 override MAX: bool = true;
 override COUNT_PAD: bool = false;
-
-const WG: u32 = 256u;
-
-fn neg_inf() -> f32 {
-    // Built at run time: a constant infinity is rejected by shader compilers.
-    return bitcast<f32>(0xff800000u | (prm.planes & 0u));
-}
 
 @compute @workgroup_size(256)
 fn pool2d(
@@ -51,7 +44,7 @@ fn pool2d(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let index = (wid.x + wid.y * nwg.x) * WG + lid;
+    let index = linear_index(wid, nwg, lid);
     let out_plane = prm.out_h * prm.out_w;
     if index >= prm.planes * out_plane {
         return;
@@ -77,7 +70,7 @@ fn pool2d(
     var y_padded = 0u;
     var acc = 0.0;
     if MAX {
-        acc = neg_inf();
+        acc = neg_inf(prm.planes);
     }
     for (var ky = 0u; ky < prm.kh; ky++) {
         let iy = y0 + i32(ky * prm.dh);
@@ -109,7 +102,7 @@ fn pool2d(
     y[prm.base * out_plane + index - prm.y_sub] = acc;
 }
 
-struct GlobalParams {
+struct GlobalPoolParams {
     planes: u32,
     // Values per plane (the product of the spatial dimensions).
     size: u32,
@@ -118,7 +111,7 @@ struct GlobalParams {
     y_sub: u32,
 }
 
-@group(0) @binding(0) var<storage, read> gprm: GlobalParams;
+@group(0) @binding(0) var<storage, read> gprm: GlobalPoolParams;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -129,14 +122,14 @@ fn global_pool(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let plane = wid.x + wid.y * nwg.x;
+    let plane = workgroup_index(wid, nwg);
     if plane >= gprm.planes {
         return;
     }
     let start = (gprm.base + plane) * gprm.size - gprm.x_sub;
     var acc = 0.0;
     if MAX {
-        acc = bitcast<f32>(0xff800000u | (gprm.planes & 0u));
+        acc = neg_inf(gprm.planes);
     }
     for (var i = lid; i < gprm.size; i += WG) {
         let v = x[start + i];

@@ -1,4 +1,4 @@
-// Softmax (host/src/nn/gpu/ops.rs: `Op::Softmax`), both ONNX semantics: the host turns
+// Softmax (crates/nn/src/gpu/plan/eltwise.rs: `Op::Softmax`), both ONNX semantics: the host turns
 // opset ≥ 13 (one axis) and the legacy coerce-to-2-D form (all dimensions from `axis` on)
 // into rows of `len` values `inner` apart: row r starts at (r / inner) · len · inner + r % inner.
 // As on the CPU: m = max, e = exp(v - m), out = e / Σ e.
@@ -6,7 +6,7 @@
 // `softmax_rows`: one thread per row (short rows, e.g. 2 classes over a whole feature map).
 // `softmax_wide`: one workgroup per row, reductions in workgroup memory (long rows).
 
-struct Params {
+struct SoftmaxParams {
     // Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements where the
     // bindings start (tensors larger than one binding are split by whole blocks of rows).
     rows: u32,
@@ -17,21 +17,14 @@ struct Params {
     y_sub: u32,
 }
 
-@group(0) @binding(0) var<storage, read> prm: Params;
+@group(0) @binding(0) var<storage, read> prm: SoftmaxParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-
-const WG: u32 = 256u;
 
 var<workgroup> partial: array<f32, 256>;
 
 fn row_start(row: u32) -> u32 {
     return (row / prm.inner) * prm.len * prm.inner + row % prm.inner;
-}
-
-fn neg_inf() -> f32 {
-    // Built at run time: a constant infinity is rejected by shader compilers.
-    return bitcast<f32>(0xff800000u | (prm.rows & 0u));
 }
 
 @compute @workgroup_size(256)
@@ -40,7 +33,7 @@ fn softmax_rows(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    let row = linear_index(wid, nwg, lid);
     if row >= prm.rows {
         return;
     }
@@ -48,7 +41,7 @@ fn softmax_rows(
     let xs = start - prm.x_sub;
     let ys = start - prm.y_sub;
     let step = prm.inner;
-    var m = neg_inf();
+    var m = neg_inf(prm.rows);
     for (var j = 0u; j < prm.len; j++) {
         m = max(m, x[xs + j * step]);
     }
@@ -69,7 +62,7 @@ fn softmax_wide(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if row >= prm.rows {
         return;
     }
@@ -78,7 +71,7 @@ fn softmax_wide(
     let ys = start - prm.y_sub;
     let step = prm.inner;
 
-    var m = neg_inf();
+    var m = neg_inf(prm.rows);
     for (var j = lid; j < prm.len; j += WG) {
         m = max(m, x[xs + j * step]);
     }

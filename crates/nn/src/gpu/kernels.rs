@@ -2,9 +2,9 @@
 //! compute pipelines, one per (entry point, pipeline-overridable constants).
 //!
 //! Every kernel binds, in group 0: binding 0 its parameters (a read-only storage buffer
-//! holding one `Params` struct of 4-byte fields), bindings 1..=n its n inputs (read-only
-//! storage) and binding n + 1 its output (read-write storage). Bind group and pipeline
-//! layouts are explicit, one per input count, so unused bindings are harmless.
+//! holding one params struct of 4-byte fields, mirrored in `params.rs`), bindings 1..=n its
+//! n inputs (read-only storage) and binding n + 1 its output (read-write storage). Bind group
+//! and pipeline layouts are explicit, one per input count, so unused bindings are harmless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,19 +23,35 @@ pub enum Shader {
     Layout,
 }
 
+/// The helpers every kernel file uses (`shaders/prelude.wgsl`), prepended to each.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../../shaders/prelude.wgsl"),
+            include_str!(concat!("../../../../shaders/", $file))
+        )
+    };
+}
+
 impl Shader {
-    fn source(self) -> &'static str {
+    #[cfg(test)]
+    pub const ALL: [Shader; 6] =
+        [Shader::Conv, Shader::Gemm, Shader::Pool, Shader::Eltwise, Shader::Softmax, Shader::Layout];
+
+    /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
+    /// prelude's first.
+    pub fn source(self) -> &'static str {
         match self {
-            Shader::Conv => include_str!("../../../../shaders/conv2d.wgsl"),
-            Shader::Gemm => include_str!("../../../../shaders/gemm.wgsl"),
-            Shader::Pool => include_str!("../../../../shaders/pool.wgsl"),
-            Shader::Eltwise => include_str!("../../../../shaders/eltwise.wgsl"),
-            Shader::Softmax => include_str!("../../../../shaders/softmax.wgsl"),
-            Shader::Layout => include_str!("../../../../shaders/layout.wgsl"),
+            Shader::Conv => with_prelude!("conv2d.wgsl"),
+            Shader::Gemm => with_prelude!("gemm.wgsl"),
+            Shader::Pool => with_prelude!("pool.wgsl"),
+            Shader::Eltwise => with_prelude!("eltwise.wgsl"),
+            Shader::Softmax => with_prelude!("softmax.wgsl"),
+            Shader::Layout => with_prelude!("layout.wgsl"),
         }
     }
 
-    fn file(self) -> &'static str {
+    pub fn file(self) -> &'static str {
         match self {
             Shader::Conv => "conv2d.wgsl",
             Shader::Gemm => "gemm.wgsl",

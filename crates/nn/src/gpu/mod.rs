@@ -5,20 +5,30 @@
 //!   software rasterizer such as lavapipe only when [`GpuOptions::allow_software`]) and
 //!   creates a device with the limits the kernels need, raised to what the adapter offers.
 //! - `prepare` validates the graph, uploads every weight once (conv weights re-laid out for
-//!   the conv kernel) and compiles the kernels it will need.
+//!   the conv kernel) and compiles the kernels it will need (`keys` says which kernel a node
+//!   dispatches, for preparation and planning alike).
 //! - `run` executes a *plan* for the input shapes: intermediates live in device buffers
 //!   (taken from a pool, reused between layers as soon as a value is dead, and kept with the
 //!   plan for the next run of the same shapes), bind groups and parameters are built once per
 //!   plan, all dispatches go into one command buffer and one submission, and only the graph
 //!   outputs are read back. Reshape, Flatten, Squeeze, Unsqueeze and Identity alias their
 //!   input's buffer.
+//! - Kernel parameters are `#[repr(C)]` structs (`params`), one per WGSL params struct,
+//!   checked against the WGSL by the `abi_tests` unit test.
 //!
 //! The CPU backend (`nn::cpu`) defines the semantics; the op conformance suite runs on both.
 
+#[cfg(test)]
+mod abi_tests;
+mod builder;
 mod context;
 mod exec;
 mod kernels;
-mod ops;
+mod keys;
+mod params;
+mod plan;
+mod prepare;
+mod run;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

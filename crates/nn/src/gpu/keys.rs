@@ -1,0 +1,107 @@
+//! Which kernel (entry point and specialization) a node dispatches. `prepare` asks here to
+//! compile it ahead of the first run and planning asks here to dispatch it, so the two
+//! cannot disagree.
+
+use super::kernels::{KernelKey, Shader};
+use super::params::{BinaryOp, FusedActivation, UnaryOp};
+use super::prepare::{ConvPacked, Prepared};
+use crate::ir::{Binary, Conv, Node, Op, Padding, PoolKind, Unary};
+
+/// What the input shapes decide about a node's kernel.
+#[derive(Clone, Copy, Debug)]
+pub enum ShapeChoice {
+    /// At prepare time, before any shape is known: nodes whose kernel depends on shapes
+    /// have none yet.
+    Unknown,
+    /// Binary and PRelu: whether both operands have the output's shape (no broadcasting).
+    SameShape(bool),
+    /// Softmax: whether rows are long enough to give each its own workgroup.
+    WideRows(bool),
+}
+
+/// The kernel `node` dispatches, given what `prepare` packed for it; `None` for nodes that
+/// alias their input, and for kernels that `choice` does not decide.
+pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Option<KernelKey> {
+    Some(match &node.op {
+        Op::Conv(conv) => {
+            let Prepared::Conv(packed) = prepared else { return None };
+            conv_key(conv, packed)
+        }
+        Op::Gemm(g) => {
+            let Prepared::Gemm(packed) = prepared else { return None };
+            gemm_key(packed.has_c, packed.act, !g.trans_a, g.trans_b)
+        }
+        // Row-major A and B: A's k is its fast index, B's is not.
+        Op::MatMul => gemm_key(false, FusedActivation::None, true, false),
+        Op::Pool(pool) => KernelKey::new(Shader::Pool, "pool2d", 1)
+            .flag("MAX", pool.kind == PoolKind::Max)
+            .flag("COUNT_PAD", pool.count_include_pad),
+        Op::GlobalPool(kind) => {
+            KernelKey::new(Shader::Pool, "global_pool", 1).flag("MAX", *kind == PoolKind::Max)
+        }
+        Op::Unary(op) => {
+            let code = match op {
+                Unary::Relu => UnaryOp::Relu,
+                Unary::LeakyRelu(_) => UnaryOp::LeakyRelu,
+                Unary::Sigmoid => UnaryOp::Sigmoid,
+                Unary::Tanh => UnaryOp::Tanh,
+                Unary::Clip { .. } => UnaryOp::Clip,
+                Unary::Identity => return None,
+            };
+            KernelKey::new(Shader::Eltwise, "unary", 1).with("UNARY_OP", code as u32)
+        }
+        Op::Binary(op) => {
+            let code = match op {
+                Binary::Add => BinaryOp::Add,
+                Binary::Sub => BinaryOp::Sub,
+                Binary::Mul => BinaryOp::Mul,
+                Binary::Div => BinaryOp::Div,
+            };
+            binary_key(code, choice)?
+        }
+        Op::PRelu => binary_key(BinaryOp::PRelu, choice)?,
+        Op::BatchNorm { .. } => KernelKey::new(Shader::Eltwise, "batch_norm", 5),
+        Op::Softmax { .. } => {
+            let ShapeChoice::WideRows(wide) = choice else { return None };
+            KernelKey::new(Shader::Softmax, if wide { "softmax_wide" } else { "softmax_rows" }, 1)
+        }
+        Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose", 1),
+        Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
+        Op::Pad { .. } => KernelKey::new(Shader::Layout, "pad", 1),
+        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            return None;
+        }
+    })
+}
+
+fn conv_key(conv: &Conv, packed: &ConvPacked) -> KernelKey {
+    if packed.depthwise {
+        return KernelKey::new(Shader::Conv, "depthwise", 4).with("ACT", packed.act as u32);
+    }
+    // SAME padding of a 1x1 stride-1 kernel is no padding.
+    let unpadded = matches!(conv.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
+    let pointwise = conv.kernel == [1, 1] && conv.strides == [1, 1] && unpadded;
+    KernelKey::new(Shader::Conv, "conv2d", 4)
+        .with("BM", packed.tile.bm)
+        .with("BN", packed.tile.bn)
+        .with("BK", packed.tile.bk)
+        .with("ACT", packed.act as u32)
+        .flag("POINTWISE", pointwise)
+}
+
+fn gemm_key(has_c: bool, act: FusedActivation, a_k_fast: bool, b_k_fast: bool) -> KernelKey {
+    KernelKey::new(Shader::Gemm, "gemm", 4)
+        .flag("HAS_C", has_c)
+        .with("ACT", act as u32)
+        .flag("A_K_FAST", a_k_fast)
+        .flag("B_K_FAST", b_k_fast)
+}
+
+fn binary_key(op: BinaryOp, choice: ShapeChoice) -> Option<KernelKey> {
+    let ShapeChoice::SameShape(same_shape) = choice else { return None };
+    Some(
+        KernelKey::new(Shader::Eltwise, "binary", 2)
+            .with("BINARY_OP", op as u32)
+            .flag("SAME_SHAPE", same_shape),
+    )
+}

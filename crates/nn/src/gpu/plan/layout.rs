@@ -1,0 +1,115 @@
+//! Transpose, Concat and constant Pad (shaders/layout.wgsl).
+
+use super::{WG, merge_dims, row_major_strides};
+use crate::gpu::builder::{Builder, Loc};
+use crate::gpu::keys::ShapeChoice;
+use crate::gpu::params::{ConcatParams, MAX_RANK, PadParams, TransposeParams, dims, u};
+use crate::ir::Node;
+use crate::{NnError, shape};
+
+pub fn plan_transpose(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    perm: &Option<Vec<usize>>,
+    out_shape: Vec<usize>,
+) -> Result<Loc, NnError> {
+    let total: usize = out_shape.iter().product();
+    let x = b.input(node, 0)?.clone();
+    let perm = shape::transpose_perm(perm, x.shape.len())?;
+    let in_strides = row_major_strides(&x.shape);
+    let moved: Vec<(usize, usize)> = perm.iter().map(|&p| (x.shape[p], in_strides[p])).collect();
+    let moved = merge_dims(&moved);
+    if moved.is_empty() || moved.len() == 1 && moved[0].1 == 1 {
+        // The permutation keeps the memory order: no data moves.
+        return Ok(b.alias(&x, out_shape));
+    }
+    if moved.len() > MAX_RANK {
+        return Err(NnError::InvalidArgument(format!(
+            "the GPU backend transposes at most {MAX_RANK} separate blocks of dimensions; {perm:?} \
+             on {:?} needs {}",
+            x.shape,
+            moved.len()
+        )));
+    }
+    let out = b.output(out_shape)?;
+    let params = TransposeParams {
+        total: u(total),
+        rank: u(moved.len()),
+        shape: dims(moved.iter().map(|d| d.0)),
+        strides: dims(moved.iter().map(|d| d.1)),
+    };
+    let grid = b.grid((total as u64).div_ceil(WG))?;
+    let key = b.kernel(index, node, ShapeChoice::Unknown)?;
+    b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
+    Ok(out)
+}
+
+pub fn plan_concat(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    axis: i64,
+    out_shape: Vec<usize>,
+) -> Result<Loc, NnError> {
+    let inputs: Vec<Loc> =
+        node.inputs.iter().flatten().map(|&id| b.value(id).cloned()).collect::<Result<_, _>>()?;
+    let axis = shape::normalize_axis(axis, out_shape.len(), 0)?;
+    let inner: usize = out_shape[axis + 1..].iter().product();
+    let out_block = out_shape[axis] * inner;
+    let out = b.output(out_shape.clone())?;
+    let key = b.kernel(index, node, ShapeChoice::Unknown)?;
+    let mut offset = 0;
+    for x in &inputs {
+        let block = x.shape[axis] * inner;
+        let count = x.elements();
+        if count > 0 {
+            let params =
+                ConcatParams { total: u(count), block: u(block), out_block: u(out_block), offset: u(offset) };
+            let grid = b.grid((count as u64).div_ceil(WG))?;
+            b.dispatch(key.clone(), &params, &[x.whole()], out.whole(), grid)?;
+        }
+        offset += block;
+    }
+    Ok(out)
+}
+
+pub fn plan_pad(
+    b: &mut Builder,
+    index: usize,
+    node: &Node,
+    pads: &[i64],
+    value: f32,
+    out_shape: Vec<usize>,
+) -> Result<Loc, NnError> {
+    let total: usize = out_shape.iter().product();
+    let x = b.input(node, 0)?.clone();
+    let rank = x.shape.len();
+    if rank > MAX_RANK {
+        return Err(NnError::InvalidArgument(format!(
+            "the GPU backend pads tensors of rank ≤ {MAX_RANK}, got {:?}",
+            x.shape
+        )));
+    }
+    let out = b.output(out_shape.clone())?;
+    if total > 0 {
+        let mut begin = [0i32; MAX_RANK];
+        for (slot, &p) in begin.iter_mut().zip(&pads[..rank]) {
+            *slot = i32::try_from(p)
+                .map_err(|_| NnError::InvalidArgument(format!("Pad: padding {p} is out of range")))?;
+        }
+        let params = PadParams {
+            total: u(total),
+            rank: u(rank),
+            value,
+            out_shape: dims(out_shape.iter().copied()),
+            in_shape: dims(x.shape.iter().copied()),
+            in_strides: dims(row_major_strides(&x.shape)),
+            begin,
+        };
+        let grid = b.grid((total as u64).div_ceil(WG))?;
+        let key = b.kernel(index, node, ShapeChoice::Unknown)?;
+        b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
+    }
+    Ok(out)
+}

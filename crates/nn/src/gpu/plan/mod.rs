@@ -1,0 +1,96 @@
+//! Per-op planning: the dispatches (kernel, parameters, bindings, grid) a node adds to a plan
+//! for given input shapes, one module per kernel family. Kernels come from
+//! [`super::keys::kernel_key`], parameters are the structs of [`super::params`].
+
+mod conv;
+mod eltwise;
+mod gemm;
+mod layout;
+mod pool;
+
+use super::builder::{Builder, Loc};
+use crate::NnError;
+use crate::ir::{Node, Op, Unary};
+
+/// Invocations per workgroup (`WG` in shaders/prelude.wgsl).
+const WG: u64 = 256;
+
+/// Adds `node`'s dispatches to the plan and returns where its output lives.
+pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -> Result<Loc, NnError> {
+    match &node.op {
+        Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Unary(Unary::Identity) => Ok(b.alias(b.input(node, 0)?, out_shape)),
+        Op::Conv(conv) => conv::plan_conv(b, index, node, conv, out_shape),
+        Op::Gemm(g) => gemm::plan_gemm(b, index, node, g, out_shape),
+        Op::MatMul => gemm::plan_matmul(b, index, node, out_shape),
+        Op::Pool(pool) => pool::plan_pool(b, index, node, pool, out_shape),
+        Op::GlobalPool(_) => pool::plan_global_pool(b, index, node, out_shape),
+        Op::Unary(op) => eltwise::plan_unary(b, index, node, *op, out_shape),
+        Op::Binary(_) | Op::PRelu => eltwise::plan_binary(b, index, node, out_shape),
+        Op::BatchNorm { epsilon } => eltwise::plan_batch_norm(b, index, node, *epsilon, out_shape),
+        Op::Softmax { axis, coerce_2d } => {
+            eltwise::plan_softmax(b, index, node, *axis, *coerce_2d, out_shape)
+        }
+        Op::Transpose { perm } => layout::plan_transpose(b, index, node, perm, out_shape),
+        Op::Concat { axis } => layout::plan_concat(b, index, node, *axis, out_shape),
+        Op::Pad { pads, value } => layout::plan_pad(b, index, node, pads, *value, out_shape),
+    }
+}
+
+fn too_large(what: &str, shape: &[usize]) -> NnError {
+    NnError::TooLarge(format!(
+        "{what} of a tensor of shape {shape:?} exceeds the largest buffer binding of the GPU"
+    ))
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// Drops size-1 dimensions of (extent, stride) pairs and merges neighbours that are
+/// contiguous with each other (stride[i] == stride[i + 1] · extent[i + 1]).
+fn merge_dims(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &(extent, stride) in dims.iter().filter(|d| d.0 != 1) {
+        match out.last_mut() {
+            Some(last) if last.1 == stride * extent => *last = (last.0 * extent, stride),
+            _ => out.push((extent, stride)),
+        }
+    }
+    out
+}
+
+/// As [`merge_dims`] for an output shape read by several operands, each with its own strides.
+fn merge_multi(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for (d, &extent) in shape.iter().enumerate() {
+        if extent == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().expect("same length") == s[d] * extent);
+        if mergeable {
+            *out_shape.last_mut().expect("not empty") *= extent;
+            for (s, o) in strides.iter().zip(&mut out_strides) {
+                *o.last_mut().expect("not empty") = s[d];
+            }
+        } else {
+            out_shape.push(extent);
+            for (s, o) in strides.iter().zip(&mut out_strides) {
+                o.push(s[d]);
+            }
+        }
+    }
+    (out_shape, out_strides)
+}
