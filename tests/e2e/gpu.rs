@@ -71,9 +71,12 @@ fn detections_on_the_gpu_match_the_cpu() {
 
 #[test]
 fn the_dlib_detector_on_the_gpu_matches_the_cpu() {
-    // Two of the smaller photos: lavapipe runs the detector's tiled pyramid in seconds each.
+    // Two of the smaller photos: lavapipe runs the detector's tiled pyramid in seconds each,
+    // but in over a minute on a 2-core machine busy with other builds; this test is about
+    // equal answers, so the call limit is set far above that.
     let run = |env: &[(&str, &str)]| {
         let mut args = vec!["detect".to_string(), "--json".into(), "--detector".into(), "dlib".into()];
+        args.extend(["--guest-timeout-ms".into(), "900000".into()]);
         args.extend(
             ["astronaut.png", "obama_partial_face.jpg"].map(|p| photos().join(p).display().to_string()),
         );
