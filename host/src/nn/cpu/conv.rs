@@ -172,14 +172,16 @@ fn conv2d_packed(
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let in_plane = g.in_hw[0] * g.in_hw[1];
     let ow = g.out_hw[1];
-    // Stride 1 without dilation: the kernel reads its inputs in place, no im2col.
-    let direct = (!pointwise && conv.strides == [1, 1] && conv.dilations == [1, 1] && kw <= 16).then(|| {
-        kernel::DirectGeometry {
-            channels: cin_g,
-            kernel: [kh, kw],
-            in_hw: g.in_hw,
-            pads: [g.pads[0], g.pads[1]],
-        }
+    // Stride 1 without dilation: the kernel reads its inputs in place, no im2col. Its blocks
+    // lie along output rows, so on narrow outputs (17 or 35 columns: blocks of 32 + 3) most
+    // of its lanes would idle; there lowering the tile first, to full blocks, is faster.
+    let full_lanes = 4 * ow >= 3 * ow.div_ceil(kernel::NR) * kernel::NR;
+    let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
+    let direct = (!pointwise && stride_1 && full_lanes && kw <= 16).then(|| kernel::DirectGeometry {
+        channels: cin_g,
+        kernel: [kh, kw],
+        in_hw: g.in_hw,
+        pads: [g.pads[0], g.pads[1]],
     });
 
     let run_item = |item: usize| {
