@@ -8,8 +8,12 @@ One JSON request per line, one JSON reply per line:
       -> {"max_abs_diff": d, "max_abs": m}   refacen's first outputs against onnxruntime's
 
 Sessions are what a new user gets: default graph optimizations, the CPU provider,
-intra-op threads set to refacen's thread count, sequential execution.
+intra-op threads set to refacen's thread count, sequential execution. Except that with
+REFACEN_BENCH_ORT_SPIN=0 its idle workers do not spin: on a machine with as many cores as
+threads, workers still spinning after a run take a core from the refacen run that follows.
 """
+
+import os
 
 import json
 import sys
@@ -33,6 +37,8 @@ for line in sys.stdin:
         opts.intra_op_num_threads = req["threads"]
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if os.environ.get("REFACEN_BENCH_ORT_SPIN") == "0":
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(req["model"], opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         feeds = [
