@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::SyncPtr;
+use super::kernel::{self, PackedWeights};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
@@ -15,12 +16,14 @@ use crate::shape::ConvGeometry;
 const TILE_VALUES: usize = 64 * 1024;
 
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
-/// one bias per output channel. Past `deadline` the items not yet started are skipped,
-/// leaving `out` incomplete: the caller checks the deadline and discards it.
+/// one bias per output channel; with `packed` (the same weights packed for [`kernel`]) on the
+/// AVX-512 microkernel. Past `deadline` the items not yet started are skipped, leaving `out`
+/// incomplete: the caller checks the deadline and discards it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: &[f32],
     w: &[f32],
+    packed: Option<&PackedWeights>,
     bias: &[f32],
     conv: &Conv,
     g: &ConvGeometry,
@@ -30,11 +33,16 @@ pub fn conv2d(
     let groups = conv.group;
     let cin_g = g.in_channels / groups;
     let cout_g = g.out_channels / groups;
-    if cin_g == 1 && cout_g == 1 {
+    if is_depthwise(cin_g, cout_g) {
         return depthwise(x, w, bias, conv, g, deadline, out);
     }
     let [kh, kw] = conv.kernel;
     let k = cin_g * kh * kw;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = packed.filter(|w| w.data.len() == groups * w.panels * k * kernel::MR) {
+        return conv2d_packed(x, packed, bias, conv, g, out, deadline);
+    }
+    let _ = packed;
     let p = g.out_hw[0] * g.out_hw[1];
     let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
     let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192).min(p);
@@ -122,6 +130,159 @@ pub fn conv2d(
     } else {
         (0..items).into_par_iter().for_each(run_item);
     }
+}
+
+/// Whether a conv runs on the direct depthwise loop (its weights are never packed).
+pub fn is_depthwise(cin_g: usize, cout_g: usize) -> bool {
+    cin_g == 1 && cout_g == 1
+}
+
+/// [`conv2d`] on the microkernel. Items are (image, group, column tile, share of the output
+/// channels): the channels are split only when there are too few tiles to keep every thread
+/// busy (batch 1, small late layers). Each item lowers its tile once (im2col, skipped for a
+/// 1x1 stride-1 convolution, whose input is read in place) and runs every block of its
+/// channels over it.
+#[cfg(target_arch = "x86_64")]
+fn conv2d_packed(
+    x: &[f32],
+    packed: &PackedWeights,
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    deadline: &Deadline,
+) {
+    let groups = conv.group;
+    let cin_g = g.in_channels / groups;
+    let cout_g = g.out_channels / groups;
+    let [kh, kw] = conv.kernel;
+    let k = cin_g * kh * kw;
+    let p = g.out_hw[0] * g.out_hw[1];
+    let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
+    let mut tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
+    tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
+    let tiles = p.div_ceil(tile);
+    let panels = packed.panels;
+    let base_items = g.batch * groups * tiles;
+    let wanted = 2 * rayon::current_num_threads();
+    let panels_per_item =
+        if base_items >= wanted { panels } else { panels.div_ceil(wanted.div_ceil(base_items)).max(1) };
+    let shares = panels.div_ceil(panels_per_item);
+    let items = base_items * shares;
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let in_plane = g.in_hw[0] * g.in_hw[1];
+    let ow = g.out_hw[1];
+    // Stride 1 without dilation: the kernel reads its inputs in place, no im2col. Its blocks
+    // lie along output rows, so on narrow outputs (17 or 35 columns: blocks of 32 + 3) most
+    // of its lanes would idle; there lowering the tile first, to full blocks, is faster.
+    let full_lanes = 4 * ow >= 3 * ow.div_ceil(kernel::NR) * kernel::NR;
+    let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
+    let direct = (!pointwise && stride_1 && full_lanes && kw <= 16).then(|| kernel::DirectGeometry {
+        channels: cin_g,
+        kernel: [kh, kw],
+        in_hw: g.in_hw,
+        pads: [g.pads[0], g.pads[1]],
+    });
+
+    let run_item = |item: usize| {
+        if deadline.expired() {
+            return;
+        }
+        let share = item % shares;
+        let t = (item / shares) % tiles;
+        let group = (item / (shares * tiles)) % groups;
+        let n = item / (shares * tiles * groups);
+        let p0 = t * tile;
+        let cols = tile.min(p - p0);
+        let input = &x[(n * g.in_channels + group * cin_g) * in_plane..][..cin_g * in_plane];
+        // Taken out of the thread-local, not borrowed: another item may run on this thread
+        // while this one is in progress (rayon work stealing), and it then finds the slot empty.
+        let first_panel = share * panels_per_item;
+        let last_panel = (first_panel + panels_per_item).min(panels);
+        if let Some(direct) = &direct {
+            // Blocks along output rows: each reads its inputs in place.
+            let mut q = p0;
+            while q < p0 + cols {
+                let (oy, ox) = (q / ow, q % ow);
+                let block_cols = kernel::NR.min(ow - ox).min(p0 + cols - q);
+                for panel in first_panel..last_panel {
+                    let first_row = panel * kernel::MR;
+                    let rows = kernel::MR.min(cout_g - first_row);
+                    let channel = group * cout_g + first_row;
+                    // SAFETY: as for the im2col blocks below; `input` holds this group's
+                    // planes, and (oy, ox..ox + block_cols) lies inside the output.
+                    unsafe {
+                        kernel::block_direct(
+                            direct,
+                            input.as_ptr(),
+                            oy,
+                            ox,
+                            block_cols,
+                            packed.panel(group, panel, k),
+                            &block_bias(bias, channel, rows),
+                            kernel::Epilogue::of(&conv.activation, channel, rows),
+                            rows,
+                            out_ptr.get().add((n * g.out_channels + channel) * p + q),
+                            p,
+                        );
+                    }
+                }
+                q += block_cols;
+            }
+            return;
+        }
+        let mut scratch = SCRATCH.take();
+        let (col, col_stride) = if pointwise {
+            (input[p0..].as_ptr(), p)
+        } else {
+            if scratch.len() < k * cols {
+                scratch.resize(k * cols, 0.0);
+            }
+            im2col(input, cin_g, conv, g, p0, cols, &mut scratch[..k * cols]);
+            (scratch.as_ptr(), cols)
+        };
+        for c0 in (0..cols).step_by(kernel::NR) {
+            let block_cols = kernel::NR.min(cols - c0);
+            for panel in first_panel..last_panel {
+                let first_row = panel * kernel::MR;
+                let rows = kernel::MR.min(cout_g - first_row);
+                let channel = group * cout_g + first_row;
+                // SAFETY: every item writes only rows [channel, +rows) of image n, columns
+                // [p0, p0 + cols), disjoint from every other item's; `col` holds k rows of
+                // `cols` values from column c0 on, `col_stride` apart (the im2col tile, or the
+                // input planes of a pointwise conv); kernel::available() held when `packed`
+                // was made.
+                unsafe {
+                    kernel::block(
+                        k,
+                        packed.panel(group, panel, k),
+                        col.add(c0),
+                        col_stride,
+                        block_cols,
+                        &block_bias(bias, channel, rows),
+                        kernel::Epilogue::of(&conv.activation, channel, rows),
+                        rows,
+                        out_ptr.get().add((n * g.out_channels + channel) * p + p0 + c0),
+                        p,
+                    );
+                }
+            }
+        }
+        SCRATCH.set(scratch);
+    };
+
+    if items == 1 {
+        run_item(0);
+    } else {
+        (0..items).into_par_iter().for_each(run_item);
+    }
+}
+
+/// The biases of channels [channel, channel + rows) as one block's (zeros past them).
+fn block_bias(bias: &[f32], channel: usize, rows: usize) -> [f32; kernel::MR] {
+    let mut lanes = [0.0; kernel::MR];
+    lanes[..rows].copy_from_slice(&bias[channel..channel + rows]);
+    lanes
 }
 
 thread_local! {

@@ -2,6 +2,7 @@
 //! per prepared graph.
 
 mod conv;
+mod kernel;
 mod matmul;
 mod ops;
 
@@ -48,6 +49,8 @@ pub struct CpuExecutable {
     limits: RunLimits,
     /// Per node: the bias of a Conv (zeros when the model has none), packed once.
     conv_bias: Vec<Option<Vec<f32>>>,
+    /// Per node: a Conv's weights packed for the microkernel, where the CPU runs it.
+    conv_weights: Vec<Option<kernel::PackedWeights>>,
     /// Per value: index of the last node reading it (graph outputs: never freed).
     last_use: Vec<usize>,
 }
@@ -62,7 +65,27 @@ enum Slot<'a> {
 impl CpuExecutable {
     pub fn new(graph: Arc<Graph>, limits: RunLimits) -> Result<Self, NnError> {
         let mut conv_bias = Vec::with_capacity(graph.nodes.len());
+        let mut conv_weights = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
+            conv_weights.push(match &node.op {
+                Op::Conv(conv) if kernel::available() => {
+                    node.inputs[1].and_then(|id| graph.constant(id)).and_then(|w| {
+                        let s = w.shape();
+                        let groups = conv.group.max(1);
+                        (s.len() == 4 && s[0] % groups == 0 && !conv::is_depthwise(s[1], s[0] / groups)).then(
+                            || {
+                                kernel::PackedWeights::new(
+                                    w.data(),
+                                    groups,
+                                    s[0] / groups,
+                                    s[1] * s[2] * s[3],
+                                )
+                            },
+                        )
+                    })
+                }
+                _ => None,
+            });
             conv_bias.push(match &node.op {
                 Op::Conv(_) => {
                     let w = node.inputs[1].and_then(|id| graph.constant(id)).ok_or_else(|| {
@@ -101,7 +124,7 @@ impl CpuExecutable {
         for &out in &graph.outputs {
             last_use[out] = usize::MAX;
         }
-        Ok(CpuExecutable { graph, limits, conv_bias, last_use })
+        Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, last_use })
     }
 }
 
@@ -197,7 +220,8 @@ impl CpuExecutable {
                 let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
                 let mut out = Tensor::zeros(out_shape);
                 let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
-                conv::conv2d(x.data(), w.data(), bias, conv, &geometry, out.data_mut(), deadline);
+                let packed = self.conv_weights[index].as_ref();
+                conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
                 deadline.check()?;
                 out
             }

@@ -1,0 +1,281 @@
+//! Every graph the shipped guests load, on refacen's CPU backend beside onnxruntime, in one
+//! run: the same inputs, the same thread count, runs alternating so that machine noise hits
+//! both alike, medians after a warm-up run (steady state: loading and preparing excluded).
+//!
+//! The inputs are the ones the guests really give their networks: the MTCNN cascade's
+//! (P-Net on every pyramid level, R-Net and O-Net on the candidates) recorded while `nnd`
+//! detects the faces of a ~1 MP sample photo; the MMOD network's on the tiled pyramid `dlib`
+//! builds for a sample photo scaled to 1200 px; the embedders' at batches 1 and 16.
+//!
+//! onnxruntime runs in `reference_nn.py` (target/nn-venv, which `scripts/bench-nn` installs);
+//! without it only refacen's column is printed. Environment: REFACEN_BENCH_THREADS (default
+//! 2), REFACEN_BENCH_RUNS (default 7), REFACEN_BENCH_ONLY (run the graphs whose name contains
+//! it), REFACEN_BENCH_PYTHON (another interpreter with onnxruntime).
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use refacen::nn::cpu::CpuExecutable;
+use refacen::nn::{self, Executable, RunLimits, Tensor};
+
+/// One graph on the inputs of one workload.
+struct Case {
+    name: String,
+    /// What the inputs are, for the table.
+    inputs_label: String,
+    model: PathBuf,
+    exe: CpuExecutable,
+    inputs: Vec<Tensor>,
+    flops: u64,
+}
+
+impl Case {
+    fn new(name: &str, model: PathBuf, inputs: Vec<Tensor>) -> Case {
+        let graph = nn::load_onnx(&std::fs::read(&model).unwrap()).expect("graph loads");
+        let flops = inputs.iter().map(|t| graph.cost(&[t.shape().to_vec()]).unwrap().flops).sum();
+        let inputs_label = match &inputs[..] {
+            [one] => format!("{:?}", one.shape()),
+            many => {
+                format!("{} inputs, {:?}..{:?}", many.len(), many[0].shape(), many[many.len() - 1].shape())
+            }
+        };
+        let exe = CpuExecutable::new(Arc::new(graph), RunLimits::default()).expect("graph prepares");
+        Case { name: name.into(), inputs_label, model, exe, inputs, flops }
+    }
+
+    fn run(&self) -> Vec<Tensor> {
+        self.inputs.iter().map(|input| self.exe.run(vec![input.clone()]).unwrap().remove(0)).collect()
+    }
+}
+
+/// The cascade's networks run natively on the CPU backend, and each input is kept.
+struct Recording {
+    exe: CpuExecutable,
+    seen: RefCell<Vec<Tensor>>,
+}
+
+impl Recording {
+    fn new(onnx: &[u8]) -> Self {
+        let graph = nn::load_onnx(onnx).expect("graph loads");
+        let exe = CpuExecutable::new(Arc::new(graph), RunLimits::default()).expect("graph prepares");
+        Recording { exe, seen: RefCell::new(Vec::new()) }
+    }
+}
+
+impl kit::Network for Recording {
+    fn run(&self, input: kit::Tensor) -> Result<Vec<kit::Tensor>, String> {
+        let tensor = Tensor::new(input.dims, input.data).map_err(|e| e.to_string())?;
+        self.seen.borrow_mut().push(tensor.clone());
+        let outputs = self.exe.run(vec![tensor]).map_err(|e| e.to_string())?;
+        Ok(outputs.into_iter().map(|t| kit::Tensor::new(t.shape().to_vec(), t.into_data())).collect())
+    }
+}
+
+/// Deterministic pixel values 0..255 for a batch of `[n, 3, side, side]` face chips.
+fn chips(n: usize, side: usize) -> Tensor {
+    let len = n * 3 * side * side;
+    let data = (0..len).map(|i| ((i * 7919 + (i / side) * 104_729) % 256) as f32).collect();
+    Tensor::new(vec![n, 3, side, side], data).unwrap()
+}
+
+fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn cases(repo: &Path, dir: &Path) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let decode = |name: &str| {
+        refacen::imaging::decode_rgb(
+            &repo.join("tests/fixtures/faces/images").join(name),
+            &Default::default(),
+        )
+        .unwrap()
+    };
+
+    // MTCNN on obama.jpg (910x1137, 1.03 MP) with nnd's default (FindFace) settings.
+    let photo = decode("obama.jpg");
+    let cascade = nnd::mtcnn::Cascade {
+        pnet: Recording::new(nnd::PNET_ONNX),
+        rnet: Recording::new(nnd::RNET_ONNX),
+        onet: Recording::new(nnd::ONET_ONNX),
+    };
+    let view = nnd::mtcnn::Image {
+        width: photo.width() as usize,
+        height: photo.height() as usize,
+        rgb: photo.as_raw(),
+    };
+    cascade.detect(view, &nnd::mtcnn::Settings::FINDFACE).expect("nnd detects");
+    for (name, file, onnx, net) in [
+        ("P-Net", "pnet.onnx", nnd::PNET_ONNX, &cascade.pnet),
+        ("R-Net", "rnet.onnx", nnd::RNET_ONNX, &cascade.rnet),
+        ("O-Net", "onet.onnx", nnd::ONET_ONNX, &cascade.onet),
+    ] {
+        let inputs = net.seen.take();
+        assert!(!inputs.is_empty(), "nnd ran no {name} on the sample photo");
+        cases.push(Case::new(name, write_model(dir, file, onnx), inputs));
+    }
+
+    // dlib's MMOD network on the tiled pyramid of obama3.jpg (1434x2333) scaled to 1200 px.
+    let photo = decode("obama3.jpg");
+    let mmod = Recording::new(dlib::DETECTOR_ONNX);
+    let predictor = dlib::shape::ShapePredictor::parse(dlib::SHAPE_PREDICTOR).unwrap();
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    dlib::detect(&mmod, &predictor, photo.as_raw(), w, h, &dlib::Settings::DEFAULT).expect("dlib detects");
+    cases.push(Case::new("MMOD", write_model(dir, "mmod.onnx", dlib::DETECTOR_ONNX), mmod.seen.take()));
+
+    for (name, model, side) in [
+        ("dlib-resnet-128", "guests/dlib-resnet-128/weights/dlib_resnet_128.onnx", 150),
+        ("facenet-512", "guests/facenet-512/weights/facenet_512.onnx", 160),
+    ] {
+        for batch in [1, 16] {
+            cases.push(Case::new(&format!("{name} b{batch}"), repo.join(model), vec![chips(batch, side)]));
+        }
+    }
+    cases
+}
+
+/// onnxruntime in a Python process that times its own runs.
+struct Reference {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn start(repo: &Path) -> Option<Reference> {
+        let python = std::env::var_os("REFACEN_BENCH_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target/nn-venv/bin/python"));
+        if !python.exists() {
+            eprintln!("(onnxruntime not measured: {} missing; run scripts/bench-nn)", python.display());
+            return None;
+        }
+        let mut child = Command::new(python)
+            .arg(repo.join("tests/bench/reference_nn.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Some(Reference { child, stdin, stdout })
+    }
+
+    fn ask(&mut self, request: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{request}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("reference_nn.py failed on {request}"))
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_f32(path: &Path, values: &[f32]) {
+    std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+
+fn median(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+fn main() {
+    let repo = refacen_test_support::repo();
+    let env =
+        |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let threads = refacen::nn::set_threads(Some(env("REFACEN_BENCH_THREADS", 2)));
+    let runs = env("REFACEN_BENCH_RUNS", 7).max(1);
+    let only = std::env::var("REFACEN_BENCH_ONLY").unwrap_or_default();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-nn");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let cases: Vec<Case> = cases(&repo, &dir).into_iter().filter(|c| c.name.contains(&only)).collect();
+    let mut reference = Reference::start(&repo);
+    let mut version = String::new();
+    for case in &cases {
+        let Some(reference) = reference.as_mut() else { break };
+        let inputs: Vec<serde_json::Value> = case
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let path = dir.join(format!("{}-{i}.in", case.name.replace(' ', "-")));
+                write_f32(&path, t.data());
+                serde_json::json!([path, t.shape()])
+            })
+            .collect();
+        let answer = reference.ask(serde_json::json!({
+            "load": case.name, "model": case.model, "threads": threads, "inputs": inputs,
+        }));
+        version = answer["version"].as_str().unwrap_or_default().to_string();
+    }
+
+    println!(
+        "CPU backend vs onnxruntime {version}, {threads} threads each, median of {runs} alternating runs after a warm-up"
+    );
+    println!(
+        "{:<20} {:<42} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7} {:>9}",
+        "graph", "inputs", "GFLOP", "refacen", "GFLOP/s", "ort ms", "GFLOP/s", "ratio", "max diff"
+    );
+    for case in &cases {
+        let gflop = case.flops as f64 / 1e9;
+        let outputs = case.run();
+        let mut ours = Vec::with_capacity(runs);
+        let mut theirs = Vec::with_capacity(runs);
+        let mut diff = None;
+        if let Some(reference) = reference.as_mut() {
+            let files: Vec<PathBuf> = outputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let path = dir.join(format!("{}-{i}.out", case.name.replace(' ', "-")));
+                    write_f32(&path, t.data());
+                    path
+                })
+                .collect();
+            let check = reference.ask(serde_json::json!({"check": case.name, "outputs": files}));
+            diff = check["max_abs_diff"]
+                .as_f64()
+                .map(|d| d / check["max_abs"].as_f64().unwrap_or(1.0).max(1e-30));
+        }
+        for _ in 0..runs {
+            let started = Instant::now();
+            case.run();
+            ours.push(started.elapsed().as_secs_f64() * 1000.0);
+            if let Some(reference) = reference.as_mut() {
+                theirs.push(reference.ask(serde_json::json!({"run": case.name}))["ms"].as_f64().unwrap());
+            }
+            // Both runtimes' idle workers settle before the other one starts.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ours = median(ours);
+        let (ort, gflops_ort, ratio) = if theirs.is_empty() {
+            ("-".into(), "-".into(), "-".into())
+        } else {
+            let theirs = median(theirs);
+            (format!("{theirs:.1}"), format!("{:.1}", gflop / theirs * 1e3), format!("{:.2}", ours / theirs))
+        };
+        println!(
+            "{:<20} {:<42} {gflop:>7.2} {ours:>9.1} {:>8.1} {ort:>9} {gflops_ort:>8} {ratio:>7} {:>9}",
+            case.name,
+            case.inputs_label,
+            gflop / ours * 1e3,
+            diff.map_or("-".into(), |d| format!("{d:.1e}")),
+        );
+    }
+    println!(
+        "(ratio: refacen's time over onnxruntime's; max diff: largest |refacen - ort| over largest |ort|)"
+    );
+}

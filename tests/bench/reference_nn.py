@@ -1,0 +1,63 @@
+"""onnxruntime's side of the `nn` benchmark (tests/bench/nn.rs), driven over stdin/stdout.
+
+One JSON request per line, one JSON reply per line:
+  {"load": case, "model": path, "threads": t, "inputs": [[raw f32 file, shape], ...]}
+      -> {"ok": true}                   a session per case, an input per run of the case
+  {"run": case}  -> {"ms": elapsed}     every input of the case once, timed here (no IPC)
+  {"check": case, "outputs": [raw f32 file, ...]}
+      -> {"max_abs_diff": d, "max_abs": m}   refacen's first outputs against onnxruntime's
+
+Sessions are what a new user gets: default graph optimizations, the CPU provider,
+intra-op threads set to refacen's thread count, sequential execution. Except that with
+REFACEN_BENCH_ORT_SPIN=0 its idle workers do not spin: on a machine with as many cores as
+threads, workers still spinning after a run take a core from the refacen run that follows.
+"""
+
+import os
+
+import json
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+sessions = {}
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+for line in sys.stdin:
+    req = json.loads(line)
+    if "load" in req:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = req["threads"]
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if os.environ.get("REFACEN_BENCH_ORT_SPIN") == "0":
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(req["model"], opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        feeds = [
+            {name: np.fromfile(path, dtype="<f4").reshape(shape)} for path, shape in req["inputs"]
+        ]
+        sessions[req["load"]] = (sess, feeds)
+        reply({"ok": True, "version": ort.__version__})
+    elif "run" in req:
+        sess, feeds = sessions[req["run"]]
+        start = time.perf_counter()
+        for feed in feeds:
+            sess.run(None, feed)
+        reply({"ms": (time.perf_counter() - start) * 1000.0})
+    elif "check" in req:
+        sess, feeds = sessions[req["check"]]
+        diff, peak = 0.0, 0.0
+        for feed, path in zip(feeds, req["outputs"]):
+            ours = np.fromfile(path, dtype="<f4")
+            theirs = sess.run(None, feed)[0].reshape(-1)
+            diff = max(diff, float(np.max(np.abs(ours - theirs))))
+            peak = max(peak, float(np.max(np.abs(theirs))))
+        reply({"max_abs_diff": diff, "max_abs": peak})
