@@ -12,6 +12,7 @@ mod facenet;
 mod gpu;
 mod long_runs;
 mod many_cores;
+mod nn_process;
 mod operator;
 mod parity;
 mod regenerate;

@@ -84,6 +84,10 @@ pub enum GuestFailure {
     /// any of it was spent.
     #[error("{0}")]
     NnCost(super::wasi_nn::NnCostExceeded),
+    /// What all guest instances hold in the host together would go over the process's
+    /// ceiling.
+    #[error("{0}")]
+    NnProcess(super::ProcessNnLimitExceeded),
     #[error("it panicked: {message}")]
     Panic { message: String },
     #[error("it trapped: {reason}{}", log_suffix(.log))]
@@ -128,6 +132,7 @@ impl GuestFailure {
             GuestFailure::MemoryLimit { .. } => "guest memory limit",
             GuestFailure::HostcallDataLimit { .. } => "guest host-call data limit",
             GuestFailure::NnCost(_) => "guest neural-network work limit",
+            GuestFailure::NnProcess(_) => "guest neural-network process limit",
             GuestFailure::Panic { .. } => "guest panic",
             GuestFailure::Trap { .. } => "guest trap",
             GuestFailure::Reported(Reported::InvalidInput(_)) => "input refused by guest",
