@@ -21,7 +21,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use refacen_nn::{Device, RunLimits, choose_backend};
-use refacen_runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, TrustList, default_guest_dir};
+use refacen_runtime::{
+    CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits, ProcessNnLimits, TrustList, default_guest_dir,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -106,6 +108,11 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = 8192, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub guest_nn_memory_mb: u64,
 
+    /// Most memory all guest instances together may hold in the host through wasi-nn (graphs,
+    /// tensors, running computes), in MiB; default three quarters of the machine's memory.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub guest_nn_process_mb: Option<u64>,
+
     /// Optional deterministic instruction budget ("fuel") per guest call; unmetered if unset.
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..))]
     pub guest_fuel: Option<u64>,
@@ -172,6 +179,13 @@ impl GuestArgs {
             max_flops_per_call: self.guest_nn_gflop_per_call.saturating_mul(1_000_000_000),
             max_compute_bytes: self.guest_nn_memory_mb << 20,
             ..NnLimits::default()
+        };
+        let nn_limits = match self.guest_nn_process_mb {
+            Some(mb) => NnLimits {
+                process: ProcessNnLimits { max_bytes: mb << 20, ..nn_limits.process },
+                ..nn_limits
+            },
+            None => nn_limits,
         };
         let nn = Arc::new(NnHost::new(chosen.backend, nn_limits));
         let cache_dir =

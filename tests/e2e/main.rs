@@ -3,6 +3,7 @@
 //! Guests must be built first (`cargo xtask guests`, which `scripts/test` runs); a missing
 //! guest fails the test with that instruction rather than skipping it.
 
+mod app_fields;
 mod bad_input;
 mod dlib_detector;
 mod dlib_model;
@@ -11,6 +12,7 @@ mod facenet;
 mod gpu;
 mod long_runs;
 mod many_cores;
+mod nn_process;
 mod operator;
 mod parity;
 mod regenerate;

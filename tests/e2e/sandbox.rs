@@ -142,6 +142,7 @@ fn limits_out_of_range_are_refused_before_anything_runs() {
         ["--threads", "0"],
         ["--guest-nn-gflop-per-call", "0"],
         ["--guest-nn-memory-mb", "0"],
+        ["--guest-nn-process-mb", "0"],
     ] {
         let out = refacen(&["detect", args[0], args[1], &photo("astronaut.png")]);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
@@ -349,4 +350,48 @@ fn computes_over_the_work_or_memory_ceiling_are_refused_before_they_run() {
 fn an_instance_cannot_hold_graphs_or_handles_without_bound() {
     assert_contained("many-graphs", &["graph 16:", "holds 16 graphs", "drop graphs it no longer uses"]);
     assert_contained("many-tensors", &["4096 wasi-nn handles", "does not drop what it no longer uses"]);
+}
+
+/// Sizes a guest crafts to overflow (tensor dimensions whose product overflows, a byte length
+/// that wraps to 0, a 2^120-value initializer, Reshape and dilated-Conv shapes that overflow)
+/// are each refused with a wasi-nn error, never wrapped into a small size or an abort; the
+/// next photo is served.
+#[test]
+fn sizes_crafted_to_overflow_are_refused_and_the_next_photo_is_served() {
+    assert_contained(
+        "overflow",
+        &[
+            "every size was refused",
+            "dimensions: compute: invalid argument: input `input`: dimensions [4294967295, 4294967295, \
+             4294967295, 4294967295]: too large: tensor shape",
+            "byte length: compute: invalid argument: input `input`: dimensions [2147483648, 2147483648]: too \
+             large: 4611686018427387904 FP32 values",
+            "initializer: load: too large: tensor shape [1099511627776, 1099511627776, 1099511627776] has more \
+             elements than fit in memory",
+            "reshape: compute: too large: tensor shape [4611686018427387904, 4611686018427387904, 16]",
+            "dilated conv: compute: too large: a window of 5 taps dilated 4611686018427387904 over 8 values \
+             padded 0+0 overflows",
+        ],
+    );
+}
+
+/// The process-wide ceiling through the command line: a guest keeping 4 MiB tensors fails
+/// its photo naming the guest, the figure and the option once all instances hold 16 MiB;
+/// the next photo is served.
+#[test]
+fn what_all_instances_hold_is_capped_for_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = red_photo(dir.path());
+    let good = photo("astronaut.png");
+    let out = detect_hostile("big-tensors", &["--guest-nn-process-mb", "16"], &[&red, &good]);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    let error = lines[0]["error"].as_str().unwrap_or_else(|| panic!("no error: {}", lines[0]));
+    for e in ["guest `hostile`", "a tensor of 4 MiB", "to 20 MiB", "limit of 16 MiB", "--guest-nn-process-mb"]
+    {
+        assert!(error.contains(e), "`{e}` not in: {error}");
+    }
+    assert_eq!(lines[0]["cause"], "guest neural-network process limit");
+    assert_eq!(faces(&lines[1]).len(), 1, "the next photo is served: {}", lines[1]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
 }

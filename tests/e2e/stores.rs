@@ -32,6 +32,10 @@ impl Stores {
         vec!["--mongo".into(), self.mongo.uri(), "--mongo-db".into(), "faces_test".into()]
     }
 
+    pub fn mongo_uri(&self) -> String {
+        self.mongo.uri()
+    }
+
     pub fn tarantool(&self) -> String {
         self.shards.iter().map(|s| s.address()).collect::<Vec<_>>().join(",")
     }

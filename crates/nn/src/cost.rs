@@ -20,15 +20,23 @@ pub struct Cost {
 pub fn node_flops(node: &Node, shapes: &[Option<&[usize]>]) -> u64 {
     match (&node.op, shapes.first().copied().flatten(), shapes.get(1).copied().flatten()) {
         (Op::Conv(conv), Some(x), Some(w)) => shape::conv_geometry(conv, x, w).map_or(0, |g| {
-            2 * (g.batch as u64 * g.out_channels as u64 * g.out_hw[0] as u64 * g.out_hw[1] as u64)
-                .saturating_mul(w[1] as u64 * w[2] as u64 * w[3] as u64)
+            saturating_product(&[2, g.batch, g.out_channels, g.out_hw[0], g.out_hw[1], w[1], w[2], w[3]])
         }),
         (Op::Gemm(_) | Op::MatMul, Some(a), Some(b)) if a.len() >= 2 && b.len() >= 2 => {
-            let rows: u64 = a[..a.len() - 1].iter().map(|&d| d as u64).product();
-            2 * rows.saturating_mul(a[a.len() - 1] as u64 * b[b.len() - 1] as u64)
+            saturating_product(&a[..a.len() - 1]).saturating_mul(saturating_product(&[
+                2,
+                a[a.len() - 1],
+                b[b.len() - 1],
+            ]))
         }
         _ => 0,
     }
+}
+
+/// The product of `dims`, saturating: a guest's shapes may be crafted to overflow, and a
+/// saturated estimate is refused by any ceiling.
+fn saturating_product(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
 }
 
 impl Graph {
@@ -42,10 +50,14 @@ impl Graph {
             node.inputs.iter().flatten().for_each(|&id| last_use[id] = i);
         }
         self.outputs.iter().for_each(|&id| last_use[id] = usize::MAX);
-        let bytes = |shape: &[usize]| element_count(shape).map(|n| n as u64 * 4);
+        let bytes = |shape: &[usize]| {
+            element_count(shape).and_then(|n| {
+                (n as u64).checked_mul(4).ok_or_else(|| NnError::TooLarge(format!("tensor shape {shape:?}")))
+            })
+        };
         let mut live = 0u64;
         for (input, shape) in self.inputs.iter().zip(input_shapes) {
-            live += bytes(shape)?;
+            live = live.saturating_add(bytes(shape)?);
             shapes[input.value] = Some(shape.clone());
         }
         let mut cost = Cost { flops: 0, peak_bytes: live };
@@ -55,7 +67,7 @@ impl Graph {
             cost.flops = cost.flops.saturating_add(node_flops(node, &inputs));
             let outputs = shape::infer(&node.op, &inputs)?;
             for (&id, shape) in node.outputs.iter().zip(outputs) {
-                live += bytes(&shape)?;
+                live = live.saturating_add(bytes(&shape)?);
                 shapes[id] = Some(shape);
             }
             cost.peak_bytes = cost.peak_bytes.max(live);
@@ -64,7 +76,7 @@ impl Graph {
             freed.dedup();
             for id in freed {
                 if last_use[id] == i && self.values[id].constant.is_none() {
-                    live -= shapes[id].as_deref().map_or(Ok(0), bytes)?;
+                    live = live.saturating_sub(shapes[id].as_deref().map_or(Ok(0), bytes)?);
                 }
             }
         }

@@ -24,7 +24,7 @@ pub use cost::Cost;
 pub use device::{ChosenBackend, Device, DeviceError, choose_backend, set_threads};
 pub use ir::Graph;
 pub use optimize::optimize;
-pub use tensor::{Tensor, element_count};
+pub use tensor::{Tensor, element_count, zeroed_values};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NnError {

@@ -1,8 +1,8 @@
 //! Output shapes of every op, computed at run time from the actual input shapes, so graphs
 //! with dynamic batch and spatial dimensions run at any size. Shared by all backends.
 
-use super::NnError;
 use super::ir::{Conv, Op, Padding, Pool};
+use super::{NnError, element_count};
 
 fn invalid(msg: String) -> NnError {
     NnError::InvalidArgument(msg)
@@ -44,19 +44,36 @@ pub fn window_axis(
     pad: (usize, usize, Option<bool>),
     ceil_mode: bool,
 ) -> Result<(usize, usize, usize), NnError> {
-    let span = dilation * (kernel - 1) + 1;
+    // Guest graphs choose these numbers: every step is checked, a window too large to
+    // express is refused rather than wrapped into a small one.
+    let overflow = || {
+        NnError::TooLarge(format!(
+            "a window of {kernel} taps dilated {dilation} over {input} values padded {}+{} overflows",
+            pad.0, pad.1
+        ))
+    };
+    let span = kernel
+        .checked_sub(1)
+        .and_then(|k| k.checked_mul(dilation))
+        .and_then(|s| s.checked_add(1))
+        .ok_or_else(overflow)?;
     let (begin, end) = match pad.2 {
         // SAME_UPPER (Some(true)) / SAME_LOWER (Some(false)): output = ceil(input / stride).
         Some(upper) => {
             let out = input.div_ceil(stride);
-            let total = ((out.saturating_sub(1)) * stride + span).saturating_sub(input);
+            let total = out
+                .saturating_sub(1)
+                .checked_mul(stride)
+                .and_then(|s| s.checked_add(span))
+                .ok_or_else(overflow)?
+                .saturating_sub(input);
             let small = total / 2;
             let big = total - small;
             if upper { (small, big) } else { (big, small) }
         }
         None => (pad.0, pad.1),
     };
-    let padded = input + begin + end;
+    let padded = input.checked_add(begin).and_then(|p| p.checked_add(end)).ok_or_else(overflow)?;
     if padded < span {
         return Err(invalid(format!(
             "window of {span} does not fit an input of {input} with padding {begin}+{end}"
@@ -64,7 +81,7 @@ pub fn window_axis(
     }
     let mut out = if ceil_mode { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
     // A window may not start in the end padding (ONNX Runtime and PyTorch agree on this).
-    if ceil_mode && out > 1 && (out - 1) * stride >= input + begin {
+    if ceil_mode && out > 1 && (out - 1).saturating_mul(stride) >= input + begin {
         out -= 1;
     }
     Ok((out, begin, end))
@@ -129,7 +146,7 @@ pub fn pool_geometry(pool: &Pool, x: &[usize]) -> Result<([usize; 2], [usize; 4]
 
 /// Resolves ONNX Reshape's 0 and -1 entries.
 pub fn reshape(input: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>, NnError> {
-    let total: usize = input.iter().product();
+    let total = element_count(input)?;
     let mut out = Vec::with_capacity(spec.len());
     let mut infer_at = None;
     for (i, &d) in spec.iter().enumerate() {
@@ -145,7 +162,7 @@ pub fn reshape(input: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<us
             _ => return Err(invalid(format!("Reshape: invalid target shape {spec:?}"))),
         }
     }
-    let known: usize = out.iter().product();
+    let known = element_count(&out)?;
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(invalid(format!("cannot reshape {input:?} to {spec:?}")));
@@ -240,7 +257,7 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
         }
         Op::Flatten { axis } => {
             let a = normalize_axis(*axis, x.len(), 1)?;
-            vec![x[..a].iter().product(), x[a..].iter().product()]
+            vec![element_count(&x[..a])?, element_count(&x[a..])?]
         }
         Op::Reshape { shape, allow_zero } => reshape(x, shape, *allow_zero)?,
         Op::Transpose { perm } => {
@@ -254,7 +271,9 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
                 if other.len() != x.len() || other.iter().enumerate().any(|(i, &d)| i != a && d != x[i]) {
                     return Err(invalid(format!("Concat inputs {x:?} and {other:?} differ off axis {a}")));
                 }
-                out[a] += other[a];
+                out[a] = out[a].checked_add(other[a]).ok_or_else(|| {
+                    NnError::TooLarge(format!("Concat of {x:?} and {other:?} overflows on axis {a}"))
+                })?;
             }
             out
         }
@@ -264,7 +283,10 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
             }
             let mut out = Vec::with_capacity(x.len());
             for (i, &d) in x.iter().enumerate() {
-                let size = d as i64 + pads[i] + pads[i + x.len()];
+                let size = i64::try_from(d)
+                    .ok()
+                    .and_then(|d| d.checked_add(pads[i])?.checked_add(pads[i + x.len()]))
+                    .ok_or_else(|| NnError::TooLarge(format!("Pad {pads:?} of {x:?} overflows")))?;
                 if size < 0 {
                     return Err(invalid(format!("Pad {pads:?} removes more than {x:?} holds")));
                 }

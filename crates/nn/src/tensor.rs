@@ -22,9 +22,11 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
 
-    pub fn zeros(shape: Vec<usize>) -> Self {
-        let n = shape.iter().product();
-        Tensor { shape, data: vec![0.0; n] }
+    /// A tensor of `shape` holding zeros; fails, rather than aborting the process, when its
+    /// size overflows or the memory cannot be had.
+    pub fn zeros(shape: Vec<usize>) -> Result<Self, NnError> {
+        let data = zeroed_values(element_count(&shape)?)?;
+        Ok(Tensor { shape, data })
     }
 
     pub fn scalar(value: f32) -> Self {
@@ -78,4 +80,15 @@ pub fn element_count(shape: &[usize]) -> Result<usize, NnError> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
         NnError::TooLarge(format!("tensor shape {shape:?} has more elements than fit in memory"))
     })
+}
+
+/// `n` zeros, allocated fallibly: sizes a guest's graph decides must not abort the host when
+/// the machine runs short.
+pub fn zeroed_values(n: usize) -> Result<Vec<f32>, NnError> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(n).map_err(|_| {
+        NnError::TooLarge(format!("{} MiB of values cannot be allocated", (n as u64).saturating_mul(4) >> 20))
+    })?;
+    values.resize(n, 0.0);
+    Ok(values)
 }

@@ -84,6 +84,10 @@ pub enum GuestFailure {
     /// any of it was spent.
     #[error("{0}")]
     NnCost(super::wasi_nn::NnCostExceeded),
+    /// What all guest instances hold in the host together would go over the process's
+    /// ceiling.
+    #[error("{0}")]
+    NnProcess(super::ProcessNnLimitExceeded),
     #[error("it panicked: {message}")]
     Panic { message: String },
     #[error("it trapped: {reason}{}", log_suffix(.log))]
@@ -129,6 +133,7 @@ impl GuestFailure {
             GuestFailure::MemoryLimit { .. } => K::MemoryLimit,
             GuestFailure::HostcallDataLimit { .. } => K::HostcallDataLimit,
             GuestFailure::NnCost(_) => K::NnCost,
+            GuestFailure::NnProcess(_) => K::NnProcess,
             GuestFailure::Panic { .. } => K::Panic,
             GuestFailure::Trap { .. } => K::Trap,
             GuestFailure::Reported(Reported::InvalidInput(_)) => K::InputRefused,
@@ -149,6 +154,7 @@ pub enum GuestFailureKind {
     MemoryLimit,
     HostcallDataLimit,
     NnCost,
+    NnProcess,
     Panic,
     Trap,
     InputRefused,
@@ -169,6 +175,7 @@ impl GuestFailureKind {
             K::MemoryLimit => "guest memory limit",
             K::HostcallDataLimit => "guest host-call data limit",
             K::NnCost => "guest neural-network work limit",
+            K::NnProcess => "guest neural-network process limit",
             K::Panic => "guest panic",
             K::Trap => "guest trap",
             K::InputRefused => "input refused by guest",

@@ -192,6 +192,9 @@ fn classify(
     if let Some(exceeded) = e.downcast_ref::<super::wasi_nn::NnCostExceeded>() {
         return GuestFailure::NnCost(exceeded.clone());
     }
+    if let Some(exceeded) = e.downcast_ref::<super::ProcessNnLimitExceeded>() {
+        return GuestFailure::NnProcess(exceeded.clone());
+    }
     let state = store.data();
     if let Some(requested_bytes) = state.limiter.refused_bytes {
         return GuestFailure::MemoryLimit { requested_bytes, limit_bytes: limits.memory_bytes };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
+use super::nn_ledger::{GraphHold, Hold, NnLedger, ProcessNnLimits, ProcessNnUsage};
 use refacen_nn as nn;
 use refacen_nn::{Backend, Deadline, Executable, Graph, NnError, Tensor};
 
@@ -52,6 +53,12 @@ pub struct NnLimits {
     pub max_graph_bytes_per_instance: usize,
     /// Most wasi-nn handles (graphs, contexts, tensors, errors) one instance may hold at once.
     pub max_handles_per_instance: usize,
+    /// What all instances together may hold.
+    pub process: ProcessNnLimits,
+    /// Most bytes of ONNX graphs the process keeps prepared for instances to come; the oldest
+    /// are let go beyond it (instances holding one keep it alive), so guests loading ever new
+    /// graphs cannot grow the host without bound.
+    pub max_prepared_graph_bytes: usize,
 }
 
 impl Default for NnLimits {
@@ -68,6 +75,8 @@ impl Default for NnLimits {
             max_graphs_per_instance: 16,
             max_graph_bytes_per_instance: 1 << 30,
             max_handles_per_instance: 4096,
+            process: ProcessNnLimits::for_this_machine(),
+            max_prepared_graph_bytes: 2 << 30,
         }
     }
 }
@@ -89,11 +98,6 @@ pub enum NnCostExceeded {
     Memory { graph: String, bytes: u64, limit: u64 },
 }
 
-/// Most bytes of ONNX graphs the process keeps prepared for instances to come; the oldest
-/// are let go beyond it (instances holding one keep it alive), so guests loading ever new
-/// graphs cannot grow the host without bound.
-const PREPARED_GRAPH_BYTES: usize = 2 << 30;
-
 /// Graphs prepared once per distinct model, oldest first.
 #[derive(Default)]
 struct PreparedGraphs {
@@ -103,14 +107,14 @@ struct PreparedGraphs {
 }
 
 impl PreparedGraphs {
-    fn insert(&mut self, key: [u8; 32], graph: GraphResource) {
+    fn insert(&mut self, key: [u8; 32], graph: GraphResource, max_bytes: usize) {
         self.bytes += graph.bytes;
         if let Some(old) = self.by_digest.insert(key, graph) {
             self.bytes -= old.bytes;
         } else {
             self.order.push_back(key);
         }
-        while self.bytes > PREPARED_GRAPH_BYTES && self.order.len() > 1 {
+        while self.bytes > max_bytes && self.order.len() > 1 {
             let oldest = self.order.pop_front().expect("more than one");
             if let Some(old) = self.by_digest.remove(&oldest) {
                 self.bytes -= old.bytes;
@@ -124,11 +128,24 @@ pub struct NnHost {
     backend: Arc<dyn Backend>,
     limits: NnLimits,
     prepared: Mutex<PreparedGraphs>,
+    ledger: Arc<NnLedger>,
 }
 
 impl NnHost {
     pub fn new(backend: Arc<dyn Backend>, limits: NnLimits) -> Self {
-        NnHost { backend, limits, prepared: Mutex::new(PreparedGraphs::default()) }
+        let ledger = NnLedger::new(limits.process);
+        NnHost { backend, limits, prepared: Mutex::new(PreparedGraphs::default()), ledger }
+    }
+
+    /// What all instances hold now (zero once every instance is gone).
+    pub fn process_usage(&self) -> ProcessNnUsage {
+        self.ledger.usage()
+    }
+
+    /// The graphs kept prepared for instances to come, and their ONNX bytes.
+    pub fn prepared_graphs(&self) -> (usize, usize) {
+        let prepared = self.prepared.lock().expect("graph cache poisoned");
+        (prepared.by_digest.len(), prepared.bytes)
     }
 
     pub fn backend_name(&self) -> &str {
@@ -154,8 +171,9 @@ impl NnHost {
         // other; two racing on the same graph both prepare it and one result wins.
         let graph = Arc::new(nn::load_onnx(bytes)?);
         let executable = self.backend.prepare(graph.clone())?;
-        let resource = GraphResource { graph, executable, bytes: bytes.len() };
-        self.prepared.lock().expect("graph cache poisoned").insert(key, resource.clone());
+        let resource = GraphResource { graph, executable, bytes: bytes.len(), key, charge: None };
+        let max = self.limits.max_prepared_graph_bytes;
+        self.prepared.lock().expect("graph cache poisoned").insert(key, resource.clone(), max);
         Ok(resource)
     }
 }
@@ -219,16 +237,24 @@ pub struct GraphResource {
     executable: Arc<dyn Executable>,
     /// Size of the ONNX bytes it was loaded from: what holding it is charged.
     bytes: usize,
+    /// The sha256 of those bytes.
+    key: [u8; 32],
+    /// Its charge on the process's account, shared by every instance holding it (none for
+    /// the cache's own copy).
+    charge: Option<Arc<GraphHold>>,
 }
 
 pub struct ContextResource {
     graph: GraphResource,
+    _hold: Hold,
 }
 
 pub struct TensorResource {
     dimensions: Vec<u32>,
     ty: TensorType,
     data: Vec<u8>,
+    /// Its charge on the process's account while an instance holds it.
+    hold: Option<Hold>,
 }
 
 #[derive(Debug)]
@@ -313,7 +339,7 @@ impl NnView<'_> {
 
     /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
     /// or a compute's outputs) alive traps at the limit instead of growing the host.
-    fn push_tensor(&mut self, tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
+    fn push_tensor(&mut self, mut tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
         self.check_handles()?;
         let live = self.state.usage.tensor_bytes + tensor.data.len();
         let limit = self.state.host.limits.max_live_tensor_bytes;
@@ -322,10 +348,24 @@ impl NnView<'_> {
                 "the guest keeps {live} bytes of tensors alive in the host, over the limit of {limit} bytes"
             );
         }
+        let bytes = tensor.data.len();
+        tensor.hold =
+            Some(self.process_hold(bytes as u64, 1, || format!("a tensor of {} MiB", bytes >> 20))?);
         let handle = self.table.push(tensor)?;
         self.state.usage.tensors += 1;
         self.state.usage.tensor_bytes = live;
         Ok(handle)
+    }
+
+    /// Charges the process's account, or fails the call when all instances together would
+    /// hold more than the process may.
+    fn process_hold(
+        &self,
+        bytes: u64,
+        handles: u64,
+        what: impl FnOnce() -> String,
+    ) -> wasmtime::Result<Hold> {
+        Ok(self.state.host.ledger.hold(bytes, handles, what)?)
     }
 
     fn delete_tensor(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<TensorResource> {
@@ -386,8 +426,13 @@ impl graph::Host for NnView<'_> {
             return Err(CallDeadlineExceeded.into());
         }
         match loaded {
-            Ok(graph) => {
+            Ok(mut graph) => {
                 let graph_bytes = graph.bytes;
+                graph.charge = Some(self.state.host.ledger.hold_graph(
+                    graph.key,
+                    graph_bytes as u64,
+                    &graph.graph.name,
+                )?);
                 let graph = self.table.push(graph)?;
                 self.state.usage.graphs += 1;
                 self.state.usage.graph_bytes += graph_bytes;
@@ -412,7 +457,9 @@ impl graph::HostGraph for NnView<'_> {
     ) -> NnResult<Resource<ContextResource>> {
         self.check_handles()?;
         let graph = self.table.get(&graph)?.clone();
-        let context = self.table.push(ContextResource { graph })?;
+        let name = &graph.graph.name;
+        let hold = self.process_hold(0, 1, || format!("an execution context of graph `{name}`"))?;
+        let context = self.table.push(ContextResource { graph, _hold: hold })?;
         self.state.usage.contexts += 1;
         Ok(Ok(context))
     }
@@ -484,9 +531,14 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             return Err(NnCostExceeded::Memory { graph, bytes: cost.peak_bytes, limit }.into());
         }
         self.state.call_flops = call_flops;
+        let name = &graph.graph.name;
+        let running = self.process_hold(cost.peak_bytes, 0, || {
+            format!("computing graph `{name}` ({} MiB for these inputs)", cost.peak_bytes >> 20)
+        })?;
         let started = Instant::now();
         let outputs = graph.executable.run_until(ordered, self.state.deadline);
         self.state.compute_time += started.elapsed();
+        drop(running);
         let outputs = match outputs {
             Ok(o) => o,
             Err(NnError::DeadlineExceeded) => return Err(CallDeadlineExceeded.into()),
@@ -515,7 +567,7 @@ impl tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<TensorResource>> {
-        self.push_tensor(TensorResource { dimensions, ty, data })
+        self.push_tensor(TensorResource { dimensions, ty, data, hold: None })
     }
 
     fn dimensions(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u32>> {
@@ -563,12 +615,13 @@ fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
         return Err(format!("element type {:?} is not supported; refacen computes in FP32", t.ty));
     }
     let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
-    let expected = nn::element_count(&shape).map_err(|e| e.to_string())?;
-    if t.data.len() != expected * 4 {
+    let expected = nn::element_count(&shape)
+        .and_then(|n| n.checked_mul(4).ok_or_else(|| NnError::TooLarge(format!("{n} FP32 values"))))
+        .map_err(|e| format!("dimensions {:?}: {e}", t.dimensions))?;
+    if t.data.len() != expected {
         return Err(format!(
-            "dimensions {:?} need {} bytes of FP32 data, got {}",
+            "dimensions {:?} need {expected} bytes of FP32 data, got {}",
             t.dimensions,
-            expected * 4,
             t.data.len()
         ));
     }
@@ -586,5 +639,5 @@ fn from_tensor(t: Tensor) -> TensorResource {
     } else {
         t.data().iter().flat_map(|v| v.to_le_bytes()).collect()
     };
-    TensorResource { dimensions, ty: TensorType::Fp32, data }
+    TensorResource { dimensions, ty: TensorType::Fp32, data, hold: None }
 }

@@ -167,7 +167,8 @@ pub trait FaceStore: Send + Sync {
     /// the rerun gives the faces the ids an uninterrupted run would have.
     async fn allocate_ids(&self, photo: &str, count: usize) -> Result<Vec<FaceId>, StoreError>;
 
-    /// Writes a photo and its faces (inserting or replacing them), the photo record last.
+    /// Writes a photo and its faces (inserting them, or updating the fields refacen owns), the
+    /// photo record last. Fields of existing records that refacen does not own stay.
     async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError>;
 
     /// Replaces the facens of existing faces and sets their `search_pending`.

@@ -139,14 +139,21 @@ impl MongoStore {
         })
     }
 
-    /// Upserts `docs` by `_id` in unordered batches, each retried on its own.
-    async fn upsert_all<T: Serialize>(&self, collection: &str, docs: &[(Bson, T)]) -> Result<(), StoreError> {
+    /// Upserts `docs` by `_id` in unordered batches, each retried on its own. A document is
+    /// updated field by field, never replaced: the fields of `owned` (refacen's) that `docs`
+    /// has are `$set`, those it lacks `$unset`, and every other field (an application's) stays.
+    async fn upsert_all<T: Serialize>(
+        &self,
+        collection: &str,
+        owned: &[&str],
+        docs: &[(Bson, T)],
+    ) -> Result<(), StoreError> {
         for chunk in docs.chunks(BATCH) {
             let updates: Vec<Document> = chunk
                 .iter()
                 .map(|(id, d)| {
-                    let replacement = bson::to_document(d).map_err(|e| self.corrupt(id, e))?;
-                    Ok(doc! { "q": { "_id": id.clone() }, "u": replacement, "upsert": true })
+                    let fields = bson::to_document(d).map_err(|e| self.corrupt(id, e))?;
+                    Ok(doc! { "q": { "_id": id.clone() }, "u": owned_fields_update(fields, owned), "upsert": true })
                 })
                 .collect::<Result<_, StoreError>>()?;
             let command = doc! { "update": collection, "updates": updates, "ordered": false };
@@ -342,6 +349,48 @@ fn ids_bson(ids: &[FaceId]) -> Vec<Bson> {
     ids.iter().map(|&id| id_bson(id)).collect()
 }
 
+/// The fields of a face document that refacen writes (besides `_id`): every field of
+/// [`FaceDoc`]. Any other field belongs to the application and is never written.
+const FACE_FIELDS: &[&str] = &[
+    "photo",
+    "orientation",
+    "bbox",
+    "score",
+    "landmarks",
+    "normalized",
+    "thumbnail",
+    "facen",
+    "lost",
+    "detector",
+    "detected_at",
+    "search_pending",
+];
+
+/// The fields of a photo document that refacen writes (besides `_id`): every field of
+/// [`PhotoDoc`].
+const PHOTO_FIELDS: &[&str] = &["orientation", "sha256", "faces", "detector", "outputs", "detected_at"];
+
+/// The update of one document to `fields` that touches only the `owned` ones: those `fields`
+/// has are `$set`, those it lacks (an optional field now absent) `$unset`. `$unset` is left
+/// out when empty, which servers before MongoDB 5.0 refuse.
+fn owned_fields_update(mut fields: Document, owned: &[&str]) -> Document {
+    fields.remove("_id");
+    debug_assert!(
+        fields.keys().all(|k| owned.contains(&k.as_str())),
+        "a written field is not listed as owned"
+    );
+    let unset: Document = owned
+        .iter()
+        .filter(|f| !fields.contains_key(**f))
+        .map(|f| (f.to_string(), Bson::String(String::new())))
+        .collect();
+    let mut update = doc! { "$set": fields };
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    update
+}
+
 /// A face as stored: [`FaceRecord`] with the facen as Binary.
 #[derive(Serialize, Deserialize)]
 struct FaceDoc {
@@ -529,7 +578,7 @@ impl FaceStore for MongoStore {
 
     async fn commit_photo(&self, photo: PhotoRecord, faces: Vec<FaceRecord>) -> Result<(), StoreError> {
         let docs: Vec<(Bson, FaceDoc)> = faces.iter().map(|f| (id_bson(f.id), FaceDoc::new(f))).collect();
-        self.upsert_all("faces", &docs).await?;
+        self.upsert_all("faces", FACE_FIELDS, &docs).await?;
         let photo_doc = PhotoDoc {
             orientation: photo.orientation,
             faces: photo.faces.iter().map(|&id| id as i64).collect(),
@@ -539,7 +588,7 @@ impl FaceStore for MongoStore {
             detected_at: photo.detected_at,
             path: photo.path,
         };
-        self.upsert_all("photos", &[(Bson::String(photo_doc.path.clone()), photo_doc)]).await
+        self.upsert_all("photos", PHOTO_FIELDS, &[(Bson::String(photo_doc.path.clone()), photo_doc)]).await
     }
 
     async fn set_facens(&self, facens: Vec<(FaceId, Facen)>, search_pending: bool) -> Result<(), StoreError> {
@@ -612,5 +661,72 @@ mod tests {
             "mongodb://app:***@db.example:27017/?tls=true"
         );
         assert_eq!(redact("mongodb://127.0.0.1:27018"), "mongodb://127.0.0.1:27018");
+    }
+
+    fn detector() -> DetectorProvenance {
+        DetectorProvenance {
+            name: "d".into(),
+            version: "1".into(),
+            sha256: "00".into(),
+            params: Default::default(),
+        }
+    }
+
+    fn face(orientation: Option<u8>) -> FaceDoc {
+        let model =
+            ModelProvenance { name: "m".into(), version: "1".into(), sha256: "00".into(), facen_size: 1 };
+        let facen = Facen { values: vec![1.0], model, at: 2 };
+        FaceDoc::new(&FaceRecord {
+            id: 7,
+            photo: "a.jpg".into(),
+            orientation,
+            bbox: [0.0; 4],
+            score: 1.0,
+            landmarks: [[0.0; 2]; 5],
+            normalized: Some("n.png".into()),
+            thumbnail: Some("t.jpg".into()),
+            facen: Some(facen),
+            lost: false,
+            detector: detector(),
+            detected_at: 1,
+            search_pending: true,
+        })
+    }
+
+    fn keys(d: &Document) -> Vec<&str> {
+        let mut keys: Vec<&str> = d.keys().map(String::as_str).collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted<'a>(fields: &[&'a str]) -> Vec<&'a str> {
+        let mut fields = fields.to_vec();
+        fields.sort();
+        fields
+    }
+
+    /// Every field a face or photo document gets is one refacen lists as its own, so that no
+    /// write ever touches a field it does not list, and a field dropped is unset.
+    #[test]
+    fn writes_set_exactly_refacens_fields_and_unset_the_absent_ones() {
+        let full = owned_fields_update(bson::to_document(&face(Some(6))).unwrap(), FACE_FIELDS);
+        assert_eq!(keys(&full), ["$set"], "nothing to unset, no replacement: {full}");
+        assert_eq!(keys(full.get_document("$set").unwrap()), sorted(FACE_FIELDS));
+
+        let upright = owned_fields_update(bson::to_document(&face(None)).unwrap(), FACE_FIELDS);
+        assert_eq!(keys(upright.get_document("$unset").unwrap()), ["orientation"]);
+        assert!(!upright.get_document("$set").unwrap().contains_key("orientation"));
+
+        let photo = PhotoDoc {
+            path: "a.jpg".into(),
+            orientation: Some(1),
+            sha256: "00".into(),
+            faces: vec![7],
+            detector: detector(),
+            outputs: vec![],
+            detected_at: 1,
+        };
+        let update = owned_fields_update(bson::to_document(&photo).unwrap(), PHOTO_FIELDS);
+        assert_eq!(keys(update.get_document("$set").unwrap()), sorted(PHOTO_FIELDS), "_id is the filter's");
     }
 }

@@ -1,7 +1,7 @@
 //! Gemm and MatMul on the `gemm` crate's SGEMM.
 
 use crate::ir::{Activation, Gemm};
-use crate::{Deadline, NnError, Tensor, shape};
+use crate::{Deadline, NnError, Tensor, element_count, shape, zeroed_values};
 
 /// Below this many multiply-adds a single thread is faster than waking the pool.
 const PARALLEL_FLOPS: usize = 1 << 18;
@@ -77,7 +77,7 @@ pub fn gemm_op(
 ) -> Result<Tensor, NnError> {
     let (m, n) = (out_shape[0], out_shape[1]);
     let k = if g.trans_a { a.shape()[0] } else { a.shape()[1] };
-    let mut out = Tensor::zeros(vec![m, n]);
+    let mut out = Tensor::zeros(vec![m, n])?;
     let accumulate = match c {
         Some(c) if g.beta != 0.0 => {
             fill_broadcast(out.data_mut(), c, m, n, g.beta)?;
@@ -131,7 +131,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, deadline: &Deadline) -> Result<Tensor, NnE
     let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(a.shape(), b.shape())?;
     let (a_batch, b_batch) = (&a_batch[..], &b_batch[..]);
     let batches: usize = batch.iter().product();
-    let mut out = vec![0.0; batches * m * n];
+    let mut out = zeroed_values(element_count(&out_shape)?)?;
     for index in 0..batches {
         let a_off = broadcast_offset(index, &batch, a_batch) * m * k;
         let b_off = broadcast_offset(index, &batch, b_batch) * k * n;

@@ -218,7 +218,7 @@ impl CpuExecutable {
                 let x = input_of(node, slots, 0)?;
                 let w = input_of(node, slots, 1)?;
                 let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
-                let mut out = Tensor::zeros(out_shape);
+                let mut out = Tensor::zeros(out_shape)?;
                 let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
                 let packed = self.conv_weights[index].as_ref();
                 conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);

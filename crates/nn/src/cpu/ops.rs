@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::ir::{Binary, Pool, PoolKind, Unary};
-use crate::{Deadline, NnError, Tensor, shape};
+use crate::{Deadline, NnError, Tensor, element_count, shape, zeroed_values};
 
 /// Element count above which element-wise loops are split across threads.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
@@ -50,7 +50,7 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     };
     let rows = taps(oh, sh, pt, pb, dh, kh, h);
     let cols = taps(ow, sw, pl, pr, dw, kw, w);
-    let mut out = Tensor::zeros(vec![s[0], s[1], oh, ow]);
+    let mut out = Tensor::zeros(vec![s[0], s[1], oh, ow])?;
     // Separable: first combine the window's rows into one line (a loop over whole rows, which
     // vectorizes), then each output reads its columns from that line.
     let plane = |dst: &mut [f32], src: &[f32]| {
@@ -131,8 +131,7 @@ pub fn broadcast_binary(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Tensor, NnError> {
     let out_shape = shape::broadcast(a.shape(), b.shape())?;
-    let total: usize = out_shape.iter().product();
-    let mut out = vec![0.0; total];
+    let mut out = zeroed_values(element_count(&out_shape)?)?;
     if a.shape() == b.shape() {
         out.iter_mut().zip(a.data().iter().zip(b.data())).for_each(|(o, (x, y))| *o = f(*x, *y));
     } else if b.len() == 1 {

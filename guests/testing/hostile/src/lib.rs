@@ -53,6 +53,12 @@ const MODES: &[(&str, &str)] = &[
     ("heavy-matmul", "compute 8 products of 4096x4096 matrices: ~1.1 TFLOP in one call, 137 GFLOP a node"),
     ("many-graphs", "load 1000 distinct graphs and keep every one"),
     ("many-tensors", "create 100000 tensors and keep every one"),
+    ("big-tensors", "create 2000 tensors of 4 MiB and keep every one"),
+    (
+        "overflow",
+        "hand wasi-nn sizes crafted to overflow: tensor dimensions whose product overflows, a byte length \
+         that wraps to 0, a 2^120-value initializer, a Reshape and a dilated Conv whose shapes overflow",
+    ),
 ];
 
 /// Memory `alloc` mode holds on to, so that no allocation can be optimized away or freed.
@@ -246,6 +252,100 @@ fn many_tensors() -> Result<Vec<Face>, GuestError> {
     Err(GuestError::Internal(format!("many-tensors: the host let the guest keep {} tensors", kept.len())))
 }
 
+fn big_tensors() -> Result<Vec<Face>, GuestError> {
+    let data = vec![0u8; 4 << 20];
+    let kept: Vec<nn::tensor::Tensor> =
+        (0..2000).map(|_| nn::tensor::Tensor::new(&[1 << 20], nn::tensor::TensorType::Fp32, &data)).collect();
+    Err(GuestError::Internal(format!(
+        "big-tensors: the host let the guest keep {} tensors of 4 MiB",
+        kept.len()
+    )))
+}
+
+/// A graph `overflow-NAME` of `nodes` on one input of rank `rank` with symbolic dimensions.
+fn dynamic_graph(
+    name: &str,
+    rank: usize,
+    nodes: Vec<onnx_proto::NodeProto>,
+    initializer: Vec<onnx_proto::TensorProto>,
+) -> Vec<u8> {
+    use onnx_proto::build::{Dim, model, value_info_f32};
+    use prost::Message;
+    let dims: Vec<Dim> = (0..rank).map(|i| Dim::Symbolic(format!("d{i}"))).collect();
+    let output = nodes.last().map_or("input".to_string(), |n| n.output[0].clone());
+    let graph = onnx_proto::GraphProto {
+        name: format!("overflow-{name}"),
+        node: nodes,
+        initializer,
+        input: vec![value_info_f32("input", &dims)],
+        output: vec![value_info_f32(&output, &[])],
+        ..Default::default()
+    };
+    model(graph, 13, "hostile", "0", "").encode_to_vec()
+}
+
+/// Loads `graph` and computes it on a tensor of `dims` holding `data`: the host's error, or
+/// a message saying it went through.
+fn attempt(graph: &[u8], dims: &[u32], data: &[u8]) -> Result<String, String> {
+    use nn::graph::{ExecutionTarget, GraphEncoding};
+    let graph = nn::graph::load(&[graph.to_vec()], GraphEncoding::Onnx, ExecutionTarget::Cpu)
+        .map_err(|e| format!("load: {}", e.data()))?;
+    let context = graph.init_execution_context().map_err(|e| format!("context: {}", e.data()))?;
+    let tensor = nn::tensor::Tensor::new(dims, nn::tensor::TensorType::Fp32, data);
+    match context.compute(vec![("input".into(), tensor)]) {
+        Ok(outputs) => Ok(format!("the host computed it ({} outputs)", outputs.len())),
+        Err(e) => Err(format!("compute: {}", e.data())),
+    }
+}
+
+/// Every attack is expected to be refused with a wasi-nn error; the photo fails with all of
+/// them, or names the first the host let through.
+fn overflow() -> Result<Vec<Face>, GuestError> {
+    use onnx_proto::build::{attr_ints, node, tensor_f32, tensor_i64};
+    let relu =
+        |rank| dynamic_graph("relu", rank, vec![node("Relu", "relu", &["input"], &["out"], vec![])], vec![]);
+    let huge_initializer = {
+        let mut w = tensor_f32("w", &[1], &[1.0]);
+        w.dims = vec![1 << 40, 1 << 40, 1 << 40];
+        dynamic_graph("initializer", 1, vec![node("Add", "add", &["input", "w"], &["out"], vec![])], vec![w])
+    };
+    let reshape = dynamic_graph(
+        "reshape",
+        1,
+        vec![node("Reshape", "reshape", &["input", "shape"], &["out"], vec![])],
+        vec![tensor_i64("shape", &[1 << 62, 1 << 62, 16])],
+    );
+    let dilated = dynamic_graph(
+        "conv",
+        4,
+        vec![node(
+            "Conv",
+            "conv",
+            &["input", "w"],
+            &["out"],
+            vec![attr_ints("dilations", &[1 << 62, 1 << 62])],
+        )],
+        vec![tensor_f32("w", &[1, 1, 5, 5], &[0.1; 25])],
+    );
+    let attacks: [(&str, Vec<u8>, Vec<u32>, Vec<u8>); 5] = [
+        ("dimensions", relu(4), vec![u32::MAX; 4], vec![0; 4]),
+        ("byte length", relu(2), vec![1 << 31, 1 << 31], vec![]),
+        ("initializer", huge_initializer, vec![1], vec![0; 4]),
+        ("reshape", reshape, vec![0], vec![]),
+        ("dilated conv", dilated, vec![1, 1, 8, 8], vec![0; 256]),
+    ];
+    let mut refusals = Vec::new();
+    for (what, graph, dims, data) in attacks {
+        match attempt(&graph, &dims, &data) {
+            Ok(went_through) => {
+                return Err(GuestError::Internal(format!("overflow: {what}: {went_through}")));
+            }
+            Err(refused) => refusals.push(format!("{what}: {refused}")),
+        }
+    }
+    Err(GuestError::Nn(format!("overflow: every size was refused: {}", refusals.join("; "))))
+}
+
 fn heavy_conv() -> Result<Vec<Face>, GuestError> {
     let w = onnx_proto::build::tensor_f32("w", &[32, 32, 3, 3], &[1e-3; 32 * 32 * 9]);
     let pads = onnx_proto::build::attr_ints("pads", &[1, 1, 1, 1]);
@@ -323,6 +423,8 @@ impl Guest for Hostile {
             "heavy-matmul" => heavy_matmul(),
             "many-graphs" => many_graphs(),
             "many-tensors" => many_tensors(),
+            "big-tensors" => big_tensors(),
+            "overflow" => overflow(),
             _ => Ok(vec![normal_face(wf, hf)]), // "none"
         }
     }
