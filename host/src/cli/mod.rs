@@ -8,6 +8,7 @@ pub mod guests;
 pub mod output;
 pub mod regenerate;
 pub mod report;
+pub mod scale;
 pub mod search;
 pub mod snapshot;
 pub mod spaces;

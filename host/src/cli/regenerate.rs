@@ -16,9 +16,7 @@ use super::GuestArgs;
 use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
 use crate::face::{ParamValue, parse_params};
 use crate::imaging::DecodeLimits;
-use crate::pipeline::{
-    self, DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Share, Summary,
-};
+use crate::pipeline::{self, DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Summary};
 use crate::runtime::World;
 use crate::store::{DetectorProvenance, ModelProvenance, SearchCopier};
 
@@ -53,14 +51,11 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "ID")]
     pub max_id: Option<u64>,
 
-    /// Take every N-th photo (every N-th face with `--regenerate facens`), so N hosts can
-    /// split one Uploads; see --every-other-offset.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub every_other: u64,
+    #[command(flatten)]
+    pub share: super::scale::ShareArgs,
 
-    /// Which share this host takes with --every-other: 0..N-1.
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub every_other_offset: u64,
+    #[command(flatten)]
+    pub scope: super::scale::ScopeArgs,
 
     /// Guest instances working in parallel: detectors, or models with `--regenerate facens`
     /// alone (default: half the `--threads` with the CPU backend, 2 to 16; the `--threads`,
@@ -132,12 +127,9 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     if args.regenerate.needs_detection() && !args.uploads.is_dir() {
         bail!("--uploads {}: not a directory", args.uploads.display());
     }
-    if args.every_other_offset >= args.every_other {
-        bail!(
-            "--every-other-offset {} must be below --every-other {}",
-            args.every_other_offset,
-            args.every_other
-        );
+    let chosen = args.share.resolve(|name| std::env::var(name).ok())?;
+    if let Some(line) = &chosen.announcement {
+        eprintln!("regenerate: {line}");
     }
     if !(0.0..=1.0).contains(&args.identity_iou) || args.identity_iou == 0.0 {
         bail!("--identity-iou {} must lie in (0, 1]", args.identity_iou);
@@ -206,6 +198,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         let search = args.search_store.open(&args.face_store.retry).await?;
         anyhow::Ok((store, search))
     })?;
+    let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
     let signals = StopSignals::install(&tokio)?;
     let plan = Plan {
@@ -216,7 +209,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         detector,
         model,
         ids,
-        share: Share { every: args.every_other, offset: args.every_other_offset },
+        share: chosen.share,
+        scope,
         workers,
         batch_size: usize::from(args.batch_size),
         skip_facen_size: args.facen_size,

@@ -11,6 +11,8 @@
 mod files;
 mod fit;
 mod identity;
+pub mod scope;
+pub mod shard;
 pub mod summary;
 pub mod walk;
 
@@ -28,6 +30,8 @@ use tokio::sync::mpsc;
 pub use files::DerivedFiles;
 pub use fit::{FitError, Fitted, detect_fitting};
 pub use identity::{Matching, match_faces};
+pub use scope::{Glob, Scope, ScopeError};
+pub use shard::{Shard, ShardError, ShardSource};
 pub use summary::Summary;
 pub use walk::Share;
 
@@ -115,6 +119,8 @@ pub struct Plan {
     /// Face ids to regenerate; `None`: all photos of Uploads.
     pub ids: Option<RangeInclusive<FaceId>>,
     pub share: Share,
+    /// `--photos`, `--include`, `--exclude`.
+    pub scope: Scope,
     pub workers: usize,
     pub batch_size: usize,
     /// `--regenerate facens`: leave faces whose facen already has this size.
@@ -325,9 +331,9 @@ mod detection {
         // Walk: a thread, since walking is blocking I/O.
         let walker = {
             let (uploads, skip, share) = (plan.uploads.clone(), plan.skip_dirs.clone(), plan.share);
-            let stop = plan.stop.clone();
+            let (stop, plan) = (plan.stop.clone(), plan.clone());
             std::thread::spawn(move || {
-                walk::walk(&uploads, &skip, share, |entry| {
+                walk::walk(&uploads, &skip, share, &plan.scope, |entry| {
                     !stop.load(Ordering::Relaxed) && walk_tx.blocking_send(entry).is_ok()
                 })
             })
@@ -868,10 +874,13 @@ mod facens {
                     let page = store.scan_faces(next..=end, PAGE).await?;
                     let Some(last) = page.last().map(|f| f.id) else { break };
                     for face in page {
-                        if face.lost || face.normalized.is_none() {
+                        if face.lost
+                            || face.normalized.is_none()
+                            || !plan.scope.takes(&crate::store::PhotoName::bytes_of_key(&face.photo))
+                        {
                             continue;
                         }
-                        let taken = plan.share.takes(index);
+                        let taken = plan.share.takes_face(index, face.id);
                         index += 1;
                         if !taken {
                             continue;
