@@ -4,6 +4,7 @@
 mod embedded;
 mod mongo;
 mod names;
+mod progress;
 mod retry;
 mod search;
 pub mod tarantool;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use embedded::{EmbeddedStore, Holder};
 pub use mongo::MongoStore;
 pub use names::{PhotoName, escape_controls};
+pub use progress::{FAILURES_KEPT, FailedItem, ShardProgress};
 pub use retry::RetryWindow;
 pub use search::{Copied, SearchCopier, SearchStore};
 
@@ -179,6 +181,18 @@ pub trait FaceStore: Send + Sync {
 
     /// Clears `search_pending` on `ids`.
     async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError>;
+
+    /// Up to `limit` photo records with keys after `after` (from the first without), in key order.
+    async fn scan_photos(&self, after: Option<&str>, limit: usize) -> Result<Vec<PhotoRecord>, StoreError>;
+
+    /// Writes (replaces) one shard's progress document, keyed by its `key`.
+    async fn put_shard_progress(&self, progress: &ShardProgress) -> Result<(), StoreError>;
+
+    /// One shard's progress document, if it has one.
+    async fn shard_progress(&self, key: &str) -> Result<Option<ShardProgress>, StoreError>;
+
+    /// Every shard's progress document, of every target, in key order.
+    async fn all_shard_progress(&self) -> Result<Vec<ShardProgress>, StoreError>;
 }
 
 /// The faces of a store in id order, a page at a time, from one id on.
