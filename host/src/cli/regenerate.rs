@@ -13,19 +13,17 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::GuestArgs;
+use super::run_record::RunRecorder;
 use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
 use crate::face::{ParamValue, parse_params};
 use crate::imaging::DecodeLimits;
 use crate::pipeline::{self, DerivedFiles, DetectorSetup, ModelSetup, Outputs, Plan, Progress, Summary};
 use crate::runtime::World;
-use crate::store::{DetectorProvenance, ModelProvenance, SearchCopier};
+use crate::store::{DetectorProvenance, ModelProvenance, SearchCopier, target_fingerprint};
 
-#[derive(Args, Debug)]
-pub struct RegenerateArgs {
-    /// The Uploads directory holding the original photos.
-    #[arg(long, value_name = "DIR")]
-    pub uploads: PathBuf,
-
+/// What a migration produces: shared by `regenerate` and `status`.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
     /// What to regenerate: any of normalized, thumbs, facens, comma-separated. `facens` alone
     /// re-embeds the stored normalized faces with --model and reads no originals.
     #[arg(long, value_name = "LIST", default_value = "normalized,thumbs,facens")]
@@ -42,6 +40,16 @@ pub struct RegenerateArgs {
     /// Set a detector parameter (see `refacen guests`); repeatable.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RegenerateArgs {
+    /// The Uploads directory holding the original photos.
+    #[arg(long, value_name = "DIR")]
+    pub uploads: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Regenerate only faces with ids from this one on (photos with such faces).
     #[arg(long, value_name = "ID")]
@@ -124,7 +132,7 @@ pub struct RegenerateArgs {
 
 pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     // `--regenerate facens` alone reads no originals; Uploads only locates the state.
-    if args.regenerate.needs_detection() && !args.uploads.is_dir() {
+    if args.target.regenerate.needs_detection() && !args.uploads.is_dir() {
         bail!("--uploads {}: not a directory", args.uploads.display());
     }
     let chosen = args.share.resolve(|name| std::env::var(name).ok())?;
@@ -146,49 +154,9 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = Arc::new(args.guest.runtime()?);
     let guest_dir = args.guest.guest_dir();
-    let outputs = args.regenerate;
+    let outputs = args.target.regenerate;
 
-    let detector = if outputs.needs_detection() {
-        let component = runtime.resolve(&args.detector, World::Detector, &guest_dir)?;
-        let probe = runtime.detector(component.clone())?;
-        let info = probe.info();
-        let params = parse_params(&info.params, &args.params, &info.name).map_err(anyhow::Error::msg)?;
-        let mut effective: BTreeMap<String, ParamValue> =
-            info.params.iter().map(|p| (p.name.clone(), p.default.clone())).collect();
-        effective.extend(params.iter().cloned());
-        let provenance = DetectorProvenance {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            sha256: component.sha256.clone(),
-            params: effective,
-        };
-        Some(DetectorSetup { component, params, provenance })
-    } else {
-        if !args.params.is_empty() {
-            bail!(
-                "--param sets detector parameters, but --regenerate {} runs no detector",
-                outputs_text(outputs)
-            );
-        }
-        None
-    };
-    let model = if outputs.facens {
-        let component = runtime.resolve(&args.model, World::Embedder, &guest_dir)?;
-        let probe = runtime.embedder(component.clone())?;
-        let info = probe.info();
-        Some(ModelSetup {
-            provenance: ModelProvenance {
-                name: info.name.clone(),
-                version: info.version.clone(),
-                sha256: component.sha256.clone(),
-                facen_size: info.facen_size,
-            },
-            template: info.template.clone(),
-            component,
-        })
-    } else {
-        None
-    };
+    let (detector, model) = guest_setups(&runtime, &guest_dir, &args.target, outputs)?;
 
     let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -201,6 +169,11 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
     let signals = StopSignals::install(&tokio)?;
+    let target = target_fingerprint(
+        detector.as_ref().map(|d| &d.provenance),
+        model.as_ref().map(|m| &m.provenance),
+        &outputs.listed(),
+    );
     let plan = Plan {
         uploads: args.uploads.clone(),
         skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],
@@ -233,15 +206,33 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         runtime.nn_backend(),
         if args.dry_run { ", dry run: nothing is written" } else { "" }
     );
-    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+    let display: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(TerminalProgress::new())
     } else {
         Arc::new(LogProgress::new(Duration::from_secs(10)))
     };
+    let recorder = RunRecorder::new(display);
+    let record = match args.dry_run {
+        true => None,
+        false => Some(tokio.block_on(RunRecorder::start(store.as_ref(), &target, &plan.share))?),
+    };
+    let writer = record.clone().map(|base| {
+        let _entered = tokio.enter();
+        recorder.keep_writing(store.clone(), base)
+    });
     let search = search.map(|s| Arc::new(SearchCopier::new(s)));
+    let progress: Arc<dyn Progress> = recorder.clone();
     let (summary, result) =
-        tokio.block_on(pipeline::run(plan, runtime.clone(), store, search, progress.clone()));
+        tokio.block_on(pipeline::run(plan, runtime.clone(), store.clone(), search, progress.clone()));
     drop(progress);
+    if let Some(base) = record {
+        writer.expect("a writer with every record").abort();
+        let last = recorder.document(&base, result.is_ok() && !summary.interrupted);
+        if let Err(e) = tokio.block_on(store.put_shard_progress(&last)) {
+            eprintln!("regenerate: cannot record this shard's progress: {e}");
+        }
+    }
+    drop(recorder);
     // A closed stdout ends the command quietly, unless the run failed, which matters more.
     let printed = print_summary(&summary, args.json);
     if let Err(e) = result {
@@ -258,6 +249,60 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     }
     printed?;
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The detector and model a run with `outputs` uses (and their provenance, which is what
+/// the run's records and its target fingerprint name).
+pub(super) fn guest_setups(
+    runtime: &crate::runtime::GuestRuntime,
+    guest_dir: &std::path::Path,
+    target: &TargetArgs,
+    outputs: Outputs,
+) -> anyhow::Result<(Option<DetectorSetup>, Option<ModelSetup>)> {
+    let (detector_name, model_name, params) = (&target.detector, &target.model, &target.params);
+    let detector = if outputs.needs_detection() {
+        let component = runtime.resolve(detector_name, World::Detector, guest_dir)?;
+        let probe = runtime.detector(component.clone())?;
+        let info = probe.info();
+        let params = parse_params(&info.params, params, &info.name).map_err(anyhow::Error::msg)?;
+        let mut effective: BTreeMap<String, ParamValue> =
+            info.params.iter().map(|p| (p.name.clone(), p.default.clone())).collect();
+        effective.extend(params.iter().cloned());
+        let provenance = DetectorProvenance {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            sha256: component.sha256.clone(),
+            params: effective,
+        };
+        Some(DetectorSetup { component, params, provenance })
+    } else {
+        if !params.is_empty() {
+            bail!(
+                "--param sets detector parameters, but --regenerate {} runs no detector",
+                outputs_text(outputs)
+            );
+        }
+        None
+    };
+    let model = if outputs.facens {
+        let component = runtime.resolve(model_name, World::Embedder, guest_dir)?;
+        let probe = runtime.embedder(component.clone())?;
+        let info = probe.info();
+        Some(ModelSetup {
+            provenance: ModelProvenance {
+                name: info.name.clone(),
+                version: info.version.clone(),
+                sha256: component.sha256.clone(),
+                facen_size: info.facen_size,
+            },
+            template: info.template.clone(),
+            component,
+        })
+    } else {
+        None
+    };
+
+    Ok((detector, model))
 }
 
 /// What stops a run early: the signals an operator (Ctrl-C: SIGINT) or a scheduler

@@ -58,6 +58,15 @@ impl Outputs {
         self.normalized || self.thumbs
     }
 
+    /// Every output asked for, facens included: what identifies a run's target.
+    pub fn listed(&self) -> Vec<String> {
+        let mut names = self.names();
+        if self.facens {
+            names.push("facens".to_string());
+        }
+        names
+    }
+
     fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         if self.normalized {

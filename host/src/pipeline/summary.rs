@@ -33,6 +33,9 @@ pub struct Summary {
     pub scaled_down: u64,
     /// The first failure messages, for the log.
     pub failure_examples: Vec<String>,
+    /// The first failures with their causes, for the run's progress record.
+    #[serde(skip)]
+    pub failures_recorded: Vec<(&'static str, String)>,
     pub faces_new: u64,
     pub faces_kept: u64,
     pub faces_lost: u64,
@@ -65,6 +68,9 @@ impl Summary {
     pub fn fail(&mut self, cause: &'static str, message: String) {
         self.failed += 1;
         *self.failures.entry(cause).or_default() += 1;
+        if self.failures_recorded.len() < crate::store::FAILURES_KEPT {
+            self.failures_recorded.push((cause, message.clone()));
+        }
         if self.failure_examples.len() < EXAMPLES {
             self.failure_examples.push(message);
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use embedded::{EmbeddedStore, Holder};
 pub use mongo::MongoStore;
 pub use names::{PhotoName, escape_controls};
-pub use progress::{FAILURES_KEPT, FailedItem, ShardProgress};
+pub use progress::{FAILURES_KEPT, FailedItem, ShardProgress, target_fingerprint};
 pub use retry::RetryWindow;
 pub use search::{Copied, SearchCopier, SearchStore};
 

@@ -58,3 +58,20 @@ pub struct FailedItem {
     pub cause: String,
     pub message: String,
 }
+
+/// The fingerprint of what a run produces: its detector (name, version, sha256 and every
+/// parameter's value), its model's sha256, and its outputs. Runs and `status` with the same
+/// target agree on it.
+pub fn target_fingerprint(
+    detector: Option<&super::DetectorProvenance>,
+    model: Option<&super::ModelProvenance>,
+    outputs: &[String],
+) -> String {
+    use sha2::{Digest, Sha256};
+    let described = serde_json::json!({
+        "detector": detector,
+        "model": model.map(|m| &m.sha256),
+        "outputs": outputs,
+    });
+    hex::encode(&Sha256::digest(described.to_string().as_bytes())[..8])
+}
