@@ -4,6 +4,8 @@
 //! guest fails the test with that instruction rather than skipping it.
 
 mod bad_input;
+mod cluster;
+mod deploy;
 mod dlib_detector;
 mod dlib_model;
 mod drop_in;
