@@ -211,7 +211,8 @@ fn clean_run(uploads: &ClusterUploads, stores: &Stores) -> Vec<(Option<i32>, Val
         .collect()
 }
 
-/// Each face's own facen finds it first in Tarantool.
+/// Each face's own facen finds it in Tarantool at distance 0 (among the nearest few: tiles
+/// of the generated photos repeat, and so do their faces' facens).
 fn search_finds_every_face(stores: &Stores, faces: &BTreeMap<u64, Value>) {
     use refacen::store::tarantool::{Metric, TarantoolStore};
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -219,9 +220,8 @@ fn search_finds_every_face(stores: &Stores, faces: &BTreeMap<u64, Value>) {
         let search = TarantoolStore::connect(&[stores.tarantool()]).await.unwrap();
         for (id, face) in faces.iter().filter(|(_, f)| f["lost"] == false) {
             let facen = crate::support::f32s(&face["facen"]["values"]);
-            let hits = search.search(DLIB_SPACE, &facen, 1, Metric::L2).await.unwrap();
-            assert_eq!(hits.first().map(|h| h.0), Some(*id), "face {id}: {hits:?}");
-            assert!(hits[0].1 < 1e-4, "face {id}: {hits:?}");
+            let hits = search.search(DLIB_SPACE, &facen, 8, Metric::L2).await.unwrap();
+            assert!(hits.iter().any(|&(hit, distance)| hit == *id && distance < 1e-4), "face {id}: {hits:?}");
         }
     });
 }
@@ -233,7 +233,7 @@ fn photos_env(default: usize) -> usize {
 #[test]
 fn shards_killed_and_restarted_while_photos_arrive_end_with_what_one_process_writes() {
     let samples = sample_photos();
-    let (first, extra) = (photos_env(28), 8);
+    let (first, extra) = (photos_env(40), 8);
     let all = first + extra;
 
     // One process over every photo.
@@ -318,7 +318,11 @@ fn shards_killed_and_restarted_while_photos_arrive_end_with_what_one_process_wri
         shards.iter().all(|s| s["finished"] == true && s["host"].as_str().is_some_and(|h| !h.is_empty()))
     );
     let runs: u64 = shards.iter().map(|s| count(s, "runs")).sum();
-    assert_eq!(runs, 2 * SHARDS as u64 + killed, "a first run, the restarts and a rerun: {status}");
+    // A process killed before it wrote its first record leaves no trace of that run.
+    assert!(
+        (2 * SHARDS as u64..=2 * SHARDS as u64 + killed).contains(&runs),
+        "a first run, the restarts and a rerun: {status}"
+    );
     eprintln!(
         "cluster: {all} photos: one process {single_s:.1} s; 4 shards with {killed} kills {chaos_s:.1} s"
     );

@@ -114,7 +114,10 @@ fn the_indexed_job_runs_one_shard_per_index_on_a_gpu_with_its_stores_from_a_secr
             ("REFACEN_DEVICE", "cpu"),
             ("JOB_COMPLETION_INDEX", "5"),
             ("REFACEN_SHARDS", &completions.to_string()),
-            ("REFACEN_MONGO", &format!("mongodb://127.0.0.1:{}", crate::servers::closed_port())),
+            (
+                "REFACEN_MONGO",
+                &format!("mongodb://127.0.0.1:{}/?directConnection=true", crate::servers::closed_port()),
+            ),
             ("REFACEN_TARANTOOL", ""),
         ],
     );
@@ -147,7 +150,10 @@ fn the_slurm_array_script_runs_the_shard_of_its_task() {
         .env("REFACEN_DEVICE", "cpu")
         .env("REFACEN_UPLOADS", uploads.path())
         .env("REFACEN_DERIVED", uploads.path().join("derived"))
-        .env("REFACEN_MONGO", format!("mongodb://127.0.0.1:{}", crate::servers::closed_port()))
+        .env(
+            "REFACEN_MONGO",
+            format!("mongodb://127.0.0.1:{}/?directConnection=true", crate::servers::closed_port()),
+        )
         .env("HOME", uploads.path())
         .env("SLURM_ARRAY_TASK_ID", "3")
         .env("SLURM_ARRAY_TASK_MIN", "1")
