@@ -370,6 +370,36 @@ fn scoped_runs_take_one_photo_a_folder_or_a_list_and_refuse_paths_outside_upload
     assert_eq!(count(&summary, "selected"), top.len() as u64 - 1);
     assert_eq!(count(&summary, "up_to_date"), 0, "nothing it took was done before");
 
+    // status of the embedded store: every photo done, by runs of three scopes.
+    let (dir, state) = (uploads.dir.display().to_string(), uploads.state.display().to_string());
+    let out = refacen(&["status", "--json", "--uploads", &dir, "--state-dir", &state]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status = out.json_lines().pop().unwrap();
+    assert_eq!(
+        (count(&status, "total"), count(&status, "done"), count(&status, "to_do")),
+        (6, 6, 0),
+        "{status}"
+    );
+    let shards: BTreeSet<&str> =
+        status["shards"].as_array().unwrap().iter().map(|s| s["shard"].as_str().unwrap()).collect();
+    assert_eq!(shards, BTreeSet::from(["0/2", "1/2", "all"]), "{status}");
+    let text = refacen(&["status", "--uploads", &dir, "--state-dir", &state]);
+    assert!(text.stdout.contains("6 in all, 6 done, 0 to do"), "{}", text.stdout);
+    // Another target (other detector parameters) has nothing done.
+    let out = refacen(&[
+        "status",
+        "--json",
+        "--uploads",
+        &dir,
+        "--state-dir",
+        &state,
+        "--param",
+        "min-face-size=40",
+    ]);
+    let other = out.json_lines().pop().unwrap();
+    assert_eq!((count(&other, "done"), count(&other, "to_do")), (0, 6), "{other}");
+    assert_ne!(other["target"], status["target"]);
+
     // Paths outside Uploads are refused before any work, naming the line.
     let list = uploads.dir.parent().unwrap().join("list.txt");
     for (line, why) in [("../secret.jpg", "`..`"), ("/etc/hostname", "absolute path elsewhere")] {

@@ -139,6 +139,8 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(line) = &chosen.announcement {
         eprintln!("regenerate: {line}");
     }
+    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
+    let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     if !(0.0..=1.0).contains(&args.identity_iou) || args.identity_iou == 0.0 {
         bail!("--identity-iou {} must lie in (0, 1]", args.identity_iou);
     }
@@ -158,7 +160,6 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
 
     let (detector, model) = guest_setups(&runtime, &guest_dir, &args.target, outputs)?;
 
-    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Both stores answer before any work starts.
     let (store, search) = tokio.block_on(async {
@@ -166,7 +167,6 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         let search = args.search_store.open(&args.face_store.retry).await?;
         anyhow::Ok((store, search))
     })?;
-    let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
     let signals = StopSignals::install(&tokio)?;
     let target = target_fingerprint(
