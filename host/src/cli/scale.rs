@@ -1,5 +1,5 @@
 //! The options that split a migration between processes (`--shard`, the schedulers'
-//! environment, the seed's `--every-other`) and scope a run (`--photos`, `--include`,
+//! environment, the older `--every-other`) and scope a run (`--photos`, `--include`,
 //! `--exclude`), shared by `regenerate` and `status`.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ pub struct ShareArgs {
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
 
-    /// The seed's split, kept for existing command lines: every N-th photo of the sorted walk
+    /// The older split, kept for existing command lines: every N-th photo of the sorted walk
     /// (every N-th face with `--regenerate facens`). A photo added mid-run shifts later ones
     /// to other hosts; prefer --shard K/N.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]

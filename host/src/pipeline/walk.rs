@@ -27,7 +27,7 @@ pub enum Entry {
 /// Which part of the photos this run takes.
 #[derive(Clone, Copy, Debug)]
 pub enum Share {
-    /// `--every-other N --every-other-offset K`, the seed's split: every N-th entry of the
+    /// `--every-other N --every-other-offset K`, the older split: every N-th entry of the
     /// sorted walk, starting at the K-th. A photo added or removed moves every later one to
     /// another share; kept for the command lines that use it.
     EveryOther { every: u64, offset: u64 },
@@ -69,7 +69,7 @@ pub fn walk(
     let root = uploads.canonicalize().unwrap_or_else(|_| uploads.to_path_buf());
     let skip: Vec<PathBuf> = skip.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())).collect();
     let mut index = 0u64;
-    // Every-other counts photos and junk only, as the seed did; hashed shards take any entry
+    // Every-other counts photos and junk only, as it always did; hashed shards take any entry
     // by its path, so that a refused file is reported by one shard, not by all.
     let mut offer = |bytes: &[u8], item: Entry| -> bool {
         if !scope.takes(bytes) {
@@ -267,7 +267,7 @@ mod tests {
             assert!(b.iter().all(|n| a.contains(n)), "{b:?} {a:?}");
         }
         assert_eq!(after.iter().map(Vec::len).sum::<usize>(), 42);
-        // The seed's every-other split shifts: the same addition moves photos between shares.
+        // The older every-other split shifts: the same addition moves photos between shares.
         let every: Vec<Vec<String>> =
             (0..3).map(|k| names(dir.path(), &[], Share::EveryOther { every: 3, offset: k })).collect();
         assert!(every.iter().zip(&after).any(|(e, a)| e != a));
