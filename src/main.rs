@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use refacen::cli::{
-    Cli, Command, detect, embed, faces, guests, output, regenerate, report, search, snapshot, spaces,
+    Cli, Command, detect, embed, faces, guests, output, regenerate, report, search, snapshot, spaces, status,
     sync_search,
 };
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Regenerate(args) => regenerate::run(args),
         Command::Search(args) => search::run(args),
+        Command::Status(args) => status::run(args),
         Command::Faces(args) => faces::run(args),
         Command::SyncSearch(args) => sync_search::run(args),
         Command::Spaces(args) => spaces::run(args),

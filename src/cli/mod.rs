@@ -8,9 +8,12 @@ pub mod guests;
 pub mod output;
 pub mod regenerate;
 pub mod report;
+mod run_record;
+pub mod scale;
 pub mod search;
 pub mod snapshot;
 pub mod spaces;
+pub mod status;
 pub mod stores;
 pub mod sync_search;
 
@@ -49,6 +52,8 @@ pub enum Command {
     /// Regenerate normalized faces, thumbnails and facens from an Uploads directory.
     #[command(args_override_self = true)]
     Regenerate(regenerate::RegenerateArgs),
+    /// How far a migration is: photos done and to do, failures, faces, and each shard's progress.
+    Status(status::StatusArgs),
     /// Find the stored faces nearest to the faces of a photo.
     Search(search::SearchArgs),
     /// List the face records of a face store.

@@ -13,22 +13,20 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::GuestArgs;
+use super::run_record::RunRecorder;
 use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
 use refacen_face::{ParamValue, parse_params};
 use refacen_imaging::DecodeLimits;
 use refacen_pipeline as pipeline;
 use refacen_pipeline::{
-    DerivedFiles, DetectorSetup, Job, ModelSetup, Outputs, Plan, Progress, Redetect, Reembed, Share, Summary,
+    DerivedFiles, DetectorSetup, Job, ModelSetup, Outputs, Plan, Progress, Redetect, Reembed, Summary,
 };
 use refacen_runtime::{GuestRuntime, World};
-use refacen_store::{DetectorProvenance, ModelProvenance, SearchCopier};
+use refacen_store::{DetectorProvenance, ModelProvenance, SearchCopier, target_fingerprint};
 
-#[derive(Args, Debug)]
-pub struct RegenerateArgs {
-    /// The Uploads directory holding the original photos.
-    #[arg(long, value_name = "DIR")]
-    pub uploads: PathBuf,
-
+/// What a migration produces: shared by `regenerate` and `status`.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
     /// What to regenerate: any of normalized, thumbs, facens, comma-separated. `facens` alone
     /// re-embeds the stored normalized faces with --model and reads no originals.
     #[arg(long, value_name = "LIST", default_value = "normalized,thumbs,facens")]
@@ -45,6 +43,16 @@ pub struct RegenerateArgs {
     /// Set a detector parameter (see `refacen guests`); repeatable.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RegenerateArgs {
+    /// The Uploads directory holding the original photos.
+    #[arg(long, value_name = "DIR")]
+    pub uploads: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Regenerate only faces with ids from this one on (photos with such faces).
     #[arg(long, value_name = "ID")]
@@ -54,14 +62,11 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "ID")]
     pub max_id: Option<u64>,
 
-    /// Take every N-th photo (every N-th face with `--regenerate facens`), so N hosts can
-    /// split one Uploads; see --every-other-offset.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub every_other: u64,
+    #[command(flatten)]
+    pub share: super::scale::ShareArgs,
 
-    /// Which share this host takes with --every-other: 0..N-1.
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub every_other_offset: u64,
+    #[command(flatten)]
+    pub scope: super::scale::ScopeArgs,
 
     /// Guest instances working in parallel: detectors, or models with `--regenerate facens`
     /// alone (default: half the `--threads` with the CPU backend, 2 to 16; the `--threads`,
@@ -130,16 +135,15 @@ pub struct RegenerateArgs {
 
 pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     // `--regenerate facens` alone reads no originals; Uploads only locates the state.
-    if args.regenerate.needs_detection() && !args.uploads.is_dir() {
+    if args.target.regenerate.needs_detection() && !args.uploads.is_dir() {
         bail!("--uploads {}: not a directory", args.uploads.display());
     }
-    if args.every_other_offset >= args.every_other {
-        bail!(
-            "--every-other-offset {} must be below --every-other {}",
-            args.every_other_offset,
-            args.every_other
-        );
+    let chosen = args.share.resolve(|name| std::env::var(name).ok())?;
+    if let Some(line) = &chosen.announcement {
+        eprintln!("regenerate: {line}");
     }
+    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
+    let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     if !(0.0..=1.0).contains(&args.identity_iou) || args.identity_iou == 0.0 {
         bail!("--identity-iou {} must lie in (0, 1]", args.identity_iou);
     }
@@ -155,26 +159,10 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = Arc::new(args.guest.runtime()?);
     let guest_dir = args.guest.guest_dir();
-    let outputs = args.regenerate;
+    let outputs = args.target.regenerate;
 
-    let job = if outputs.needs_detection() {
-        let detector = detector_setup(&runtime, args, &guest_dir)?;
-        let model = if outputs.facens { Some(model_setup(&runtime, args, &guest_dir)?) } else { None };
-        Job::Redetect(Redetect { detector, outputs, model })
-    } else {
-        if !args.params.is_empty() {
-            bail!(
-                "--param sets detector parameters, but --regenerate {} runs no detector",
-                outputs_text(outputs)
-            );
-        }
-        Job::Reembed(Reembed {
-            model: model_setup(&runtime, args, &guest_dir)?,
-            skip_facen_size: args.facen_size,
-        })
-    };
+    let job = job(&runtime, &guest_dir, &args.target, args.facen_size)?;
 
-    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Both stores answer before any work starts.
     let (store, search) = tokio.block_on(async {
@@ -184,12 +172,18 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     })?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
     let signals = StopSignals::install(&tokio)?;
+    let target = target_fingerprint(
+        job.detector().map(|d| &d.provenance),
+        job.model().map(|m| &m.provenance),
+        &outputs.listed(),
+    );
     let plan = Plan {
         uploads: args.uploads.clone(),
         skip_dirs: vec![layout.state_dir.clone(), layout.files_dir.clone()],
         derived: Arc::new(DerivedFiles::new(layout.files_dir.clone())),
         ids,
-        share: Share { every: args.every_other, offset: args.every_other_offset },
+        share: chosen.share,
+        scope,
         workers,
         batch_size: usize::from(args.batch_size),
         max_size: args.max_size,
@@ -211,15 +205,33 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         runtime.nn_backend(),
         if args.dry_run { ", dry run: nothing is written" } else { "" }
     );
-    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+    let display: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(TerminalProgress::new())
     } else {
         Arc::new(LogProgress::new(Duration::from_secs(10)))
     };
+    let recorder = RunRecorder::new(display);
+    let record = match args.dry_run {
+        true => None,
+        false => Some(tokio.block_on(RunRecorder::start(store.as_ref(), &target, &plan.share))?),
+    };
+    let writer = record.clone().map(|base| {
+        let _entered = tokio.enter();
+        recorder.keep_writing(store.clone(), base)
+    });
     let search = search.map(|s| Arc::new(SearchCopier::new(s)));
+    let progress: Arc<dyn Progress> = recorder.clone();
     let (summary, result) =
-        tokio.block_on(pipeline::run(job, plan, runtime.clone(), store, search, progress.clone()));
+        tokio.block_on(pipeline::run(job, plan, runtime.clone(), store.clone(), search, progress.clone()));
     drop(progress);
+    if let Some(base) = record {
+        writer.expect("a writer with every record").abort();
+        let last = recorder.document(&base, result.is_ok() && !summary.interrupted);
+        if let Err(e) = tokio.block_on(store.put_shard_progress(&last)) {
+            eprintln!("regenerate: cannot record this shard's progress: {e}");
+        }
+    }
+    drop(recorder);
     // A closed stdout ends the command quietly, unless the run failed, which matters more.
     let printed = print_summary(&summary, args.json);
     if let Err(e) = result {
@@ -236,6 +248,29 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     }
     printed?;
     Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What a run with `target` does, and the guests that do it (whose provenance is also what
+/// identifies the target in the stores' progress records).
+pub(super) fn job(
+    runtime: &GuestRuntime,
+    guest_dir: &Path,
+    target: &TargetArgs,
+    skip_facen_size: Option<u32>,
+) -> anyhow::Result<Job> {
+    let outputs = target.regenerate;
+    if outputs.needs_detection() {
+        let detector = detector_setup(runtime, target, guest_dir)?;
+        let model = if outputs.facens { Some(model_setup(runtime, target, guest_dir)?) } else { None };
+        return Ok(Job::Redetect(Redetect { detector, outputs, model }));
+    }
+    if !target.params.is_empty() {
+        bail!(
+            "--param sets detector parameters, but --regenerate {} runs no detector",
+            outputs_text(outputs)
+        );
+    }
+    Ok(Job::Reembed(Reembed { model: model_setup(runtime, target, guest_dir)?, skip_facen_size }))
 }
 
 /// What stops a run early: the signals an operator (Ctrl-C: SIGINT) or a scheduler
@@ -295,7 +330,7 @@ fn signal_name(signal: i32) -> &'static str {
 /// The detector of `--detector`, with its parameters checked against what it declares.
 fn detector_setup(
     runtime: &GuestRuntime,
-    args: &RegenerateArgs,
+    args: &TargetArgs,
     guest_dir: &Path,
 ) -> anyhow::Result<DetectorSetup> {
     let component = runtime.resolve(&args.detector, World::Detector, guest_dir)?;
@@ -315,11 +350,7 @@ fn detector_setup(
 }
 
 /// The model of `--model`.
-fn model_setup(
-    runtime: &GuestRuntime,
-    args: &RegenerateArgs,
-    guest_dir: &Path,
-) -> anyhow::Result<ModelSetup> {
+fn model_setup(runtime: &GuestRuntime, args: &TargetArgs, guest_dir: &Path) -> anyhow::Result<ModelSetup> {
     let component = runtime.resolve(&args.model, World::Embedder, guest_dir)?;
     let probe = runtime.embedder(component.clone())?;
     let info = probe.info();

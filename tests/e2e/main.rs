@@ -5,6 +5,8 @@
 
 mod app_fields;
 mod bad_input;
+mod cluster;
+mod deploy;
 mod dlib_detector;
 mod dlib_model;
 mod drop_in;

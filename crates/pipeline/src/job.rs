@@ -15,6 +15,24 @@ pub enum Job {
     Reembed(Reembed),
 }
 
+impl Job {
+    /// The detector, when the run detects.
+    pub fn detector(&self) -> Option<&DetectorSetup> {
+        match self {
+            Job::Redetect(job) => Some(&job.detector),
+            Job::Reembed(_) => None,
+        }
+    }
+
+    /// The model, when the run computes facens.
+    pub fn model(&self) -> Option<&ModelSetup> {
+        match self {
+            Job::Redetect(job) => job.model.as_ref(),
+            Job::Reembed(job) => Some(&job.model),
+        }
+    }
+}
+
 /// A run from the originals: detect, normalize, thumbnail, embed, commit.
 pub struct Redetect {
     pub detector: DetectorSetup,
@@ -60,6 +78,15 @@ impl Outputs {
     /// Whether the originals must be detected again (anything but facens alone).
     pub fn needs_detection(&self) -> bool {
         self.normalized || self.thumbs
+    }
+
+    /// Every output asked for, facens included: what identifies a run's target.
+    pub fn listed(&self) -> Vec<String> {
+        let mut names = self.file_names();
+        if self.facens {
+            names.push("facens".to_string());
+        }
+        names
     }
 
     /// The derived files a photo record says it has ("normalized", "thumbs").

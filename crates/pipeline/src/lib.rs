@@ -20,6 +20,8 @@ mod lookup;
 mod normalize;
 mod redetect;
 mod reembed;
+pub mod scope;
+pub mod shard;
 pub mod summary;
 pub mod walk;
 mod workers;
@@ -35,6 +37,8 @@ pub use files::DerivedFiles;
 pub use fit::{FitError, Fitted, detect_fitting};
 pub use identity::{Matching, match_faces};
 pub use job::{DetectorSetup, Job, ModelSetup, Outputs, Redetect, Reembed};
+pub use scope::{Glob, Scope, ScopeError};
+pub use shard::{Shard, ShardError, ShardSource};
 pub use summary::{FailureCause, Summary, Unit};
 pub use walk::Share;
 
@@ -51,6 +55,8 @@ pub struct Plan {
     /// Face ids to regenerate; `None`: all photos of Uploads.
     pub ids: Option<RangeInclusive<FaceId>>,
     pub share: Share,
+    /// `--photos`, `--include`, `--exclude`.
+    pub scope: Scope,
     pub workers: usize,
     pub batch_size: usize,
     /// Photos larger than this (either side, pixels) are scaled down before detection;

@@ -82,10 +82,13 @@ pub(crate) async fn scan_faces_to_embed(
             if face.id > *range.end() {
                 break 'pages;
             }
-            if face.lost || face.normalized.is_none() {
+            if face.lost
+                || face.normalized.is_none()
+                || !plan.scope.takes(&refacen_store::PhotoName::bytes_of_key(&face.photo))
+            {
                 continue;
             }
-            let taken = plan.share.takes(index);
+            let taken = plan.share.takes_face(index, face.id);
             index += 1;
             if !taken {
                 continue;

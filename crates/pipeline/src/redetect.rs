@@ -29,9 +29,9 @@ pub(crate) async fn run(
     // Walk: a thread, since walking is blocking I/O.
     let walker = {
         let (uploads, skip, share) = (plan.uploads.clone(), plan.skip_dirs.clone(), plan.share);
-        let stop = plan.stop.clone();
+        let (stop, plan) = (plan.stop.clone(), plan.clone());
         std::thread::spawn(move || {
-            walk::walk(&uploads, &skip, share, |entry| {
+            walk::walk(&uploads, &skip, share, &plan.scope, |entry| {
                 !stop.load(Ordering::Relaxed) && walk_tx.blocking_send(entry).is_ok()
             })
         })

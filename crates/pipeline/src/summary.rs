@@ -29,6 +29,10 @@ pub enum FailureCause {
     SymlinkLoop,
     BrokenSymlink,
     NotARegularFile,
+    /// A folder named in a `--photos` list (a list names photos).
+    ListedFolder,
+    /// A path in a `--photos` list that is not in Uploads.
+    ListedNotFound,
     /// refacen itself failed on the photo (a panic caught at the worker): a bug to report.
     RefacenBug,
 }
@@ -49,6 +53,8 @@ impl FailureCause {
             FailureCause::SymlinkLoop => "symlink loop",
             FailureCause::BrokenSymlink => "broken symlink",
             FailureCause::NotARegularFile => "not a regular file",
+            FailureCause::ListedFolder => "listed folder",
+            FailureCause::ListedNotFound => "not found",
             FailureCause::RefacenBug => "refacen-bug",
         }
     }
@@ -144,6 +150,9 @@ pub struct Summary {
     pub scaled_down: u64,
     /// The first failure messages, for the log.
     pub failure_examples: Vec<String>,
+    /// The first failures with their causes, for the run's progress record.
+    #[serde(skip)]
+    pub failures_recorded: Vec<(FailureCause, String)>,
     pub faces_new: u64,
     pub faces_kept: u64,
     pub faces_lost: u64,
@@ -176,6 +185,9 @@ impl Summary {
     pub fn fail(&mut self, cause: FailureCause, message: String) {
         self.failed += 1;
         *self.failures.entry(cause).or_default() += 1;
+        if self.failures_recorded.len() < refacen_store::FAILURES_KEPT {
+            self.failures_recorded.push((cause, message.clone()));
+        }
         if self.failure_examples.len() < EXAMPLES {
             self.failure_examples.push(message);
         }

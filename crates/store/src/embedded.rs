@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, StoreError};
+use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, ShardProgress, StoreError};
 
 const FACES: TableDefinition<u64, &[u8]> = TableDefinition::new("faces");
 const PHOTOS: TableDefinition<&str, &[u8]> = TableDefinition::new("photos");
@@ -19,6 +19,8 @@ const RESERVATION: TableDefinition<&str, &[u8]> = TableDefinition::new("reservat
 const LAST: &str = "last";
 /// The ids of faces with `search_pending` set: an index of that flag.
 const SEARCH_PENDING: TableDefinition<u64, ()> = TableDefinition::new("search_pending");
+/// Progress documents of runs ([`ShardProgress`]), by key.
+const SHARDS: TableDefinition<&str, &[u8]> = TableDefinition::new("shards");
 
 const NEXT_FACE_ID: &str = "next_face_id";
 const SCHEMA_VERSION: &str = "schema_version";
@@ -50,6 +52,7 @@ impl EmbeddedStore {
             txn.open_table(PHOTOS)?;
             txn.open_table(SEARCH_PENDING)?;
             txn.open_table(RESERVATION)?;
+            txn.open_table(SHARDS)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get(SCHEMA_VERSION)?.map(|v| v.value());
             match version {
@@ -291,6 +294,54 @@ impl FaceStore for EmbeddedStore {
             range.take(limit).map(|entry| Ok(entry.map_err(|e| backend(&self.path, e))?.0.value())).collect()
         })?;
         self.faces(&ids).await
+    }
+
+    async fn scan_photos(&self, after: Option<&str>, limit: usize) -> Result<Vec<PhotoRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(PHOTOS).map_err(|e| backend(&self.path, e))?;
+            let range = match after {
+                Some(after) => {
+                    table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                }
+                None => table.range::<&str>(..),
+            }
+            .map_err(|e| backend(&self.path, e))?;
+            let mut photos = Vec::new();
+            for entry in range.take(limit) {
+                let (key, bytes) = entry.map_err(|e| backend(&self.path, e))?;
+                photos.push(self.decode(key.value(), bytes.value())?);
+            }
+            Ok(photos)
+        })
+    }
+
+    async fn put_shard_progress(&self, progress: &ShardProgress) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(SHARDS)?.insert(progress.key.as_str(), encode(progress).as_slice())?;
+            Ok(())
+        })
+    }
+
+    async fn shard_progress(&self, key: &str) -> Result<Option<ShardProgress>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(SHARDS).map_err(|e| backend(&self.path, e))?;
+            match table.get(key).map_err(|e| backend(&self.path, e))? {
+                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn all_shard_progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(SHARDS).map_err(|e| backend(&self.path, e))?;
+            let mut all = Vec::new();
+            for entry in table.range::<&str>(..).map_err(|e| backend(&self.path, e))? {
+                let (key, bytes) = entry.map_err(|e| backend(&self.path, e))?;
+                all.push(self.decode(key.value(), bytes.value())?);
+            }
+            Ok(all)
+        })
     }
 
     async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@ mod embedded;
 #[cfg(feature = "mongo")]
 mod mongo;
 mod names;
+mod progress;
 // The retries are the database stores'.
 #[cfg_attr(not(any(feature = "mongo", feature = "tarantool")), allow(dead_code))]
 mod retry;
@@ -22,6 +23,7 @@ pub use embedded::{EmbeddedStore, Holder};
 #[cfg(feature = "mongo")]
 pub use mongo::MongoStore;
 pub use names::{PhotoName, escape_controls};
+pub use progress::{FAILURES_KEPT, FailedItem, ShardProgress, target_fingerprint};
 pub use retry::RetryWindow;
 pub use search::{Copied, SearchCopier, SearchStore};
 
@@ -187,6 +189,18 @@ pub trait FaceStore: Send + Sync {
 
     /// Clears `search_pending` on `ids`.
     async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError>;
+
+    /// Up to `limit` photo records with keys after `after` (from the first without), in key order.
+    async fn scan_photos(&self, after: Option<&str>, limit: usize) -> Result<Vec<PhotoRecord>, StoreError>;
+
+    /// Writes (replaces) one shard's progress document, keyed by its `key`.
+    async fn put_shard_progress(&self, progress: &ShardProgress) -> Result<(), StoreError>;
+
+    /// One shard's progress document, if it has one.
+    async fn shard_progress(&self, key: &str) -> Result<Option<ShardProgress>, StoreError>;
+
+    /// Every shard's progress document, of every target, in key order.
+    async fn all_shard_progress(&self) -> Result<Vec<ShardProgress>, StoreError>;
 }
 
 /// The faces of a store in id order, a page at a time, from one id on.

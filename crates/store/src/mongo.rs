@@ -1,9 +1,10 @@
 //! Face records in MongoDB, the store FindFace deployments keep them in.
 //!
-//! One database (`--mongo-db`), three collections:
+//! One database (`--mongo-db`), four collections:
 //! - `faces`: one document per face, `_id` the face id, the fields of [`FaceRecord`], the facen
 //!   as BSON Binary (f32 little-endian) beside its size and model;
 //! - `photos`: one document per photo, `_id` its path relative to Uploads;
+//! - `refacen_progress`: one document per shard of a run ([`super::ShardProgress`]), `_id` its key;
 //! - `counters`: `{_id: "face_id", last: N, claim: {photo, count}}`: face ids handed out with
 //!   an atomic `$inc` that also records which photo got them, so that a photo whose commit a
 //!   crash cut short gets its ids again.
@@ -33,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::retry::{Retrier, RetryWindow};
 use super::{
-    DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, StoreError,
+    DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, ShardProgress,
+    StoreError,
 };
 
 /// Documents per `update` command (well under MongoDB's 100000 operations and 48 MB).
@@ -499,6 +501,58 @@ struct PhotoDoc {
     detected_at: i64,
 }
 
+impl PhotoDoc {
+    fn into_record(self) -> PhotoRecord {
+        PhotoRecord {
+            path: self.path,
+            orientation: self.orientation,
+            sha256: self.sha256,
+            faces: self.faces.into_iter().map(|id| id as FaceId).collect(),
+            detector: self.detector,
+            outputs: self.outputs,
+            detected_at: self.detected_at,
+        }
+    }
+}
+
+/// The collection of [`ShardProgress`] documents.
+const PROGRESS: &str = "refacen_progress";
+
+/// A progress document as stored: `_id` is its key.
+#[derive(Serialize, Deserialize)]
+struct ProgressDoc {
+    #[serde(rename = "_id")]
+    key: String,
+    #[serde(flatten)]
+    progress: ShardProgress,
+}
+
+impl MongoStore {
+    /// All documents of `collection` matching `filter`, decoded.
+    async fn find_all<T: serde::de::DeserializeOwned + Send + Sync>(
+        &self,
+        what: &str,
+        collection: &str,
+        filter: Document,
+        sort_limit: Option<(Document, i64)>,
+    ) -> Result<Vec<T>, StoreError> {
+        let collection: Collection<T> = self.db.collection(collection);
+        self.retry(what, || async {
+            let mut find = collection.find(filter.clone());
+            if let Some((sort, limit)) = &sort_limit {
+                find = find.sort(sort.clone()).limit(*limit);
+            }
+            let mut cursor = find.await?;
+            let mut docs = Vec::new();
+            while cursor.advance().await? {
+                docs.push(cursor.deserialize_current()?);
+            }
+            Ok(docs)
+        })
+        .await
+    }
+}
+
 #[async_trait::async_trait]
 impl FaceStore for MongoStore {
     fn location(&self) -> String {
@@ -509,15 +563,7 @@ impl FaceStore for MongoStore {
         let found = self
             .retry("reading a photo", || async { self.photos.find_one(doc! { "_id": path }).await })
             .await?;
-        Ok(found.map(|p| PhotoRecord {
-            path: p.path,
-            orientation: p.orientation,
-            sha256: p.sha256,
-            faces: p.faces.into_iter().map(|id| id as FaceId).collect(),
-            detector: p.detector,
-            outputs: p.outputs,
-            detected_at: p.detected_at,
-        }))
+        Ok(found.map(PhotoDoc::into_record))
     }
 
     async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError> {
@@ -632,6 +678,39 @@ impl FaceStore for MongoStore {
 
     async fn search_pending(&self, limit: usize) -> Result<Vec<FaceRecord>, StoreError> {
         self.find_faces(doc! { "search_pending": true }, Some(limit as i64)).await
+    }
+
+    async fn scan_photos(&self, after: Option<&str>, limit: usize) -> Result<Vec<PhotoRecord>, StoreError> {
+        let filter = after.map_or_else(Document::new, |after| doc! { "_id": { "$gt": after } });
+        let docs: Vec<PhotoDoc> = self
+            .find_all("reading photos", "photos", filter, Some((doc! { "_id": 1 }, limit as i64)))
+            .await?;
+        let mut photos: Vec<PhotoRecord> = docs.into_iter().map(PhotoDoc::into_record).collect();
+        photos.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(photos)
+    }
+
+    async fn put_shard_progress(&self, progress: &ShardProgress) -> Result<(), StoreError> {
+        let key = Bson::String(progress.key.clone());
+        let doc = ProgressDoc { key: progress.key.clone(), progress: progress.clone() };
+        // The whole document is refacen's: every field it has is owned.
+        let fields = bson::to_document(&doc).map_err(|e| self.corrupt(&key, e))?;
+        let owned: Vec<&str> = fields.keys().map(String::as_str).filter(|k| *k != "_id").collect();
+        self.upsert_all(PROGRESS, &owned, &[(key.clone(), doc)]).await
+    }
+
+    async fn shard_progress(&self, key: &str) -> Result<Option<ShardProgress>, StoreError> {
+        let docs: Vec<ProgressDoc> =
+            self.find_all("reading a shard's progress", PROGRESS, doc! { "_id": key }, None).await?;
+        Ok(docs.into_iter().next().map(|d| d.progress))
+    }
+
+    async fn all_shard_progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
+        let docs: Vec<ProgressDoc> =
+            self.find_all("reading the shards' progress", PROGRESS, Document::new(), None).await?;
+        let mut all: Vec<ShardProgress> = docs.into_iter().map(|d| d.progress).collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
     }
 
     async fn clear_search_pending(&self, ids: &[FaceId]) -> Result<(), StoreError> {
