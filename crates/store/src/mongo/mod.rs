@@ -26,17 +26,19 @@
 use std::future::Future;
 use std::time::Duration;
 
-use mongodb::bson::{self, Bson, Document, doc, spec::BinarySubtype};
-use mongodb::error::ErrorKind;
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::retry::{Retrier, RetryWindow};
-use super::{
-    DetectorProvenance, FaceId, FaceRecord, FaceStore, Facen, ModelProvenance, PhotoRecord, ShardProgress,
-    StoreError,
-};
+mod docs;
+mod errors;
+
+use docs::*;
+use errors::*;
+
+use super::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, ShardProgress, StoreError};
+use crate::retry::{Retrier, RetryWindow};
 
 /// Documents per `update` command (well under MongoDB's 100000 operations and 48 MB).
 const BATCH: usize = 500;
@@ -55,7 +57,7 @@ pub struct MongoStore {
 
 /// The user of a `--mongo` URI and the database that defines it.
 #[derive(Clone, Debug)]
-struct Login {
+pub(super) struct Login {
     user: Option<String>,
     auth_source: String,
     database: String,
@@ -226,305 +228,6 @@ impl MongoStore {
     fn corrupt(&self, key: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt { location: self.location.clone(), key: key.to_string(), message: e.to_string() }
     }
-}
-
-/// Errors worth another try: the server or the network, not the request (nor the login,
-/// which a selection timeout may carry).
-fn transient(e: &mongodb::error::Error) -> bool {
-    if is_login_failure(e) {
-        return false;
-    }
-    e.contains_label("RetryableWriteError")
-        || matches!(
-            *e.kind,
-            ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. }
-        )
-        || matches!(&*e.kind, ErrorKind::Command(c) if [91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
-}
-
-/// A driver error in one line for the operator: what happened, the user when it is about
-/// logging in, and what to check. The driver's full error is left to `-v`.
-fn explain(e: &mongodb::error::Error, login: &Login) -> String {
-    let unauthorized = matches!(&*e.kind, ErrorKind::Command(c) if c.code == UNAUTHORIZED);
-    match (&login.user, &*e.kind) {
-        (None, _) if is_login_failure(e) || unauthorized => {
-            return "the server asks to log in: give a user and password in --mongo \
-                    (mongodb://USER:PASSWORD@HOST:PORT/?authSource=admin)"
-                .to_string();
-        }
-        (Some(user), _) if is_login_failure(e) => {
-            return format!(
-                "user '{user}' cannot log in (authentication failed): check the user name and password in \
-                 --mongo, and that the user is defined in database '{}' (authSource in the URI)",
-                login.auth_source
-            );
-        }
-        (Some(user), ErrorKind::Command(c)) if unauthorized => {
-            return format!(
-                "user '{user}' is not allowed to do this ({}): grant it the readWrite role on database '{}'",
-                c.message, login.database
-            );
-        }
-        _ => {}
-    }
-    match &*e.kind {
-        ErrorKind::Command(c) => format!("the server refused: {} ({} {})", c.message, c.code_name, c.code),
-        ErrorKind::DnsResolve { message, .. } => {
-            format!("the host name of --mongo cannot be resolved ({message}): check the URI")
-        }
-        ErrorKind::InvalidTlsConfig { message, .. } => {
-            format!("TLS is misconfigured ({message}): check the URI's tls options")
-        }
-        _ if transient(e) => {
-            format!("the server does not answer ({}); is it running, and is --mongo right?", short_cause(e))
-        }
-        _ => one_line(e),
-    }
-}
-
-/// MongoDB's AuthenticationFailed.
-const AUTHENTICATION_FAILED: i32 = 18;
-/// MongoDB's Unauthorized: logged in, but the user lacks a privilege.
-const UNAUTHORIZED: i32 = 13;
-
-/// Whether the server refused the login, told directly or (when the connection is made for
-/// server selection) as the server's error inside a selection timeout.
-fn is_login_failure(e: &mongodb::error::Error) -> bool {
-    match &*e.kind {
-        ErrorKind::Authentication { .. } => true,
-        ErrorKind::Command(c) => c.code == AUTHENTICATION_FAILED,
-        ErrorKind::ServerSelection { message, .. } => message.contains("Kind: Authentication"),
-        _ => false,
-    }
-}
-
-/// Why the server does not answer, in a few words: the server's own error from a selection
-/// timeout's topology dump, or the error itself.
-fn short_cause(e: &mongodb::error::Error) -> String {
-    if let ErrorKind::ServerSelection { message, .. } = &*e.kind
-        && let Some(start) = message.find("Error: Kind: ").map(|i| i + "Error: Kind: ".len())
-    {
-        let rest = &message[start..];
-        let end = rest.find(", labels").unwrap_or(rest.len());
-        return rest[..end].trim_start_matches("I/O error: ").to_string();
-    }
-    match &*e.kind {
-        ErrorKind::Io(io) => io.to_string(),
-        _ => one_line(e),
-    }
-}
-
-/// The driver's message, cut at its first line and before any topology dump.
-fn one_line(e: &mongodb::error::Error) -> String {
-    let text = e.kind.to_string();
-    let text = text.lines().next().unwrap_or_default();
-    text.split(" Topology:").next().unwrap_or_default().trim_end_matches([',', ' ']).to_string()
-}
-
-/// The URI without its password.
-fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &uri[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..])
-        }
-        _ => uri.to_string(),
-    }
-}
-
-/// How many ids the counter's last claim reserved.
-fn claim_count(claim: &Document) -> Option<FaceId> {
-    match claim.get("count")? {
-        Bson::Int64(n) => Some(*n as FaceId),
-        Bson::Int32(n) => Some(*n as FaceId),
-        Bson::Double(n) => Some(*n as FaceId),
-        _ => None,
-    }
-}
-
-fn id_bson(id: FaceId) -> Bson {
-    Bson::Int64(id as i64)
-}
-
-fn ids_bson(ids: &[FaceId]) -> Vec<Bson> {
-    ids.iter().map(|&id| id_bson(id)).collect()
-}
-
-/// The fields of a face document that refacen writes (besides `_id`): every field of
-/// [`FaceDoc`]. Any other field belongs to the application and is never written.
-const FACE_FIELDS: &[&str] = &[
-    "photo",
-    "orientation",
-    "bbox",
-    "score",
-    "landmarks",
-    "normalized",
-    "thumbnail",
-    "facen",
-    "lost",
-    "detector",
-    "detected_at",
-    "search_pending",
-];
-
-/// The fields of a photo document that refacen writes (besides `_id`): every field of
-/// [`PhotoDoc`].
-const PHOTO_FIELDS: &[&str] = &["orientation", "sha256", "faces", "detector", "outputs", "detected_at"];
-
-/// The update of one document to `fields` that touches only the `owned` ones: those `fields`
-/// has are `$set`, those it lacks (an optional field now absent) `$unset`. `$unset` is left
-/// out when empty, which servers before MongoDB 5.0 refuse.
-fn owned_fields_update(mut fields: Document, owned: &[&str]) -> Document {
-    fields.remove("_id");
-    debug_assert!(
-        fields.keys().all(|k| owned.contains(&k.as_str())),
-        "a written field is not listed as owned"
-    );
-    let unset: Document = owned
-        .iter()
-        .filter(|f| !fields.contains_key(**f))
-        .map(|f| (f.to_string(), Bson::String(String::new())))
-        .collect();
-    let mut update = doc! { "$set": fields };
-    if !unset.is_empty() {
-        update.insert("$unset", unset);
-    }
-    update
-}
-
-/// A face as stored: [`FaceRecord`] with the facen as Binary.
-#[derive(Serialize, Deserialize)]
-struct FaceDoc {
-    #[serde(rename = "_id")]
-    id: i64,
-    photo: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    orientation: Option<u8>,
-    bbox: [f32; 4],
-    score: f32,
-    landmarks: [[f32; 2]; 5],
-    normalized: Option<String>,
-    thumbnail: Option<String>,
-    facen: Option<FacenDoc>,
-    lost: bool,
-    detector: DetectorProvenance,
-    detected_at: i64,
-    #[serde(default)]
-    search_pending: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FacenDoc {
-    values: bson::Binary,
-    size: u32,
-    model: ModelProvenance,
-    at: i64,
-}
-
-impl FacenDoc {
-    fn new(facen: &Facen) -> Self {
-        FacenDoc {
-            values: bson::Binary {
-                subtype: BinarySubtype::Generic,
-                bytes: bytemuck::cast_slice(&facen.values).to_vec(),
-            },
-            size: facen.values.len() as u32,
-            model: facen.model.clone(),
-            at: facen.at,
-        }
-    }
-
-    fn into_facen(self, id: i64, location: &str) -> Result<Facen, StoreError> {
-        let bytes = &self.values.bytes;
-        if bytes.len() != self.size as usize * 4 {
-            return Err(StoreError::Corrupt {
-                location: location.to_string(),
-                key: format!("face {id}"),
-                message: format!("facen has {} bytes, its size says {} values", bytes.len(), self.size),
-            });
-        }
-        let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        Ok(Facen { values, model: self.model, at: self.at })
-    }
-}
-
-impl FaceDoc {
-    fn new(face: &FaceRecord) -> Self {
-        FaceDoc {
-            id: face.id as i64,
-            photo: face.photo.clone(),
-            orientation: face.orientation,
-            bbox: face.bbox,
-            score: face.score,
-            landmarks: face.landmarks,
-            normalized: face.normalized.clone(),
-            thumbnail: face.thumbnail.clone(),
-            facen: face.facen.as_ref().map(FacenDoc::new),
-            lost: face.lost,
-            detector: face.detector.clone(),
-            detected_at: face.detected_at,
-            search_pending: face.search_pending,
-        }
-    }
-
-    fn into_record(self, location: &str) -> Result<FaceRecord, StoreError> {
-        let facen = self.facen.map(|f| f.into_facen(self.id, location)).transpose()?;
-        Ok(FaceRecord {
-            id: self.id as FaceId,
-            photo: self.photo,
-            orientation: self.orientation,
-            bbox: self.bbox,
-            score: self.score,
-            landmarks: self.landmarks,
-            normalized: self.normalized,
-            thumbnail: self.thumbnail,
-            facen,
-            lost: self.lost,
-            detector: self.detector,
-            detected_at: self.detected_at,
-            search_pending: self.search_pending,
-        })
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct PhotoDoc {
-    #[serde(rename = "_id")]
-    path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    orientation: Option<u8>,
-    sha256: String,
-    faces: Vec<i64>,
-    detector: DetectorProvenance,
-    outputs: Vec<String>,
-    detected_at: i64,
-}
-
-impl PhotoDoc {
-    fn into_record(self) -> PhotoRecord {
-        PhotoRecord {
-            path: self.path,
-            orientation: self.orientation,
-            sha256: self.sha256,
-            faces: self.faces.into_iter().map(|id| id as FaceId).collect(),
-            detector: self.detector,
-            outputs: self.outputs,
-            detected_at: self.detected_at,
-        }
-    }
-}
-
-/// The collection of [`ShardProgress`] documents.
-const PROGRESS: &str = "refacen_progress";
-
-/// A progress document as stored: `_id` is its key.
-#[derive(Serialize, Deserialize)]
-struct ProgressDoc {
-    #[serde(rename = "_id")]
-    key: String,
-    #[serde(flatten)]
-    progress: ShardProgress,
 }
 
 impl MongoStore {
@@ -732,6 +435,7 @@ impl FaceStore for MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{DetectorProvenance, ModelProvenance};
 
     #[test]
     fn passwords_never_reach_messages() {
