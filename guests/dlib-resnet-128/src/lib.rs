@@ -13,20 +13,8 @@
 
 use std::cell::OnceCell;
 
-use kit::bindings::wasi::nn;
+use kit::embedder::{EmbedderInfo, Guest, GuestError, Image};
 use kit::{Tensor, WasiNnNetwork};
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
 
 /// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
 const ONNX: &[u8] = include_bytes!("../weights/dlib_resnet_128.onnx");
@@ -38,7 +26,7 @@ const FACEN_SIZE: usize = 128;
 
 struct DlibResnet;
 
-export!(DlibResnet);
+kit::export_embedder!(DlibResnet);
 
 thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.

@@ -28,20 +28,8 @@
 
 use std::cell::OnceCell;
 
-use kit::bindings::wasi::nn;
+use kit::embedder::{AlignmentTemplate, EmbedderInfo, Guest, GuestError, Image};
 use kit::{Tensor, WasiNnNetwork};
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
 
 /// The converted graph (see build.rs and xtask/src/convert/facenet.rs).
 const ONNX: &[u8] = include_bytes!("../weights/facenet_512.onnx");
@@ -55,7 +43,7 @@ const NORM_SQUARED_FLOOR: f32 = 1e-10;
 
 struct FaceNet;
 
-export!(FaceNet);
+kit::export_embedder!(FaceNet);
 
 thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.

@@ -5,6 +5,10 @@
 //! The pre/post-processing code of a guest is written against [`Network`], so it also builds
 //! natively (for benchmarks) with another implementation of that trait.
 
+// The world bindings name kit's own items as `kit::…`, which must also resolve where the
+// export macros expand: in the guest's crate.
+extern crate self as kit;
+
 pub mod params;
 
 pub mod bindings {
@@ -14,6 +18,53 @@ pub mod bindings {
         generate_all,
     });
 }
+
+/// The `detector` world, for guests that find faces: the `Guest` trait a detector implements
+/// and [`export_detector!`], which exports an implementation from the guest's crate. Its
+/// shared types are kit's own ([`types`], [`bindings::wasi::nn`]), so one value means the
+/// same thing to every module of a guest.
+pub mod detector {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "refacen:face/detector",
+        with: {
+            "refacen:face/types@0.1.0": kit::types,
+            "wasi:nn/tensor@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::tensor,
+            "wasi:nn/graph@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::graph,
+            "wasi:nn/inference@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::inference,
+            "wasi:nn/errors@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::errors,
+        },
+        pub_export_macro: true,
+        default_bindings_module: "kit::detector",
+        export_macro_name: "export_detector",
+    });
+}
+
+/// The `embedder` world, for face-recognition models: the `Guest` trait an embedder
+/// implements and [`export_embedder!`], which exports an implementation from the guest's crate.
+pub mod embedder {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "refacen:face/embedder",
+        with: {
+            "refacen:face/types@0.1.0": kit::types,
+            "wasi:nn/tensor@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::tensor,
+            "wasi:nn/graph@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::graph,
+            "wasi:nn/inference@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::inference,
+            "wasi:nn/errors@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::errors,
+        },
+        pub_export_macro: true,
+        default_bindings_module: "kit::embedder",
+        export_macro_name: "export_embedder",
+    });
+}
+
+/// `export_detector!(MyDetector)` exports `MyDetector`, which implements [`detector::Guest`],
+/// as the guest component's `detector` world.
+pub use detector::export_detector;
+/// `export_embedder!(MyModel)` exports `MyModel`, which implements [`embedder::Guest`], as
+/// the guest component's `embedder` world.
+pub use embedder::export_embedder;
 
 pub use bindings::refacen::face::types;
 use bindings::wasi::nn::{graph, tensor};
