@@ -9,6 +9,7 @@ mod dlib_model;
 mod drop_in;
 mod facenet;
 mod gpu;
+mod guest_kit;
 mod long_runs;
 mod many_cores;
 mod operator;
