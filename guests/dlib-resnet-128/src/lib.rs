@@ -14,15 +14,18 @@
 use std::cell::OnceCell;
 
 use kit::embedder::{EmbedderInfo, Guest, GuestError, Image};
-use kit::{Tensor, WasiNnNetwork};
-
-/// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
-const ONNX: &[u8] = include_bytes!("../weights/dlib_resnet_128.onnx");
-/// The graph's input and output names.
-const INPUT: &str = "image";
+use kit::{EmbedderNetwork, Tensor, WasiNnNetwork};
 
 const SIZE: u32 = 150;
 const FACEN_SIZE: usize = 128;
+
+/// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
+const NETWORK: EmbedderNetwork = EmbedderNetwork {
+    onnx: include_bytes!("../weights/dlib_resnet_128.onnx"),
+    input_name: "image",
+    face_size_px: SIZE,
+    facen_size: FACEN_SIZE,
+};
 
 struct DlibResnet;
 
@@ -30,7 +33,7 @@ kit::export_embedder!(DlibResnet);
 
 thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.
-    static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
+    static LOADED: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
 }
 
 /// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
@@ -65,16 +68,7 @@ impl Guest for DlibResnet {
     }
 
     fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
-        for (i, face) in faces.iter().enumerate() {
-            kit::check_face(i, face, SIZE, SIZE)?;
-        }
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let count = faces.len();
-        let input = batch(&faces);
-        drop(faces);
-        let facens = NETWORK.with(|cell| kit::run_embedder(cell, ONNX, INPUT, input, count, FACEN_SIZE))?;
+        let facens = NETWORK.embed(&LOADED, faces, batch)?;
         Ok(facens.data.chunks_exact(FACEN_SIZE).map(<[f32]>::to_vec).collect())
     }
 }
