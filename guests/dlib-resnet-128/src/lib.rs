@@ -13,36 +13,27 @@
 
 use std::cell::OnceCell;
 
-use kit::bindings::wasi::nn;
-use kit::{Tensor, WasiNnNetwork};
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
-
-/// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
-const ONNX: &[u8] = include_bytes!("../weights/dlib_resnet_128.onnx");
-/// The graph's input and output names.
-const INPUT: &str = "image";
+use kit::embedder::{EmbedderInfo, Guest, GuestError, Image};
+use kit::{EmbedderNetwork, Tensor, WasiNnNetwork};
 
 const SIZE: u32 = 150;
 const FACEN_SIZE: usize = 128;
 
+/// The converted graph (see build.rs and xtask/src/convert/resnet.rs).
+const NETWORK: EmbedderNetwork = EmbedderNetwork {
+    onnx: include_bytes!("../weights/dlib_resnet_128.onnx"),
+    input_name: "image",
+    face_size_px: SIZE,
+    facen_size: FACEN_SIZE,
+};
+
 struct DlibResnet;
 
-export!(DlibResnet);
+kit::export_embedder!(DlibResnet);
 
 thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.
-    static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
+    static LOADED: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
 }
 
 /// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
@@ -77,16 +68,7 @@ impl Guest for DlibResnet {
     }
 
     fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
-        for (i, face) in faces.iter().enumerate() {
-            kit::check_face(i, face, SIZE, SIZE)?;
-        }
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let count = faces.len();
-        let input = batch(&faces);
-        drop(faces);
-        let facens = NETWORK.with(|cell| kit::run_embedder(cell, ONNX, INPUT, input, count, FACEN_SIZE))?;
+        let facens = NETWORK.embed(&LOADED, faces, batch)?;
         Ok(facens.data.chunks_exact(FACEN_SIZE).map(<[f32]>::to_vec).collect())
     }
 }

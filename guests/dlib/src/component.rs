@@ -2,27 +2,16 @@
 
 use std::cell::OnceCell;
 
+use kit::WasiNnNetwork;
+use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
-use kit::{WasiNnNetwork, bindings::wasi::nn};
 
 use crate::Settings;
 use crate::shape::ShapePredictor;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "refacen:face/detector",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
-
 struct Dlib;
 
-export!(Dlib);
+kit::export_detector!(Dlib);
 
 struct Models {
     network: WasiNnNetwork,

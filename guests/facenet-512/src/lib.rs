@@ -28,38 +28,29 @@
 
 use std::cell::OnceCell;
 
-use kit::bindings::wasi::nn;
-use kit::{Tensor, WasiNnNetwork};
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
-
-/// The converted graph (see build.rs and xtask/src/convert/facenet.rs).
-const ONNX: &[u8] = include_bytes!("../weights/facenet_512.onnx");
-/// The graph's input name.
-const INPUT: &str = "image";
+use kit::embedder::{AlignmentTemplate, EmbedderInfo, Guest, GuestError, Image};
+use kit::{EmbedderNetwork, Tensor, WasiNnNetwork};
 
 const SIZE: u32 = 160;
 const FACEN_SIZE: usize = 512;
+
+/// The converted graph (see build.rs and xtask/src/convert/facenet.rs).
+const NETWORK: EmbedderNetwork = EmbedderNetwork {
+    onnx: include_bytes!("../weights/facenet_512.onnx"),
+    input_name: "image",
+    face_size_px: SIZE,
+    facen_size: FACEN_SIZE,
+};
 /// FaceNet's `embeddings` node: `x * rsqrt(max(sum(x^2), 1e-10))`.
 const NORM_SQUARED_FLOOR: f32 = 1e-10;
 
 struct FaceNet;
 
-export!(FaceNet);
+kit::export_embedder!(FaceNet);
 
 thread_local! {
     /// Loaded on the first `embed` and kept for the instance's life.
-    static NETWORK: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
+    static LOADED: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
 }
 
 /// refacen's canonical template (dlib's chip geometry) scaled to 160x160.
@@ -130,17 +121,7 @@ impl Guest for FaceNet {
     }
 
     fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
-        for (i, face) in faces.iter().enumerate() {
-            kit::check_face(i, face, SIZE, SIZE)?;
-        }
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let count = faces.len();
-        let input = batch(&faces);
-        drop(faces);
-        let bottleneck =
-            NETWORK.with(|cell| kit::run_embedder(cell, ONNX, INPUT, input, count, FACEN_SIZE))?;
+        let bottleneck = NETWORK.embed(&LOADED, faces, batch)?;
         Ok(bottleneck.data.chunks_exact(FACEN_SIZE).map(normalize).collect())
     }
 }

@@ -5,6 +5,10 @@
 //! The pre/post-processing code of a guest is written against [`Network`], so it also builds
 //! natively (for benchmarks) with another implementation of that trait.
 
+// The world bindings name kit's own items as `kit::…`, which must also resolve where the
+// export macros expand: in the guest's crate.
+extern crate self as kit;
+
 pub mod params;
 
 pub mod bindings {
@@ -14,6 +18,47 @@ pub mod bindings {
         generate_all,
     });
 }
+
+/// Generates the bindings of a guest world with kit's own shared types ([`types`],
+/// [`bindings::wasi::nn`]), so that one value means the same thing to every module of a
+/// guest, and a public export macro that expands in the guest's crate.
+macro_rules! world_bindings {
+    ($world:tt, $module:tt, $export_macro:tt) => {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: $world,
+            with: {
+                "refacen:face/types@0.1.0": kit::types,
+                "wasi:nn/tensor@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::tensor,
+                "wasi:nn/graph@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::graph,
+                "wasi:nn/inference@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::inference,
+                "wasi:nn/errors@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::errors,
+            },
+            pub_export_macro: true,
+            default_bindings_module: $module,
+            export_macro_name: $export_macro,
+        });
+    };
+}
+
+/// The `detector` world, for guests that find faces: the `Guest` trait a detector implements
+/// and [`export_detector!`], which exports an implementation from the guest's crate.
+pub mod detector {
+    world_bindings!("refacen:face/detector", "kit::detector", "export_detector");
+}
+
+/// The `embedder` world, for face-recognition models: the `Guest` trait an embedder
+/// implements and [`export_embedder!`], which exports an implementation from the guest's crate.
+pub mod embedder {
+    world_bindings!("refacen:face/embedder", "kit::embedder", "export_embedder");
+}
+
+/// `export_detector!(MyDetector)` exports `MyDetector`, which implements [`detector::Guest`],
+/// as the guest component's `detector` world.
+pub use detector::export_detector;
+/// `export_embedder!(MyModel)` exports `MyModel`, which implements [`embedder::Guest`], as
+/// the guest component's `embedder` world.
+pub use embedder::export_embedder;
 
 pub use bindings::refacen::face::types;
 use bindings::wasi::nn::{graph, tensor};
@@ -146,28 +191,55 @@ impl Network for WasiNnNetwork {
     }
 }
 
-/// Runs an embedder's batch `input` of `count` faces through the graph `onnx` (loaded into
-/// `cell` on first use) and returns its `[count, facen_size]` output, checked.
-pub fn run_embedder(
-    cell: &std::cell::OnceCell<WasiNnNetwork>,
-    onnx: &[u8],
-    input_name: &str,
-    input: Tensor,
-    count: usize,
-    facen_size: usize,
-) -> Result<Tensor, GuestError> {
-    if cell.get().is_none() {
-        let network = WasiNnNetwork::load(onnx, input_name).map_err(GuestError::Nn)?;
-        let _ = cell.set(network);
-    }
-    let outputs = cell.get().expect("set above").run(input).map_err(GuestError::Nn)?;
-    match outputs.into_iter().next() {
-        Some(t) if t.dims == [count, facen_size] && t.data.len() == count * facen_size => Ok(t),
-        Some(t) => Err(GuestError::Internal(format!(
-            "the network returned a {:?} tensor, expected [{count}, {facen_size}]",
-            t.dims
-        ))),
-        None => Err(GuestError::Internal("the network returned no output".into())),
+/// A face-recognition network as an embedder guest runs it: its ONNX graph and the shapes
+/// around it.
+pub struct EmbedderNetwork {
+    /// The ONNX graph, embedded in the guest.
+    pub onnx: &'static [u8],
+    /// The graph's input.
+    pub input_name: &'static str,
+    /// Side of the square faces `embed` takes, in pixels (the template's size).
+    pub face_size_px: u32,
+    /// Values per facen: the graph's output is `[faces, facen_size]`.
+    pub facen_size: usize,
+}
+
+impl EmbedderNetwork {
+    /// An embedder's `embed`: checks that every face is the template's size, lays all of them
+    /// out as one batch with `batch`, runs it in one wasi-nn compute on the network `loaded`
+    /// holds (loaded on first use, for the instance's life) and returns the output, checked to
+    /// be `[faces, facen_size]`.
+    pub fn embed(
+        &self,
+        loaded: &'static std::thread::LocalKey<std::cell::OnceCell<WasiNnNetwork>>,
+        faces: Vec<Image>,
+        batch: impl FnOnce(&[Image]) -> Tensor,
+    ) -> Result<Tensor, GuestError> {
+        let (size, facen_size) = (self.face_size_px, self.facen_size);
+        for (i, face) in faces.iter().enumerate() {
+            check_face(i, face, size, size)?;
+        }
+        let count = faces.len();
+        if count == 0 {
+            return Ok(Tensor::new(vec![0, facen_size], Vec::new()));
+        }
+        let input = batch(&faces);
+        drop(faces);
+        let outputs = loaded.with(|cell| {
+            if cell.get().is_none() {
+                let network = WasiNnNetwork::load(self.onnx, self.input_name).map_err(GuestError::Nn)?;
+                let _ = cell.set(network);
+            }
+            cell.get().expect("set above").run(input).map_err(GuestError::Nn)
+        })?;
+        match outputs.into_iter().next() {
+            Some(t) if t.dims == [count, facen_size] && t.data.len() == count * facen_size => Ok(t),
+            Some(t) => Err(GuestError::Internal(format!(
+                "the network returned a {:?} tensor, expected [{count}, {facen_size}]",
+                t.dims
+            ))),
+            None => Err(GuestError::Internal("the network returned no output".into())),
+        }
     }
 }
 

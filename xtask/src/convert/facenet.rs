@@ -26,9 +26,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, bail, ensure};
-use onnx_proto::build::{self, Dim, attr_int, attr_ints, node};
-use onnx_proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use onnx_proto::ModelProto;
+use onnx_proto::build::{Dim, attr_int};
 use prost::Message;
+
+use super::onnx_graph::{GraphBuilder, window_attrs};
 
 /// The graph's input: prewhitened RGB, float32 `[N, 3, 160, 160]`.
 pub const INPUT: &str = "image";
@@ -36,8 +38,6 @@ pub const INPUT: &str = "image";
 pub const OUTPUT: &str = "bottleneck";
 /// The TensorFlow node whose value is FaceNet's normalized embedding.
 const TF_EMBEDDINGS: &str = "embeddings";
-
-const OPSET: i64 = 13;
 
 // TensorFlow's DataType values (types.proto).
 const DT_FLOAT: i32 = 1;
@@ -303,8 +303,7 @@ struct Converter<'a> {
     /// How many node inputs read each tensor (`node:port`).
     consumers: HashMap<String, usize>,
     entries: HashMap<String, Entry>,
-    onnx_nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
+    graph: GraphBuilder,
     /// The pending products written so far, by node name.
     emitted: HashMap<String, Value>,
     input_hw: Option<[usize; 2]>,
@@ -416,27 +415,10 @@ impl<'a> Converter<'a> {
             nodes,
             consumers,
             entries: HashMap::new(),
-            onnx_nodes: vec![],
-            initializers: vec![],
+            graph: GraphBuilder::default(),
             emitted: HashMap::new(),
             input_hw: None,
         })
-    }
-
-    fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
-        self.initializers.push(build::tensor_f32(name, dims, values));
-        name.to_string()
-    }
-
-    fn op(
-        &mut self,
-        op: &str,
-        name: &str,
-        inputs: &[&str],
-        attrs: Vec<onnx_proto::AttributeProto>,
-    ) -> String {
-        self.onnx_nodes.push(node(op, name, inputs, &[name], attrs));
-        name.to_string()
     }
 
     /// What tensor `name` (`node[:port]`) became, converting what it depends on first.
@@ -482,22 +464,19 @@ impl<'a> Converter<'a> {
     }
 
     fn emit_linear(&mut self, l: &Linear) -> Value {
-        let w = self.constant(&format!("{}/weights", l.name), &l.weight_dims, &l.weights);
-        let b = self.constant(&format!("{}/bias", l.name), &[l.outputs()], &l.bias);
+        let w = self.graph.constant(&format!("{}/weights", l.name), &l.weight_dims, &l.weights);
+        let b = self.graph.constant(&format!("{}/bias", l.name), &[l.outputs()], &l.bias);
         let name = match &l.kind {
             LinearKind::Conv { strides, pads } => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", &[l.weight_dims[2] as i64, l.weight_dims[3] as i64]),
-                    attr_ints("strides", &strides.map(|s| s as i64)),
-                    attr_ints("pads", &pads.map(|p| p as i64)),
-                ];
-                self.op("Conv", &l.name, &[&l.input.name, &w, &b], attrs)
+                let kernel = [l.weight_dims[2], l.weight_dims[3]];
+                self.graph.conv(&l.name, &[&l.input.name, &w, &b], kernel, *strides, *pads)
             }
             // MatMul + Add rather than Gemm: every reader takes it (refacen's optimizer makes
             // a Gemm of it).
             LinearKind::MatMul => {
-                let product = self.op("MatMul", &format!("{}/matmul", l.name), &[&l.input.name, &w], vec![]);
-                self.op("Add", &l.name, &[&product, &b], vec![])
+                let product =
+                    self.graph.op("MatMul", &format!("{}/matmul", l.name), &[&l.input.name, &w], vec![]);
+                self.graph.op("Add", &l.name, &[&product, &b], vec![])
             }
         };
         Value { name, shape: l.shape.clone() }
@@ -649,7 +628,7 @@ impl<'a> Converter<'a> {
                     let x = self.value(x)?;
                     let b = self.channel_constant(&format!("{onnx_name}/bias"), &x, &bias)?;
                     Entry::Value(Value {
-                        name: self.op("Add", onnx_name, &[&x.name, &b], vec![]),
+                        name: self.graph.op("Add", onnx_name, &[&x.name, &b], vec![]),
                         shape: x.shape,
                     })
                 }
@@ -666,9 +645,9 @@ impl<'a> Converter<'a> {
                     Entry::Linear(Box::new(l))
                 } else {
                     let x = self.value(x)?;
-                    let s = self.constant(&format!("{onnx_name}/scale"), &[], &scale);
+                    let s = self.graph.constant(&format!("{onnx_name}/scale"), &[], &scale);
                     Entry::Value(Value {
-                        name: self.op("Mul", onnx_name, &[&x.name, &s], vec![]),
+                        name: self.graph.op("Mul", onnx_name, &[&x.name, &s], vec![]),
                         shape: x.shape,
                     })
                 }
@@ -679,7 +658,7 @@ impl<'a> Converter<'a> {
                 ensure!(a.shape == b.shape, "operands of shapes {:?} and {:?}", a.shape, b.shape);
                 let op = if node.op == "Mul" { "Mul" } else { "Add" };
                 Entry::Value(Value {
-                    name: self.op(op, onnx_name, &[&a.name, &b.name], vec![]),
+                    name: self.graph.op(op, onnx_name, &[&a.name, &b.name], vec![]),
                     shape: a.shape,
                 })
             }
@@ -715,7 +694,10 @@ impl<'a> Converter<'a> {
             "Relu" => {
                 let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
                 let x = self.value(x)?;
-                Entry::Value(Value { name: self.op("Relu", onnx_name, &[&x.name], vec![]), shape: x.shape })
+                Entry::Value(Value {
+                    name: self.graph.op("Relu", onnx_name, &[&x.name], vec![]),
+                    shape: x.shape,
+                })
             }
             "MaxPool" | "AvgPool" => {
                 let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
@@ -724,11 +706,7 @@ impl<'a> Converter<'a> {
                 let kernel = node.spatial("ksize")?;
                 let strides = node.spatial("strides")?;
                 let (out, pads) = window(node, [x.shape[1], x.shape[2]], kernel, strides)?;
-                let mut attrs = vec![
-                    attr_ints("kernel_shape", &kernel.map(|k| k as i64)),
-                    attr_ints("strides", &strides.map(|s| s as i64)),
-                    attr_ints("pads", &pads.map(|p| p as i64)),
-                ];
+                let mut attrs = window_attrs(kernel, strides, pads);
                 let op = if node.op == "MaxPool" {
                     "MaxPool"
                 } else {
@@ -739,7 +717,7 @@ impl<'a> Converter<'a> {
                     }
                     "AveragePool"
                 };
-                let name = self.op(op, onnx_name, &[&x.name], attrs);
+                let name = self.graph.op(op, onnx_name, &[&x.name], attrs);
                 Entry::Value(Value { name, shape: vec![x.shape[0], out[0], out[1]] })
             }
             "ConcatV2" => {
@@ -772,7 +750,7 @@ impl<'a> Converter<'a> {
                     shape[axis - 1] += v.shape[axis - 1];
                 }
                 let names: Vec<&str> = values.iter().map(|v| v.name.as_str()).collect();
-                let name = self.op("Concat", onnx_name, &names, vec![attr_int("axis", axis as i64)]);
+                let name = self.graph.op("Concat", onnx_name, &names, vec![attr_int("axis", axis as i64)]);
                 Entry::Value(Value { name, shape })
             }
             "Reshape" => {
@@ -802,7 +780,7 @@ impl<'a> Converter<'a> {
                         );
                         // NCHW and NHWC flatten alike only when the map is 1x1.
                         ensure!(v.shape.iter().skip(1).all(|&d| d == 1), "a flatten of a {:?} map", v.shape);
-                        let name = self.op("Flatten", onnx_name, &[&v.name], vec![attr_int("axis", 1)]);
+                        let name = self.graph.op("Flatten", onnx_name, &[&v.name], vec![attr_int("axis", 1)]);
                         Entry::Value(Value { name, shape: vec![features] })
                     }
                 }
@@ -835,7 +813,7 @@ impl<'a> Converter<'a> {
         let c = x.shape[0];
         ensure!(values.len() == c || values.len() == 1, "{} values for {c} channels", values.len());
         let dims: Vec<usize> = if x.shape.len() == 3 { vec![values.len(), 1, 1] } else { vec![values.len()] };
-        Ok(self.constant(name, &dims, values))
+        Ok(self.graph.constant(name, &dims, values))
     }
 }
 
@@ -886,28 +864,17 @@ pub fn convert(pb: &[u8], doc: &str) -> Result<ModelProto> {
     let graph = GraphDef::decode(pb).context("not a TensorFlow GraphDef")?;
     let output = normalized_input(&graph)?;
     let mut c = Converter::new(&graph)?;
-    let mut out = c.value(&output)?;
+    let out = c.value(&output)?;
     let [h, w] = c.input_hw.context("the graph does not read its input")?;
     ensure!(out.shape.len() == 1, "the network ends in {:?}, not a vector per face", out.shape);
-    // Name the last node's output after the graph's output.
-    let last = c.onnx_nodes.last_mut().context("empty graph")?;
-    ensure!(last.output.first() == Some(&out.name), "the output is not computed by the last node");
-    last.output = vec![OUTPUT.to_string()];
-    out.name = OUTPUT.into();
-
     let batch = Dim::Symbolic("N".into());
-    let graph = GraphProto {
-        node: c.onnx_nodes,
-        name: "facenet_inception_resnet_v1".into(),
-        initializer: c.initializers,
-        input: vec![build::value_info_f32(
-            INPUT,
-            &[batch.clone(), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)],
-        )],
-        output: vec![build::value_info_f32(OUTPUT, &[batch, Dim::Fixed(out.shape[0])])],
-        ..Default::default()
-    };
-    Ok(build::model(graph, OPSET, "refacen-xtask", env!("CARGO_PKG_VERSION"), doc))
+    c.graph.finish(
+        "facenet_inception_resnet_v1",
+        (INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)]),
+        (OUTPUT, &[batch, Dim::Fixed(out.shape[0])]),
+        &out.name,
+        doc,
+    )
 }
 
 #[cfg(test)]

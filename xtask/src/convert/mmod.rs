@@ -19,19 +19,17 @@
 //! assumes (`EXPECTED_*`), so a different file fails the conversion instead of decoding wrong.
 
 use anyhow::{Result, ensure};
-use onnx_proto::GraphProto;
 use onnx_proto::ModelProto;
-use onnx_proto::build::{self, Dim};
+use onnx_proto::build::Dim;
 
 use super::dlib::{Details, InputSpec, Layer, LossSpec, MmodLoss, Network, PyramidInput};
-use super::resnet::Builder;
+use super::onnx_graph::GraphBuilder;
+use super::resnet::{affine, conv};
 
 /// The graph's input: the normalized tiled pyramid, `[1, 3, H, W]`.
 pub const INPUT: &str = "image";
 /// The graph's output: `[1, windows, h, w]` detection scores.
 pub const OUTPUT: &str = "scores";
-
-const OPSET: i64 = 13;
 
 /// What the `dlib` guest's decoding assumes (guests/dlib/src/mmod.rs).
 const EXPECTED_MEAN: [f32; 3] = [122.782, 117.001, 104.298];
@@ -82,41 +80,28 @@ pub fn check_decoding(loss: &MmodLoss, input: &PyramidInput) -> Result<()> {
 
 /// Builds the ONNX graph of the detector's convolutions.
 pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
-    let mut b = Builder::default();
+    let mut b = GraphBuilder::default();
     let mut x = INPUT.to_string();
     for (i, details) in network.layers.iter().enumerate().rev() {
         let name = |what: &str| format!("l{i:02}/{what}");
         x = match details {
-            Details::Con { .. } => b.conv(&name("con"), &x, details)?,
-            Details::Affine { gamma, beta } => b.affine(&name("affine"), &x, gamma, beta),
+            Details::Con { .. } => conv(&mut b, &name("con"), &x, details)?,
+            Details::Affine { gamma, beta } => affine(&mut b, &name("affine"), &x, gamma, beta),
             Details::Disabled => x,
             Details::Relu => b.op("Relu", &name("relu"), &[&x], vec![]),
             other => anyhow::bail!("layer {i}: {other:?} is not part of the MMOD detector type"),
         };
     }
-    let last = b.nodes.last_mut().expect("the detector has layers");
-    last.output = vec![OUTPUT.to_string()];
-
     let dims =
         |c: usize| [Dim::Fixed(1), Dim::Fixed(c), Dim::Symbolic("H".into()), Dim::Symbolic("W".into())];
     let windows = match &network.loss {
         super::dlib::Loss::Mmod(loss) => loss.windows.len(),
         super::dlib::Loss::Metric(_) => 1,
     };
-    let graph = GraphProto {
-        node: b.nodes,
-        name: "mmod_human_face_detector".into(),
-        initializer: b.initializers,
-        input: vec![build::value_info_f32(INPUT, &dims(3))],
-        output: vec![build::value_info_f32(OUTPUT, &{
-            let mut d = dims(windows).to_vec();
-            d[2] = Dim::Symbolic("h".into());
-            d[3] = Dim::Symbolic("w".into());
-            d
-        })],
-        ..Default::default()
-    };
-    Ok(build::model(graph, OPSET, "refacen-xtask", env!("CARGO_PKG_VERSION"), doc))
+    let mut output_dims = dims(windows);
+    output_dims[2] = Dim::Symbolic("h".into());
+    output_dims[3] = Dim::Symbolic("w".into());
+    b.finish("mmod_human_face_detector", (INPUT, &dims(3)), (OUTPUT, &output_dims), &x, doc)
 }
 
 #[cfg(test)]

@@ -8,11 +8,13 @@
 //! - `resnet.rs`: dlib's face-recognition ResNet type and its ONNX graph;
 //! - `mmod.rs`: dlib's CNN face detector type and its ONNX graph (convolutions only);
 //! - `shape_predictor.rs`: dlib's regression-tree shape predictor as a flat file;
-//! - `facenet.rs`: FaceNet's Inception-ResNet-v1 from a TensorFlow frozen graph.
+//! - `facenet.rs`: FaceNet's Inception-ResNet-v1 from a TensorFlow frozen graph;
+//! - `onnx_graph.rs`: the ONNX graph builder the three graph converters share.
 
 pub mod dlib;
 pub mod facenet;
 pub mod mmod;
+pub mod onnx_graph;
 pub mod resnet;
 pub mod shape_predictor;
 

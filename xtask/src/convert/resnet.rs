@@ -37,17 +37,16 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail, ensure};
-use onnx_proto::build::{self, Dim, attr_int, attr_ints, node};
-use onnx_proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use onnx_proto::ModelProto;
+use onnx_proto::build::{self, Dim, attr_int};
 
 use super::dlib::{Details, Input, InputSpec, Layer, LossSpec, Network};
+use super::onnx_graph::{GraphBuilder, window_attrs};
 
 /// The graph's input: float32 RGB pixel values 0..255, `[N, 3, 150, 150]`.
 pub const INPUT: &str = "image";
 /// The graph's output: `[N, 128]`, the descriptors as dlib returns them.
 pub const OUTPUT: &str = "facen";
-
-const OPSET: i64 = 13;
 
 /// The C++ type of `dlib_face_recognition_resnet_model_v1.dat`, outermost layer first.
 pub fn face_recognition_v1() -> (LossSpec, Vec<Layer>, InputSpec) {
@@ -123,83 +122,44 @@ struct Value {
     shape: Vec<usize>,
 }
 
-#[derive(Default)]
-pub(super) struct Builder {
-    pub(super) nodes: Vec<NodeProto>,
-    pub(super) initializers: Vec<TensorProto>,
+/// A dlib `con_` as a Conv node `name` (plus a Relu when dlib fused one): its output.
+pub(super) fn conv(b: &mut GraphBuilder, name: &str, x: &str, details: &Details) -> Result<String> {
+    let Details::Con { weight_dims, weights, bias, stride, padding, relu } = details else {
+        bail!("{name}: not a con_ layer");
+    };
+    let [out, _, kh, kw] = *weight_dims;
+    let w = b.constant(&format!("{name}/weights"), weight_dims, weights);
+    let mut inputs = vec![x.to_string(), w];
+    if let Some(bias) = bias {
+        inputs.push(b.constant(&format!("{name}/bias"), &[out], bias));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let [py, px] = *padding;
+    let y = b.conv(name, &inputs, [kh, kw], *stride, [py, px, py, px]);
+    Ok(if *relu { b.op("Relu", &format!("{name}/relu"), &[&y], vec![]) } else { y })
 }
 
-impl Builder {
-    /// Adds a node `name` of `op` with one output named after the node.
-    pub(super) fn op(
-        &mut self,
-        op: &str,
-        name: &str,
-        inputs: &[&str],
-        attrs: Vec<onnx_proto::AttributeProto>,
-    ) -> String {
-        self.nodes.push(node(op, name, inputs, &[name], attrs));
-        name.to_string()
-    }
+/// A dlib `affine_` (conv mode) as Mul and Add of `[C, 1, 1]` constants: its output.
+pub(super) fn affine(b: &mut GraphBuilder, name: &str, x: &str, gamma: &[f32], beta: &[f32]) -> String {
+    let c = gamma.len();
+    let g = b.constant(&format!("{name}/gamma"), &[c, 1, 1], gamma);
+    let be = b.constant(&format!("{name}/beta"), &[c, 1, 1], beta);
+    let scaled = b.op("Mul", &format!("{name}/scaled"), &[x, &g], vec![]);
+    b.op("Add", name, &[&scaled, &be], vec![])
+}
 
-    pub(super) fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
-        self.initializers.push(build::tensor_f32(name, dims, values));
-        name.to_string()
+/// Zero-pads `x` at the end of its channel, row and column dimensions to `shape`.
+fn pad_to(b: &mut GraphBuilder, x: &Value, shape: &[usize], name: &str) -> Value {
+    if x.shape == shape {
+        return x.clone();
     }
-
-    /// A dlib `con_` as a Conv node `name` (plus a Relu when dlib fused one): its output.
-    pub(super) fn conv(&mut self, name: &str, x: &str, details: &Details) -> Result<String> {
-        let Details::Con { weight_dims, weights, bias, stride, padding, relu } = details else {
-            bail!("{name}: not a con_ layer");
-        };
-        let [out, _, kh, kw] = *weight_dims;
-        let w = self.constant(&format!("{name}/weights"), weight_dims, weights);
-        let mut inputs = vec![x.to_string(), w];
-        if let Some(bias) = bias {
-            inputs.push(self.constant(&format!("{name}/bias"), &[out], bias));
-        }
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let [py, px] = *padding;
-        let y = self.op(
-            "Conv",
-            name,
-            &inputs,
-            vec![
-                attr_ints("kernel_shape", &[kh as i64, kw as i64]),
-                attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
-                attr_ints("pads", &[py as i64, px as i64, py as i64, px as i64]),
-            ],
-        );
-        Ok(if *relu { self.op("Relu", &format!("{name}/relu"), &[&y], vec![]) } else { y })
+    let mut pads = vec![0i64; 8];
+    for (axis, (&have, &want)) in x.shape.iter().zip(shape).enumerate() {
+        pads[4 + 1 + axis] = (want - have) as i64;
     }
-
-    /// A dlib `affine_` (conv mode) as Mul and Add of `[C, 1, 1]` constants: its output.
-    pub(super) fn affine(&mut self, name: &str, x: &str, gamma: &[f32], beta: &[f32]) -> String {
-        let c = gamma.len();
-        let g = self.constant(&format!("{name}/gamma"), &[c, 1, 1], gamma);
-        let be = self.constant(&format!("{name}/beta"), &[c, 1, 1], beta);
-        let scaled = self.op("Mul", &format!("{name}/scaled"), &[x, &g], vec![]);
-        self.op("Add", name, &[&scaled, &be], vec![])
-    }
-
-    fn int_constant(&mut self, name: &str, values: &[i64]) -> String {
-        self.initializers.push(build::tensor_i64(name, values));
-        name.to_string()
-    }
-
-    /// Zero-pads `x` at the end of its channel, row and column dimensions to `shape`.
-    fn pad_to(&mut self, x: &Value, shape: &[usize], name: &str) -> Value {
-        if x.shape == shape {
-            return x.clone();
-        }
-        let mut pads = vec![0i64; 8];
-        for (axis, (&have, &want)) in x.shape.iter().zip(shape).enumerate() {
-            pads[4 + 1 + axis] = (want - have) as i64;
-        }
-        let pads = self.int_constant(&format!("{name}/pads"), &pads);
-        let out = self.op("Pad", name, &[&x.name, &pads], vec![build::attr_string("mode", "constant")]);
-        Value { name: out, shape: shape.to_vec() }
-    }
+    let pads = b.int_constant(&format!("{name}/pads"), &pads);
+    let out = b.op("Pad", name, &[&x.name, &pads], vec![build::attr_string("mode", "constant")]);
+    Value { name: out, shape: shape.to_vec() }
 }
 
 /// dlib's output size of a convolution or pooling window (floor).
@@ -212,7 +172,7 @@ fn window_output(input: usize, window: usize, stride: usize, padding: usize, wha
 /// Builds the ONNX model of `network`, a face-recognition ResNet read by
 /// [`super::dlib::read_network`].
 pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
-    let mut b = Builder::default();
+    let mut b = GraphBuilder::default();
     let Input::Sized(input) = &network.input else {
         bail!("the network's input is not input_rgb_image_sized")
     };
@@ -234,7 +194,7 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
                 ensure!(x.shape.len() == 3 && x.shape[0] == in_channels, "layer {i}: con on {:?}", x.shape);
                 let h = window_output(x.shape[1], kh, stride[0], padding[0], &name("con"))?;
                 let w = window_output(x.shape[2], kw, stride[1], padding[1], &name("con"))?;
-                let y = b.conv(&name("con"), &x.name, details)?;
+                let y = conv(&mut b, &name("con"), &x.name, details)?;
                 Value { name: y, shape: vec![out, h, w] }
             }
             Details::Affine { gamma, beta } => {
@@ -245,7 +205,7 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
                     gamma.len(),
                     x.shape
                 );
-                let y = b.affine(&name("affine"), &x.name, gamma, beta);
+                let y = affine(&mut b, &name("affine"), &x.name, gamma, beta);
                 Value { name: y, shape: x.shape }
             }
             Details::Disabled => x,
@@ -268,11 +228,7 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
                     let h = window_output(x.shape[1], size[0], stride[0], padding[0], &name("pool"))?;
                     let w = window_output(x.shape[2], size[1], stride[1], padding[1], &name("pool"))?;
                     let [py, px] = *padding;
-                    let mut attrs = vec![
-                        attr_ints("kernel_shape", &[size[0] as i64, size[1] as i64]),
-                        attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
-                        attr_ints("pads", &[py as i64, px as i64, py as i64, px as i64]),
-                    ];
+                    let mut attrs = window_attrs(*size, *stride, [py, px, py, px]);
                     if !is_max {
                         // dlib averages over the window clipped to the input.
                         attrs.push(attr_int("count_include_pad", 0));
@@ -309,8 +265,8 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
                     other.shape
                 );
                 let shape: Vec<usize> = x.shape.iter().zip(&other.shape).map(|(a, b)| *a.max(b)).collect();
-                let a = b.pad_to(&x, &shape, &name("add_prev/pad_input"));
-                let c = b.pad_to(other, &shape, &name("add_prev/pad_tagged"));
+                let a = pad_to(&mut b, &x, &shape, &name("add_prev/pad_input"));
+                let c = pad_to(&mut b, other, &shape, &name("add_prev/pad_tagged"));
                 let y = b.op("Add", &name("add_prev"), &[&a.name, &c.name], vec![]);
                 Value { name: y, shape }
             }
@@ -326,25 +282,14 @@ pub fn build_model(network: &Network, doc: &str) -> Result<ModelProto> {
 
     // The loss layer passes the last output through: name it `facen`.
     ensure!(x.shape.len() == 1, "the network ends in {:?}, not a vector per face", x.shape);
-    let last = b.nodes.last_mut().context("empty graph")?;
-    if last.output.first() != Some(&x.name) {
-        bail!("the network's output is not computed by its last node");
-    }
-    last.output = vec![OUTPUT.to_string()];
-
     let batch = Dim::Symbolic("N".into());
-    let graph = GraphProto {
-        node: b.nodes,
-        name: "dlib_face_recognition_resnet_model_v1".into(),
-        initializer: b.initializers,
-        input: vec![build::value_info_f32(
-            INPUT,
-            &[batch.clone(), Dim::Fixed(3), Dim::Fixed(input.rows), Dim::Fixed(input.cols)],
-        )],
-        output: vec![build::value_info_f32(OUTPUT, &[batch, Dim::Fixed(x.shape[0])])],
-        ..Default::default()
-    };
-    Ok(build::model(graph, OPSET, "refacen-xtask", env!("CARGO_PKG_VERSION"), doc))
+    b.finish(
+        "dlib_face_recognition_resnet_model_v1",
+        (INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(input.rows), Dim::Fixed(input.cols)]),
+        (OUTPUT, &[batch, Dim::Fixed(x.shape[0])]),
+        &x.name,
+        doc,
+    )
 }
 
 #[cfg(test)]

@@ -6,23 +6,11 @@
 
 use std::sync::Mutex;
 
-use kit::bindings::wasi::nn;
-
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
+use kit::embedder::{EmbedderInfo, Guest, GuestError, Image};
 
 struct HostileEmbedder;
 
-export!(HostileEmbedder);
+kit::export_embedder!(HostileEmbedder);
 
 const SIZE: u32 = 150;
 const FACEN_SIZE: usize = 8;

@@ -14,24 +14,13 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use kit::bindings::wasi::nn;
+use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
 use kit::types::{Bbox, Landmarks, Point};
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "refacen:face/detector",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
-
 struct Hostile;
 
-export!(Hostile);
+kit::export_detector!(Hostile);
 
 /// Every mode, with what it does on the trigger image.
 const MODES: &[(&str, &str)] = &[

@@ -4,24 +4,12 @@
 //! bottom-left, bottom-right; R, G, B, grey within each), L2-normalized. It is deterministic,
 //! and similar faces give similar facens, which is all tests of the host's plumbing need.
 
-use kit::bindings::wasi::nn;
+use kit::embedder::{AlignmentTemplate, EmbedderInfo, Guest, GuestError, Image};
 use kit::types::{Landmarks, Point};
-
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "refacen:face/embedder",
-    with: {
-        "refacen:face/types@0.1.0": kit::types,
-        "wasi:nn/tensor@0.2.0-rc-2024-10-28": nn::tensor,
-        "wasi:nn/graph@0.2.0-rc-2024-10-28": nn::graph,
-        "wasi:nn/inference@0.2.0-rc-2024-10-28": nn::inference,
-        "wasi:nn/errors@0.2.0-rc-2024-10-28": nn::errors,
-    },
-});
 
 struct ToyEmbedder;
 
-export!(ToyEmbedder);
+kit::export_embedder!(ToyEmbedder);
 
 const SIZE: u32 = 112;
 const FACEN_SIZE: usize = 16;
