@@ -42,6 +42,22 @@ pub enum NnError {
     Runtime(String),
     #[error("the run passed its deadline and was stopped")]
     DeadlineExceeded,
+    /// A node failed while its graph ran; `source` says how.
+    #[error("{op} node `{node}`: {source}")]
+    Node { op: &'static str, node: String, source: Box<NnError> },
+}
+
+impl NnError {
+    /// This error as raised by `node` while its graph ran: wrapped with the node, unless it
+    /// already names what it refuses (limits, deadlines, unsupported ops).
+    pub fn at(self, node: &ir::Node) -> NnError {
+        match self {
+            NnError::InvalidArgument(_) | NnError::Runtime(_) => {
+                NnError::Node { op: node.op.onnx_name(), node: node.name.clone(), source: Box::new(self) }
+            }
+            other => other,
+        }
+    }
 }
 
 /// When a run must give up: the deadline of the guest call it runs for. Backends check it

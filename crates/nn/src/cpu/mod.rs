@@ -159,12 +159,7 @@ impl CpuExecutable {
             deadline.check()?;
             let started = std::time::Instant::now();
             let flops = timings.as_ref().map_or(0, |_| node_flops(node, &slots));
-            let output = self.run_node(index, &mut slots, &deadline).map_err(|e| match e {
-                NnError::InvalidArgument(msg) | NnError::Runtime(msg) => {
-                    NnError::Runtime(format!("{} node `{}`: {msg}", node.op.onnx_name(), node.name))
-                }
-                other => other,
-            })?;
+            let output = self.run_node(index, &mut slots, &deadline).map_err(|e| e.at(node))?;
             if let Some(timings) = timings.as_deref_mut() {
                 timings.push(NodeTiming {
                     node: node.name.clone(),

@@ -316,12 +316,7 @@ impl<'e> Builder<'e> {
         let mut node_steps = Vec::with_capacity(graph.nodes.len());
         for (index, node) in graph.nodes.iter().enumerate() {
             let first = self.pending.len();
-            let (out_shape, flops) = self.plan_node(index, node).map_err(|e| match e {
-                NnError::InvalidArgument(msg) | NnError::Runtime(msg) => {
-                    NnError::Runtime(format!("{} node `{}`: {msg}", node.op.onnx_name(), node.name))
-                }
-                other => other,
-            })?;
+            let (out_shape, flops) = self.plan_node(index, node).map_err(|e| e.at(node))?;
             node_steps.push((first..self.pending.len(), out_shape, flops));
             for &id in node.inputs.iter().flatten() {
                 if exe.last_use[id] == index && graph.constant(id).is_none() {
