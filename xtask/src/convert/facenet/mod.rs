@@ -23,7 +23,7 @@
 //!   left out: the graph's output `bottleneck` is the 512-d bottleneck and the guest
 //!   normalizes it (refacen's op set has no reduction).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail, ensure};
 use onnx_proto::ModelProto;
@@ -32,201 +32,17 @@ use prost::Message;
 
 use super::onnx_graph::{GraphBuilder, window_attrs};
 
+mod tf;
+
+use tf::*;
+pub use tf::{GraphDef, NodeDef};
+
 /// The graph's input: prewhitened RGB, float32 `[N, 3, 160, 160]`.
 pub const INPUT: &str = "image";
 /// The graph's output: `[N, 512]`, the bottleneck before FaceNet's L2 normalization.
 pub const OUTPUT: &str = "bottleneck";
 /// The TensorFlow node whose value is FaceNet's normalized embedding.
 const TF_EMBEDDINGS: &str = "embeddings";
-
-// TensorFlow's DataType values (types.proto).
-const DT_FLOAT: i32 = 1;
-const DT_INT32: i32 = 3;
-const DT_INT64: i32 = 9;
-const DT_BOOL: i32 = 10;
-
-/// tensorflow.GraphDef (graph.proto); `versions` (4) and `library` (2) are skipped.
-#[derive(Clone, PartialEq, Message)]
-pub struct GraphDef {
-    #[prost(message, repeated, tag = "1")]
-    pub node: Vec<NodeDef>,
-}
-
-/// tensorflow.NodeDef (node_def.proto).
-#[derive(Clone, PartialEq, Message)]
-pub struct NodeDef {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub op: String,
-    /// `node`, `node:port`, or `^node` for a control dependency.
-    #[prost(string, repeated, tag = "3")]
-    pub input: Vec<String>,
-    #[prost(string, tag = "4")]
-    pub device: String,
-    #[prost(btree_map = "string, message", tag = "5")]
-    pub attr: BTreeMap<String, AttrValue>,
-}
-
-/// tensorflow.AttrValue (attr_value.proto). Its `value` oneof is read as optional fields
-/// (the encoding is the same).
-#[derive(Clone, PartialEq, Message)]
-pub struct AttrValue {
-    #[prost(message, optional, tag = "1")]
-    pub list: Option<ListValue>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub s: Option<Vec<u8>>,
-    #[prost(int64, optional, tag = "3")]
-    pub i: Option<i64>,
-    #[prost(float, optional, tag = "4")]
-    pub f: Option<f32>,
-    #[prost(bool, optional, tag = "5")]
-    pub b: Option<bool>,
-    #[prost(int32, optional, tag = "6")]
-    pub r#type: Option<i32>,
-    #[prost(message, optional, tag = "7")]
-    pub shape: Option<TensorShapeProto>,
-    #[prost(message, optional, tag = "8")]
-    pub tensor: Option<TfTensor>,
-}
-
-/// tensorflow.AttrValue.ListValue.
-#[derive(Clone, PartialEq, Message)]
-pub struct ListValue {
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    pub s: Vec<Vec<u8>>,
-    #[prost(int64, repeated, tag = "3")]
-    pub i: Vec<i64>,
-    #[prost(float, repeated, tag = "4")]
-    pub f: Vec<f32>,
-    #[prost(bool, repeated, tag = "5")]
-    pub b: Vec<bool>,
-    #[prost(int32, repeated, tag = "6")]
-    pub r#type: Vec<i32>,
-}
-
-/// tensorflow.TensorProto (tensor.proto), the fields of the types read here.
-#[derive(Clone, PartialEq, Message)]
-pub struct TfTensor {
-    #[prost(int32, tag = "1")]
-    pub dtype: i32,
-    #[prost(message, optional, tag = "2")]
-    pub tensor_shape: Option<TensorShapeProto>,
-    /// Little-endian values, row-major; when empty, the typed `*_val` fields hold them (fewer
-    /// values than the shape needs: the last one repeats).
-    #[prost(bytes = "vec", tag = "4")]
-    pub tensor_content: Vec<u8>,
-    #[prost(float, repeated, tag = "5")]
-    pub float_val: Vec<f32>,
-    #[prost(int32, repeated, tag = "7")]
-    pub int_val: Vec<i32>,
-    #[prost(int64, repeated, tag = "10")]
-    pub int64_val: Vec<i64>,
-    #[prost(bool, repeated, tag = "11")]
-    pub bool_val: Vec<bool>,
-}
-
-/// tensorflow.TensorShapeProto (tensor_shape.proto).
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorShapeProto {
-    #[prost(message, repeated, tag = "2")]
-    pub dim: Vec<TensorShapeDim>,
-    #[prost(bool, tag = "3")]
-    pub unknown_rank: bool,
-}
-
-/// tensorflow.TensorShapeProto.Dim; `size` is -1 when unknown.
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorShapeDim {
-    #[prost(int64, tag = "1")]
-    pub size: i64,
-    #[prost(string, tag = "2")]
-    pub name: String,
-}
-
-/// A constant, decoded.
-#[derive(Clone, Debug)]
-struct Constant {
-    dims: Vec<usize>,
-    values: ConstValues,
-}
-
-#[derive(Clone, Debug)]
-enum ConstValues {
-    Float(Vec<f32>),
-    Int(Vec<i64>),
-    Bool(Vec<bool>),
-}
-
-impl Constant {
-    fn decode(t: &TfTensor, what: &str) -> Result<Constant> {
-        let dims: Vec<usize> = match &t.tensor_shape {
-            Some(shape) => shape
-                .dim
-                .iter()
-                .map(|d| usize::try_from(d.size).with_context(|| format!("{what}: dimension {}", d.size)))
-                .collect::<Result<_>>()?,
-            None => vec![],
-        };
-        let count: usize = dims.iter().product();
-        fn fill<T: Copy>(vals: &[T], count: usize, what: &str) -> Result<Vec<T>> {
-            ensure!(vals.len() <= count, "{what}: {} values for {count} elements", vals.len());
-            match vals.last() {
-                Some(&last) => {
-                    let mut v = vals.to_vec();
-                    v.resize(count, last);
-                    Ok(v)
-                }
-                None if count == 0 => Ok(vec![]),
-                None => bail!("{what}: no values"),
-            }
-        }
-        let raw = &t.tensor_content;
-        let values = match t.dtype {
-            DT_FLOAT if !raw.is_empty() => {
-                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} floats", raw.len());
-                ConstValues::Float(
-                    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                )
-            }
-            DT_FLOAT => ConstValues::Float(fill(&t.float_val, count, what)?),
-            DT_INT32 if !raw.is_empty() => {
-                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} int32", raw.len());
-                ConstValues::Int(
-                    raw.chunks_exact(4)
-                        .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                        .collect(),
-                )
-            }
-            DT_INT32 => ConstValues::Int(fill(&t.int_val, count, what)?.into_iter().map(i64::from).collect()),
-            DT_INT64 if !raw.is_empty() => {
-                ensure!(raw.len() == count * 8, "{what}: {} bytes for {count} int64", raw.len());
-                ConstValues::Int(
-                    raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
-                )
-            }
-            DT_INT64 => ConstValues::Int(fill(&t.int64_val, count, what)?),
-            DT_BOOL if !raw.is_empty() => ConstValues::Bool(raw.iter().map(|&b| b != 0).collect()),
-            DT_BOOL => ConstValues::Bool(fill(&t.bool_val, count, what)?),
-            other => bail!("{what}: constants of TensorFlow data type {other} are not supported"),
-        };
-        Ok(Constant { dims, values })
-    }
-
-    fn floats(&self, what: &str) -> Result<&[f32]> {
-        match &self.values {
-            ConstValues::Float(v) => Ok(v),
-            _ => bail!("{what}: expected a float constant"),
-        }
-    }
-
-    fn ints(&self, what: &str) -> Result<&[i64]> {
-        match &self.values {
-            ConstValues::Int(v) => Ok(v),
-            _ => bail!("{what}: expected an integer constant"),
-        }
-    }
-}
 
 /// A value of the ONNX graph being built; `shape` leaves out the batch dimension: `[C, H, W]`
 /// or `[features]`.
@@ -322,54 +138,6 @@ fn split_tensor(name: &str) -> (&str, usize) {
 fn tensor_key(name: &str) -> String {
     let (node, port) = split_tensor(name);
     format!("{node}:{port}")
-}
-
-impl NodeDef {
-    fn attr(&self, name: &str) -> Result<&AttrValue> {
-        self.attr
-            .get(name)
-            .with_context(|| format!("node `{}` ({}) has no attribute `{name}`", self.name, self.op))
-    }
-
-    fn attr_str(&self, name: &str) -> Result<String> {
-        let v = self
-            .attr(name)?
-            .s
-            .as_ref()
-            .with_context(|| format!("node `{}`: `{name}` is not a string", self.name))?;
-        Ok(String::from_utf8_lossy(v).into_owned())
-    }
-
-    fn attr_ints(&self, name: &str) -> Result<Vec<i64>> {
-        Ok(self
-            .attr(name)?
-            .list
-            .as_ref()
-            .with_context(|| format!("node `{}`: `{name}` is not a list", self.name))?
-            .i
-            .clone())
-    }
-
-    /// The data inputs (control dependencies left out).
-    fn data_inputs(&self) -> impl Iterator<Item = &str> {
-        self.input.iter().map(String::as_str).filter(|i| !i.starts_with('^'))
-    }
-
-    /// Checks `data_format` is NHWC (the default) and returns the H and W entries of an NHWC
-    /// list attribute (`strides`, `ksize`).
-    fn spatial(&self, name: &str) -> Result<[usize; 2]> {
-        if self.attr.contains_key("data_format") {
-            let format = self.attr_str("data_format")?;
-            ensure!(format == "NHWC", "node `{}`: data_format {format} (only NHWC is supported)", self.name);
-        }
-        let v = self.attr_ints(name)?;
-        ensure!(
-            v.len() == 4 && v[0] == 1 && v[3] == 1 && v[1] > 0 && v[2] > 0,
-            "node `{}`: {name} {v:?} (expected [1, h, w, 1])",
-            self.name
-        );
-        Ok([v[1] as usize, v[2] as usize])
-    }
 }
 
 /// TensorFlow's output size and ONNX pads `[top, left, bottom, right]` for a window.
@@ -517,27 +285,7 @@ impl<'a> Converter<'a> {
                 let tensor = node.attr("value")?.tensor.as_ref().context("Const without a tensor")?;
                 Entry::Const(Constant::decode(tensor, onnx_name)?)
             }
-            "Placeholder" => {
-                let dtype = node.attr("dtype")?.r#type.unwrap_or(0);
-                if dtype == DT_BOOL {
-                    // phase_train fed with nothing: FaceNet's graphs default it to inference.
-                    return Ok(Entry::Const(Constant {
-                        dims: vec![],
-                        values: ConstValues::Bool(vec![false]),
-                    }));
-                }
-                ensure!(dtype == DT_FLOAT, "placeholder of data type {dtype}");
-                ensure!(self.input_hw.is_none(), "a second image input");
-                let shape = node.attr("shape")?.shape.as_ref().context("placeholder without a shape")?;
-                let dims: Vec<i64> = shape.dim.iter().map(|d| d.size).collect();
-                ensure!(
-                    dims.len() == 4 && dims[3] == 3 && dims[1] > 0 && dims[2] > 0,
-                    "input shape {dims:?} (expected [N, H, W, 3])"
-                );
-                let (h, w) = (dims[1] as usize, dims[2] as usize);
-                self.input_hw = Some([h, w]);
-                Entry::Value(Value { name: INPUT.into(), shape: vec![3, h, w] })
-            }
+            "Placeholder" => self.placeholder(node)?,
             "Identity" | "PlaceholderWithDefault" | "StopGradient" => {
                 let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
                 self.entry(x)?
@@ -561,60 +309,8 @@ impl<'a> Converter<'a> {
                 }
                 live.unwrap_or(Entry::Dead)
             }
-            "Conv2D" => {
-                let [x, w] = Self::inputs(node, 2)?[..] else { unreachable!() };
-                let x = self.value(x)?;
-                let w = self.const_of(w)?;
-                let strides = node.spatial("strides")?;
-                if node.attr.contains_key("dilations") {
-                    let d = node.attr_ints("dilations")?;
-                    ensure!(d.iter().all(|&v| v == 1), "dilations {d:?}");
-                }
-                let [kh, kw, cin, cout] = w.dims[..] else { bail!("weights of shape {:?}", w.dims) };
-                ensure!(x.shape.len() == 3 && x.shape[0] == cin, "{cin}-channel weights on {:?}", x.shape);
-                let (out, pads) = window(node, [x.shape[1], x.shape[2]], [kh, kw], strides)?;
-                // HWIO → OIHW.
-                let hwio = w.floats(onnx_name)?;
-                let mut oihw = vec![0f32; hwio.len()];
-                for y in 0..kh {
-                    for xx in 0..kw {
-                        for i in 0..cin {
-                            for o in 0..cout {
-                                oihw[((o * cin + i) * kh + y) * kw + xx] =
-                                    hwio[((y * kw + xx) * cin + i) * cout + o];
-                            }
-                        }
-                    }
-                }
-                Entry::Linear(Box::new(Linear {
-                    name: onnx_name.into(),
-                    input: x,
-                    weight_dims: vec![cout, cin, kh, kw],
-                    weights: oihw,
-                    bias: vec![0.0; cout],
-                    kind: LinearKind::Conv { strides, pads },
-                    shape: vec![cout, out[0], out[1]],
-                }))
-            }
-            "MatMul" => {
-                let [a, b] = Self::inputs(node, 2)?[..] else { unreachable!() };
-                for t in ["transpose_a", "transpose_b"] {
-                    ensure!(node.attr.get(t).and_then(|v| v.b) != Some(true), "{t} is set");
-                }
-                let a = self.value(a)?;
-                let b = self.const_of(b)?;
-                let [k, m] = b.dims[..] else { bail!("weights of shape {:?}", b.dims) };
-                ensure!(a.shape == [k], "[{k}, {m}] weights on {:?}", a.shape);
-                Entry::Linear(Box::new(Linear {
-                    name: onnx_name.into(),
-                    input: a,
-                    weight_dims: vec![k, m],
-                    weights: b.floats(onnx_name)?.to_vec(),
-                    bias: vec![0.0; m],
-                    kind: LinearKind::MatMul,
-                    shape: vec![m],
-                }))
-            }
+            "Conv2D" => self.conv2d(node)?,
+            "MatMul" => self.matmul(node)?,
             "BiasAdd" | "Add" | "AddV2" if self.has_const_vector_operand(node)? => {
                 let (x, c) = self.value_and_constant(node)?;
                 let bias = c.floats(onnx_name)?.to_vec();
@@ -662,35 +358,7 @@ impl<'a> Converter<'a> {
                     shape: a.shape,
                 })
             }
-            "FusedBatchNorm" | "FusedBatchNormV3" => {
-                let inputs = Self::inputs(node, 5)?;
-                if let Some(t) = node.attr.get("is_training").and_then(|v| v.b) {
-                    ensure!(!t, "a batch norm in training mode");
-                }
-                if node.attr.contains_key("data_format") {
-                    let format = node.attr_str("data_format")?;
-                    ensure!(format == "NHWC", "data_format {format}");
-                }
-                let epsilon = node.attr.get("epsilon").and_then(|v| v.f).unwrap_or(1e-3);
-                let mut params = Vec::with_capacity(4);
-                for p in &inputs[1..] {
-                    params.push(self.const_of(p)?.floats(p)?.to_vec());
-                }
-                let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-                let c = gamma.len();
-                ensure!(params.iter().all(|p| p.len() == c), "parameters of different lengths");
-                let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + epsilon).sqrt()).collect();
-                let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
-                let l = self.foldable(inputs[0])?.context(
-                    "a batch norm that does not follow a convolution or product used only by it \
-                     (refacen folds every batch norm into weights)",
-                )?;
-                ensure!(l.outputs() == c, "{c} parameters for {} channels", l.outputs());
-                let mut l = l;
-                l.fold_affine(&scale, &shift);
-                l.name = onnx_name.into();
-                Entry::Linear(Box::new(l))
-            }
+            "FusedBatchNorm" | "FusedBatchNormV3" => self.fused_batch_norm(node)?,
             "Relu" => {
                 let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
                 let x = self.value(x)?;
@@ -699,93 +367,205 @@ impl<'a> Converter<'a> {
                     shape: x.shape,
                 })
             }
-            "MaxPool" | "AvgPool" => {
-                let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
-                let x = self.value(x)?;
-                ensure!(x.shape.len() == 3, "pooling on {:?}", x.shape);
-                let kernel = node.spatial("ksize")?;
-                let strides = node.spatial("strides")?;
-                let (out, pads) = window(node, [x.shape[1], x.shape[2]], kernel, strides)?;
-                let mut attrs = window_attrs(kernel, strides, pads);
-                let op = if node.op == "MaxPool" {
-                    "MaxPool"
-                } else {
-                    // TensorFlow averages over the window's cells inside the input (said only
-                    // when there is padding: some ONNX readers refuse the attribute).
-                    if pads.iter().any(|&p| p > 0) {
-                        attrs.push(attr_int("count_include_pad", 0));
-                    }
-                    "AveragePool"
-                };
-                let name = self.graph.op(op, onnx_name, &[&x.name], attrs);
-                Entry::Value(Value { name, shape: vec![x.shape[0], out[0], out[1]] })
-            }
-            "ConcatV2" => {
-                let inputs: Vec<&str> = node.data_inputs().collect();
-                let (axis, parts) = inputs.split_last().context("no inputs")?;
-                let axis = self.const_of(axis)?.ints(axis)?.first().copied().context("an empty axis")?;
-                let mut values = Vec::with_capacity(parts.len());
-                for p in parts {
-                    values.push(self.value(p)?);
-                }
-                let first = values.first().context("nothing to concatenate")?.clone();
-                ensure!(first.shape.len() == 3, "concatenation of {:?}", first.shape);
-                // NHWC axis → NCHW axis.
-                let axis = match axis.rem_euclid(4) {
-                    3 => 1,
-                    1 => 2,
-                    2 => 3,
-                    _ => bail!("concatenation along the batch"),
-                };
-                let mut shape = first.shape.clone();
-                shape[axis - 1] = 0;
-                for v in &values {
-                    for d in 0..3 {
-                        ensure!(
-                            d == axis - 1 || v.shape[d] == first.shape[d],
-                            "parts of shapes {:?}",
-                            v.shape
-                        );
-                    }
-                    shape[axis - 1] += v.shape[axis - 1];
-                }
-                let names: Vec<&str> = values.iter().map(|v| v.name.as_str()).collect();
-                let name = self.graph.op("Concat", onnx_name, &names, vec![attr_int("axis", axis as i64)]);
-                Entry::Value(Value { name, shape })
-            }
-            "Reshape" => {
-                let [x, shape] = Self::inputs(node, 2)?[..] else { unreachable!() };
-                let target = self.const_of(shape)?.ints(shape)?.to_vec();
-                let features_of = |shape: &[usize]| shape.iter().product::<usize>();
-                match self.entry(x)? {
-                    // The batch norm of FaceNet's bottleneck views [N, 512] as [N, 1, 1, 512]
-                    // and back: keep the product pending through both reshapes.
-                    Entry::Linear(l) if self.single_use(x) && l.shape.len() == 1 => {
-                        let c = l.shape[0];
-                        ensure!(
-                            target.len() >= 2
-                                && target[..target.len() - 1].iter().skip(1).all(|&d| d == 1)
-                                && (target[target.len() - 1] == c as i64 || target[target.len() - 1] == -1),
-                            "a reshape of [N, {c}] to {target:?}"
-                        );
-                        Entry::Linear(l)
-                    }
-                    _ => {
-                        let v = self.value(x)?;
-                        let features = features_of(&v.shape);
-                        ensure!(
-                            target.len() == 2 && (target[1] == -1 || target[1] == features as i64),
-                            "a reshape of {:?} to {target:?} (only a flatten to [batch, features] is supported)",
-                            v.shape
-                        );
-                        // NCHW and NHWC flatten alike only when the map is 1x1.
-                        ensure!(v.shape.iter().skip(1).all(|&d| d == 1), "a flatten of a {:?} map", v.shape);
-                        let name = self.graph.op("Flatten", onnx_name, &[&v.name], vec![attr_int("axis", 1)]);
-                        Entry::Value(Value { name, shape: vec![features] })
-                    }
-                }
-            }
+            "MaxPool" | "AvgPool" => self.pool(node)?,
+            "ConcatV2" => self.concat(node)?,
+            "Reshape" => self.reshape(node)?,
             other => bail!("TensorFlow op {other} is not supported by this converter"),
+        })
+    }
+
+    fn placeholder(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let dtype = node.attr("dtype")?.r#type.unwrap_or(0);
+        if dtype == DT_BOOL {
+            // phase_train fed with nothing: FaceNet's graphs default it to inference.
+            return Ok(Entry::Const(Constant { dims: vec![], values: ConstValues::Bool(vec![false]) }));
+        }
+        ensure!(dtype == DT_FLOAT, "placeholder of data type {dtype}");
+        ensure!(self.input_hw.is_none(), "a second image input");
+        let shape = node.attr("shape")?.shape.as_ref().context("placeholder without a shape")?;
+        let dims: Vec<i64> = shape.dim.iter().map(|d| d.size).collect();
+        ensure!(
+            dims.len() == 4 && dims[3] == 3 && dims[1] > 0 && dims[2] > 0,
+            "input shape {dims:?} (expected [N, H, W, 3])"
+        );
+        let (h, w) = (dims[1] as usize, dims[2] as usize);
+        self.input_hw = Some([h, w]);
+        Ok(Entry::Value(Value { name: INPUT.into(), shape: vec![3, h, w] }))
+    }
+
+    fn conv2d(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let [x, w] = Self::inputs(node, 2)?[..] else { unreachable!() };
+        let x = self.value(x)?;
+        let w = self.const_of(w)?;
+        let strides = node.spatial("strides")?;
+        if node.attr.contains_key("dilations") {
+            let d = node.attr_ints("dilations")?;
+            ensure!(d.iter().all(|&v| v == 1), "dilations {d:?}");
+        }
+        let [kh, kw, cin, cout] = w.dims[..] else { bail!("weights of shape {:?}", w.dims) };
+        ensure!(x.shape.len() == 3 && x.shape[0] == cin, "{cin}-channel weights on {:?}", x.shape);
+        let (out, pads) = window(node, [x.shape[1], x.shape[2]], [kh, kw], strides)?;
+        // HWIO → OIHW.
+        let hwio = w.floats(onnx_name)?;
+        let mut oihw = vec![0f32; hwio.len()];
+        for y in 0..kh {
+            for xx in 0..kw {
+                for i in 0..cin {
+                    for o in 0..cout {
+                        oihw[((o * cin + i) * kh + y) * kw + xx] = hwio[((y * kw + xx) * cin + i) * cout + o];
+                    }
+                }
+            }
+        }
+        Ok(Entry::Linear(Box::new(Linear {
+            name: onnx_name.into(),
+            input: x,
+            weight_dims: vec![cout, cin, kh, kw],
+            weights: oihw,
+            bias: vec![0.0; cout],
+            kind: LinearKind::Conv { strides, pads },
+            shape: vec![cout, out[0], out[1]],
+        })))
+    }
+
+    fn matmul(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let [a, b] = Self::inputs(node, 2)?[..] else { unreachable!() };
+        for t in ["transpose_a", "transpose_b"] {
+            ensure!(node.attr.get(t).and_then(|v| v.b) != Some(true), "{t} is set");
+        }
+        let a = self.value(a)?;
+        let b = self.const_of(b)?;
+        let [k, m] = b.dims[..] else { bail!("weights of shape {:?}", b.dims) };
+        ensure!(a.shape == [k], "[{k}, {m}] weights on {:?}", a.shape);
+        Ok(Entry::Linear(Box::new(Linear {
+            name: onnx_name.into(),
+            input: a,
+            weight_dims: vec![k, m],
+            weights: b.floats(onnx_name)?.to_vec(),
+            bias: vec![0.0; m],
+            kind: LinearKind::MatMul,
+            shape: vec![m],
+        })))
+    }
+
+    fn fused_batch_norm(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let inputs = Self::inputs(node, 5)?;
+        if let Some(t) = node.attr.get("is_training").and_then(|v| v.b) {
+            ensure!(!t, "a batch norm in training mode");
+        }
+        if node.attr.contains_key("data_format") {
+            let format = node.attr_str("data_format")?;
+            ensure!(format == "NHWC", "data_format {format}");
+        }
+        let epsilon = node.attr.get("epsilon").and_then(|v| v.f).unwrap_or(1e-3);
+        let mut params = Vec::with_capacity(4);
+        for p in &inputs[1..] {
+            params.push(self.const_of(p)?.floats(p)?.to_vec());
+        }
+        let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+        let c = gamma.len();
+        ensure!(params.iter().all(|p| p.len() == c), "parameters of different lengths");
+        let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + epsilon).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+        let l = self.foldable(inputs[0])?.context(
+            "a batch norm that does not follow a convolution or product used only by it \
+             (refacen folds every batch norm into weights)",
+        )?;
+        ensure!(l.outputs() == c, "{c} parameters for {} channels", l.outputs());
+        let mut l = l;
+        l.fold_affine(&scale, &shift);
+        l.name = onnx_name.into();
+        Ok(Entry::Linear(Box::new(l)))
+    }
+
+    fn pool(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
+        let x = self.value(x)?;
+        ensure!(x.shape.len() == 3, "pooling on {:?}", x.shape);
+        let kernel = node.spatial("ksize")?;
+        let strides = node.spatial("strides")?;
+        let (out, pads) = window(node, [x.shape[1], x.shape[2]], kernel, strides)?;
+        let mut attrs = window_attrs(kernel, strides, pads);
+        let op = if node.op == "MaxPool" {
+            "MaxPool"
+        } else {
+            // TensorFlow averages over the window's cells inside the input (said only
+            // when there is padding: some ONNX readers refuse the attribute).
+            if pads.iter().any(|&p| p > 0) {
+                attrs.push(attr_int("count_include_pad", 0));
+            }
+            "AveragePool"
+        };
+        let name = self.graph.op(op, onnx_name, &[&x.name], attrs);
+        Ok(Entry::Value(Value { name, shape: vec![x.shape[0], out[0], out[1]] }))
+    }
+
+    fn concat(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let inputs: Vec<&str> = node.data_inputs().collect();
+        let (axis, parts) = inputs.split_last().context("no inputs")?;
+        let axis = self.const_of(axis)?.ints(axis)?.first().copied().context("an empty axis")?;
+        let mut values = Vec::with_capacity(parts.len());
+        for p in parts {
+            values.push(self.value(p)?);
+        }
+        let first = values.first().context("nothing to concatenate")?.clone();
+        ensure!(first.shape.len() == 3, "concatenation of {:?}", first.shape);
+        // NHWC axis → NCHW axis.
+        let axis = match axis.rem_euclid(4) {
+            3 => 1,
+            1 => 2,
+            2 => 3,
+            _ => bail!("concatenation along the batch"),
+        };
+        let mut shape = first.shape.clone();
+        shape[axis - 1] = 0;
+        for v in &values {
+            for d in 0..3 {
+                ensure!(d == axis - 1 || v.shape[d] == first.shape[d], "parts of shapes {:?}", v.shape);
+            }
+            shape[axis - 1] += v.shape[axis - 1];
+        }
+        let names: Vec<&str> = values.iter().map(|v| v.name.as_str()).collect();
+        let name = self.graph.op("Concat", onnx_name, &names, vec![attr_int("axis", axis as i64)]);
+        Ok(Entry::Value(Value { name, shape }))
+    }
+
+    fn reshape(&mut self, node: &'a NodeDef) -> Result<Entry> {
+        let onnx_name = node.name.as_str();
+        let [x, shape] = Self::inputs(node, 2)?[..] else { unreachable!() };
+        let target = self.const_of(shape)?.ints(shape)?.to_vec();
+        let features_of = |shape: &[usize]| shape.iter().product::<usize>();
+        Ok(match self.entry(x)? {
+            // The batch norm of FaceNet's bottleneck views [N, 512] as [N, 1, 1, 512]
+            // and back: keep the product pending through both reshapes.
+            Entry::Linear(l) if self.single_use(x) && l.shape.len() == 1 => {
+                let c = l.shape[0];
+                ensure!(
+                    target.len() >= 2
+                        && target[..target.len() - 1].iter().skip(1).all(|&d| d == 1)
+                        && (target[target.len() - 1] == c as i64 || target[target.len() - 1] == -1),
+                    "a reshape of [N, {c}] to {target:?}"
+                );
+                Entry::Linear(l)
+            }
+            _ => {
+                let v = self.value(x)?;
+                let features = features_of(&v.shape);
+                ensure!(
+                    target.len() == 2 && (target[1] == -1 || target[1] == features as i64),
+                    "a reshape of {:?} to {target:?} (only a flatten to [batch, features] is supported)",
+                    v.shape
+                );
+                // NCHW and NHWC flatten alike only when the map is 1x1.
+                ensure!(v.shape.iter().skip(1).all(|&d| d == 1), "a flatten of a {:?} map", v.shape);
+                let name = self.graph.op("Flatten", onnx_name, &[&v.name], vec![attr_int("axis", 1)]);
+                Entry::Value(Value { name, shape: vec![features] })
+            }
         })
     }
 
