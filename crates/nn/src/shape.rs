@@ -1,7 +1,7 @@
 //! Output shapes of every op, computed at run time from the actual input shapes, so graphs
 //! with dynamic batch and spatial dimensions run at any size. Shared by all backends.
 
-use super::ir::{Conv, Op, Padding, Pool};
+use super::ir::{Conv, Gemm, Op, Padding, Pool};
 use super::{NnError, element_count};
 
 fn invalid(msg: String) -> NnError {
@@ -210,23 +210,7 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
             s[2..].iter_mut().for_each(|d| *d = 1);
             s
         }
-        Op::Gemm(g) => {
-            let b = input(1)?;
-            if x.len() != 2 || b.len() != 2 {
-                return Err(invalid(format!("Gemm needs 2-D inputs, got {x:?} and {b:?}")));
-            }
-            let (m, ka) = if g.trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
-            let (kb, n) = if g.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-            if ka != kb {
-                return Err(invalid(format!("Gemm inner dimensions differ: {x:?} x {b:?}")));
-            }
-            if let Some(c) = inputs.get(2).copied().flatten()
-                && broadcast(c, &[m, n])? != [m, n]
-            {
-                return Err(invalid(format!("Gemm C {c:?} does not broadcast to [{m}, {n}]")));
-            }
-            vec![m, n]
-        }
+        Op::Gemm(g) => gemm(g, x, input(1)?, inputs.get(2).copied().flatten())?,
         Op::MatMul => matmul(x, input(1)?)?,
         Op::Unary(_) => x.to_vec(),
         Op::PRelu => {
@@ -264,36 +248,8 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
             let perm = transpose_perm(perm, x.len())?;
             perm.iter().map(|&p| x[p]).collect()
         }
-        Op::Concat { axis } => {
-            let a = normalize_axis(*axis, x.len(), 0)?;
-            let mut out = x.to_vec();
-            for other in inputs[1..].iter().flatten() {
-                if other.len() != x.len() || other.iter().enumerate().any(|(i, &d)| i != a && d != x[i]) {
-                    return Err(invalid(format!("Concat inputs {x:?} and {other:?} differ off axis {a}")));
-                }
-                out[a] = out[a].checked_add(other[a]).ok_or_else(|| {
-                    NnError::TooLarge(format!("Concat of {x:?} and {other:?} overflows on axis {a}"))
-                })?;
-            }
-            out
-        }
-        Op::Pad { pads, .. } => {
-            if pads.len() != 2 * x.len() {
-                return Err(invalid(format!("Pad: {} pads for rank {}", pads.len(), x.len())));
-            }
-            let mut out = Vec::with_capacity(x.len());
-            for (i, &d) in x.iter().enumerate() {
-                let size = i64::try_from(d)
-                    .ok()
-                    .and_then(|d| d.checked_add(pads[i])?.checked_add(pads[i + x.len()]))
-                    .ok_or_else(|| NnError::TooLarge(format!("Pad {pads:?} of {x:?} overflows")))?;
-                if size < 0 {
-                    return Err(invalid(format!("Pad {pads:?} removes more than {x:?} holds")));
-                }
-                out.push(size as usize);
-            }
-            out
-        }
+        Op::Concat { axis } => concat(*axis, x, &inputs[1..])?,
+        Op::Pad { pads, .. } => pad(pads, x)?,
         Op::Squeeze { axes } => match axes {
             None => x.iter().copied().filter(|&d| d != 1).collect(),
             Some(axes) => {
@@ -314,6 +270,55 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
         }
     };
     Ok(vec![shape])
+}
+
+fn gemm(g: &Gemm, x: &[usize], b: &[usize], c: Option<&[usize]>) -> Result<Vec<usize>, NnError> {
+    if x.len() != 2 || b.len() != 2 {
+        return Err(invalid(format!("Gemm needs 2-D inputs, got {x:?} and {b:?}")));
+    }
+    let (m, ka) = if g.trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
+    let (kb, n) = if g.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+    if ka != kb {
+        return Err(invalid(format!("Gemm inner dimensions differ: {x:?} x {b:?}")));
+    }
+    if let Some(c) = c
+        && broadcast(c, &[m, n])? != [m, n]
+    {
+        return Err(invalid(format!("Gemm C {c:?} does not broadcast to [{m}, {n}]")));
+    }
+    Ok(vec![m, n])
+}
+
+fn concat(axis: i64, x: &[usize], others: &[Option<&[usize]>]) -> Result<Vec<usize>, NnError> {
+    let a = normalize_axis(axis, x.len(), 0)?;
+    let mut out = x.to_vec();
+    for other in others.iter().flatten() {
+        if other.len() != x.len() || other.iter().enumerate().any(|(i, &d)| i != a && d != x[i]) {
+            return Err(invalid(format!("Concat inputs {x:?} and {other:?} differ off axis {a}")));
+        }
+        out[a] = out[a].checked_add(other[a]).ok_or_else(|| {
+            NnError::TooLarge(format!("Concat of {x:?} and {other:?} overflows on axis {a}"))
+        })?;
+    }
+    Ok(out)
+}
+
+fn pad(pads: &[i64], x: &[usize]) -> Result<Vec<usize>, NnError> {
+    if pads.len() != 2 * x.len() {
+        return Err(invalid(format!("Pad: {} pads for rank {}", pads.len(), x.len())));
+    }
+    let mut out = Vec::with_capacity(x.len());
+    for (i, &d) in x.iter().enumerate() {
+        let size = i64::try_from(d)
+            .ok()
+            .and_then(|d| d.checked_add(pads[i])?.checked_add(pads[i + x.len()]))
+            .ok_or_else(|| NnError::TooLarge(format!("Pad {pads:?} of {x:?} overflows")))?;
+        if size < 0 {
+            return Err(invalid(format!("Pad {pads:?} removes more than {x:?} holds")));
+        }
+        out.push(size as usize);
+    }
+    Ok(out)
 }
 
 /// The geometry of a numpy matmul: `batch` matrix products of `m x k` by `k x n`, `batch`
