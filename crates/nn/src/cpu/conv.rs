@@ -195,8 +195,6 @@ fn conv2d_packed(
         let p0 = t * tile;
         let cols = tile.min(p - p0);
         let input = &x[(n * g.in_channels + group * cin_g) * in_plane..][..cin_g * in_plane];
-        // Taken out of the thread-local, not borrowed: another item may run on this thread
-        // while this one is in progress (rayon work stealing), and it then finds the slot empty.
         let first_panel = share * panels_per_item;
         let last_panel = (first_panel + panels_per_item).min(panels);
         if let Some(direct) = &direct {
@@ -231,6 +229,8 @@ fn conv2d_packed(
             }
             return;
         }
+        // Taken out of the thread-local, not borrowed: another item may run on this thread
+        // while this one is in progress (rayon work stealing), and it then finds the slot empty.
         let mut scratch = SCRATCH.take();
         let (col, col_stride) = if pointwise {
             (input[p0..].as_ptr(), p)
