@@ -24,6 +24,10 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
+mod reader;
+
+pub(super) use reader::Reader;
+
 /// A layer of the network type, as `read_network` expects it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
@@ -185,13 +189,14 @@ pub struct Network {
 /// Reads a network of type `loss<layers...<input>>` from `bytes`, checking it against that
 /// type; the whole of `bytes` must be the network.
 pub fn read_network(bytes: &[u8], loss: &LossSpec, layers: &[Layer], input: &InputSpec) -> Result<Network> {
-    let mut r = Reader { bytes, pos: 0 };
-    let network = read_all(&mut r, loss, layers, input)
-        .with_context(|| format!("malformed dlib network at byte offset {} of {}", r.pos, bytes.len()))?;
+    let mut r = Reader::new(bytes);
+    let network = read_all(&mut r, loss, layers, input).with_context(|| {
+        format!("malformed dlib network at byte offset {} of {}", r.position(), bytes.len())
+    })?;
     ensure!(
-        r.pos == bytes.len(),
+        r.position() == bytes.len(),
         "{} bytes remain after the network: the file holds another network type",
-        bytes.len() - r.pos
+        bytes.len() - r.position()
     );
     Ok(network)
 }
@@ -539,136 +544,12 @@ fn read_fc(r: &mut Reader, version: &str, outputs: usize, has_bias: bool) -> Res
     Ok(Details::Fc { inputs: num_inputs, outputs: num_outputs, weights, bias })
 }
 
-/// A cursor over dlib-serialized bytes (also used by the shape predictor converter).
-pub(super) struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, pos: 0 }
-    }
-
-    pub(super) fn position(&self) -> usize {
-        self.pos
-    }
-
-    /// A `matrix<float,0,1>` (a column vector; dlib writes negated dimensions).
-    pub(super) fn float_column(&mut self) -> Result<Vec<f32>> {
-        let rows = self.int()?.unsigned_abs() as usize;
-        let cols = self.int()?.unsigned_abs() as usize;
-        ensure!(cols == 1 || rows == 0, "a {rows}x{cols} matrix where a column vector was expected");
-        ensure!(rows <= 1 << 20, "implausible matrix of {rows} rows");
-        (0..rows).map(|_| self.f32()).collect()
-    }
-
-    fn byte(&mut self) -> Result<u8> {
-        let b = *self.bytes.get(self.pos).context("unexpected end of file")?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end =
-            self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).context("unexpected end of file")?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// An integer of any C++ type (dlib's `pack_int`).
-    pub(super) fn int(&mut self) -> Result<i64> {
-        let control = self.byte()?;
-        let negative = control & 0x80 != 0;
-        let size = (control & 0x0f) as usize;
-        ensure!((1..=8).contains(&size), "invalid integer control byte {control:#04x}");
-        let mut magnitude = 0u64;
-        for (i, &b) in self.take(size)?.iter().enumerate() {
-            magnitude |= u64::from(b) << (8 * i);
-        }
-        let value = i64::try_from(magnitude).with_context(|| format!("integer {magnitude} out of range"))?;
-        Ok(if negative { -value } else { value })
-    }
-
-    pub(super) fn usize(&mut self) -> Result<usize> {
-        let v = self.int()?;
-        usize::try_from(v).with_context(|| format!("expected a size, found {v}"))
-    }
-
-    /// A `float_details` (dlib's portable float): mantissa · 2^exponent.
-    pub(super) fn f64(&mut self) -> Result<f64> {
-        let first = *self.bytes.get(self.pos).context("unexpected end of file")?;
-        ensure!(
-            first & 0x70 == 0,
-            "a floating point number in dlib's old ASCII format (byte {first:#04x}); not supported"
-        );
-        let mantissa = self.int()?;
-        let exponent = self.int()?;
-        ensure!(i16::try_from(exponent).is_ok(), "float exponent {exponent} out of range");
-        Ok(match exponent {
-            32000 => f64::INFINITY,
-            32001 => f64::NEG_INFINITY,
-            32002 => f64::NAN,
-            // mantissa has at most 53 significant bits for a double (24 for a float), so the
-            // conversion is exact; scaling by a power of two is exact too (barring underflow).
-            e => ldexp(mantissa as f64, e as i32),
-        })
-    }
-
-    /// A float field: read as dlib reads it into a `float`.
-    pub(super) fn f32(&mut self) -> Result<f32> {
-        Ok(self.f64()? as f32)
-    }
-
-    pub(super) fn bool(&mut self) -> Result<bool> {
-        match self.byte()? {
-            b'1' => Ok(true),
-            b'0' => Ok(false),
-            other => bail!("invalid bool byte {other:#04x}"),
-        }
-    }
-
-    pub(super) fn string(&mut self) -> Result<String> {
-        let len = self.usize()?;
-        ensure!(len <= 1 << 16, "implausible string length {len}");
-        let s = self.take(len)?;
-        String::from_utf8(s.to_vec()).context("string is not UTF-8")
-    }
-
-    /// A `resizable_tensor`: its values, row-major `[num_samples, k, nr, nc]`.
-    fn tensor(&mut self) -> Result<Vec<f32>> {
-        let version = self.int()?;
-        ensure!(version == 2, "tensor version {version}, expected 2");
-        let mut count = 1usize;
-        for _ in 0..4 {
-            count = count.checked_mul(self.usize()?).context("tensor too large")?;
-        }
-        let bytes = self.take(count.checked_mul(4).context("tensor too large")?)?;
-        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-    }
-
-    /// An `alias_tensor`: only its dimensions `[num_samples, k, nr, nc]`.
-    fn alias_tensor(&mut self) -> Result<[usize; 4]> {
-        let version = self.int()?;
-        ensure!(version == 1, "alias_tensor version {version}, expected 1");
-        Ok([self.usize()?, self.usize()?, self.usize()?, self.usize()?])
-    }
-}
-
-/// `x · 2^e`, exact whenever the result is a normal number.
-fn ldexp(x: f64, e: i32) -> f64 {
-    // Split the scaling so that neither factor overflows for exponents of doubles.
-    let half = e / 2;
-    x * 2f64.powi(half) * 2f64.powi(e - half)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn reader(bytes: &[u8]) -> Reader<'_> {
-        Reader { bytes, pos: 0 }
+        Reader::new(bytes)
     }
 
     #[test]
