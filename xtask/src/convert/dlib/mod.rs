@@ -365,23 +365,8 @@ fn read_details(r: &mut Reader, layer: &Layer) -> Result<Details> {
         Layer::MaxPool { size, stride } | Layer::AvgPool { size, stride } => {
             let is_max = matches!(layer, Layer::MaxPool { .. });
             expect(&[if is_max { "max_pool_2" } else { "avg_pool_2" }])?;
-            let nr = r.usize()?;
-            let nc = r.usize()?;
-            let sy = r.usize()?;
-            let sx = r.usize()?;
-            let py = r.usize()?;
-            let px = r.usize()?;
-            ensure!(
-                [nr, nc] == *size && [sy, sx] == *stride,
-                "pool {nr}x{nc} stride {sy}x{sx}, expected {size:?} {stride:?}"
-            );
-            // dlib's default padding; the C++ type would reject any other.
-            let default = |k: usize, s: usize| if s != 1 { 0 } else { k / 2 };
-            ensure!(
-                [py, px] == [default(nr, sy), default(nc, sx)],
-                "pool padding {py}x{px} is not dlib's default for its type"
-            );
-            let (size, stride, padding) = ([nr, nc], [sy, sx], [py, px]);
+            let padding = read_window(r, "pool", *size, *stride)?;
+            let (size, stride) = (*size, *stride);
             Ok(if is_max {
                 Details::MaxPool { size, stride, padding }
             } else {
@@ -400,6 +385,26 @@ fn read_details(r: &mut Reader, layer: &Layer) -> Result<Details> {
     }
 }
 
+/// Reads a window as dlib writes it (rows, columns, strides, padding), checks it against the
+/// network type and returns its padding, which must be dlib's default: the C++ type would reject
+/// any other.
+fn read_window(r: &mut Reader, layer: &str, size: [usize; 2], stride: [usize; 2]) -> Result<[usize; 2]> {
+    let (nr, nc, sy, sx) = (r.usize()?, r.usize()?, r.usize()?, r.usize()?);
+    let padding = [r.usize()?, r.usize()?];
+    ensure!(
+        [nr, nc] == size && [sy, sx] == stride,
+        "{layer} {nr}x{nc} stride {sy}x{sx}, expected {size:?} {stride:?}"
+    );
+    let default = |k: usize, s: usize| if s != 1 { 0 } else { k / 2 };
+    ensure!(
+        padding == [default(nr, sy), default(nc, sx)],
+        "{layer} padding {}x{} is not dlib's default for its type",
+        padding[0],
+        padding[1]
+    );
+    Ok(padding)
+}
+
 fn read_con(
     r: &mut Reader,
     version: &str,
@@ -409,12 +414,9 @@ fn read_con(
 ) -> Result<Details> {
     let params = r.tensor().context("con_ params")?;
     let num_filters = r.usize()?;
-    let nr = r.usize()?;
-    let nc = r.usize()?;
-    let sy = r.usize()?;
-    let sx = r.usize()?;
-    let py = r.usize()?;
-    let px = r.usize()?;
+    ensure!(num_filters == filters, "con has {num_filters} filters, expected {filters}");
+    let padding = read_window(r, "con", size, stride)?;
+    let [nr, nc] = size;
     let filter_dims = r.alias_tensor().context("con_ filters")?;
     let bias_dims = r.alias_tensor().context("con_ biases")?;
     let _learning_rate_multiplier = r.f64()?;
@@ -424,15 +426,6 @@ fn read_con(
     let use_bias = if version == "con_5" || version == "con_6" { r.bool()? } else { true };
     let relu = version == "con_6" && r.bool()?;
 
-    ensure!(
-        num_filters == filters && [nr, nc] == size && [sy, sx] == stride,
-        "con {num_filters} filters {nr}x{nc} stride {sy}x{sx}, expected {filters} {size:?} {stride:?}"
-    );
-    let default = |k: usize, s: usize| if s != 1 { 0 } else { k / 2 };
-    ensure!(
-        [py, px] == [default(nr, sy), default(nc, sx)],
-        "con padding {py}x{px} is not dlib's default for its type"
-    );
     let [n, k, fr, fc] = filter_dims;
     ensure!(
         n == filters && fr == nr && fc == nc,
@@ -456,7 +449,7 @@ fn read_con(
     };
     let mut weights = params;
     weights.truncate(weight_count);
-    Ok(Details::Con { weight_dims: filter_dims, weights, bias, stride, padding: [py, px], relu })
+    Ok(Details::Con { weight_dims: filter_dims, weights, bias, stride, padding, relu })
 }
 
 /// dlib's layer_mode: CONV_MODE = 0 (one gamma per channel), FC_MODE = 1 (one per value).
