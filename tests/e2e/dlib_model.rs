@@ -93,11 +93,7 @@ fn dlib_resnet_128_gives_dlibs_descriptors() {
 
 #[test]
 fn dlib_resnet_128_tells_people_apart() {
-    let identities: HashMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/fixtures/faces/identities.json"))
-            .expect("identities.json"),
-    )
-    .expect("identities.json parses");
+    let identities = crate::support::identities();
     // astronaut.png's second dlib_hog face is a false positive on a mission patch.
     let chips: Vec<Chip> =
         chips().into_iter().filter(|c| !(c.photo == "astronaut.png" && c.face == 1)).collect();

@@ -152,11 +152,7 @@ fn facenet_512_matches_opencv() {
 
 #[test]
 fn facenet_512_tells_people_apart() {
-    let identities: HashMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/fixtures/faces/identities.json"))
-            .expect("identities.json"),
-    )
-    .expect("identities.json parses");
+    let identities = crate::support::identities();
     // astronaut_1 is dlib's false positive on a mission patch; <stem>_0 is the photo's face.
     let chips: Vec<(String, PathBuf)> = references()
         .iter()

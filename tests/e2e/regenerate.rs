@@ -253,11 +253,7 @@ fn min_and_max_id_select_photos_by_their_faces() {
 fn same_person_faces_are_close_and_different_people_far() {
     let uploads = Uploads::new();
     assert_eq!(uploads.regenerate(&[]).0.code, 0);
-    let identities: BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(crate::support::repo().join("tests/fixtures/faces/identities.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let identities = crate::support::identities();
     // Each photo's subject: its largest face (the false positives are small background faces).
     let mut subject: BTreeMap<String, (f32, Vec<f32>)> = BTreeMap::new();
     for face in uploads.faces().values() {

@@ -357,30 +357,19 @@ fn missing_and_damaged_snapshots_are_named() {
     let damaged = work.path().join("damaged.json");
     std::fs::write(&damaged, "{\"format\": \"refacen-snapshot\", \"version\": 1, \"faces\": [").unwrap();
     let missing = work.path().join("missing.json");
-    let result = refacen(&[
-        "report",
-        "--before",
-        &damaged.display().to_string(),
-        "--after",
-        &missing.display().to_string(),
-        "--out",
-        &work.path().join("r").display().to_string(),
-    ]);
+    let out = work.path().join("r").display().to_string();
+    let report = |before: &Path, after: &Path| {
+        let (before, after) = (before.display().to_string(), after.display().to_string());
+        refacen(&["report", "--before", &before, "--after", &after, "--out", &out])
+    };
+    let result = report(&damaged, &missing);
     assert_eq!(result.code, 2);
     assert!(
         result.stderr.contains("damaged.json") && result.stderr.contains("not a refacen snapshot"),
         "{}",
         result.stderr
     );
-    let result = refacen(&[
-        "report",
-        "--before",
-        &missing.display().to_string(),
-        "--after",
-        &damaged.display().to_string(),
-        "--out",
-        &work.path().join("r").display().to_string(),
-    ]);
+    let result = report(&missing, &damaged);
     assert_eq!(result.code, 2);
     assert!(
         result.stderr.contains("missing.json") && result.stderr.contains("refacen snapshot"),

@@ -1,5 +1,6 @@
 //! Running the binary, finding fixtures and guests.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -19,6 +20,13 @@ pub fn reference() -> Value {
     let text =
         std::fs::read_to_string(repo().join("tests/fixtures/faces/reference.json")).expect("reference.json");
     serde_json::from_str(&text).expect("reference.json parses")
+}
+
+/// Each sample photo's person (tests/fixtures/faces/identities.json), by file name.
+pub fn identities() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/faces/identities.json"))
+        .expect("identities.json");
+    serde_json::from_str(&text).expect("identities.json parses")
 }
 
 /// The directory `cargo xtask guests` fills with the shipped guests.

@@ -62,9 +62,17 @@ pub(crate) struct Processed {
 }
 
 impl Processed {
-    pub fn new(ticket: Ticket, outcome: Outcome) -> Self {
+    /// A photo whose outcome was known before any stage ran.
+    pub fn unmeasured(ticket: Ticket, outcome: Outcome) -> Self {
         Processed { ticket, outcome, times: StageTimes::default(), scaled_down: false }
     }
+}
+
+/// What the stages measured on their way, whatever the outcome.
+#[derive(Default)]
+struct Measured {
+    times: StageTimes,
+    scaled_down: bool,
 }
 
 /// Runs the detect and normalize stages on one photo.
@@ -74,12 +82,10 @@ pub(crate) fn detect_photo(
     detector: &mut Detector,
     (ticket, photo): (Ticket, PhotoLookup),
 ) -> Processed {
-    let mut processed = Processed::new(ticket, Outcome::UpToDate);
-    processed.outcome = match detect(plan, job, detector, photo, &mut processed) {
-        Ok(outcome) => outcome,
-        Err((cause, message)) => Outcome::Failed { cause, message },
-    };
-    processed
+    let mut measured = Measured::default();
+    let outcome = detect(plan, job, detector, photo, &mut measured)
+        .unwrap_or_else(|(cause, message)| Outcome::Failed { cause, message });
+    Processed { ticket, outcome, times: measured.times, scaled_down: measured.scaled_down }
 }
 
 type Failure = (FailureCause, String);
@@ -89,7 +95,7 @@ fn detect(
     job: &Redetect,
     detector: &mut Detector,
     photo: PhotoLookup,
-    processed: &mut Processed,
+    measured: &mut Measured,
 ) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let bytes = read(plan, &photo)?;
@@ -110,7 +116,7 @@ fn detect(
     let started = Instant::now();
     let faces = match detect_fitting(detector, &image, &job.detector.params, plan.max_size) {
         Ok(fitted) => {
-            processed.scaled_down = fitted.scaled_to.is_some();
+            measured.scaled_down = fitted.scaled_to.is_some();
             fitted.faces
         }
         Err(FitError::Guest(e)) => return Err((e.failure.kind().into(), format!("{}: {e}", photo.display))),
@@ -122,9 +128,8 @@ fn detect(
 
     let started = Instant::now();
     let faces = normalize_faces(plan, job, &image, faces, &photo.display)?;
-    processed.times.read_decode = read_decode;
-    processed.times.detect = detect;
-    processed.times.normalize = started.elapsed();
+    measured.times =
+        StageTimes { read_decode, detect, normalize: started.elapsed(), ..StageTimes::default() };
     Ok(Outcome::Work(Box::new(PhotoWork { photo, sha256, orientation: decoded.orientation, faces })))
 }
 

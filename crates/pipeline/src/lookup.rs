@@ -53,7 +53,7 @@ pub(crate) async fn look_up_photos(
             }
         };
         let Some(ticket) = window.ticket().await else { break };
-        if to_commit.send(Processed::new(ticket, outcome)).await.is_err() {
+        if to_commit.send(Processed::unmeasured(ticket, outcome)).await.is_err() {
             break;
         }
     }
