@@ -137,11 +137,7 @@ pub fn is_depthwise(cin_g: usize, cout_g: usize) -> bool {
     cin_g == 1 && cout_g == 1
 }
 
-/// [`conv2d`] on the microkernel. Items are (image, group, column tile, share of the output
-/// channels): the channels are split only when there are too few tiles to keep every thread
-/// busy (batch 1, small late layers). Each item lowers its tile once (im2col, skipped for a
-/// 1x1 stride-1 convolution, whose input is read in place) and runs every block of its
-/// channels over it.
+/// [`conv2d`] on the microkernel, one [`PackedItems`] item per rayon job.
 #[cfg(target_arch = "x86_64")]
 fn conv2d_packed(
     x: &[f32],
@@ -152,101 +148,198 @@ fn conv2d_packed(
     out: &mut [f32],
     deadline: &Deadline,
 ) {
-    let groups = conv.group;
-    let cin_g = g.in_channels / groups;
-    let cout_g = g.out_channels / groups;
-    let [kh, kw] = conv.kernel;
-    let k = cin_g * kh * kw;
-    let p = g.out_hw[0] * g.out_hw[1];
-    let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
-    let mut tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
-    tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
-    let tiles = p.div_ceil(tile);
-    let panels = packed.panels;
-    let base_items = g.batch * groups * tiles;
-    let wanted = 2 * rayon::current_num_threads();
-    let panels_per_item =
-        if base_items >= wanted { panels } else { panels.div_ceil(wanted.div_ceil(base_items)).max(1) };
-    let shares = panels.div_ceil(panels_per_item);
-    let items = base_items * shares;
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let in_plane = g.in_hw[0] * g.in_hw[1];
-    let ow = g.out_hw[1];
-    // Stride 1 without dilation: the kernel reads its inputs in place, no im2col. Its blocks
-    // lie along output rows, so on narrow outputs (17 or 35 columns: blocks of 32 + 3) most
-    // of its lanes would idle; there lowering the tile first, to full blocks, is faster.
-    let full_lanes = 4 * ow >= 3 * ow.div_ceil(kernel::NR) * kernel::NR;
-    let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
-    let direct = (!pointwise && stride_1 && full_lanes && kw <= 16).then(|| kernel::DirectGeometry {
-        channels: cin_g,
-        kernel: [kh, kw],
-        in_hw: g.in_hw,
-        pads: [g.pads[0], g.pads[1]],
-    });
-
+    let items = PackedItems::new(x, packed, bias, conv, g, out);
     let run_item = |item: usize| {
-        if deadline.expired() {
-            return;
+        if !deadline.expired() {
+            items.run(item);
         }
-        let share = item % shares;
-        let t = (item / shares) % tiles;
-        let group = (item / (shares * tiles)) % groups;
-        let n = item / (shares * tiles * groups);
-        let p0 = t * tile;
-        let cols = tile.min(p - p0);
-        let input = &x[(n * g.in_channels + group * cin_g) * in_plane..][..cin_g * in_plane];
-        let first_panel = share * panels_per_item;
-        let last_panel = (first_panel + panels_per_item).min(panels);
-        if let Some(direct) = &direct {
-            // Blocks along output rows: each reads its inputs in place.
-            let mut q = p0;
-            while q < p0 + cols {
-                let (oy, ox) = (q / ow, q % ow);
-                let block_cols = kernel::NR.min(ow - ox).min(p0 + cols - q);
-                for panel in first_panel..last_panel {
-                    let first_row = panel * kernel::MR;
-                    let rows = kernel::MR.min(cout_g - first_row);
-                    let channel = group * cout_g + first_row;
-                    // SAFETY: as for the im2col blocks below; `input` holds this group's
-                    // planes, and (oy, ox..ox + block_cols) lies inside the output.
-                    unsafe {
-                        kernel::block_direct(
-                            direct,
-                            input.as_ptr(),
-                            oy,
-                            ox,
-                            block_cols,
-                            packed.panel(group, panel, k),
-                            &block_bias(bias, channel, rows),
-                            kernel::Epilogue::of(&conv.activation, channel, rows),
-                            rows,
-                            out_ptr.get().add((n * g.out_channels + channel) * p + q),
-                            p,
-                        );
-                    }
+    };
+    if items.count() == 1 {
+        run_item(0);
+    } else {
+        (0..items.count()).into_par_iter().for_each(run_item);
+    }
+}
+
+/// A convolution on the microkernel as items: (image, group, column tile, share of the output
+/// channels). The channels are split only when there are too few tiles to keep every thread
+/// busy (batch 1, small late layers). Each item lowers its tile once (im2col, skipped for a
+/// 1x1 stride-1 convolution, whose input is read in place, and for the direct path) and runs
+/// every block of its channels over it.
+#[cfg(target_arch = "x86_64")]
+struct PackedItems<'a> {
+    x: &'a [f32],
+    packed: &'a PackedWeights,
+    bias: &'a [f32],
+    conv: &'a Conv,
+    g: &'a ConvGeometry,
+    out: SyncPtr,
+    cin_g: usize,
+    cout_g: usize,
+    /// Values in one column of the lowered input: cin_g * kh * kw.
+    k: usize,
+    /// Output positions per image and channel.
+    p: usize,
+    tile: usize,
+    tiles: usize,
+    shares: usize,
+    panels_per_item: usize,
+    pointwise: bool,
+    /// Set when the kernel reads its inputs in place along output rows.
+    direct: Option<kernel::DirectGeometry>,
+}
+
+/// The part of the output one item writes.
+#[cfg(target_arch = "x86_64")]
+struct Item {
+    n: usize,
+    group: usize,
+    /// First output column of the tile, and how many.
+    p0: usize,
+    cols: usize,
+    panels: std::ops::Range<usize>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> PackedItems<'a> {
+    fn new(
+        x: &'a [f32],
+        packed: &'a PackedWeights,
+        bias: &'a [f32],
+        conv: &'a Conv,
+        g: &'a ConvGeometry,
+        out: &'a mut [f32],
+    ) -> Self {
+        let cin_g = g.in_channels / conv.group;
+        let cout_g = g.out_channels / conv.group;
+        let [kh, kw] = conv.kernel;
+        let k = cin_g * kh * kw;
+        let p = g.out_hw[0] * g.out_hw[1];
+        let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
+        let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
+        let tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
+        let tiles = p.div_ceil(tile);
+        let panels = packed.panels;
+        let base_items = g.batch * conv.group * tiles;
+        let wanted = 2 * rayon::current_num_threads();
+        let panels_per_item =
+            if base_items >= wanted { panels } else { panels.div_ceil(wanted.div_ceil(base_items)).max(1) };
+        let ow = g.out_hw[1];
+        // Stride 1 without dilation: the kernel reads its inputs in place, no im2col. Its
+        // blocks lie along output rows, so on narrow outputs (17 or 35 columns: blocks of
+        // 32 + 3) most of its lanes would idle; there lowering the tile first, to full blocks,
+        // is faster.
+        let full_lanes = 4 * ow >= 3 * ow.div_ceil(kernel::NR) * kernel::NR;
+        let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
+        let direct = (!pointwise && stride_1 && full_lanes && kw <= 16).then(|| kernel::DirectGeometry {
+            channels: cin_g,
+            kernel: [kh, kw],
+            in_hw: g.in_hw,
+            pads: [g.pads[0], g.pads[1]],
+        });
+        PackedItems {
+            x,
+            packed,
+            bias,
+            conv,
+            g,
+            out: SyncPtr(out.as_mut_ptr()),
+            cin_g,
+            cout_g,
+            k,
+            p,
+            tile,
+            tiles,
+            shares: panels.div_ceil(panels_per_item),
+            panels_per_item,
+            pointwise,
+            direct,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.g.batch * self.conv.group * self.tiles * self.shares
+    }
+
+    fn run(&self, item: usize) {
+        let share = item % self.shares;
+        let t = (item / self.shares) % self.tiles;
+        let group = (item / (self.shares * self.tiles)) % self.conv.group;
+        let n = item / (self.shares * self.tiles * self.conv.group);
+        let p0 = t * self.tile;
+        let first_panel = share * self.panels_per_item;
+        let item = Item {
+            n,
+            group,
+            p0,
+            cols: self.tile.min(self.p - p0),
+            panels: first_panel..(first_panel + self.panels_per_item).min(self.packed.panels),
+        };
+        let in_plane = self.g.in_hw[0] * self.g.in_hw[1];
+        let input =
+            &self.x[(n * self.g.in_channels + group * self.cin_g) * in_plane..][..self.cin_g * in_plane];
+        match &self.direct {
+            Some(direct) => self.run_direct(direct, input, &item),
+            None => self.run_lowered(input, &item),
+        }
+    }
+
+    /// Blocks along output rows, each reading its inputs in place.
+    fn run_direct(&self, direct: &kernel::DirectGeometry, input: &[f32], item: &Item) {
+        let (p, ow) = (self.p, self.g.out_hw[1]);
+        let end = item.p0 + item.cols;
+        let mut q = item.p0;
+        while q < end {
+            let (oy, ox) = (q / ow, q % ow);
+            let block_cols = kernel::NR.min(ow - ox).min(end - q);
+            for panel in item.panels.clone() {
+                let first_row = panel * kernel::MR;
+                let rows = kernel::MR.min(self.cout_g - first_row);
+                let channel = item.group * self.cout_g + first_row;
+                // SAFETY: as for the im2col blocks in run_lowered; `input` holds this group's
+                // planes, and (oy, ox..ox + block_cols) lies inside the output.
+                unsafe {
+                    kernel::block_direct(
+                        direct,
+                        input.as_ptr(),
+                        oy,
+                        ox,
+                        block_cols,
+                        self.packed.panel(item.group, panel, self.k),
+                        &block_bias(self.bias, channel, rows),
+                        kernel::Epilogue::of(&self.conv.activation, channel, rows),
+                        rows,
+                        self.out.get().add((item.n * self.g.out_channels + channel) * p + q),
+                        p,
+                    );
                 }
-                q += block_cols;
             }
-            return;
+            q += block_cols;
         }
+    }
+
+    /// Lowers the item's tile (unless the input is already its columns) and runs the blocks
+    /// over it.
+    fn run_lowered(&self, input: &[f32], item: &Item) {
+        let (k, p, cols) = (self.k, self.p, item.cols);
         // Taken out of the thread-local, not borrowed: another item may run on this thread
         // while this one is in progress (rayon work stealing), and it then finds the slot empty.
         let mut scratch = SCRATCH.take();
-        let (col, col_stride) = if pointwise {
-            (input[p0..].as_ptr(), p)
+        let (col, col_stride) = if self.pointwise {
+            (input[item.p0..].as_ptr(), p)
         } else {
             if scratch.len() < k * cols {
                 scratch.resize(k * cols, 0.0);
             }
-            im2col(input, cin_g, conv, g, p0, cols, &mut scratch[..k * cols]);
+            im2col(input, self.cin_g, self.conv, self.g, item.p0, cols, &mut scratch[..k * cols]);
             (scratch.as_ptr(), cols)
         };
         for c0 in (0..cols).step_by(kernel::NR) {
             let block_cols = kernel::NR.min(cols - c0);
-            for panel in first_panel..last_panel {
+            for panel in item.panels.clone() {
                 let first_row = panel * kernel::MR;
-                let rows = kernel::MR.min(cout_g - first_row);
-                let channel = group * cout_g + first_row;
+                let rows = kernel::MR.min(self.cout_g - first_row);
+                let channel = item.group * self.cout_g + first_row;
                 // SAFETY: every item writes only rows [channel, +rows) of image n, columns
                 // [p0, p0 + cols), disjoint from every other item's; `col` holds k rows of
                 // `cols` values from column c0 on, `col_stride` apart (the im2col tile, or the
@@ -255,26 +348,20 @@ fn conv2d_packed(
                 unsafe {
                     kernel::block(
                         k,
-                        packed.panel(group, panel, k),
+                        self.packed.panel(item.group, panel, k),
                         col.add(c0),
                         col_stride,
                         block_cols,
-                        &block_bias(bias, channel, rows),
-                        kernel::Epilogue::of(&conv.activation, channel, rows),
+                        &block_bias(self.bias, channel, rows),
+                        kernel::Epilogue::of(&self.conv.activation, channel, rows),
                         rows,
-                        out_ptr.get().add((n * g.out_channels + channel) * p + p0 + c0),
+                        self.out.get().add((item.n * self.g.out_channels + channel) * p + item.p0 + c0),
                         p,
                     );
                 }
             }
         }
         SCRATCH.set(scratch);
-    };
-
-    if items == 1 {
-        run_item(0);
-    } else {
-        (0..items).into_par_iter().for_each(run_item);
     }
 }
 
