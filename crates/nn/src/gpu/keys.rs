@@ -46,6 +46,10 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
                 Unary::Sigmoid => UnaryOp::Sigmoid,
                 Unary::Tanh => UnaryOp::Tanh,
                 Unary::Clip { .. } => UnaryOp::Clip,
+                Unary::Sqrt => UnaryOp::Sqrt,
+                Unary::Exp => UnaryOp::Exp,
+                Unary::HardSigmoid { .. } => UnaryOp::HardSigmoid,
+                Unary::HardSwish => UnaryOp::HardSwish,
                 Unary::Identity => return None,
             };
             KernelKey::new(Shader::Eltwise, "unary", 1).with("UNARY_OP", code as u32)
@@ -56,6 +60,9 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
                 Binary::Sub => BinaryOp::Sub,
                 Binary::Mul => BinaryOp::Mul,
                 Binary::Div => BinaryOp::Div,
+                Binary::Pow => BinaryOp::Pow,
+                Binary::Max => BinaryOp::Max,
+                Binary::Min => BinaryOp::Min,
             };
             binary_key(code, choice)?
         }
@@ -69,6 +76,10 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
         Op::Pad { .. } => KernelKey::new(Shader::Layout, "pad", 1),
         Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            return None;
+        }
+        // Refused at prepare (`prepare::gpu_refusal`).
+        Op::Reduce(_) | Op::Slice { .. } | Op::Gather { .. } | Op::Resize(_) | Op::ConvTranspose(_) => {
             return None;
         }
     })

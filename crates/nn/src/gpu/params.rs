@@ -307,6 +307,11 @@ kernel_codes! {
         Sigmoid = 2 as "UNARY_SIGMOID",
         Tanh = 3 as "UNARY_TANH",
         Clip = 4 as "UNARY_CLIP",
+        Sqrt = 5 as "UNARY_SQRT",
+        Exp = 6 as "UNARY_EXP",
+        /// alpha in `alpha`, beta in `lo`.
+        HardSigmoid = 7 as "UNARY_HARD_SIGMOID",
+        HardSwish = 8 as "UNARY_HARD_SWISH",
     }
 
     /// eltwise.wgsl's `binary` op (override `BINARY_OP`).
@@ -317,6 +322,9 @@ kernel_codes! {
         Div = 3 as "BINARY_DIV",
         /// The second operand is the slope.
         PRelu = 4 as "BINARY_PRELU",
+        Pow = 5 as "BINARY_POW",
+        Max = 6 as "BINARY_MAX",
+        Min = 7 as "BINARY_MIN",
     }
 }
 

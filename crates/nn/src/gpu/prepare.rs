@@ -7,8 +7,8 @@ use super::context::Ctx;
 use super::exec::upload;
 use super::keys::{ShapeChoice, kernel_key};
 use super::params::FusedActivation;
-use crate::ir::{Activation, Conv, Graph, Node, Op};
-use crate::{NnError, Tensor};
+use crate::ir::{Activation, Conv, Graph, Node, Op, PadMode};
+use crate::{NnError, Tensor, Unsupported};
 
 /// What `prepare` packed for one node.
 pub enum Prepared {
@@ -76,6 +76,13 @@ fn graph_error(msg: String) -> NnError {
 /// Packs `node`'s weights and compiles the kernel its attributes choose (kernels that input
 /// shapes choose compile when the first plan needs them).
 pub fn prepare(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Prepared, NnError> {
+    if let Some(detail) = gpu_refusal(&node.op) {
+        return Err(NnError::UnsupportedOp {
+            op: node.op.onnx_name().into(),
+            node: node.name.clone(),
+            detail,
+        });
+    }
     let device = &ctx.device;
     let prepared = match &node.op {
         Op::Conv(conv) => Prepared::Conv(pack_conv(device, graph, node, conv)?),
@@ -94,6 +101,27 @@ pub fn prepare(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Prepared, NnErro
         ctx.kernels.get(device, &key)?;
     }
     Ok(prepared)
+}
+
+/// Why the GPU backend cannot run `op`, if it cannot: ops with no kernel yet are refused
+/// when the graph is prepared, never answered wrongly.
+fn gpu_refusal(op: &Op) -> Option<Unsupported> {
+    match op {
+        Op::Reduce(_) | Op::Slice { .. } | Op::Gather { .. } | Op::Resize(_) | Op::ConvTranspose(_) => {
+            Some(Unsupported::Backend { backend: "gpu" })
+        }
+        Op::Pad { mode, .. } if *mode != PadMode::Constant => Some(Unsupported::Attribute {
+            name: "mode".into(),
+            value: format!("{mode:?}").to_lowercase(),
+            supported: "constant on the gpu backend",
+        }),
+        Op::Pad { axes: Some(axes), .. } => Some(Unsupported::Attribute {
+            name: "axes".into(),
+            value: format!("{axes:?}"),
+            supported: "all axes (no axes input) on the gpu backend",
+        }),
+        _ => None,
+    }
 }
 
 fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> Result<ConvPacked, NnError> {

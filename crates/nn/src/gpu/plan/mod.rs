@@ -36,7 +36,14 @@ pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -
         }
         Op::Transpose { perm } => layout::plan_transpose(b, index, node, perm, out_shape),
         Op::Concat { axis } => layout::plan_concat(b, index, node, *axis, out_shape),
-        Op::Pad { pads, value } => layout::plan_pad(b, index, node, pads, *value, out_shape),
+        Op::Pad { pads, value, .. } => layout::plan_pad(b, index, node, pads, *value, out_shape),
+        Op::Reduce(_) | Op::Slice { .. } | Op::Gather { .. } | Op::Resize(_) | Op::ConvTranspose(_) => {
+            Err(NnError::UnsupportedOp {
+                op: node.op.onnx_name().into(),
+                node: node.name.clone(),
+                detail: crate::Unsupported::Backend { backend: "gpu" },
+            })
+        }
     }
 }
 
