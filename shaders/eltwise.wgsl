@@ -98,7 +98,8 @@ fn pow_signed(a: f32, b: f32) -> f32 {
         return select(p, 1.0, b == 0.0);
     }
     if b != floor(b) {
-        return bitcast<f32>(0x7fc00000u);
+        // NaN, built from a run-time value (compilers may reject a constant one).
+        return bitcast<f32>(0x7fc00000u | (bitcast<u32>(a) & 0u));
     }
     let odd = abs(b) < 16777216.0 && (i32(abs(b)) & 1) == 1;
     return select(p, -p, odd);

@@ -1,7 +1,10 @@
 //! Output shapes of every op, computed at run time from the actual input shapes, so graphs
 //! with dynamic batch and spatial dimensions run at any size. Shared by all backends.
 
-use super::ir::{AspectPolicy, Conv, ConvTranspose, Gemm, Op, Padding, Pool, Reduce, Resize, ResizeTarget};
+use super::ir::{
+    AspectPolicy, Conv, ConvTranspose, CoordinateMode, Gemm, NearestMode, Op, PadMode, Padding, Pool, Reduce,
+    Resize, ResizeMode, ResizeTarget,
+};
 use super::{NnError, element_count};
 
 fn invalid(msg: String) -> NnError {
@@ -628,4 +631,116 @@ pub fn conv_transpose_geometry(
         out_hw,
         pads,
     })
+}
+
+/// The input coordinate output coordinate `o` of `axis` maps to (ONNX's
+/// coordinate_transformation_mode). As in ONNX's reference, the "resized length" is
+/// scale · input, which differs from the output's integer length when scales are given.
+fn source_coordinate(mode: CoordinateMode, axis: &ResizeAxis, o: usize) -> f64 {
+    let (input, scale) = (axis.input as f64, axis.scale as f64);
+    let output = scale * input;
+    let o = o as f64;
+    match mode {
+        CoordinateMode::HalfPixel => (o + 0.5) / scale - 0.5,
+        CoordinateMode::HalfPixelSymmetric => {
+            let adjustment = axis.output as f64 / output;
+            let center = input / 2.0;
+            center * (1.0 - adjustment) + (o + 0.5) / scale - 0.5
+        }
+        CoordinateMode::PytorchHalfPixel => {
+            if output == 1.0 {
+                -0.5
+            } else {
+                (o + 0.5) / scale - 0.5
+            }
+        }
+        CoordinateMode::AlignCorners => {
+            if output == 1.0 {
+                0.0
+            } else {
+                o * (input - 1.0) / (output - 1.0)
+            }
+        }
+        CoordinateMode::Asymmetric => o / scale,
+    }
+}
+
+/// Per output coordinate of one axis: two input coordinates and their weights.
+pub fn resize_taps(r: &Resize, axis: &ResizeAxis) -> Vec<(usize, usize, f32, f32)> {
+    let last = axis.input as i64 - 1;
+    let clamp = |i: i64| i.clamp(0, last) as usize;
+    (0..axis.output)
+        .map(|o| {
+            let x = source_coordinate(r.coordinates, axis, o);
+            let floor = x.floor();
+            let frac = x - floor;
+            let floor = floor as i64;
+            match r.mode {
+                ResizeMode::Nearest(mode) => {
+                    let up = match mode {
+                        _ if frac == 0.0 => false,
+                        NearestMode::RoundPreferFloor => frac > 0.5,
+                        NearestMode::RoundPreferCeil => frac >= 0.5,
+                        NearestMode::Floor => false,
+                        NearestMode::Ceil => true,
+                    };
+                    let i = clamp(floor + up as i64);
+                    (i, i, 1.0, 0.0)
+                }
+                ResizeMode::Linear => (clamp(floor), clamp(floor + 1), (1.0 - frac) as f32, frac as f32),
+            }
+        })
+        .collect()
+}
+
+/// Per dimension of a Pad's output: the input coordinate each output coordinate reads, or
+/// `None` where the constant fills it. `pads` covers every dimension.
+pub fn pad_maps(
+    x: &[usize],
+    pads: &[i64],
+    mode: PadMode,
+    out_shape: &[usize],
+) -> Result<Vec<Vec<Option<usize>>>, NnError> {
+    if mode != PadMode::Constant && x.iter().zip(out_shape).any(|(&d, &o)| d == 0 && o > 0) {
+        return Err(invalid(format!("Pad {mode:?} of an empty dimension of {x:?}")));
+    }
+    Ok((0..x.len())
+        .map(|d| {
+            let dim = x[d] as i64;
+            (0..out_shape[d] as i64)
+                .map(|o| {
+                    let i = o - pads[d];
+                    if (0..dim).contains(&i) {
+                        return Some(i as usize);
+                    }
+                    match mode {
+                        PadMode::Constant => None,
+                        PadMode::Edge => Some(i.clamp(0, dim - 1) as usize),
+                        PadMode::Wrap => Some(i.rem_euclid(dim) as usize),
+                        PadMode::Reflect => {
+                            if dim == 1 {
+                                return Some(0);
+                            }
+                            let period = 2 * (dim - 1);
+                            let r = i.rem_euclid(period);
+                            Some(if r < dim { r } else { period - r } as usize)
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Gather's indices resolved against dimension `dim` (negative ones count from the end).
+pub fn gather_indices(indices: &[i64], dim: usize, x: &[usize]) -> Result<Vec<usize>, NnError> {
+    indices
+        .iter()
+        .map(|&i| {
+            let r = if i < 0 { i + dim as i64 } else { i };
+            usize::try_from(r).ok().filter(|&r| r < dim).ok_or_else(|| {
+                invalid(format!("Gather index {i} is out of range for dimension {dim} of {x:?}"))
+            })
+        })
+        .collect()
 }

@@ -89,37 +89,7 @@ pub fn pad(
     value: f32,
     out_shape: Vec<usize>,
 ) -> Result<Tensor, NnError> {
-    let s = x.shape();
-    let rank = s.len();
-    if mode != PadMode::Constant && s.iter().zip(&out_shape).any(|(&d, &o)| d == 0 && o > 0) {
-        return Err(NnError::InvalidArgument(format!("Pad {mode:?} of an empty dimension of {s:?}")));
-    }
-    let maps: Vec<Vec<Option<usize>>> = (0..rank)
-        .map(|d| {
-            let dim = s[d] as i64;
-            (0..out_shape[d] as i64)
-                .map(|o| {
-                    let i = o - pads[d];
-                    if (0..dim).contains(&i) {
-                        return Some(i as usize);
-                    }
-                    match mode {
-                        PadMode::Constant => None,
-                        PadMode::Edge => Some(i.clamp(0, dim - 1) as usize),
-                        PadMode::Wrap => Some(i.rem_euclid(dim) as usize),
-                        PadMode::Reflect => {
-                            if dim == 1 {
-                                return Some(0);
-                            }
-                            let period = 2 * (dim - 1);
-                            let r = i.rem_euclid(period);
-                            Some(if r < dim { r } else { period - r } as usize)
-                        }
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let maps = shape::pad_maps(x.shape(), pads, mode, &out_shape)?;
     gather_by_axis(x, out_shape, &maps, value)
 }
 

@@ -2,69 +2,9 @@
 
 use rayon::prelude::*;
 
-use crate::ir::{ConvTranspose, CoordinateMode, NearestMode, Resize, ResizeMode};
-use crate::shape::{self, ResizeAxis};
+use crate::ir::{ConvTranspose, Resize};
+use crate::shape;
 use crate::{Deadline, NnError, Tensor, zeroed_values};
-
-/// The input coordinate output coordinate `o` of `axis` maps to (ONNX's
-/// coordinate_transformation_mode). As in ONNX's reference, the "resized length" is
-/// scale · input, which differs from the output's integer length when scales are given.
-fn source_coordinate(mode: CoordinateMode, axis: &ResizeAxis, o: usize) -> f64 {
-    let (input, scale) = (axis.input as f64, axis.scale as f64);
-    let output = scale * input;
-    let o = o as f64;
-    match mode {
-        CoordinateMode::HalfPixel => (o + 0.5) / scale - 0.5,
-        CoordinateMode::HalfPixelSymmetric => {
-            let adjustment = axis.output as f64 / output;
-            let center = input / 2.0;
-            center * (1.0 - adjustment) + (o + 0.5) / scale - 0.5
-        }
-        CoordinateMode::PytorchHalfPixel => {
-            if output == 1.0 {
-                -0.5
-            } else {
-                (o + 0.5) / scale - 0.5
-            }
-        }
-        CoordinateMode::AlignCorners => {
-            if output == 1.0 {
-                0.0
-            } else {
-                o * (input - 1.0) / (output - 1.0)
-            }
-        }
-        CoordinateMode::Asymmetric => o / scale,
-    }
-}
-
-/// Per output coordinate of one axis: two input coordinates and their weights.
-fn taps(r: &Resize, axis: &ResizeAxis) -> Vec<(usize, usize, f32, f32)> {
-    let last = axis.input as i64 - 1;
-    let clamp = |i: i64| i.clamp(0, last) as usize;
-    (0..axis.output)
-        .map(|o| {
-            let x = source_coordinate(r.coordinates, axis, o);
-            let floor = x.floor();
-            let frac = x - floor;
-            let floor = floor as i64;
-            match r.mode {
-                ResizeMode::Nearest(mode) => {
-                    let up = match mode {
-                        _ if frac == 0.0 => false,
-                        NearestMode::RoundPreferFloor => frac > 0.5,
-                        NearestMode::RoundPreferCeil => frac >= 0.5,
-                        NearestMode::Floor => false,
-                        NearestMode::Ceil => true,
-                    };
-                    let i = clamp(floor + up as i64);
-                    (i, i, 1.0, 0.0)
-                }
-                ResizeMode::Linear => (clamp(floor), clamp(floor + 1), (1.0 - frac) as f32, frac as f32),
-            }
-        })
-        .collect()
-}
 
 /// Resize as one 1-D pass per resized axis (nearest and multilinear interpolation are
 /// separable, so this computes what ONNX's N-D definition does).
@@ -78,7 +18,7 @@ pub fn resize(r: &Resize, x: &Tensor) -> Result<Tensor, NnError> {
         if axis.input == 0 {
             return Err(NnError::InvalidArgument(format!("Resize of an empty dimension of {:?}", x.shape())));
         }
-        let taps = taps(r, axis);
+        let taps = shape::resize_taps(r, axis);
         let s = current.shape().to_vec();
         let outer: usize = s[..d].iter().product();
         let inner: usize = s[d + 1..].iter().product();

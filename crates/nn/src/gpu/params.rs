@@ -259,6 +259,34 @@ kernel_params! {
         out_block: u32,
         offset: u32,
     }
+
+    /// gather.wgsl: Slice, Gather and Pad through per-dimension offset tables.
+    IndexMapParams in Gather ["index_map"] {
+        total: u32,
+        rank: u32,
+        value: f32,
+        out_shape: [u32; MAX_RANK],
+        table_base: [u32; MAX_RANK],
+    }
+
+    /// gather.wgsl: one axis of a Resize.
+    ResizeAxisParams in Gather ["resize_axis"] {
+        total: u32,
+        len_in: u32,
+        len_out: u32,
+        inner: u32,
+    }
+
+    /// gather.wgsl: ReduceSum and ReduceMean.
+    ReduceParams in Gather ["reduce"] {
+        total: u32,
+        rank: u32,
+        count: u32,
+        scale: f32,
+        in_shape: [u32; MAX_RANK],
+        in_strides: [u32; MAX_RANK],
+        reduced: [u32; MAX_RANK],
+    }
 }
 
 /// Declares `#[repr(u32)]` code enums mirroring WGSL constants: `Name in Shader prefix

@@ -7,7 +7,7 @@ use super::context::Ctx;
 use super::exec::upload;
 use super::keys::{ShapeChoice, kernel_key};
 use super::params::FusedActivation;
-use crate::ir::{Activation, Conv, Graph, Node, Op, PadMode};
+use crate::ir::{Activation, Conv, Graph, Node, Op};
 use crate::{NnError, Tensor, Unsupported};
 
 /// What `prepare` packed for one node.
@@ -107,19 +107,7 @@ pub fn prepare(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Prepared, NnErro
 /// when the graph is prepared, never answered wrongly.
 fn gpu_refusal(op: &Op) -> Option<Unsupported> {
     match op {
-        Op::Reduce(_) | Op::Slice { .. } | Op::Gather { .. } | Op::Resize(_) | Op::ConvTranspose(_) => {
-            Some(Unsupported::Backend { backend: "gpu" })
-        }
-        Op::Pad { mode, .. } if *mode != PadMode::Constant => Some(Unsupported::Attribute {
-            name: "mode".into(),
-            value: format!("{mode:?}").to_lowercase(),
-            supported: "constant on the gpu backend",
-        }),
-        Op::Pad { axes: Some(axes), .. } => Some(Unsupported::Attribute {
-            name: "axes".into(),
-            value: format!("{axes:?}"),
-            supported: "all axes (no axes input) on the gpu backend",
-        }),
+        Op::ConvTranspose(_) => Some(Unsupported::Backend { backend: "gpu" }),
         _ => None,
     }
 }
