@@ -78,10 +78,9 @@ pub enum Unsupported {
     DynamicShape { value: String },
     /// A tensor of an element type refacen does not compute with (it computes in float32).
     ElementType { value: String, elem_type: String },
-    /// An optional output refacen does not compute (e.g. a mask or argmax indices).
+    /// An optional output refacen does not compute (e.g. a mask or argmax indices), read by a
+    /// node or a graph output.
     Output { index: usize, what: &'static str },
-    /// The op has a CPU implementation but none on this backend.
-    Backend { backend: &'static str },
 }
 
 impl std::fmt::Display for Unsupported {
@@ -108,12 +107,11 @@ impl std::fmt::Display for Unsupported {
                  constants folded at load)"
             ),
             Unsupported::Output { index, what } => {
-                write!(f, "output {index} ({what}) is not supported; leave it unnamed")
+                write!(
+                    f,
+                    "output {index} ({what}) is not computed by refacen; nothing in the graph may read it"
+                )
             }
-            Unsupported::Backend { backend } => write!(
-                f,
-                "the {backend} backend does not implement this op (the cpu backend does: choose it)"
-            ),
         }
     }
 }

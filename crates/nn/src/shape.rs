@@ -295,7 +295,7 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
         }
         Op::Resize(r) => resize_geometry(r, x)?.iter().map(|a| a.output).collect(),
         Op::ConvTranspose(ct) => {
-            let g = conv_transpose_geometry(ct, x, input(1)?)?;
+            let g = conv_transpose_geometry(ct, x, input(1)?, inputs.get(2).copied().flatten())?;
             vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]]
         }
     };
@@ -561,13 +561,30 @@ pub struct ConvTransposeGeometry {
     pub pads: [usize; 2],
 }
 
+/// The geometry, checking the weights against `kernel_shape` and the bias (of shape `bias`)
+/// against the output channels.
 pub fn conv_transpose_geometry(
     ct: &ConvTranspose,
     x: &[usize],
     w: &[usize],
+    bias: Option<&[usize]>,
 ) -> Result<ConvTransposeGeometry, NnError> {
     if x.len() != 4 || w.len() != 4 {
         return Err(invalid(format!("ConvTranspose needs 4-D input and weights, got {x:?} and {w:?}")));
+    }
+    if w[2..] != ct.kernel {
+        return Err(invalid(format!(
+            "ConvTranspose kernel_shape {:?} differs from the weights {w:?}",
+            ct.kernel
+        )));
+    }
+    if let Some(b) = bias
+        && b.iter().product::<usize>() != w[1] * ct.group
+    {
+        return Err(invalid(format!(
+            "ConvTranspose has a bias of shape {b:?} for {} channels",
+            w[1] * ct.group
+        )));
     }
     let group = ct.group;
     if x[1] != w[0] || !x[1].is_multiple_of(group) {

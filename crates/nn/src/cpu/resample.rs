@@ -51,24 +51,8 @@ pub fn conv_transpose(
     out_shape: Vec<usize>,
     deadline: &Deadline,
 ) -> Result<Tensor, NnError> {
-    let g = shape::conv_transpose_geometry(ct, x.shape(), w.shape())?;
+    let g = shape::conv_transpose_geometry(ct, x.shape(), w.shape(), bias.map(|b| b.shape()))?;
     let [kh, kw] = ct.kernel;
-    if w.shape()[2..] != [kh, kw] {
-        return Err(NnError::InvalidArgument(format!(
-            "ConvTranspose kernel_shape {:?} differs from the weights {:?}",
-            ct.kernel,
-            w.shape()
-        )));
-    }
-    if let Some(b) = bias
-        && b.len() != g.out_channels
-    {
-        return Err(NnError::InvalidArgument(format!(
-            "ConvTranspose has {} biases for {} channels",
-            b.len(),
-            g.out_channels
-        )));
-    }
     let [ih, iw] = g.in_hw;
     let [oh, ow] = g.out_hw;
     let cin_g = g.in_channels / ct.group;

@@ -46,6 +46,7 @@ fn host_params() -> Vec<HostParams> {
         host::<IndexMapParams>(),
         host::<ResizeAxisParams>(),
         host::<ReduceParams>(),
+        host::<ConvTransposeParams>(),
     ]
 }
 

@@ -22,6 +22,7 @@ pub enum Shader {
     Softmax,
     Layout,
     Gather,
+    ConvTranspose,
 }
 
 /// The helpers every kernel file uses (`shaders/prelude.wgsl`), prepended to each.
@@ -36,7 +37,7 @@ macro_rules! with_prelude {
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Conv,
         Shader::Gemm,
         Shader::Pool,
@@ -44,6 +45,7 @@ impl Shader {
         Shader::Softmax,
         Shader::Layout,
         Shader::Gather,
+        Shader::ConvTranspose,
     ];
 
     /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
@@ -57,6 +59,7 @@ impl Shader {
             Shader::Softmax => with_prelude!("softmax.wgsl"),
             Shader::Layout => with_prelude!("layout.wgsl"),
             Shader::Gather => with_prelude!("gather.wgsl"),
+            Shader::ConvTranspose => with_prelude!("conv_transpose.wgsl"),
         }
     }
 
@@ -69,6 +72,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::Layout => "layout.wgsl",
             Shader::Gather => "gather.wgsl",
+            Shader::ConvTranspose => "conv_transpose.wgsl",
         }
     }
 }

@@ -83,8 +83,8 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             return None;
         }
-        // Refused at prepare (`prepare::gpu_refusal`).
-        Op::ConvTranspose(_) => return None,
+        Op::ConvTranspose(_) => KernelKey::new(Shader::ConvTranspose, "conv_transpose", 3)
+            .flag("HAS_BIAS", node.inputs.get(2).copied().flatten().is_some()),
     })
 }
 

@@ -277,6 +277,27 @@ kernel_params! {
         inner: u32,
     }
 
+    /// conv_transpose.wgsl.
+    ConvTransposeParams in ConvTranspose ["conv_transpose"] {
+        total: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        out_h: u32,
+        out_w: u32,
+        kh: u32,
+        kw: u32,
+        sh: u32,
+        sw: u32,
+        dh: u32,
+        dw: u32,
+        pad_t: u32,
+        pad_l: u32,
+        in_cg: u32,
+        out_cg: u32,
+    }
+
     /// gather.wgsl: ReduceSum and ReduceMean.
     ReduceParams in Gather ["reduce"] {
         total: u32,

@@ -8,7 +8,7 @@ use super::exec::upload;
 use super::keys::{ShapeChoice, kernel_key};
 use super::params::FusedActivation;
 use crate::ir::{Activation, Conv, Graph, Node, Op};
-use crate::{NnError, Tensor, Unsupported};
+use crate::{NnError, Tensor};
 
 /// What `prepare` packed for one node.
 pub enum Prepared {
@@ -76,13 +76,6 @@ fn graph_error(msg: String) -> NnError {
 /// Packs `node`'s weights and compiles the kernel its attributes choose (kernels that input
 /// shapes choose compile when the first plan needs them).
 pub fn prepare(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Prepared, NnError> {
-    if let Some(detail) = gpu_refusal(&node.op) {
-        return Err(NnError::UnsupportedOp {
-            op: node.op.onnx_name().into(),
-            node: node.name.clone(),
-            detail,
-        });
-    }
     let device = &ctx.device;
     let prepared = match &node.op {
         Op::Conv(conv) => Prepared::Conv(pack_conv(device, graph, node, conv)?),
@@ -101,15 +94,6 @@ pub fn prepare(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Prepared, NnErro
         ctx.kernels.get(device, &key)?;
     }
     Ok(prepared)
-}
-
-/// Why the GPU backend cannot run `op`, if it cannot: ops with no kernel yet are refused
-/// when the graph is prepared, never answered wrongly.
-fn gpu_refusal(op: &Op) -> Option<Unsupported> {
-    match op {
-        Op::ConvTranspose(_) => Some(Unsupported::Backend { backend: "gpu" }),
-        _ => None,
-    }
 }
 
 fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> Result<ConvPacked, NnError> {

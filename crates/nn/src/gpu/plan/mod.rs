@@ -3,6 +3,7 @@
 //! [`super::keys::kernel_key`], parameters are the structs of [`super::params`].
 
 mod conv;
+mod conv_transpose;
 mod eltwise;
 mod gather;
 mod gemm;
@@ -49,11 +50,7 @@ pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -
         Op::Gather { axis, indices, .. } => gather::plan_gather(b, index, node, *axis, indices, out_shape),
         Op::Resize(r) => gather::plan_resize(b, index, node, r),
         Op::Reduce(r) => gather::plan_reduce(b, index, node, r, out_shape),
-        Op::ConvTranspose(_) => Err(NnError::UnsupportedOp {
-            op: node.op.onnx_name().into(),
-            node: node.name.clone(),
-            detail: crate::Unsupported::Backend { backend: "gpu" },
-        }),
+        Op::ConvTranspose(ct) => conv_transpose::plan_conv_transpose(b, index, node, ct, out_shape),
     }
 }
 
