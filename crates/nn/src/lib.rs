@@ -32,7 +32,9 @@ pub enum NnError {
     InvalidEncoding(String),
     /// What refacen cannot run, found at load (import or a backend's prepare): the op, the
     /// node, and what exactly (the op itself, an attribute's value, an input).
-    #[error("{op} node `{node}`: {detail}")]
+    /// `op` is the ONNX op type, or for what is not a node "graph input", "graph output" or
+    /// "initializer" (then `node` is the value's name).
+    #[error("{}", unsupported_message(.op, .node, .detail))]
     UnsupportedOp { op: String, node: String, detail: Unsupported },
     #[error("invalid graph: {0}")]
     InvalidGraph(String),
@@ -59,6 +61,15 @@ impl NnError {
             }
             other => other,
         }
+    }
+}
+
+fn unsupported_message(op: &str, node: &str, detail: &Unsupported) -> String {
+    // ONNX op types are capitalized; the graph's inputs, outputs and initializers are not nodes.
+    if op.starts_with(char::is_lowercase) {
+        format!("{op} `{node}`: {detail}")
+    } else {
+        format!("{op} node `{node}`: {detail}")
     }
 }
 
