@@ -13,14 +13,21 @@ const UNARY_LEAKY_RELU: u32 = 1u;
 const UNARY_SIGMOID: u32 = 2u;
 const UNARY_TANH: u32 = 3u;
 const UNARY_CLIP: u32 = 4u;
+const UNARY_SQRT: u32 = 5u;
+const UNARY_EXP: u32 = 6u;
+const UNARY_HARD_SIGMOID: u32 = 7u;
+const UNARY_HARD_SWISH: u32 = 8u;
 const BINARY_ADD: u32 = 0u;
 const BINARY_SUB: u32 = 1u;
 const BINARY_MUL: u32 = 2u;
 const BINARY_DIV: u32 = 3u;
 // b is the slope.
 const BINARY_PRELU: u32 = 4u;
+const BINARY_POW: u32 = 5u;
+const BINARY_MAX: u32 = 6u;
+const BINARY_MIN: u32 = 7u;
 
-// A UNARY_* code; LeakyRelu reads alpha, Clip lo and hi.
+// A UNARY_* code; LeakyRelu reads alpha, Clip lo and hi, HardSigmoid alpha and (beta) lo.
 override UNARY_OP: u32 = UNARY_RELU;
 // A BINARY_* code.
 override BINARY_OP: u32 = BINARY_ADD;
@@ -83,6 +90,21 @@ fn tanh_stable(x: f32) -> f32 {
     return select(r, -r, x < 0.0);
 }
 
+// a^b as the CPU's powf: WGSL's pow is undefined for a < 0, so negative bases take the
+// magnitude's power with the sign of an odd integer exponent, and are NaN for a fractional one.
+fn pow_signed(a: f32, b: f32) -> f32 {
+    let p = pow(abs(a), b);
+    if a >= 0.0 || a != a {
+        return select(p, 1.0, b == 0.0);
+    }
+    if b != floor(b) {
+        // NaN, built from a run-time value (compilers may reject a constant one).
+        return bitcast<f32>(0x7fc00000u | (bitcast<u32>(a) & 0u));
+    }
+    let odd = abs(b) < 16777216.0 && (i32(abs(b)) & 1) == 1;
+    return select(p, -p, odd);
+}
+
 @compute @workgroup_size(256)
 fn unary(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -111,6 +133,18 @@ fn unary(
         }
         case UNARY_CLIP: {
             r = min(max(v, uprm.lo), uprm.hi);
+        }
+        case UNARY_SQRT: {
+            r = sqrt(v);
+        }
+        case UNARY_EXP: {
+            r = exp(v);
+        }
+        case UNARY_HARD_SIGMOID: {
+            r = clamp(uprm.alpha * v + uprm.lo, 0.0, 1.0);
+        }
+        case UNARY_HARD_SWISH: {
+            r = v * clamp(v / 6.0 + 0.5, 0.0, 1.0);
         }
         default: {}
     }
@@ -156,6 +190,16 @@ fn binary(
         }
         case BINARY_DIV: {
             r = a / b;
+        }
+        case BINARY_POW: {
+            r = pow_signed(a, b);
+        }
+        // NaN propagates, as on the CPU (WGSL's max and min leave it unspecified).
+        case BINARY_MAX: {
+            r = select(b, a, a > b || a != a);
+        }
+        case BINARY_MIN: {
+            r = select(b, a, a < b || a != a);
         }
         // BINARY_PRELU
         default: {

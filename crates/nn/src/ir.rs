@@ -149,10 +149,13 @@ pub enum Op {
     Concat {
         axis: i64,
     },
-    /// Constant-mode padding; `pads` is ONNX's [begin_0, begin_1, ..., end_0, end_1, ...].
+    /// `pads` is ONNX's [begin_0, begin_1, ..., end_0, end_1, ...] over `axes` (all
+    /// dimensions when `None`); `value` fills in constant mode.
     Pad {
         pads: Vec<i64>,
         value: f32,
+        mode: PadMode,
+        axes: Option<Vec<i64>>,
     },
     Squeeze {
         axes: Option<Vec<i64>>,
@@ -160,6 +163,113 @@ pub enum Op {
     Unsqueeze {
         axes: Vec<i64>,
     },
+    /// ReduceSum / ReduceMean over `axes` (`None`: all of them, or none when
+    /// `noop_with_empty_axes`).
+    Reduce(Reduce),
+    /// Starts, ends, axes and steps as ONNX gives them; clamped against the input's shape
+    /// when it runs.
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Option<Vec<i64>>,
+        steps: Option<Vec<i64>>,
+    },
+    /// Gather of float data along `axis` at constant `indices` of shape `indices_shape`.
+    Gather {
+        axis: i64,
+        indices: Arc<Vec<i64>>,
+        indices_shape: Vec<usize>,
+    },
+    /// Resize, and Upsample (opset < 10) expressed as a Resize.
+    Resize(Resize),
+    /// 2-D transposed convolution. Inputs: X [N,C,H,W], W [C,M/group,kh,kw], optional B [M].
+    ConvTranspose(ConvTranspose),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reduce {
+    pub kind: ReduceKind,
+    pub axes: Option<Vec<i64>>,
+    pub keepdims: bool,
+    pub noop_with_empty_axes: bool,
+}
+
+/// How Resize maps an output coordinate to an input one (ONNX `coordinate_transformation_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinateMode {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+}
+
+/// ONNX `nearest_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest(NearestMode),
+    /// Linear along every resized axis (bilinear on images).
+    Linear,
+}
+
+/// Resize's target: per-axis scales, or output sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResizeTarget {
+    Scales(Vec<f32>),
+    Sizes(Vec<i64>),
+}
+
+/// ONNX `keep_aspect_ratio_policy` (with sizes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectPolicy {
+    Stretch,
+    NotLarger,
+    NotSmaller,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub coordinates: CoordinateMode,
+    pub target: ResizeTarget,
+    /// The axes `target` covers (all, in order, when `None`).
+    pub axes: Option<Vec<i64>>,
+    pub aspect: AspectPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub group: usize,
+    pub output_padding: [usize; 2],
+    /// Explicit [top, left, bottom, right] pads, or SAME_* computed from the output shape.
+    pub padding: Padding,
+    /// ONNX `output_shape` (spatial), which decides the padding when given.
+    pub output_shape: Option<[usize; 2]>,
 }
 
 impl Op {
@@ -187,6 +297,14 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Reduce(r) => match r.kind {
+                ReduceKind::Sum => "ReduceSum",
+                ReduceKind::Mean => "ReduceMean",
+            },
+            Op::Slice { .. } => "Slice",
+            Op::Gather { .. } => "Gather",
+            Op::Resize(_) => "Resize",
+            Op::ConvTranspose(_) => "ConvTranspose",
         }
     }
 }
@@ -297,6 +415,15 @@ pub enum Unary {
     },
     /// Identity, and Dropout in inference.
     Identity,
+    Sqrt,
+    Exp,
+    /// max(0, min(1, alpha * x + beta))
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x * max(0, min(1, x / 6 + 1 / 2))
+    HardSwish,
 }
 
 impl Unary {
@@ -315,6 +442,10 @@ impl Unary {
             Unary::Tanh => x.tanh(),
             Unary::Clip { min, max } => x.max(min).min(max),
             Unary::Identity => x,
+            Unary::Sqrt => x.sqrt(),
+            Unary::Exp => x.exp(),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         }
     }
 
@@ -326,6 +457,10 @@ impl Unary {
             Unary::Tanh => "Tanh",
             Unary::Clip { .. } => "Clip",
             Unary::Identity => "Identity",
+            Unary::Sqrt => "Sqrt",
+            Unary::Exp => "Exp",
+            Unary::HardSigmoid { .. } => "HardSigmoid",
+            Unary::HardSwish => "HardSwish",
         }
     }
 }
@@ -336,6 +471,11 @@ pub enum Binary {
     Sub,
     Mul,
     Div,
+    Pow,
+    /// Element-wise maximum (Clip with a run-time lower bound).
+    Max,
+    /// Element-wise minimum (Clip with a run-time upper bound).
+    Min,
 }
 
 impl Binary {
@@ -346,6 +486,22 @@ impl Binary {
             Binary::Sub => a - b,
             Binary::Mul => a * b,
             Binary::Div => a / b,
+            Binary::Pow => a.powf(b),
+            // NaN propagates, as numpy's maximum/minimum do.
+            Binary::Max => {
+                if a.is_nan() || a > b {
+                    a
+                } else {
+                    b
+                }
+            }
+            Binary::Min => {
+                if a.is_nan() || a < b {
+                    a
+                } else {
+                    b
+                }
+            }
         }
     }
 
@@ -355,6 +511,9 @@ impl Binary {
             Binary::Sub => "Sub",
             Binary::Mul => "Mul",
             Binary::Div => "Div",
+            Binary::Pow => "Pow",
+            Binary::Max => "Max",
+            Binary::Min => "Min",
         }
     }
 }

@@ -30,8 +30,12 @@ pub use tensor::{Tensor, element_count, zeroed_values};
 pub enum NnError {
     #[error("not a valid ONNX model: {0}")]
     InvalidEncoding(String),
-    #[error("ONNX node `{node}` uses op {op}, which refacen does not support{detail}")]
-    UnsupportedOp { op: String, node: String, detail: String },
+    /// What refacen cannot run, found at load (import or a backend's prepare): the op, the
+    /// node, and what exactly (the op itself, an attribute's value, an input).
+    /// `op` is the ONNX op type, or for what is not a node "graph input", "graph output" or
+    /// "initializer" (then `node` is the value's name).
+    #[error("{}", unsupported_message(.op, .node, .detail))]
+    UnsupportedOp { op: String, node: String, detail: Unsupported },
     #[error("invalid graph: {0}")]
     InvalidGraph(String),
     #[error("invalid argument: {0}")]
@@ -56,6 +60,69 @@ impl NnError {
                 NnError::Node { op: node.op.onnx_name(), node: node.name.clone(), source: Box::new(self) }
             }
             other => other,
+        }
+    }
+}
+
+fn unsupported_message(op: &str, node: &str, detail: &Unsupported) -> String {
+    // ONNX op types are capitalized; the graph's inputs, outputs and initializers are not nodes.
+    if op.starts_with(char::is_lowercase) {
+        format!("{op} `{node}`: {detail}")
+    } else {
+        format!("{op} node `{node}`: {detail}")
+    }
+}
+
+/// Why an ONNX node cannot be run: part of [`NnError::UnsupportedOp`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unsupported {
+    /// refacen has no implementation of the op at all.
+    Op,
+    /// The op from a custom domain.
+    Domain(String),
+    /// An attribute (or a parameter input) has a value refacen does not implement.
+    Attribute { name: String, value: String, supported: &'static str },
+    /// Input `index` (`name`) changes at run time, but refacen needs it at load (weights are
+    /// packed once; shapes, axes and pads fix the kernels). Make it an initializer.
+    DynamicInput { index: usize, name: String },
+    /// Shape of a value whose shape is only known at run time (refacen folds Shape at load).
+    DynamicShape { value: String },
+    /// A tensor of an element type refacen does not compute with (it computes in float32).
+    ElementType { value: String, elem_type: String },
+    /// An optional output refacen does not compute (e.g. a mask or argmax indices), read by a
+    /// node or a graph output.
+    Output { index: usize, what: &'static str },
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsupported::Op => write!(f, "refacen does not support this op"),
+            Unsupported::Domain(d) => write!(f, "ops of the custom domain `{d}` are not supported"),
+            Unsupported::Attribute { name, value, supported } => {
+                write!(f, "{name} = {value} is not supported (refacen supports {supported})")
+            }
+            Unsupported::DynamicInput { index, name } => write!(
+                f,
+                "input {index} `{name}` must be a constant (an initializer): refacen needs it when the \
+                 graph loads"
+            ),
+            Unsupported::DynamicShape { value } => write!(
+                f,
+                "the shape of `{value}` is only known at run time; refacen computes Shape when the graph \
+                 loads, so the graph's inputs need fixed dimensions"
+            ),
+            Unsupported::ElementType { value, elem_type } => write!(
+                f,
+                "`{value}` has element type {elem_type}; refacen computes in float32 (int64 only in \
+                 constants folded at load)"
+            ),
+            Unsupported::Output { index, what } => {
+                write!(
+                    f,
+                    "output {index} ({what}) is not computed by refacen; nothing in the graph may read it"
+                )
+            }
         }
     }
 }

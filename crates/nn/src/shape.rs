@@ -1,7 +1,10 @@
 //! Output shapes of every op, computed at run time from the actual input shapes, so graphs
 //! with dynamic batch and spatial dimensions run at any size. Shared by all backends.
 
-use super::ir::{Conv, Gemm, Op, Padding, Pool};
+use super::ir::{
+    AspectPolicy, Conv, ConvTranspose, CoordinateMode, Gemm, NearestMode, Op, PadMode, Padding, Pool, Reduce,
+    Resize, ResizeMode, ResizeTarget,
+};
 use super::{NnError, element_count};
 
 fn invalid(msg: String) -> NnError {
@@ -249,7 +252,7 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
             perm.iter().map(|&p| x[p]).collect()
         }
         Op::Concat { axis } => concat(*axis, x, &inputs[1..])?,
-        Op::Pad { pads, .. } => pad(pads, x)?,
+        Op::Pad { pads, axes, .. } => pad(&full_pads(pads, axes.as_deref(), x.len())?, x)?,
         Op::Squeeze { axes } => match axes {
             None => x.iter().copied().filter(|&d| d != 1).collect(),
             Some(axes) => {
@@ -267,6 +270,33 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
             axes.sort_unstable();
             let mut rest = x.iter();
             (0..rank).map(|i| if axes.contains(&i) { 1 } else { *rest.next().unwrap_or(&1) }).collect()
+        }
+        Op::Reduce(r) => {
+            let axes = reduce_axes(r, x.len())?;
+            let mut out = Vec::with_capacity(x.len());
+            for (i, &d) in x.iter().enumerate() {
+                if !axes.contains(&i) {
+                    out.push(d);
+                } else if r.keepdims {
+                    out.push(1);
+                }
+            }
+            out
+        }
+        Op::Slice { starts, ends, axes, steps } => {
+            slice_ranges(x, starts, ends, axes.as_deref(), steps.as_deref())?.iter().map(|r| r.len).collect()
+        }
+        Op::Gather { axis, indices_shape, .. } => {
+            let a = normalize_axis(*axis, x.len(), 0)?;
+            let mut out = x[..a].to_vec();
+            out.extend_from_slice(indices_shape);
+            out.extend_from_slice(&x[a + 1..]);
+            out
+        }
+        Op::Resize(r) => resize_geometry(r, x)?.iter().map(|a| a.output).collect(),
+        Op::ConvTranspose(ct) => {
+            let g = conv_transpose_geometry(ct, x, input(1)?, inputs.get(2).copied().flatten())?;
+            vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]]
         }
     };
     Ok(vec![shape])
@@ -372,4 +402,362 @@ pub fn broadcast_strides(shape: &[usize], full: &[usize]) -> Vec<usize> {
         stride *= shape[i];
     }
     strides
+}
+
+/// Pads for every dimension from ONNX's pads over `axes` (all dimensions when `None`).
+pub fn full_pads(pads: &[i64], axes: Option<&[i64]>, rank: usize) -> Result<Vec<i64>, NnError> {
+    let Some(axes) = axes else { return Ok(pads.to_vec()) };
+    if pads.len() != 2 * axes.len() {
+        return Err(invalid(format!("Pad: {} pads for {} axes", pads.len(), axes.len())));
+    }
+    let mut full = vec![0; 2 * rank];
+    for (i, &a) in axes.iter().enumerate() {
+        let a = normalize_axis(a, rank, 0)?;
+        full[a] = pads[i];
+        full[a + rank] = pads[i + axes.len()];
+    }
+    Ok(full)
+}
+
+/// The dimensions a Reduce combines, sorted.
+pub fn reduce_axes(r: &Reduce, rank: usize) -> Result<Vec<usize>, NnError> {
+    let mut axes = match &r.axes {
+        None if r.noop_with_empty_axes => vec![],
+        None => (0..rank).collect(),
+        Some(axes) => axes.iter().map(|&a| normalize_axis(a, rank, 0)).collect::<Result<Vec<_>, _>>()?,
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    Ok(axes)
+}
+
+/// What Slice takes of one dimension: `len` values from `start`, `step` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SliceRange {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
+}
+
+/// ONNX Slice's clamping rules, per dimension of `x`.
+pub fn slice_ranges(
+    x: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Vec<SliceRange>, NnError> {
+    let mut ranges: Vec<SliceRange> = x.iter().map(|&d| SliceRange { start: 0, step: 1, len: d }).collect();
+    if starts.len() != ends.len() {
+        return Err(invalid(format!("Slice: {} starts and {} ends", starts.len(), ends.len())));
+    }
+    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+    let axes = axes.unwrap_or(&default_axes);
+    if axes.len() != starts.len() || steps.is_some_and(|s| s.len() != starts.len()) {
+        return Err(invalid(format!("Slice: axes {axes:?} and steps {steps:?} do not match {starts:?}")));
+    }
+    let mut seen = vec![false; x.len()];
+    for (i, &axis) in axes.iter().enumerate() {
+        let a = normalize_axis(axis, x.len(), 0)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(invalid(format!("Slice: axis {axis} appears twice in {axes:?}")));
+        }
+        let dim = x[a] as i64;
+        let step = steps.map_or(1, |s| s[i]);
+        if step == 0 {
+            return Err(invalid("Slice: a step of 0".into()));
+        }
+        let resolve = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        let (start, end) = (resolve(starts[i]), resolve(ends[i]));
+        let (start, end) = if step > 0 {
+            (start.clamp(0, dim), end.clamp(0, dim))
+        } else {
+            (start.clamp(0, (dim - 1).max(0)), end.clamp(-1, dim - 1))
+        };
+        let span = if step > 0 { end - start } else { start - end };
+        let len = if span <= 0 { 0 } else { (span + step.abs() - 1) / step.abs() };
+        ranges[a] = SliceRange { start, step, len: len as usize };
+    }
+    Ok(ranges)
+}
+
+/// How one axis of a Resize maps: input and output lengths and the scale that relates them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResizeAxis {
+    pub input: usize,
+    pub output: usize,
+    pub scale: f32,
+}
+
+/// Output lengths and scales of every dimension of a Resize of `x`.
+pub fn resize_geometry(r: &Resize, x: &[usize]) -> Result<Vec<ResizeAxis>, NnError> {
+    let rank = x.len();
+    let axes: Vec<usize> = match &r.axes {
+        None => (0..rank).collect(),
+        Some(axes) => axes.iter().map(|&a| normalize_axis(a, rank, 0)).collect::<Result<_, _>>()?,
+    };
+    let mut geometry: Vec<ResizeAxis> =
+        x.iter().map(|&d| ResizeAxis { input: d, output: d, scale: 1.0 }).collect();
+    let too_large = || NnError::TooLarge(format!("Resize of {x:?} by {:?} overflows", r.target));
+    match &r.target {
+        ResizeTarget::Scales(scales) => {
+            if scales.len() != axes.len() {
+                return Err(invalid(format!(
+                    "Resize: {} scales for {} axes of {x:?}",
+                    scales.len(),
+                    axes.len()
+                )));
+            }
+            for (&a, &scale) in axes.iter().zip(scales) {
+                if !(scale > 0.0 && scale.is_finite()) {
+                    return Err(invalid(format!("Resize: scale {scale} is not positive")));
+                }
+                let out = (x[a] as f64 * scale as f64).floor();
+                if out > u32::MAX as f64 {
+                    return Err(too_large());
+                }
+                geometry[a] = ResizeAxis { input: x[a], output: out as usize, scale };
+            }
+        }
+        ResizeTarget::Sizes(sizes) => {
+            if sizes.len() != axes.len() || sizes.iter().any(|&s| s < 0) {
+                return Err(invalid(format!("Resize: sizes {sizes:?} for {} axes of {x:?}", axes.len())));
+            }
+            let ratios = axes.iter().zip(sizes).map(|(&a, &s)| s as f32 / x[a] as f32);
+            let common = match r.aspect {
+                AspectPolicy::Stretch => None,
+                AspectPolicy::NotLarger => Some(ratios.fold(f32::INFINITY, f32::min)),
+                AspectPolicy::NotSmaller => Some(ratios.fold(0.0, f32::max)),
+            };
+            for (&a, &size) in axes.iter().zip(sizes) {
+                geometry[a] = match common {
+                    None => {
+                        ResizeAxis { input: x[a], output: size as usize, scale: size as f32 / x[a] as f32 }
+                    }
+                    Some(scale) => {
+                        // round half away from zero, as ONNX's reference does.
+                        let out = (scale as f64 * x[a] as f64).round();
+                        if out > u32::MAX as f64 {
+                            return Err(too_large());
+                        }
+                        ResizeAxis { input: x[a], output: out as usize, scale }
+                    }
+                };
+            }
+        }
+    }
+    Ok(geometry)
+}
+
+/// Geometry of a transposed convolution on given input and weight shapes.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTransposeGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_hw: [usize; 2],
+    pub out_channels: usize,
+    pub out_hw: [usize; 2],
+    /// [top, left] padding removed from the full output.
+    pub pads: [usize; 2],
+}
+
+/// The geometry, checking the weights against `kernel_shape` and the bias (of shape `bias`)
+/// against the output channels.
+pub fn conv_transpose_geometry(
+    ct: &ConvTranspose,
+    x: &[usize],
+    w: &[usize],
+    bias: Option<&[usize]>,
+) -> Result<ConvTransposeGeometry, NnError> {
+    if x.len() != 4 || w.len() != 4 {
+        return Err(invalid(format!("ConvTranspose needs 4-D input and weights, got {x:?} and {w:?}")));
+    }
+    if w[2..] != ct.kernel {
+        return Err(invalid(format!(
+            "ConvTranspose kernel_shape {:?} differs from the weights {w:?}",
+            ct.kernel
+        )));
+    }
+    if let Some(b) = bias
+        && b.iter().product::<usize>() != w[1] * ct.group
+    {
+        return Err(invalid(format!(
+            "ConvTranspose has a bias of shape {b:?} for {} channels",
+            w[1] * ct.group
+        )));
+    }
+    let group = ct.group;
+    if x[1] != w[0] || !x[1].is_multiple_of(group) {
+        return Err(invalid(format!(
+            "ConvTranspose input {x:?} does not match weights {w:?} with group {group}"
+        )));
+    }
+    let overflow = || NnError::TooLarge(format!("ConvTranspose of {x:?} with weights {w:?} overflows"));
+    let mut out_hw = [0; 2];
+    let mut pads = [0; 2];
+    for i in 0..2 {
+        let span = (ct.kernel[i] - 1).checked_mul(ct.dilations[i]).ok_or_else(overflow)? + 1;
+        // The output before padding is cut away.
+        let full = x[2 + i]
+            .saturating_sub(1)
+            .checked_mul(ct.strides[i])
+            .and_then(|v| v.checked_add(span + ct.output_padding[i]))
+            .ok_or_else(overflow)?;
+        // As ONNX's reference: SAME_* pads split what exceeds `output_shape` (or input ·
+        // stride); otherwise the explicit begin pad is cut and the output is `output_shape`
+        // (cropped or extended with the bias) or what the pads leave.
+        let same = matches!(ct.padding, Padding::SameUpper | Padding::SameLower);
+        let explicit = |i: usize| match ct.padding {
+            Padding::Explicit { top, left, bottom, right } => {
+                if i == 0 {
+                    (top, bottom)
+                } else {
+                    (left, right)
+                }
+            }
+            _ => (0, 0),
+        };
+        let (begin, out) = if same {
+            let wanted = match ct.output_shape {
+                Some(shape) => shape[i],
+                None => x[2 + i].checked_mul(ct.strides[i]).ok_or_else(overflow)?,
+            };
+            let total = full.checked_sub(wanted).ok_or_else(|| {
+                invalid(format!("ConvTranspose: output size {wanted} exceeds the full output {full}"))
+            })?;
+            let begin = if ct.padding == Padding::SameUpper { total / 2 } else { total - total / 2 };
+            (begin, wanted)
+        } else {
+            let (begin, end) = explicit(i);
+            let out = match ct.output_shape {
+                Some(shape) => shape[i],
+                None => full.checked_sub(begin + end).ok_or_else(|| {
+                    invalid(format!("ConvTranspose pads {begin}+{end} exceed the output {full}"))
+                })?,
+            };
+            (begin, out)
+        };
+        out_hw[i] = out;
+        pads[i] = begin;
+    }
+    Ok(ConvTransposeGeometry {
+        batch: x[0],
+        in_channels: x[1],
+        in_hw: [x[2], x[3]],
+        out_channels: w[1] * group,
+        out_hw,
+        pads,
+    })
+}
+
+/// The input coordinate output coordinate `o` of `axis` maps to (ONNX's
+/// coordinate_transformation_mode). As in ONNX's reference, the "resized length" is
+/// scale · input, which differs from the output's integer length when scales are given.
+fn source_coordinate(mode: CoordinateMode, axis: &ResizeAxis, o: usize) -> f64 {
+    let (input, scale) = (axis.input as f64, axis.scale as f64);
+    let output = scale * input;
+    let o = o as f64;
+    match mode {
+        CoordinateMode::HalfPixel => (o + 0.5) / scale - 0.5,
+        CoordinateMode::HalfPixelSymmetric => {
+            let adjustment = axis.output as f64 / output;
+            let center = input / 2.0;
+            center * (1.0 - adjustment) + (o + 0.5) / scale - 0.5
+        }
+        CoordinateMode::PytorchHalfPixel => {
+            if output == 1.0 {
+                -0.5
+            } else {
+                (o + 0.5) / scale - 0.5
+            }
+        }
+        CoordinateMode::AlignCorners => {
+            if output == 1.0 {
+                0.0
+            } else {
+                o * (input - 1.0) / (output - 1.0)
+            }
+        }
+        CoordinateMode::Asymmetric => o / scale,
+    }
+}
+
+/// Per output coordinate of one axis: two input coordinates and their weights.
+pub fn resize_taps(r: &Resize, axis: &ResizeAxis) -> Vec<(usize, usize, f32, f32)> {
+    let last = axis.input as i64 - 1;
+    let clamp = |i: i64| i.clamp(0, last) as usize;
+    (0..axis.output)
+        .map(|o| {
+            let x = source_coordinate(r.coordinates, axis, o);
+            let floor = x.floor();
+            let frac = x - floor;
+            let floor = floor as i64;
+            match r.mode {
+                ResizeMode::Nearest(mode) => {
+                    let up = match mode {
+                        _ if frac == 0.0 => false,
+                        NearestMode::RoundPreferFloor => frac > 0.5,
+                        NearestMode::RoundPreferCeil => frac >= 0.5,
+                        NearestMode::Floor => false,
+                        NearestMode::Ceil => true,
+                    };
+                    let i = clamp(floor + up as i64);
+                    (i, i, 1.0, 0.0)
+                }
+                ResizeMode::Linear => (clamp(floor), clamp(floor + 1), (1.0 - frac) as f32, frac as f32),
+            }
+        })
+        .collect()
+}
+
+/// Per dimension of a Pad's output: the input coordinate each output coordinate reads, or
+/// `None` where the constant fills it. `pads` covers every dimension.
+pub fn pad_maps(
+    x: &[usize],
+    pads: &[i64],
+    mode: PadMode,
+    out_shape: &[usize],
+) -> Result<Vec<Vec<Option<usize>>>, NnError> {
+    if mode != PadMode::Constant && x.iter().zip(out_shape).any(|(&d, &o)| d == 0 && o > 0) {
+        return Err(invalid(format!("Pad {mode:?} of an empty dimension of {x:?}")));
+    }
+    Ok((0..x.len())
+        .map(|d| {
+            let dim = x[d] as i64;
+            (0..out_shape[d] as i64)
+                .map(|o| {
+                    let i = o - pads[d];
+                    if (0..dim).contains(&i) {
+                        return Some(i as usize);
+                    }
+                    match mode {
+                        PadMode::Constant => None,
+                        PadMode::Edge => Some(i.clamp(0, dim - 1) as usize),
+                        PadMode::Wrap => Some(i.rem_euclid(dim) as usize),
+                        PadMode::Reflect => {
+                            if dim == 1 {
+                                return Some(0);
+                            }
+                            let period = 2 * (dim - 1);
+                            let r = i.rem_euclid(period);
+                            Some(if r < dim { r } else { period - r } as usize)
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Gather's indices resolved against dimension `dim` (negative ones count from the end).
+pub fn gather_indices(indices: &[i64], dim: usize, x: &[usize]) -> Result<Vec<usize>, NnError> {
+    indices
+        .iter()
+        .map(|&i| {
+            let r = if i < 0 { i + dim as i64 } else { i };
+            usize::try_from(r).ok().filter(|&r| r < dim).ok_or_else(|| {
+                invalid(format!("Gather index {i} is out of range for dimension {dim} of {x:?}"))
+            })
+        })
+        .collect()
 }

@@ -11,47 +11,20 @@
 //! never pass without having run a kernel).
 
 mod conformance;
+mod vulkan;
 
-use std::path::Path;
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use conformance::{compare, compare_backends};
 use refacen_nn as nn;
 use refacen_nn::cpu::CpuBackend;
 use refacen_nn::gpu::{GpuBackend, GpuError, GpuOptions};
 use refacen_nn::ir::{
-    Activation, Binary, Conv, Gemm, Graph, GraphInput, Node, Op, Padding, Pool, PoolKind, Unary, Value,
+    Activation, Binary, Conv, Gemm, Graph, GraphInput, Node, Op, PadMode, Padding, Pool, PoolKind, Unary,
+    Value,
 };
 use refacen_nn::{Backend, NnError, RunLimits, Tensor};
-
-const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
-
-/// Points the Vulkan loader at lavapipe (see the module comment). Runs once, before any test
-/// creates a wgpu instance.
-fn vulkan_environment() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let chosen = std::env::var_os("VK_DRIVER_FILES").is_some()
-            || std::env::var_os("VK_ICD_FILENAMES").is_some()
-            || std::env::var_os("REFACEN_GPU_TEST_ANY_DRIVER").is_some_and(|v| v == "1");
-        // SAFETY: every test that touches the environment or creates a wgpu instance calls
-        // this first, and `Once` holds them until it returns; nothing else in this test binary
-        // reads these variables concurrently.
-        unsafe {
-            if !chosen && Path::new(LAVAPIPE_ICD).exists() {
-                std::env::set_var("VK_DRIVER_FILES", LAVAPIPE_ICD);
-            }
-            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-                let dir = std::env::temp_dir().join(format!("refacen-xdg-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).expect("creating XDG_RUNTIME_DIR");
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                    .expect("chmod XDG_RUNTIME_DIR");
-                std::env::set_var("XDG_RUNTIME_DIR", &dir);
-            }
-        }
-    });
-}
+use vulkan::vulkan_environment;
 
 /// The backend every test shares (kernels compile once).
 fn gpu() -> &'static GpuBackend {
@@ -423,7 +396,10 @@ fn pooling_softmax_and_layout_match_cpu() {
     );
     check(
         "pad negative and positive",
-        single(Op::Pad { pads: vec![0, -1, 2, 1, 0, 3, -2, 0], value: 1.5 }, vec![Arg::Input(4)]),
+        single(
+            Op::Pad { pads: vec![0, -1, 2, 1, 0, 3, -2, 0], value: 1.5, mode: PadMode::Constant, axes: None },
+            vec![Arg::Input(4)],
+        ),
         vec![tensor(&[2, 3, 6, 5], 1)],
     );
     check(

@@ -2,13 +2,15 @@
 //! per prepared graph.
 
 mod conv;
+mod indexing;
 mod kernel;
 mod matmul;
 mod ops;
+mod resample;
 
 use std::sync::Arc;
 
-use super::ir::{Graph, Op, ValueId};
+use super::ir::{Graph, Op, PadMode, ValueId};
 use super::{Backend, Deadline, Executable, NnError, NodeTiming, RunLimits, Tensor, element_count, shape};
 
 #[derive(Debug, Default)]
@@ -269,7 +271,37 @@ impl CpuExecutable {
                 let axis = shape::normalize_axis(*axis, tensors[0].rank(), 0)?;
                 ops::concat(&tensors, axis, out_shape)?
             }
-            Op::Pad { pads, value: fill } => ops::pad(input_of(node, slots, 0)?, pads, *fill, out_shape)?,
+            Op::Pad { pads, value: fill, mode: PadMode::Constant, axes: None } => {
+                ops::pad(input_of(node, slots, 0)?, pads, *fill, out_shape)?
+            }
+            Op::Pad { pads, value: fill, mode, axes } => {
+                let x = input_of(node, slots, 0)?;
+                let pads = shape::full_pads(pads, axes.as_deref(), x.rank())?;
+                indexing::pad(x, &pads, *mode, *fill, out_shape)?
+            }
+            Op::Reduce(r) => indexing::reduce(r, input_of(node, slots, 0)?, out_shape)?,
+            Op::Slice { starts, ends, axes, steps } => {
+                let x = input_of(node, slots, 0)?;
+                let ranges = shape::slice_ranges(x.shape(), starts, ends, axes.as_deref(), steps.as_deref())?;
+                indexing::slice(x, &ranges)?
+            }
+            Op::Gather { axis, indices, .. } => {
+                let x = input_of(node, slots, 0)?;
+                let axis = shape::normalize_axis(*axis, x.rank(), 0)?;
+                indexing::gather(x, axis, indices, out_shape)?
+            }
+            Op::Resize(r) => resample::resize(r, input_of(node, slots, 0)?)?,
+            Op::ConvTranspose(ct) => {
+                let bias = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
+                resample::conv_transpose(
+                    ct,
+                    input_of(node, slots, 0)?,
+                    input_of(node, slots, 1)?,
+                    bias,
+                    out_shape,
+                    deadline,
+                )?
+            }
         })
     }
 

@@ -168,7 +168,14 @@ pub fn broadcast_binary(
 }
 
 pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
-    broadcast_binary(a, b, move |x, y| op.apply(x, y))
+    // One monomorphized loop per common op, so that no per-element match slows them.
+    match op {
+        Binary::Add => broadcast_binary(a, b, |x, y| x + y),
+        Binary::Sub => broadcast_binary(a, b, |x, y| x - y),
+        Binary::Mul => broadcast_binary(a, b, |x, y| x * y),
+        Binary::Div => broadcast_binary(a, b, |x, y| x / y),
+        _ => broadcast_binary(a, b, move |x, y| op.apply(x, y)),
+    }
 }
 
 pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor, NnError> {

@@ -43,6 +43,10 @@ fn host_params() -> Vec<HostParams> {
         host::<TransposeParams>(),
         host::<PadParams>(),
         host::<ConcatParams>(),
+        host::<IndexMapParams>(),
+        host::<ResizeAxisParams>(),
+        host::<ReduceParams>(),
+        host::<ConvTransposeParams>(),
     ]
 }
 

@@ -21,6 +21,8 @@ pub enum Shader {
     Eltwise,
     Softmax,
     Layout,
+    Gather,
+    ConvTranspose,
 }
 
 /// The helpers every kernel file uses (`shaders/prelude.wgsl`), prepended to each.
@@ -35,8 +37,16 @@ macro_rules! with_prelude {
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 6] =
-        [Shader::Conv, Shader::Gemm, Shader::Pool, Shader::Eltwise, Shader::Softmax, Shader::Layout];
+    pub const ALL: [Shader; 8] = [
+        Shader::Conv,
+        Shader::Gemm,
+        Shader::Pool,
+        Shader::Eltwise,
+        Shader::Softmax,
+        Shader::Layout,
+        Shader::Gather,
+        Shader::ConvTranspose,
+    ];
 
     /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
     /// prelude's first.
@@ -48,6 +58,8 @@ impl Shader {
             Shader::Eltwise => with_prelude!("eltwise.wgsl"),
             Shader::Softmax => with_prelude!("softmax.wgsl"),
             Shader::Layout => with_prelude!("layout.wgsl"),
+            Shader::Gather => with_prelude!("gather.wgsl"),
+            Shader::ConvTranspose => with_prelude!("conv_transpose.wgsl"),
         }
     }
 
@@ -59,6 +71,8 @@ impl Shader {
             Shader::Eltwise => "eltwise.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Layout => "layout.wgsl",
+            Shader::Gather => "gather.wgsl",
+            Shader::ConvTranspose => "conv_transpose.wgsl",
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::kernels::{KernelKey, Shader};
 use super::params::{BinaryOp, FusedActivation, UnaryOp};
 use super::prepare::{ConvPacked, Prepared};
-use crate::ir::{Binary, Conv, Node, Op, Padding, PoolKind, Unary};
+use crate::ir::{Binary, Conv, Node, Op, PadMode, Padding, PoolKind, Unary};
 
 /// What the input shapes decide about a node's kernel.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +46,10 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
                 Unary::Sigmoid => UnaryOp::Sigmoid,
                 Unary::Tanh => UnaryOp::Tanh,
                 Unary::Clip { .. } => UnaryOp::Clip,
+                Unary::Sqrt => UnaryOp::Sqrt,
+                Unary::Exp => UnaryOp::Exp,
+                Unary::HardSigmoid { .. } => UnaryOp::HardSigmoid,
+                Unary::HardSwish => UnaryOp::HardSwish,
                 Unary::Identity => return None,
             };
             KernelKey::new(Shader::Eltwise, "unary", 1).with("UNARY_OP", code as u32)
@@ -56,6 +60,9 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
                 Binary::Sub => BinaryOp::Sub,
                 Binary::Mul => BinaryOp::Mul,
                 Binary::Div => BinaryOp::Div,
+                Binary::Pow => BinaryOp::Pow,
+                Binary::Max => BinaryOp::Max,
+                Binary::Min => BinaryOp::Min,
             };
             binary_key(code, choice)?
         }
@@ -67,10 +74,17 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         }
         Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose", 1),
         Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
-        Op::Pad { .. } => KernelKey::new(Shader::Layout, "pad", 1),
+        Op::Pad { mode: PadMode::Constant, axes: None, .. } => KernelKey::new(Shader::Layout, "pad", 1),
+        Op::Pad { .. } | Op::Slice { .. } | Op::Gather { .. } => {
+            KernelKey::new(Shader::Gather, "index_map", 2)
+        }
+        Op::Resize(_) => KernelKey::new(Shader::Gather, "resize_axis", 2),
+        Op::Reduce(_) => KernelKey::new(Shader::Gather, "reduce", 1),
         Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             return None;
         }
+        Op::ConvTranspose(_) => KernelKey::new(Shader::ConvTranspose, "conv_transpose", 3)
+            .flag("HAS_BIAS", node.inputs.get(2).copied().flatten().is_some()),
     })
 }
 

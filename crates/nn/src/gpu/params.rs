@@ -259,6 +259,55 @@ kernel_params! {
         out_block: u32,
         offset: u32,
     }
+
+    /// gather.wgsl: Slice, Gather and Pad through per-dimension offset tables.
+    IndexMapParams in Gather ["index_map"] {
+        total: u32,
+        rank: u32,
+        value: f32,
+        out_shape: [u32; MAX_RANK],
+        table_base: [u32; MAX_RANK],
+    }
+
+    /// gather.wgsl: one axis of a Resize.
+    ResizeAxisParams in Gather ["resize_axis"] {
+        total: u32,
+        len_in: u32,
+        len_out: u32,
+        inner: u32,
+    }
+
+    /// conv_transpose.wgsl.
+    ConvTransposeParams in ConvTranspose ["conv_transpose"] {
+        total: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        out_h: u32,
+        out_w: u32,
+        kh: u32,
+        kw: u32,
+        sh: u32,
+        sw: u32,
+        dh: u32,
+        dw: u32,
+        pad_t: u32,
+        pad_l: u32,
+        in_cg: u32,
+        out_cg: u32,
+    }
+
+    /// gather.wgsl: ReduceSum and ReduceMean.
+    ReduceParams in Gather ["reduce"] {
+        total: u32,
+        rank: u32,
+        count: u32,
+        scale: f32,
+        in_shape: [u32; MAX_RANK],
+        in_strides: [u32; MAX_RANK],
+        reduced: [u32; MAX_RANK],
+    }
 }
 
 /// Declares `#[repr(u32)]` code enums mirroring WGSL constants: `Name in Shader prefix
@@ -307,6 +356,11 @@ kernel_codes! {
         Sigmoid = 2 as "UNARY_SIGMOID",
         Tanh = 3 as "UNARY_TANH",
         Clip = 4 as "UNARY_CLIP",
+        Sqrt = 5 as "UNARY_SQRT",
+        Exp = 6 as "UNARY_EXP",
+        /// alpha in `alpha`, beta in `lo`.
+        HardSigmoid = 7 as "UNARY_HARD_SIGMOID",
+        HardSwish = 8 as "UNARY_HARD_SWISH",
     }
 
     /// eltwise.wgsl's `binary` op (override `BINARY_OP`).
@@ -317,6 +371,9 @@ kernel_codes! {
         Div = 3 as "BINARY_DIV",
         /// The second operand is the slope.
         PRelu = 4 as "BINARY_PRELU",
+        Pow = 5 as "BINARY_POW",
+        Max = 6 as "BINARY_MAX",
+        Min = 7 as "BINARY_MIN",
     }
 }
 

@@ -1186,14 +1186,172 @@ def mtcnn_like_case():
 
 
 # ---------------------------------------------------------------------------------------------
+# Ops of the common face models' exports (RetinaFace, SCRFD, ArcFace, MobileFaceNet, YuNet)
+
+
+def face_model_cases():
+    mk = helper.make_node
+    r = rng_for("face-models")
+    x = normal(r, 2, 3, 4, 5)
+    # PyTorch's x.view(x.size(0), -1): Shape, Gather, Unsqueeze, Concat, Reshape folded at load.
+    case(
+        "shape_gather_concat_reshape",
+        [
+            mk("Shape", ["x"], ["s"], name="shape"),
+            mk("Gather", ["s", "zero"], ["n"], name="batch", axis=0),
+            mk("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze"),
+            mk("Concat", ["n1", "minus_one"], ["target"], name="concat", axis=0),
+            mk("Reshape", ["x", "target"], ["y"], name="flatten"),
+        ],
+        [("x", x)],
+        ["y"],
+        {"zero": i64(0), "axes0": i64([0]), "minus_one": i64([-1])},
+    )
+    case(
+        "shape_cast_div",
+        [
+            mk("Shape", ["x"], ["s"], name="shape", start=1, end=2),
+            mk("Cast", ["s"], ["c"], name="cast", to=TensorProto.FLOAT),
+            mk("Cast", ["x"], ["xf"], name="cast_identity", to=TensorProto.FLOAT),
+            mk("Div", ["xf", "c"], ["y"], name="div"),
+        ],
+        [("x", x)],
+        ["y"],
+        opset=15,
+    )
+    img = normal(r, 1, 3, 5, 7)
+    case(
+        "resize_nearest_scales_2x_asymmetric_floor",
+        [mk("Resize", ["x", "", "scales"], ["y"], name="upsample", mode="nearest",
+            coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+        [("x", img)],
+        ["y"],
+        {"scales": f32([1, 1, 2, 2])},
+    )
+    case(
+        "resize_linear_half_pixel_sizes",
+        [mk("Resize", ["x", "", "", "sizes"], ["y"], name="resize", mode="linear")],
+        [("x", img)],
+        ["y"],
+        {"sizes": i64([1, 3, 9, 11])},
+    )
+    case(
+        "resize_linear_align_corners_opset11",
+        [mk("Resize", ["x", "roi", "scales"], ["y"], name="resize", mode="linear",
+            coordinate_transformation_mode="align_corners")],
+        [("x", img)],
+        ["y"],
+        {"roi": f32([]), "scales": f32([1, 1, 2, 2])},
+        opset=11,
+    )
+    case(
+        "upsample_nearest_opset9",
+        [mk("Upsample", ["x", "scales"], ["y"], name="upsample", mode="nearest")],
+        [("x", img)],
+        ["y"],
+        {"scales": f32([1, 1, 2, 3])},
+        opset=9,
+    )
+    case(
+        "conv_transpose_stride2_pads_output_padding",
+        [mk("ConvTranspose", ["x", "w", "b"], ["y"], name="deconv", strides=[2, 2], pads=[1, 1, 1, 1],
+            output_padding=[1, 1])],
+        [("x", normal(r, 1, 4, 5, 6))],
+        ["y"],
+        {"w": normal(r, 4, 3, 3, 3, scale=0.3), "b": normal(r, 3)},
+    )
+    case(
+        "conv_transpose_group2_dilation",
+        [mk("ConvTranspose", ["x", "w"], ["y"], name="deconv", group=2, dilations=[2, 1], kernel_shape=[2, 3])],
+        [("x", normal(r, 2, 4, 3, 4))],
+        ["y"],
+        {"w": normal(r, 4, 2, 2, 3, scale=0.3)},
+    )
+    case(
+        "slice_axes_steps",
+        [mk("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name="slice")],
+        [("x", normal(r, 2, 6, 8))],
+        ["y"],
+        {"starts": i64([1, -7]), "ends": i64([6, 8]), "axes": i64([1, 2]), "steps": i64([2, 3])},
+    )
+    case(
+        "slice_negative_step",
+        [mk("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name="slice")],
+        [("x", normal(r, 3, 7))],
+        ["y"],
+        {"starts": i64([-1]), "ends": i64([-100]), "axes": i64([1]), "steps": i64([-2])},
+    )
+    case(
+        "gather_axis1_2d_indices",
+        [mk("Gather", ["x", "indices"], ["y"], name="gather", axis=1)],
+        [("x", normal(r, 3, 5, 4))],
+        ["y"],
+        {"indices": i64([[0, 4], [-1, 2]])},
+    )
+    case(
+        "reduce_mean_spatial_keepdims",
+        [mk("ReduceMean", ["x"], ["y"], name="mean", axes=[2, 3])],
+        [("x", normal(r, 2, 3, 4, 5))],
+        ["y"],
+    )
+    case(
+        "reduce_sum_axes_input_no_keepdims",
+        [mk("ReduceSum", ["x", "axes"], ["y"], name="sum", keepdims=0)],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+        {"axes": i64([1])},
+    )
+    positive = f32(np.abs(normal(r, 2, 3, 4, 5)) + 0.1)
+    case("sqrt", [mk("Sqrt", ["x"], ["y"], name="sqrt")], [("x", positive)], ["y"])
+    unary_case("exp", "Exp", scale=3.0)
+    unary_case("hard_swish", "HardSwish", scale=5.0, opset=14)
+    unary_case("hard_sigmoid", "HardSigmoid", scale=5.0, alpha=0.3, beta=0.4)
+    case(
+        "pow_tensor_exponent",
+        [mk("Pow", ["x", "e"], ["y"], name="pow")],
+        [("x", positive), ("e", normal(r, 5, scale=1.5))],
+        ["y"],
+    )
+    case(
+        "pow_square_of_negatives",
+        [mk("Pow", ["x", "two"], ["y"], name="pow")],
+        [("x", normal(r, 2, 3, 4))],
+        ["y"],
+        {"two": f32(np.array(2.0))},
+    )
+    case(
+        "clip_opset11_constant_bounds",
+        [mk("Clip", ["x", "lo", "hi"], ["y"], name="relu6")],
+        [("x", normal(r, 2, 3, 4, scale=8.0))],
+        ["y"],
+        {"lo": f32(np.array(0.0)), "hi": f32(np.array(6.0))},
+        opset=11,
+    )
+    case(
+        "clip_dynamic_bounds",
+        [mk("Clip", ["x", "lo", "hi"], ["y"], name="clip")],
+        [("x", normal(r, 2, 3, 4, scale=3.0)), ("lo", f32(np.array(-1.0))), ("hi", f32(np.array(0.5)))],
+        ["y"],
+    )
+    for mode in ("reflect", "edge"):
+        case(
+            f"pad_{mode}",
+            [mk("Pad", ["x", "pads"], ["y"], name="pad", mode=mode)],
+            [("x", normal(r, 1, 2, 4, 5))],
+            ["y"],
+            {"pads": i64([0, 0, 2, 1, 0, 0, 1, 3])},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # Models refacen must refuse
 
 
 def refusal_cases():
     r = rng_for("refusals")
     refusal(
-        "unsupported_resize",
-        [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="upsample_by_2", mode="nearest")],
+        "unsupported_resize_mode",
+        [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="upsample_by_2", mode="cubic")],
         [("x", normal(r, 1, 2, 3, 3))],
         ["y"],
         [[1, 2, 6, 6]],
@@ -1256,6 +1414,7 @@ def main():
     fused_cases()
     import_cases()
     mtcnn_like_case()
+    face_model_cases()
     refusal_cases()
     for new, final in ((OPS_DIR, "ops"), (REFUSALS_DIR, "refusals")):
         final = os.path.join(ROOT, final)

@@ -22,6 +22,7 @@ pub fn plan_unary(
     let (alpha, lo, hi) = match op {
         Unary::LeakyRelu(a) => (a, 0.0, 0.0),
         Unary::Clip { min, max } => (0.0, min, max),
+        Unary::HardSigmoid { alpha, beta } => (alpha, beta, 0.0),
         _ => (0.0, 0.0, 0.0),
     };
     let key = b.kernel(index, node, ShapeChoice::Unknown)?;

@@ -3,14 +3,16 @@
 //! [`super::keys::kernel_key`], parameters are the structs of [`super::params`].
 
 mod conv;
+mod conv_transpose;
 mod eltwise;
+mod gather;
 mod gemm;
 mod layout;
 mod pool;
 
 use super::builder::{Builder, Loc};
 use crate::NnError;
-use crate::ir::{Node, Op, Unary};
+use crate::ir::{Node, Op, PadMode, Unary};
 
 /// Invocations per workgroup (`WG` in shaders/prelude.wgsl).
 const WG: u64 = 256;
@@ -36,7 +38,19 @@ pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -
         }
         Op::Transpose { perm } => layout::plan_transpose(b, index, node, perm, out_shape),
         Op::Concat { axis } => layout::plan_concat(b, index, node, *axis, out_shape),
-        Op::Pad { pads, value } => layout::plan_pad(b, index, node, pads, *value, out_shape),
+        Op::Pad { pads, value, mode: PadMode::Constant, axes: None } => {
+            layout::plan_pad(b, index, node, pads, *value, out_shape)
+        }
+        Op::Pad { pads, value, mode, axes } => {
+            gather::plan_pad(b, index, node, pads, axes.as_deref(), *mode, *value, out_shape)
+        }
+        Op::Slice { starts, ends, axes, steps } => {
+            gather::plan_slice(b, index, node, starts, ends, axes.as_deref(), steps.as_deref(), out_shape)
+        }
+        Op::Gather { axis, indices, .. } => gather::plan_gather(b, index, node, *axis, indices, out_shape),
+        Op::Resize(r) => gather::plan_resize(b, index, node, r),
+        Op::Reduce(r) => gather::plan_reduce(b, index, node, r, out_shape),
+        Op::ConvTranspose(ct) => conv_transpose::plan_conv_transpose(b, index, node, ct, out_shape),
     }
 }
 

@@ -1,0 +1,128 @@
+//! Ops that move values by index: Slice, Gather, the reflect/edge/wrap modes of Pad, and the
+//! reductions (ReduceSum, ReduceMean).
+
+use crate::ir::{PadMode, Reduce, ReduceKind};
+use crate::shape::{self, SliceRange};
+use crate::{NnError, Tensor, zeroed_values};
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// Fills `out_shape` with `source(d, coord)`-mapped values of `x`: per output dimension `d`
+/// and coordinate, the input coordinate (or `None` for a fill value).
+fn gather_by_axis(
+    x: &Tensor,
+    out_shape: Vec<usize>,
+    maps: &[Vec<Option<usize>>],
+    fill: f32,
+) -> Result<Tensor, NnError> {
+    let total: usize = out_shape.iter().product();
+    let mut out = zeroed_values(total)?;
+    let in_strides = row_major_strides(x.shape());
+    let src = x.data();
+    let rank = out_shape.len();
+    let mut coord = vec![0usize; rank];
+    for o in out.iter_mut() {
+        let mut offset = Some(0usize);
+        for d in 0..rank {
+            offset = match (offset, maps[d][coord[d]]) {
+                (Some(off), Some(i)) => Some(off + i * in_strides[d]),
+                _ => None,
+            };
+        }
+        *o = offset.map_or(fill, |off| src[off]);
+        for d in (0..rank).rev() {
+            coord[d] += 1;
+            if coord[d] < out_shape[d] {
+                break;
+            }
+            coord[d] = 0;
+        }
+    }
+    Tensor::new(out_shape, out)
+}
+
+pub fn slice(x: &Tensor, ranges: &[SliceRange]) -> Result<Tensor, NnError> {
+    let maps: Vec<Vec<Option<usize>>> = ranges
+        .iter()
+        .map(|r| (0..r.len).map(|i| Some((r.start + i as i64 * r.step) as usize)).collect())
+        .collect();
+    gather_by_axis(x, ranges.iter().map(|r| r.len).collect(), &maps, 0.0)
+}
+
+pub fn gather(x: &Tensor, axis: usize, indices: &[i64], out_shape: Vec<usize>) -> Result<Tensor, NnError> {
+    let s = x.shape();
+    let dim = s[axis];
+    let resolved = indices
+        .iter()
+        .map(|&i| {
+            let r = if i < 0 { i + dim as i64 } else { i };
+            usize::try_from(r).ok().filter(|&r| r < dim).ok_or_else(|| {
+                NnError::InvalidArgument(format!(
+                    "Gather index {i} is out of range for dimension {dim} of {s:?}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outer: usize = s[..axis].iter().product();
+    let inner: usize = s[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for &i in &resolved {
+            let start = (o * dim + i) * inner;
+            out.extend_from_slice(&x.data()[start..start + inner]);
+        }
+    }
+    Tensor::new(out_shape, out)
+}
+
+/// Pad in any mode; `pads` covers every dimension.
+pub fn pad(
+    x: &Tensor,
+    pads: &[i64],
+    mode: PadMode,
+    value: f32,
+    out_shape: Vec<usize>,
+) -> Result<Tensor, NnError> {
+    let maps = shape::pad_maps(x.shape(), pads, mode, &out_shape)?;
+    gather_by_axis(x, out_shape, &maps, value)
+}
+
+pub fn reduce(r: &Reduce, x: &Tensor, out_shape: Vec<usize>) -> Result<Tensor, NnError> {
+    let s = x.shape();
+    let axes = shape::reduce_axes(r, s.len())?;
+    let reduced: Vec<bool> = (0..s.len()).map(|d| axes.contains(&d)).collect();
+    // Strides of each input dimension in the output (0 along reduced ones).
+    let kept: Vec<usize> = (0..s.len()).map(|d| if reduced[d] { 1 } else { s[d] }).collect();
+    let out_strides: Vec<usize> =
+        row_major_strides(&kept).iter().zip(&reduced).map(|(&st, &red)| if red { 0 } else { st }).collect();
+    let total_out: usize = kept.iter().product();
+    let mut sums = vec![0f64; total_out];
+    let rank = s.len();
+    let mut coord = vec![0usize; rank];
+    for &v in x.data() {
+        let o: usize = coord.iter().zip(&out_strides).map(|(c, st)| c * st).sum();
+        sums[o] += v as f64;
+        for d in (0..rank).rev() {
+            coord[d] += 1;
+            if coord[d] < s[d] {
+                break;
+            }
+            coord[d] = 0;
+        }
+    }
+    let count: usize = axes.iter().map(|&a| s[a]).product();
+    let data = sums
+        .into_iter()
+        .map(|v| match r.kind {
+            ReduceKind::Sum => v as f32,
+            ReduceKind::Mean => (v / count as f64) as f32,
+        })
+        .collect();
+    Tensor::new(out_shape, data)
+}

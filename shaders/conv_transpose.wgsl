@@ -1,0 +1,77 @@
+// ConvTranspose (crates/nn/src/gpu/plan/conv_transpose.rs): a direct kernel, one thread per
+// output value, gathering the input values whose scattered taps land on it (the CPU backend
+// scatters; the sums are the same). 2-D, groups, strides, dilations, pads, output padding.
+
+// Whether binding 3 holds a bias (otherwise it is a placeholder).
+override HAS_BIAS: bool = false;
+
+struct ConvTransposeParams {
+    total: u32,
+    in_c: u32,
+    in_h: u32,
+    in_w: u32,
+    out_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_t: u32,
+    pad_l: u32,
+    // Input and output channels per group.
+    in_cg: u32,
+    out_cg: u32,
+}
+
+@group(0) @binding(0) var<storage, read> prm: ConvTransposeParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// [in_c, out_cg, kh, kw]
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn conv_transpose(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= prm.total {
+        return;
+    }
+    let ox = i % prm.out_w;
+    let oy = (i / prm.out_w) % prm.out_h;
+    let co = (i / (prm.out_w * prm.out_h)) % prm.out_c;
+    let n = i / (prm.out_w * prm.out_h * prm.out_c);
+    let g = co / prm.out_cg;
+    let m = co % prm.out_cg;
+    var acc = 0.0;
+    if HAS_BIAS {
+        acc = bias[co];
+    }
+    for (var c = g * prm.in_cg; c < (g + 1u) * prm.in_cg; c++) {
+        for (var ky = 0u; ky < prm.kh; ky++) {
+            // oy = iy · sh + ky · dh - pad_t, solved for iy.
+            let ty = i32(oy + prm.pad_t) - i32(ky * prm.dh);
+            if ty < 0 || u32(ty) % prm.sh != 0u || u32(ty) / prm.sh >= prm.in_h {
+                continue;
+            }
+            let iy = u32(ty) / prm.sh;
+            for (var kx = 0u; kx < prm.kw; kx++) {
+                let tx = i32(ox + prm.pad_l) - i32(kx * prm.dw);
+                if tx < 0 || u32(tx) % prm.sw != 0u || u32(tx) / prm.sw >= prm.in_w {
+                    continue;
+                }
+                let ix = u32(tx) / prm.sw;
+                let xv = x[((n * prm.in_c + c) * prm.in_h + iy) * prm.in_w + ix];
+                let wv = w[((c * prm.out_cg + m) * prm.kh + ky) * prm.kw + kx];
+                acc += xv * wv;
+            }
+        }
+    }
+    y[i] = acc;
+}

@@ -1,0 +1,125 @@
+// Ops that read their input through index tables the host computes per plan
+// (crates/nn/src/gpu/plan/gather.rs): Slice, Gather and Pad in every mode (`index_map`), Resize
+// one axis at a time (`resize_axis`), and ReduceSum/ReduceMean (`reduce`). One thread per output
+// value. Shapes of rank ≤ 8.
+
+// The table entry meaning "no input value here" (Pad's constant).
+const NO_SOURCE: u32 = 0xffffffffu;
+
+struct IndexMapParams {
+    total: u32,
+    rank: u32,
+    // Pad's constant, for outputs with a NO_SOURCE coordinate.
+    value: f32,
+    out_shape: array<u32, 8>,
+    // Where each output dimension's entries start in the table: entry `table_base[d] + c` is
+    // the input element offset contributed by coordinate c of dimension d.
+    table_base: array<u32, 8>,
+}
+
+struct ResizeAxisParams {
+    total: u32,
+    // The resized axis: its input and output lengths, and the values after it.
+    len_in: u32,
+    len_out: u32,
+    inner: u32,
+}
+
+struct ReduceParams {
+    total: u32,
+    rank: u32,
+    // Reduced values per output value.
+    count: u32,
+    // 1 for ReduceSum, 1 / count for ReduceMean.
+    scale: f32,
+    in_shape: array<u32, 8>,
+    in_strides: array<u32, 8>,
+    // 1 for the dimensions reduced.
+    reduced: array<u32, 8>,
+}
+
+@group(0) @binding(0) var<storage, read> mprm: IndexMapParams;
+@group(0) @binding(0) var<storage, read> aprm: ResizeAxisParams;
+@group(0) @binding(0) var<storage, read> rprm: ReduceParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// index_map: u32 offsets. resize_axis: per output coordinate (i0, i1, bits of w0, bits of w1).
+@group(0) @binding(2) var<storage, read> table: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> reduce_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn index_map(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= mprm.total {
+        return;
+    }
+    var src = 0u;
+    var inside = true;
+    var rest = i;
+    for (var d = i32(mprm.rank) - 1; d >= 0; d--) {
+        let entry = table[mprm.table_base[d] + rest % mprm.out_shape[d]];
+        rest = rest / mprm.out_shape[d];
+        inside = inside && entry != NO_SOURCE;
+        src += select(0u, entry, entry != NO_SOURCE);
+    }
+    y[i] = select(mprm.value, x[src], inside);
+}
+
+@compute @workgroup_size(256)
+fn resize_axis(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= aprm.total {
+        return;
+    }
+    let k = i % aprm.inner;
+    let j = (i / aprm.inner) % aprm.len_out;
+    let o = i / (aprm.inner * aprm.len_out);
+    let plane = o * aprm.len_in;
+    let a = x[(plane + table[4u * j]) * aprm.inner + k];
+    let b = x[(plane + table[4u * j + 1u]) * aprm.inner + k];
+    let w0 = bitcast<f32>(table[4u * j + 2u]);
+    let w1 = bitcast<f32>(table[4u * j + 3u]);
+    y[i] = select(w0 * a + w1 * b, a, w1 == 0.0);
+}
+
+@compute @workgroup_size(256)
+fn reduce(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= rprm.total {
+        return;
+    }
+    // The kept dimensions' part of the input offset, from the output index.
+    var base = 0u;
+    var rest = i;
+    for (var d = i32(rprm.rank) - 1; d >= 0; d--) {
+        if rprm.reduced[d] == 0u {
+            base += (rest % rprm.in_shape[d]) * rprm.in_strides[d];
+            rest = rest / rprm.in_shape[d];
+        }
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < rprm.count; k++) {
+        var offset = base;
+        var r = k;
+        for (var d = i32(rprm.rank) - 1; d >= 0; d--) {
+            if rprm.reduced[d] != 0u {
+                offset += (r % rprm.in_shape[d]) * rprm.in_strides[d];
+                r = r / rprm.in_shape[d];
+            }
+        }
+        sum += x[offset];
+    }
+    reduce_out[i] = sum * rprm.scale;
+}
