@@ -817,7 +817,7 @@ fn facen_difference(a: &[f32], b: &[f32]) -> f32 {
 /// thresholds, scales or sizes), 1 instead of 0, the other boolean; text has none to guess.
 fn changed(spec: &ParamSpec) -> Option<ParamValue> {
     match spec.default {
-        ParamValue::Float(v) if v == 0.0 => Some(ParamValue::Float(0.1)),
+        ParamValue::Float(0.0) => Some(ParamValue::Float(0.1)),
         // Rounded, so that the table shows 0.711 rather than 0.7110000000000001.
         ParamValue::Float(v) => Some(ParamValue::Float((v * 0.9 * 1e6).round() / 1e6)),
         ParamValue::Int(0) => Some(ParamValue::Int(1)),
