@@ -145,6 +145,29 @@ mod tests {
         }
     }
 
+    fn files_under(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { files_under(&path, found) } else { found.push(path) }
+        }
+    }
+
+    /// A file added to guests/kit must be vendored too, or new guests would not build.
+    #[test]
+    fn every_file_of_the_kit_is_vendored() {
+        let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/kit");
+        let mut files = Vec::new();
+        files_under(&kit, &mut files);
+        for file in files {
+            let relative = Path::new("kit").join(file.strip_prefix(&kit).unwrap());
+            assert!(
+                KIT.iter().any(|(path, _)| Path::new(path) == relative),
+                "{} is not in scaffold::KIT: add it",
+                relative.display()
+            );
+        }
+    }
+
     #[test]
     fn an_existing_directory_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
