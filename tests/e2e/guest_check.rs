@@ -135,9 +135,35 @@ const HOSTILE_MODES: &[(&str, &[&str], &str, &str)] = &[
     ("overflow", &[], "neural-network error", "every size was refused"),
 ];
 
+/// The modes the hostile detector declares in its `mode` parameter's help: `name (what it
+/// does), ...`.
+fn declared_hostile_modes() -> Vec<String> {
+    let dir = repo().join("target/test-guests").display().to_string();
+    let out = refacen(&["guests", "--json", "--guest-dir", &dir]);
+    let hostile = out.json_lines().into_iter().find(|g| g["name"] == "hostile").expect("hostile is listed");
+    let params = hostile["params"].as_array().expect("params");
+    let help =
+        params.iter().find(|p| p["name"] == "mode").expect("a mode parameter")["help"].as_str().unwrap();
+    let list = help.split_once(": ").expect("modes after a colon").1;
+    list.split(", ")
+        .filter_map(|item| item.split_once(" (").map(|(name, _)| name))
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn each_hostile_detector_mode_fails_for_its_own_reason() {
     let hostile = test_guest("hostile");
+    // A mode added to the guest later must be added here, with its reason.
+    let declared = declared_hostile_modes();
+    assert!(declared.len() > 10, "{declared:?}");
+    for mode in declared.iter().filter(|m| *m != "none") {
+        assert!(
+            HOSTILE_MODES.iter().any(|(m, ..)| m == mode),
+            "hostile mode `{mode}` has no expected reason here"
+        );
+    }
     let (out, report) = check(&hostile, &[]);
     assert_eq!(out.code, 0, "behaving (mode none), it passes: {:#?}", rows(&report, "fail"));
     for (mode, flags, reason, fragment) in HOSTILE_MODES {
