@@ -8,6 +8,7 @@
 
 pub mod cli;
 
+pub use refacen_authoring as authoring;
 pub use refacen_face as face;
 pub use refacen_imaging as imaging;
 pub use refacen_nn as nn;

@@ -12,6 +12,7 @@ mod dlib_model;
 mod drop_in;
 mod facenet;
 mod gpu;
+mod guest_check;
 mod guest_kit;
 mod long_runs;
 mod many_cores;

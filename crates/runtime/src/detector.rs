@@ -4,14 +4,12 @@ use std::sync::Arc;
 
 use super::bindings::detector::DetectorPre;
 use super::bindings::{detector as wit, types};
+use super::contract::{check_detector_info, check_faces};
 use super::error::{GuestError, GuestFailure, Reported};
 use super::session::{CallStats, Session, world_bindings};
 use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
-
-/// Most faces one `detect` answer may hold; more means a broken or hostile guest.
-pub const MAX_FACES_PER_IMAGE: usize = 10_000;
 
 world_bindings!(wit::Detector, DetectorPre, "detector", World::Detector);
 
@@ -32,7 +30,11 @@ impl Detector {
             params: info.params.into_iter().map(param_spec).collect(),
         };
         session.name = info.name.clone();
-        Ok(Detector { session, info })
+        let detector = Detector { session, info };
+        check_detector_info(&detector.info).map_err(|violation| {
+            LoadError::Call(detector.error_in("info", GuestFailure::InvalidAnswer(violation)))
+        })?;
+        Ok(detector)
     }
 
     pub fn info(&self) -> &DetectorInfo {
@@ -70,54 +72,37 @@ impl Detector {
         let answer =
             self.session.call("detect", |b: &wit::Detector, s| b.call_detect(s, &wit_image, &wit_params))?;
         let faces = answer.map_err(|e| self.error(GuestFailure::Reported(reported(e))))?;
-        validate_faces(faces, image.width(), image.height())
-            .map_err(|msg| self.error(GuestFailure::InvalidAnswer(msg)))
+        let faces = from_wit_faces(faces);
+        check_faces(&faces, image.width(), image.height())
+            .map_err(|violation| self.error(GuestFailure::InvalidAnswer(violation)))?;
+        Ok(faces)
     }
 
     fn error(&self, failure: GuestFailure) -> GuestError {
+        self.error_in("detect", failure)
+    }
+
+    fn error_in(&self, call: &'static str, failure: GuestFailure) -> GuestError {
         GuestError {
             guest: self.info.name.clone(),
             file: self.session.component.path.display().to_string(),
-            call: "detect",
+            call,
             failure,
         }
     }
 }
 
-/// Checks a detector's answer before anything downstream sees it.
-fn validate_faces(faces: Vec<types::Face>, width: u32, height: u32) -> Result<Vec<Face>, String> {
-    if faces.len() > MAX_FACES_PER_IMAGE {
-        return Err(format!("{} faces in one image (at most {MAX_FACES_PER_IMAGE})", faces.len()));
-    }
-    let (w, h) = (width as f32, height as f32);
+/// The WIT faces as refacen's faces, in the host's landmark order.
+fn from_wit_faces(faces: Vec<types::Face>) -> Vec<Face> {
     faces
         .into_iter()
-        .enumerate()
-        .map(|(i, f)| {
+        .map(|f| {
             let l = f.landmarks;
-            let face = Face {
+            Face {
                 bbox: [f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2],
                 score: f.score,
                 landmarks: [l.left_eye, l.right_eye, l.nose, l.mouth_left, l.mouth_right].map(|p| [p.x, p.y]),
-            };
-            let finite = face
-                .bbox
-                .iter()
-                .chain(face.landmarks.iter().flatten())
-                .chain([&face.score])
-                .all(|v| v.is_finite());
-            if !finite {
-                return Err(format!("face {i} has a non-finite coordinate or score"));
             }
-            let [x1, y1, x2, y2] = face.bbox;
-            if x2 <= x1 || y2 <= y1 {
-                return Err(format!("face {i} has a malformed box {:?}", face.bbox));
-            }
-            // Boxes may reach past the border (a face cut by the frame), but must overlap it.
-            if x2 <= 0.0 || y2 <= 0.0 || x1 >= w || y1 >= h {
-                return Err(format!("face {i} box {:?} lies outside the {width}x{height} image", face.bbox));
-            }
-            Ok(face)
         })
         .collect()
 }

@@ -5,17 +5,13 @@ use std::sync::Arc;
 
 use super::bindings::embedder::EmbedderPre;
 use super::bindings::{embedder as wit, types};
+use super::contract::{check_embedder_info, check_facens};
 use super::detector::reported;
 use super::error::{GuestError, GuestFailure};
 use super::session::{CallStats, Session, world_bindings};
 use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{AlignmentTemplate, EmbedderInfo};
-
-/// Largest facen a model may declare.
-pub const MAX_FACEN_SIZE: u32 = 1 << 16;
-/// Largest input side a model may ask for, in pixels.
-pub const MAX_INPUT_SIDE: u32 = 1024;
 
 world_bindings!(wit::Embedder, EmbedderPre, "embedder", World::Embedder);
 
@@ -43,25 +39,10 @@ impl Embedder {
         };
         session.name = info.name.clone();
         let embedder = Embedder { session, info };
-        embedder
-            .validate_info()
-            .map_err(|msg| LoadError::Call(embedder.error("info", GuestFailure::InvalidAnswer(msg))))?;
+        check_embedder_info(&embedder.info).map_err(|violation| {
+            LoadError::Call(embedder.error("info", GuestFailure::InvalidAnswer(violation)))
+        })?;
         Ok(embedder)
-    }
-
-    fn validate_info(&self) -> Result<(), String> {
-        let info = &self.info;
-        if info.facen_size == 0 || info.facen_size > MAX_FACEN_SIZE {
-            return Err(format!("facen size {} (must be 1..={MAX_FACEN_SIZE})", info.facen_size));
-        }
-        let t = &info.template;
-        if t.width == 0 || t.height == 0 || t.width > MAX_INPUT_SIDE || t.height > MAX_INPUT_SIDE {
-            return Err(format!("input size {}x{} (sides must be 1..={MAX_INPUT_SIDE})", t.width, t.height));
-        }
-        if !t.landmarks.iter().flatten().all(|v| v.is_finite()) {
-            return Err("a non-finite template landmark".into());
-        }
-        Ok(())
     }
 
     pub fn info(&self) -> &EmbedderInfo {
@@ -92,30 +73,8 @@ impl Embedder {
             .collect();
         let answer = self.session.call("embed", |b: &wit::Embedder, s| b.call_embed(s, &wit_faces))?;
         let facens = answer.map_err(|e| self.error("embed", GuestFailure::Reported(reported(e))))?;
-        if facens.len() != faces.len() {
-            return Err(self.error(
-                "embed",
-                GuestFailure::InvalidAnswer(format!("{} facens for {} faces", facens.len(), faces.len())),
-            ));
-        }
-        for (i, facen) in facens.iter().enumerate() {
-            if facen.len() != self.info.facen_size as usize {
-                return Err(self.error(
-                    "embed",
-                    GuestFailure::InvalidAnswer(format!(
-                        "facen {i} has {} values, the model declares {}",
-                        facen.len(),
-                        self.info.facen_size
-                    )),
-                ));
-            }
-            if !facen.iter().all(|v| v.is_finite()) {
-                return Err(self.error(
-                    "embed",
-                    GuestFailure::InvalidAnswer(format!("facen {i} has a non-finite value")),
-                ));
-            }
-        }
+        check_facens(&facens, faces.len(), self.info.facen_size)
+            .map_err(|violation| self.error("embed", GuestFailure::InvalidAnswer(violation)))?;
         Ok(facens)
     }
 

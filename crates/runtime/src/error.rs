@@ -97,7 +97,7 @@ pub enum GuestFailure {
     #[error("it could not be instantiated: {0}")]
     Instantiate(String),
     #[error("it returned an invalid answer: {0}")]
-    InvalidAnswer(String),
+    InvalidAnswer(#[source] super::contract::Violation),
 }
 
 fn log_suffix(log: &str) -> String {

@@ -3,6 +3,7 @@
 
 mod bindings;
 mod cache;
+pub mod contract;
 mod detector;
 mod directory;
 mod embedder;
@@ -31,6 +32,7 @@ pub use embedder::Embedder;
 pub use error::{GuestError, GuestFailure, GuestFailureKind, LoadError, Reported};
 pub use nn_ledger::{ProcessNnLimitExceeded, ProcessNnLimits, ProcessNnUsage};
 pub use sandbox::GuestLimits;
+pub use session::CallStats;
 pub use trust::{TrustList, TrustListError};
 pub use wasi_nn::{NnHost, NnLimits, NnUsage};
 
@@ -80,6 +82,9 @@ pub struct GuestComponent {
     /// Lowercase hex sha256 of the `.wasm` file: the guest's identity in provenance records.
     pub sha256: String,
     pub world: World,
+    /// The interfaces it imports (`wasi:nn/graph@…`, the WASI interfaces Rust's std uses…),
+    /// every one of them linked, or it would not have loaded.
+    pub imports: Vec<String>,
     pre: InstancePre<GuestState>,
 }
 
@@ -155,13 +160,15 @@ impl GuestRuntime {
             .get_or_compile(&self.engine, &sha256, &bytes)
             .map_err(|e| LoadError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         let world = classify(path, &self.engine, &component)?;
+        let imports =
+            component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let text = format!("{e:#}");
             // wasmtime names the first unsatisfied import in its message.
             let import = text.split('`').nth(1).map(str::to_string).unwrap_or_else(|| text.clone());
             LoadError::Import { path: path.to_path_buf(), import }
         })?;
-        Ok(Arc::new(GuestComponent { path: path.to_path_buf(), sha256, world, pre }))
+        Ok(Arc::new(GuestComponent { path: path.to_path_buf(), sha256, world, imports, pre }))
     }
 
     /// A detector from a loaded component.

@@ -66,7 +66,7 @@ impl GuestState {
             wasi,
             table: ResourceTable::new(),
             nn: NnState::new(nn),
-            limiter: MemoryLimiter { limit_bytes: limits.memory_bytes, refused_bytes: None },
+            limiter: MemoryLimiter { limit_bytes: limits.memory_bytes, refused_bytes: None, peak_bytes: 0 },
             log,
         }
     }
@@ -87,6 +87,8 @@ impl WasiView for GuestState {
 pub struct MemoryLimiter {
     limit_bytes: usize,
     pub(crate) refused_bytes: Option<usize>,
+    /// The largest linear memory the instance has grown to (memories never shrink).
+    pub(crate) peak_bytes: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -100,6 +102,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.refused_bytes = Some(desired);
             return Ok(false);
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 

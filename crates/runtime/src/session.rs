@@ -62,6 +62,9 @@ pub struct CallStats {
     pub wall: Duration,
     /// Part of `wall` spent in the host computing the guest's graphs.
     pub nn_compute: Duration,
+    /// The instance's linear memory at the end of the call (or when it failed): the most it
+    /// has held, since a WebAssembly memory never shrinks.
+    pub memory_bytes: usize,
 }
 
 pub(crate) struct Session<B: WorldBindings> {
@@ -115,9 +118,13 @@ impl<B: WorldBindings> Session<B> {
         f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
         let started = Instant::now();
+        self.last_call = CallStats::default();
         let result = self.call_inner(f);
-        let nn_compute = self.instance.as_ref().map_or(Duration::ZERO, |(s, _)| s.data().nn.compute_time);
-        self.last_call = CallStats { wall: started.elapsed(), nn_compute };
+        if let Some((store, _)) = &self.instance {
+            self.last_call.nn_compute = store.data().nn.compute_time;
+            self.last_call.memory_bytes = store.data().limiter.peak_bytes;
+        }
+        self.last_call.wall = started.elapsed();
         result.map_err(|failure| GuestError {
             guest: self.name.clone(),
             file: self.component.path.display().to_string(),
@@ -135,7 +142,10 @@ impl<B: WorldBindings> Session<B> {
             self.arm(&mut store);
             match B::instantiate(&self.pre, &mut store) {
                 Ok(bindings) => self.instance = Some((store, bindings)),
-                Err(e) => return Err(classify(&e, &store, &self.factory.limits, true)),
+                Err(e) => {
+                    self.last_call.memory_bytes = store.data().limiter.peak_bytes;
+                    return Err(classify(&e, &store, &self.factory.limits, true));
+                }
             }
         }
         let (mut store, bindings) = self.instance.take().expect("instantiated above");
@@ -149,6 +159,7 @@ impl<B: WorldBindings> Session<B> {
             Err(e) => {
                 let failure = classify(&e, &store, &self.factory.limits, false);
                 self.last_call.nn_compute = store.data().nn.compute_time;
+                self.last_call.memory_bytes = store.data().limiter.peak_bytes;
                 Err(failure)
             }
         }

@@ -74,7 +74,7 @@ pub fn detect(
         (1.0, None, width, height)
     };
     let layout = pyramid::Layout::new(sw, sh, mmod::PADDING, mmod::OUTER_PADDING);
-    if layout.levels.is_empty() {
+    if layout.levels.is_empty() || layout.width.min(layout.height) < mmod::MIN_INPUT_SIDE {
         return Ok(Vec::new());
     }
     let input = layout.tensor(small.as_deref().unwrap_or(rgb), mmod::MEAN);

@@ -9,6 +9,10 @@ use crate::pyramid::{DRect, Layout, Rect};
 pub const MEAN: [f32; 3] = [122.782, 117.001, 104.298];
 pub const PADDING: i64 = 10;
 pub const OUTER_PADDING: i64 = 11;
+/// Smallest side of the tiled pyramid the network can score: its three unpadded 5x5 stride-2
+/// convolutions take 29 values to 13, 5 and 1. A smaller image (a thumbnail, a strip) holds
+/// no window to score, so no faces.
+pub const MIN_INPUT_SIDE: usize = 29;
 /// The single detector window, in pixels of the pyramid level it is found at.
 pub const WINDOW: (f64, f64) = (80.0, 80.0);
 /// `mmod_options::overlaps_nms` as the file has it (the trainer derives the IoU threshold from

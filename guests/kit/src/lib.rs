@@ -1,9 +1,46 @@
-//! What every refacen guest shares: the bindings of the imports guests may use (the
-//! `guest-kit` world), neural networks as plain f32 tensors over wasi-nn, and parameter
-//! lookup with declared defaults.
+//! What every refacen guest shares: the bindings of refacen's WIT worlds (vendored in `wit/`,
+//! the same bytes as the repository's `wit/`), the macros that export a detector or a model,
+//! neural networks as plain f32 tensors over wasi-nn, and parameter lookup with declared
+//! defaults.
 //!
-//! The pre/post-processing code of a guest is written against [`Network`], so it also builds
-//! natively (for benchmarks) with another implementation of that trait.
+//! A guest is a `cdylib` crate built for `wasm32-wasip2` into a WebAssembly component. It
+//! implements [`detector::Guest`] (faces and five landmarks per photo) or [`embedder::Guest`]
+//! (a facen per normalized face) for a type and exports it with [`export_detector!`] or
+//! [`export_embedder!`]. Its networks run in the host through wasi-nn: [`WasiNnNetwork`]
+//! loads an ONNX graph and runs it on [`Tensor`]s. `refacen guests new` writes such a crate;
+//! `refacen guests check` checks the component it builds; docs/writing-guests.md is the guide.
+//!
+//! A detector with one parameter, finding no faces yet:
+//!
+//! ```ignore
+//! use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param};
+//! use kit::params::{self, Params};
+//!
+//! struct MyDetector;
+//! kit::export_detector!(MyDetector);
+//!
+//! impl Guest for MyDetector {
+//!     fn info() -> DetectorInfo {
+//!         DetectorInfo {
+//!             name: "my-detector".into(),
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!             description: "Finds faces".into(),
+//!             params: vec![params::int("min-face-size", 40, "smallest face, pixels")],
+//!         }
+//!     }
+//!
+//!     fn detect(image: Image, set: Vec<Param>) -> Result<Vec<Face>, GuestError> {
+//!         kit::check_image(&image)?;
+//!         let specs = Self::info().params;
+//!         let min_face_size = Params::new(&specs, &set)?.int("min-face-size");
+//!         let _ = min_face_size; // run a network with kit::WasiNnNetwork here
+//!         Ok(Vec::new())
+//!     }
+//! }
+//! ```
+//!
+//! The pre/post-processing code of a guest can be written against [`Network`], so that it
+//! also builds natively (for tests and benchmarks) with another implementation of that trait.
 
 // The world bindings name kit's own items as `kit::…`, which must also resolve where the
 // export macros expand: in the guest's crate.
@@ -13,7 +50,7 @@ pub mod params;
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "refacen:face/guest-kit",
         generate_all,
     });
@@ -25,7 +62,7 @@ pub mod bindings {
 macro_rules! world_bindings {
     ($world:tt, $module:tt, $export_macro:tt) => {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "wit",
             world: $world,
             with: {
                 "refacen:face/types@0.1.0": kit::types,
