@@ -27,6 +27,10 @@ pub struct Args {
     /// Build this guest workspace instead of guests/Cargo.toml.
     #[arg(long, value_name = "PATH", hide = true, env = "XTASK_GUESTS_MANIFEST")]
     manifest_path: Option<PathBuf>,
+    /// Build only the Rust guests, without the Python and JavaScript ones (guests/python,
+    /// guests/js) and their toolchains (no Node.js needed): what the container image ships.
+    #[arg(long)]
+    rust_only: bool,
     /// Copy the components under DIR instead of target/.
     #[arg(long, value_name = "DIR", hide = true)]
     out_dir: Option<PathBuf>,
@@ -109,7 +113,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => root.join("target"),
     };
     let mut produced = copy_components(&metadata, &artifacts, &out_dir)?;
-    if args.manifest_path.is_none() {
+    if args.manifest_path.is_none() && !args.rust_only {
         produced.extend(other_languages::build(root, &out_dir.join("guests"))?);
     }
     remove_stale(&out_dir, &produced)
