@@ -28,7 +28,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH", hide = true, env = "XTASK_GUESTS_MANIFEST")]
     manifest_path: Option<PathBuf>,
     /// Build only the Rust guests, without the Python and JavaScript ones (guests/python,
-    /// guests/js) and their toolchains (no Node.js needed): what the container image ships.
+    /// guests/js) and their toolchains (no Node.js needed), and remove those from
+    /// target/guests: what the container image ships.
     #[arg(long)]
     rust_only: bool,
     /// Copy the components under DIR instead of target/.

@@ -152,4 +152,8 @@ class WitWorld(wit_world.WitWorld):
             if isinstance(e.value, errors.Error):
                 raise _nn_error(e) from None
             raise
+        except Exception as e:
+            # Any other exception would reach the host only as "Python function threw an
+            # unexpected exception", without its text.
+            raise Err(types.GuestError_Internal(f"{type(e).__name__}: {e}")) from None
         return [values[i * FACEN_SIZE : (i + 1) * FACEN_SIZE].tolist() for i in range(len(faces))]
