@@ -161,9 +161,14 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     let guest_dir = args.guest.guest_dir();
     let outputs = args.target.regenerate;
 
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // Before the guests load: scanning a guest directory compiles or loads every guest in it,
+    // which takes seconds with large ones, and a Ctrl-C meanwhile must stop the run as any
+    // other (status 130 and a summary), not kill it.
+    let signals = StopSignals::install(&tokio)?;
+
     let job = job(&runtime, &guest_dir, &args.target, args.facen_size)?;
 
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Both stores answer before any work starts.
     let (store, search) = tokio.block_on(async {
         let store = args.face_store.open(&layout, false).await?;
@@ -171,7 +176,6 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok((store, search))
     })?;
     let workers = args.concurrency.map(usize::from).unwrap_or_else(|| super::default_concurrency(&runtime));
-    let signals = StopSignals::install(&tokio)?;
     let target = target_fingerprint(
         job.detector().map(|d| &d.provenance),
         job.model().map(|m| &m.provenance),

@@ -155,6 +155,8 @@ fn the_slurm_array_script_runs_the_shard_of_its_task() {
             format!("mongodb://127.0.0.1:{}/?directConnection=true", crate::servers::closed_port()),
         )
         .env("HOME", uploads.path())
+        // The compiled code of every guest in the directory, as the other tests share it.
+        .env("REFACEN_CACHE_DIR", repo().join("target/test-cache"))
         .env("SLURM_ARRAY_TASK_ID", "3")
         .env("SLURM_ARRAY_TASK_MIN", "1")
         .env("SLURM_ARRAY_TASK_MAX", "4")

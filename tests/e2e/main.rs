@@ -18,6 +18,7 @@ mod long_runs;
 mod many_cores;
 mod nn_process;
 mod operator;
+mod other_languages;
 mod parity;
 mod regenerate;
 mod reliability;

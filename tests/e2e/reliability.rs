@@ -291,6 +291,23 @@ fn runs_killed_at_random_moments_end_as_one_clean_run() {
     );
 }
 
+/// Regression: a Ctrl-C while `regenerate` loaded its guests (before it listened for signals)
+/// killed it with no summary. Scanning the guest directory loads every guest in it, a second
+/// or more with the Python and JavaScript ones there.
+#[test]
+fn a_ctrl_c_while_the_guests_load_stops_the_run_with_its_summary() {
+    let uploads = Uploads::of(&["obama.jpg"]);
+    let child = refacen_command(&uploads.args(&[])).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let run = wait_with_peak_rss(child);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    let summary: Value = serde_json::from_str(run.stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no summary ({e}): {}", run.stderr));
+    assert_eq!(summary["interrupted"], true, "{summary}");
+}
+
 #[test]
 fn runs_killed_at_random_moments_end_as_one_clean_run_with_mongodb_and_tarantool() {
     let mongo = MongoServer::start();

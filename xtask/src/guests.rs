@@ -1,6 +1,7 @@
 //! `cargo xtask guests`: build the guest components and copy them where the host finds
 //! them: target/guests/<package>.wasm, and target/test-guests/<package>.wasm for the
-//! test guests (packages under guests/testing/).
+//! test guests (packages under guests/testing/). The Python and JavaScript guests
+//! (guests/python, guests/js) are built into target/guests/ too ([`other_languages`]).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -11,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 
-use crate::{display_path, weights};
+use crate::{display_path, other_languages, weights};
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -26,6 +27,11 @@ pub struct Args {
     /// Build this guest workspace instead of guests/Cargo.toml.
     #[arg(long, value_name = "PATH", hide = true, env = "XTASK_GUESTS_MANIFEST")]
     manifest_path: Option<PathBuf>,
+    /// Build only the Rust guests, without the Python and JavaScript ones (guests/python,
+    /// guests/js) and their toolchains (no Node.js needed), and remove those from
+    /// target/guests: what the container image ships.
+    #[arg(long)]
+    rust_only: bool,
     /// Copy the components under DIR instead of target/.
     #[arg(long, value_name = "DIR", hide = true)]
     out_dir: Option<PathBuf>,
@@ -107,7 +113,11 @@ pub fn run(args: &Args) -> Result<()> {
         Some(dir) => dir.clone(),
         None => root.join("target"),
     };
-    copy_components(&metadata, &artifacts, &out_dir)
+    let mut produced = copy_components(&metadata, &artifacts, &out_dir)?;
+    if args.manifest_path.is_none() && !args.rust_only {
+        produced.extend(other_languages::build(root, &out_dir.join("guests"))?);
+    }
+    remove_stale(&out_dir, &produced)
 }
 
 /// Fails with the command to run unless the standard library for [`TARGET`] is installed.
@@ -142,8 +152,8 @@ fn metadata(cargo: &OsString, manifest: &Path) -> Result<Metadata> {
 }
 
 /// Copies the component of each cdylib package to `out_dir`/guests or
-/// `out_dir`/test-guests, and removes components there that no package produces.
-fn copy_components(metadata: &Metadata, artifacts: &Path, out_dir: &Path) -> Result<()> {
+/// `out_dir`/test-guests, and returns their paths.
+fn copy_components(metadata: &Metadata, artifacts: &Path, out_dir: &Path) -> Result<HashSet<PathBuf>> {
     let guests_dir = out_dir.join("guests");
     let test_guests_dir = out_dir.join("test-guests");
     let testing = metadata.workspace_root.join("testing");
@@ -170,11 +180,15 @@ fn copy_components(metadata: &Metadata, artifacts: &Path, out_dir: &Path) -> Res
         println!("  {:<40} {}", display_path(&dest).display(), human_size(size));
         copied.insert(dest);
     }
+    Ok(copied)
+}
 
-    for dir in [&guests_dir, &test_guests_dir] {
-        for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+/// Removes the components in `out_dir`/guests and `out_dir`/test-guests that no guest produces.
+fn remove_stale(out_dir: &Path, produced: &HashSet<PathBuf>) -> Result<()> {
+    for dir in [out_dir.join("guests"), out_dir.join("test-guests")] {
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "wasm") && !copied.contains(&path) {
+            if path.extension().is_some_and(|e| e == "wasm") && !produced.contains(&path) {
                 fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
                 println!("  removed stale {}", display_path(&path).display());
             }
@@ -183,7 +197,7 @@ fn copy_components(metadata: &Metadata, artifacts: &Path, out_dir: &Path) -> Res
     Ok(())
 }
 
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const KIB: f64 = 1024.0;
     let bytes = bytes as f64;
     if bytes >= KIB * KIB {

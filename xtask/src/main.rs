@@ -2,6 +2,7 @@
 
 mod convert;
 mod guests;
+mod other_languages;
 mod weights;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ enum Command {
     /// Fetch the pinned weights listed in guests/weights.toml (sha256-checked) and run its
     /// conversions (e.g. dlib's ResNet to ONNX).
     Weights(weights::Args),
-    /// Fetch weights, build the guest components and copy them to target/guests.
+    /// Fetch weights, build the guest components (Rust, Python and JavaScript) and copy them
+    /// to target/guests.
     Guests(guests::Args),
 }
 
