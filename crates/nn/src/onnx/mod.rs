@@ -16,7 +16,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::ir::{Graph, GraphInput, Node, Op, Value, ValueId};
-use super::{NnError, Tensor, Unsupported, shape};
+use super::{Encoding, NnError, Tensor, Unsupported, shape};
 use attrs::Attrs;
 use proto::{DataType, DimensionValue, NodeProto};
 use tensor::{data_type_name, decode_tensor};
@@ -90,15 +90,15 @@ impl IntConst {
 
 /// Parses an ONNX model into the IR.
 pub fn import(bytes: &[u8]) -> Result<Graph, NnError> {
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| NnError::InvalidEncoding(format!("protobuf decoding failed: {e}")))?;
+    let model =
+        proto::ModelProto::decode(bytes).map_err(|e| NnError::InvalidEncoding(Encoding::Protobuf(e)))?;
     let opset = model
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .unwrap_or(1);
-    let graph = model.graph.ok_or_else(|| NnError::InvalidEncoding("the model has no graph".into()))?;
+    let graph = model.graph.ok_or(NnError::InvalidEncoding(Encoding::NoGraph))?;
     Importer::new(opset, graph.name.clone()).run(graph)
 }
 

@@ -2,7 +2,7 @@
 
 use super::proto::{DataType, TensorProto};
 use super::{ConstValue, IntConst};
-use crate::{NnError, Tensor, Unsupported, element_count};
+use crate::{Encoding, NnError, Tensor, Unsupported, element_count};
 
 /// ONNX's name of element type `t` (TensorProto.DataType).
 pub(super) fn data_type_name(t: i32) -> String {
@@ -36,19 +36,26 @@ pub(super) fn data_type_name(t: i32) -> String {
 }
 
 pub(super) fn decode_tensor(t: &TensorProto) -> Result<ConstValue, NnError> {
-    let bad = |msg: String| NnError::InvalidEncoding(format!("tensor `{}`: {msg}", t.name));
+    let bad = NnError::InvalidEncoding;
+    let tensor = || t.name.clone();
     if t.data_location == 1 {
-        return Err(bad("weights stored in an external file are not supported; embed them".into()));
+        return Err(bad(Encoding::ExternalData { tensor: tensor() }));
     }
     let dims = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}"))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| bad(Encoding::NegativeDimension { tensor: tensor(), dim: d }))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let n = element_count(&dims)?;
     let raw = &t.raw_data;
     let check = |len: usize| {
-        if len == n { Ok(()) } else { Err(bad(format!("holds {len} values, its shape {dims:?} needs {n}"))) }
+        if len == n {
+            Ok(())
+        } else {
+            Err(bad(Encoding::ValueCount { tensor: tensor(), len, dims: dims.clone(), expected: n }))
+        }
     };
     let data_type = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
     match data_type {
