@@ -49,6 +49,12 @@ pub enum NnError {
     InputShape { input: String, expected: Vec<Option<usize>>, got: Vec<usize> },
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A run would create a tensor over its limit ([`RunLimits`], on the GPU also 2^32 - 1
+    /// elements); `producer` says what would create it (a node, or a graph input).
+    #[error(
+        "too large: {producer} would create a tensor of shape {shape:?} ({elements} values; the limit is {limit})"
+    )]
+    TensorLimit { producer: String, shape: Vec<usize>, elements: usize, limit: usize },
     #[error("{0}")]
     Runtime(String),
     #[error("the run passed its deadline and was stopped")]

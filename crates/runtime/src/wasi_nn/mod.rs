@@ -281,7 +281,7 @@ impl From<NnError> for ErrorResource {
             NnError::InvalidArgument(_) | NnError::InputCount { .. } | NnError::InputShape { .. } => {
                 ErrorCode::InvalidArgument
             }
-            NnError::TooLarge(_) => ErrorCode::TooLarge,
+            NnError::TooLarge(_) | NnError::TensorLimit { .. } => ErrorCode::TooLarge,
             NnError::Runtime(_) | NnError::DeadlineExceeded | NnError::Node { .. } => ErrorCode::RuntimeError,
         };
         ErrorResource::new(code, e.to_string())
