@@ -54,12 +54,11 @@ impl Graph {
     /// (every backend refuses a run with the same message).
     pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), NnError> {
         if inputs.len() != self.inputs.len() {
-            return Err(NnError::InvalidArgument(format!(
-                "graph `{}` takes {} inputs, got {}",
-                self.name,
-                self.inputs.len(),
-                inputs.len()
-            )));
+            return Err(NnError::InputCount {
+                graph: self.name.clone(),
+                expected: self.inputs.len(),
+                got: inputs.len(),
+            });
         }
         for (input, tensor) in self.inputs.iter().zip(inputs) {
             let declared = &input.dims;
@@ -67,14 +66,11 @@ impl Graph {
                 || declared.len() == tensor.rank()
                     && declared.iter().zip(tensor.shape()).all(|(d, &a)| d.is_none_or(|d| d == a));
             if !fits {
-                let shown: Vec<String> =
-                    declared.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
-                return Err(NnError::InvalidArgument(format!(
-                    "input `{}` must have shape [{}], got {:?}",
-                    self.value_name(input.value),
-                    shown.join(", "),
-                    tensor.shape()
-                )));
+                return Err(NnError::InputShape {
+                    input: self.value_name(input.value).to_string(),
+                    expected: declared.clone(),
+                    got: tensor.shape().to_vec(),
+                });
             }
         }
         Ok(())

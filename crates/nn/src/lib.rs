@@ -29,7 +29,7 @@ pub use tensor::{Tensor, element_count, zeroed_values};
 #[derive(Debug, thiserror::Error)]
 pub enum NnError {
     #[error("not a valid ONNX model: {0}")]
-    InvalidEncoding(String),
+    InvalidEncoding(Encoding),
     /// What refacen cannot run, found at load (import or a backend's prepare): the op, the
     /// node, and what exactly (the op itself, an attribute's value, an input).
     /// `op` is the ONNX op type, or for what is not a node "graph input", "graph output" or
@@ -40,8 +40,21 @@ pub enum NnError {
     InvalidGraph(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A run given another number of inputs than the graph takes.
+    #[error("invalid argument: graph `{graph}` takes {expected} inputs, got {got}")]
+    InputCount { graph: String, expected: usize, got: usize },
+    /// A run's input whose shape does not fit the graph input's declared dimensions (`None`:
+    /// any length).
+    #[error("invalid argument: input `{input}` must have shape [{}], got {got:?}", dims_pattern(.expected))]
+    InputShape { input: String, expected: Vec<Option<usize>>, got: Vec<usize> },
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A run would create a tensor over its limit ([`RunLimits`], on the GPU also 2^32 - 1
+    /// elements); `producer` says what would create it (a node, or a graph input).
+    #[error(
+        "too large: {producer} would create a tensor of shape {shape:?} ({elements} values; the limit is {limit})"
+    )]
+    TensorLimit { producer: String, shape: Vec<usize>, elements: usize, limit: usize },
     #[error("{0}")]
     Runtime(String),
     #[error("the run passed its deadline and was stopped")]
@@ -62,6 +75,29 @@ impl NnError {
             other => other,
         }
     }
+}
+
+/// Declared dimensions as `1, 3, ?, ?` (`?` for a dimension of any length).
+fn dims_pattern(dims: &[Option<usize>]) -> String {
+    let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
+    shown.join(", ")
+}
+
+/// Why bytes are not a valid ONNX model: part of [`NnError::InvalidEncoding`], whose message
+/// includes it (so it is not also a `source`: wasi-nn guests see only the message).
+#[derive(Debug, thiserror::Error)]
+pub enum Encoding {
+    #[error("protobuf decoding failed: {0}")]
+    Protobuf(prost::DecodeError),
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("tensor `{tensor}`: weights stored in an external file are not supported; embed them")]
+    ExternalData { tensor: String },
+    #[error("tensor `{tensor}`: negative dimension {dim}")]
+    NegativeDimension { tensor: String, dim: i64 },
+    /// The tensor holds `len` values where its shape `dims` needs `expected`.
+    #[error("tensor `{tensor}`: holds {len} values, its shape {dims:?} needs {expected}")]
+    ValueCount { tensor: String, len: usize, dims: Vec<usize>, expected: usize },
 }
 
 fn unsupported_message(op: &str, node: &str, detail: &Unsupported) -> String {

@@ -5,7 +5,8 @@ mod conformance;
 use std::sync::Arc;
 
 use refacen_nn::cpu::CpuBackend;
-use refacen_nn::{Backend, Tensor};
+use refacen_nn::ir::{Graph, GraphInput, Node, Op, Unary, Value};
+use refacen_nn::{Backend, NnError, RunLimits, Tensor};
 
 #[test]
 fn cpu_matches_onnxruntime_on_every_case() {
@@ -39,6 +40,38 @@ fn unsupported_and_invalid_models_are_refused() {
 #[test]
 fn cpu_refuses_inputs_of_the_wrong_shape() {
     conformance::check_run_refusals(&CpuBackend::default());
+}
+
+/// A node whose output would pass `RunLimits::max_tensor_elements` is refused, naming the
+/// node, and the same executable still runs inputs under the limit.
+#[test]
+fn cpu_refuses_tensors_over_the_limit() {
+    let values = vec![Value { name: "x".into(), constant: None }, Value { name: "y".into(), constant: None }];
+    let graph = Graph {
+        name: "limit".into(),
+        values,
+        inputs: vec![GraphInput { value: 0, dims: vec![None, None] }],
+        outputs: vec![1],
+        nodes: vec![Node {
+            name: "sig".into(),
+            op: Op::Unary(Unary::Sigmoid),
+            inputs: vec![Some(0)],
+            outputs: vec![1],
+        }],
+    };
+    let backend = CpuBackend::new(RunLimits { max_tensor_elements: 1000 });
+    let exe = backend.prepare(Arc::new(graph)).unwrap();
+    let tensor = |shape: [usize; 2]| Tensor::new(shape.to_vec(), vec![0.5; shape[0] * shape[1]]).unwrap();
+    match exe.run(vec![tensor([11, 100])]) {
+        Err(NnError::TensorLimit { producer, shape, elements, limit }) => {
+            assert_eq!(
+                (producer.as_str(), shape.as_slice(), elements, limit),
+                ("Sigmoid node `sig`", &[11, 100][..], 1100, 1000)
+            );
+        }
+        other => panic!("expected TensorLimit, got {other:?}"),
+    }
+    assert_eq!(exe.run(vec![tensor([10, 100])]).unwrap()[0].shape(), [10, 100]);
 }
 
 #[test]

@@ -203,12 +203,12 @@ impl CpuExecutable {
         let out_shape = shape::infer(&node.op, &shapes)?.remove(0);
         let elements = element_count(&out_shape)?;
         if elements > self.limits.max_tensor_elements {
-            return Err(NnError::TooLarge(format!(
-                "{} node `{}` would create a tensor of shape {out_shape:?} ({elements} values; the limit is {})",
-                node.op.onnx_name(),
-                node.name,
-                self.limits.max_tensor_elements
-            )));
+            return Err(NnError::TensorLimit {
+                producer: format!("{} node `{}`", node.op.onnx_name(), node.name),
+                shape: out_shape,
+                elements,
+                limit: self.limits.max_tensor_elements,
+            });
         }
         Ok(match &node.op {
             Op::Conv(conv) => {

@@ -301,10 +301,12 @@ impl<'e> Builder<'e> {
         let elements = element_count(shape)?;
         let limit = self.exe.limits.max_tensor_elements;
         if elements > limit || elements > u32::MAX as usize {
-            return Err(NnError::TooLarge(format!(
-                "{what} `{name}` would create a tensor of shape {shape:?} ({elements} values; the limit is {})",
-                limit.min(u32::MAX as usize)
-            )));
+            return Err(NnError::TensorLimit {
+                producer: format!("{what} `{name}`"),
+                shape: shape.to_vec(),
+                elements,
+                limit: limit.min(u32::MAX as usize),
+            });
         }
         Ok(elements)
     }
@@ -344,12 +346,12 @@ impl<'e> Builder<'e> {
         let elements = element_count(&out_shape)?;
         let limit = self.exe.limits.max_tensor_elements;
         if elements > limit || elements > u32::MAX as usize {
-            return Err(NnError::TooLarge(format!(
-                "{} node `{}` would create a tensor of shape {out_shape:?} ({elements} values; the limit is {})",
-                node.op.onnx_name(),
-                node.name,
-                limit.min(u32::MAX as usize)
-            )));
+            return Err(NnError::TensorLimit {
+                producer: format!("{} node `{}`", node.op.onnx_name(), node.name),
+                shape: out_shape,
+                elements,
+                limit: limit.min(u32::MAX as usize),
+            });
         }
         let flops = crate::cost::node_flops(node, &refs);
         let loc = plan::plan(self, index, node, out_shape.clone())?;

@@ -431,20 +431,22 @@ pub fn check_run_refusals(backend: &dyn Backend) {
     for shape in [&[1, 3, 5, 5][..], &[2, 3, 4, 4], &[3, 4, 4], &[1, 3, 4, 4, 1]] {
         match executable.run(vec![tensor(shape)]) {
             Ok(_) => panic!("a run with input shape {shape:?} (declared [1, 3, 4, 4]) succeeded"),
-            Err(e) => {
-                let text = e.to_string();
-                assert!(
-                    text.contains("pixels"),
-                    "the error for shape {shape:?} must name input `pixels`: {text}"
-                );
+            Err(NnError::InputShape { input, expected, got }) => {
+                assert_eq!(input, "pixels", "the error for shape {shape:?} must name input `pixels`");
+                assert_eq!(expected, [Some(1), Some(3), Some(4), Some(4)]);
+                assert_eq!(got, shape);
             }
+            Err(e) => panic!("a run with input shape {shape:?}: expected InputShape, got {e:?}"),
         }
     }
-    assert!(executable.run(vec![]).is_err(), "a run without inputs succeeded");
-    assert!(
-        executable.run(vec![tensor(&[1, 3, 4, 4]), tensor(&[1, 3, 4, 4])]).is_err(),
-        "a run with two inputs for one succeeded"
-    );
+    let text = executable.run(vec![tensor(&[2, 3, 4, 4])]).unwrap_err().to_string();
+    assert_eq!(text, "invalid argument: input `pixels` must have shape [1, 3, 4, 4], got [2, 3, 4, 4]");
+    for count in [0, 2] {
+        match executable.run(vec![tensor(&[1, 3, 4, 4]); count]) {
+            Err(NnError::InputCount { expected: 1, got, .. }) => assert_eq!(got, count),
+            other => panic!("a run with {count} inputs for one: expected InputCount, got {other:?}"),
+        }
+    }
     // Refusals leave the executable usable.
     let out = executable.run(vec![tensor(&[1, 3, 4, 4])]).expect("a run with the declared shape");
     assert_eq!(out[0].shape(), [1, 3, 4, 4]);

@@ -278,8 +278,10 @@ impl From<NnError> for ErrorResource {
         let code = match e {
             NnError::InvalidEncoding(_) | NnError::InvalidGraph(_) => ErrorCode::InvalidEncoding,
             NnError::UnsupportedOp { .. } => ErrorCode::UnsupportedOperation,
-            NnError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            NnError::TooLarge(_) => ErrorCode::TooLarge,
+            NnError::InvalidArgument(_) | NnError::InputCount { .. } | NnError::InputShape { .. } => {
+                ErrorCode::InvalidArgument
+            }
+            NnError::TooLarge(_) | NnError::TensorLimit { .. } => ErrorCode::TooLarge,
             NnError::Runtime(_) | NnError::DeadlineExceeded | NnError::Node { .. } => ErrorCode::RuntimeError,
         };
         ErrorResource::new(code, e.to_string())

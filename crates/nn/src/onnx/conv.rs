@@ -1,0 +1,107 @@
+//! Window ops: Conv, ConvTranspose and pooling, their kernels, strides and padding.
+
+use super::Importer;
+use super::attrs::{Attrs, pair};
+use super::proto::NodeProto;
+use crate::ir::{Conv, ConvTranspose, Op, Pool, PoolKind};
+use crate::{NnError, Unsupported};
+
+impl Importer {
+    pub(super) fn conv(&self, node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
+        let kernel = self.kernel_2d(node, attrs)?;
+        Ok(Op::Conv(Conv {
+            kernel,
+            strides: attrs.pair_or("strides", [1, 1])?,
+            dilations: attrs.pair_or("dilations", [1, 1])?,
+            padding: attrs.padding()?,
+            group: attrs.int("group", 1)?.max(1) as usize,
+            activation: Default::default(),
+        }))
+    }
+
+    /// A (transposed) convolution's kernel: the attribute, or the weights' last two dimensions.
+    fn kernel_2d(&self, node: &NodeProto, attrs: &Attrs) -> Result<[usize; 2], NnError> {
+        let kernel = match attrs.ints("kernel_shape")? {
+            Some(k) => k,
+            None => {
+                let w =
+                    node.input.get(1).and_then(|n| self.ids.get(n)).and_then(|id| self.static_shapes.get(id));
+                let w = w.ok_or_else(|| {
+                    attrs.unsupported(Unsupported::DynamicInput {
+                        index: 1,
+                        name: node.input.get(1).cloned().unwrap_or_default(),
+                    })
+                })?;
+                w.iter().skip(2).map(|&d| d as i64).collect()
+            }
+        };
+        if kernel.len() != 2 {
+            return Err(attrs.unsupported(Unsupported::Attribute {
+                name: "kernel_shape".into(),
+                value: format!("{kernel:?} ({}-D)", kernel.len()),
+                supported: "2-D kernels",
+            }));
+        }
+        pair(&kernel, attrs, "kernel_shape")
+    }
+
+    pub(super) fn conv_transpose(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
+        let kernel = self.kernel_2d(node, attrs)?;
+        let output_padding = match attrs.ints("output_padding")? {
+            None => [0, 0],
+            Some(p) if p.len() == 2 && p.iter().all(|&v| v >= 0) => [p[0] as usize, p[1] as usize],
+            Some(p) => return Err(attrs.error(&format!("has invalid output_padding {p:?}"))),
+        };
+        let output_shape = match attrs.ints("output_shape")? {
+            None => None,
+            // Some exporters give the full N, C, H, W shape.
+            Some(s) if s.len() == 2 || s.len() == 4 => {
+                let hw = &s[s.len() - 2..];
+                Some(pair(hw, attrs, "output_shape")?)
+            }
+            Some(s) => return Err(attrs.error(&format!("has invalid output_shape {s:?}"))),
+        };
+        let padding = attrs.padding()?;
+        Ok((
+            Op::ConvTranspose(ConvTranspose {
+                kernel,
+                strides: attrs.pair_or("strides", [1, 1])?,
+                dilations: attrs.pair_or("dilations", [1, 1])?,
+                group: attrs.int("group", 1)?.max(1) as usize,
+                output_padding,
+                padding,
+                output_shape,
+            }),
+            usize::MAX,
+        ))
+    }
+}
+
+/// A node's pooling op.
+pub(super) fn pool(node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
+    let kernel = attrs.ints("kernel_shape")?.ok_or_else(|| attrs.error("needs kernel_shape"))?;
+    if kernel.len() != 2 {
+        return Err(attrs.unsupported(Unsupported::Attribute {
+            name: "kernel_shape".into(),
+            value: format!("{kernel:?} ({}-D)", kernel.len()),
+            supported: "2-D pooling",
+        }));
+    }
+    let storage_order = attrs.int("storage_order", 0)?;
+    if storage_order != 0 {
+        return Err(attrs.unsupported(Unsupported::Attribute {
+            name: "storage_order".into(),
+            value: storage_order.to_string(),
+            supported: "0",
+        }));
+    }
+    Ok(Op::Pool(Pool {
+        kind: if node.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average },
+        kernel: pair(&kernel, attrs, "kernel_shape")?,
+        strides: attrs.pair_or("strides", [1, 1])?,
+        dilations: attrs.pair_or("dilations", [1, 1])?,
+        padding: attrs.padding()?,
+        ceil_mode: attrs.int("ceil_mode", 0)? != 0,
+        count_include_pad: attrs.int("count_include_pad", 0)? != 0,
+    }))
+}
