@@ -40,7 +40,11 @@ pub fn error_text(e: &anyhow::Error, verbose: bool) -> String {
     let mut parts = Vec::new();
     let mut hidden = false;
     for cause in e.chain() {
-        parts.push(cause.to_string());
+        let text = cause.to_string();
+        // Many errors already end their message with their source's: say it once.
+        if !parts.last().is_some_and(|last: &String| last.ends_with(&text)) {
+            parts.push(text);
+        }
         if !verbose && matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Driver { .. })) {
             hidden = true;
             break;
@@ -48,4 +52,23 @@ pub fn error_text(e: &anyhow::Error, verbose: bool) -> String {
     }
     let text = parts.join(": ");
     if hidden { format!("{text}\n(refacen -v ... adds the driver's own error)") } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read guest x.wasm: {source}")]
+    struct Read {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_source_the_message_already_ends_with_is_said_once() {
+        let e = anyhow::Error::new(Read { source: std::io::Error::other("gone") }).context("loading");
+        assert_eq!(error_text(&e, false), "loading: cannot read guest x.wasm: gone");
+        let e = anyhow::Error::new(std::io::Error::other("gone")).context("reading x");
+        assert_eq!(error_text(&e, true), "reading x: gone");
+    }
 }
