@@ -1,7 +1,9 @@
 //! The CPU backend: multithreaded (rayon), SGEMM from the `gemm` crate, weights packed once
 //! per prepared graph.
 
+mod channel_kernel;
 mod conv;
+mod conv_channels;
 mod indexing;
 mod kernel;
 mod matmul;
@@ -46,13 +48,30 @@ impl SyncPtr {
     }
 }
 
+/// Runs `run` on items 0..count in parallel (inline when there is one), skipping the items
+/// not yet started once `deadline` has passed: the caller checks the deadline afterwards and
+/// discards the incomplete output.
+fn for_each_item(count: usize, deadline: &Deadline, run: impl Fn(usize) + Sync + Send) {
+    let run = |item: usize| {
+        if !deadline.expired() {
+            run(item)
+        }
+    };
+    if count == 1 {
+        run(0);
+    } else {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(run);
+    }
+}
+
 pub struct CpuExecutable {
     graph: Arc<Graph>,
     limits: RunLimits,
     /// Per node: the bias of a Conv (zeros when the model has none), packed once.
     conv_bias: Vec<Option<Vec<f32>>>,
     /// Per node: a Conv's weights packed for the microkernel, where the CPU runs it.
-    conv_weights: Vec<Option<kernel::PackedWeights>>,
+    conv_weights: Vec<Option<conv::PackedConv>>,
     /// Per value: index of the last node reading it (graph outputs: never freed).
     last_use: Vec<usize>,
 }
@@ -74,16 +93,8 @@ impl CpuExecutable {
                     node.inputs[1].and_then(|id| graph.constant(id)).and_then(|w| {
                         let s = w.shape();
                         let groups = conv.group.max(1);
-                        (s.len() == 4 && s[0] % groups == 0 && !conv::is_depthwise(s[1], s[0] / groups)).then(
-                            || {
-                                kernel::PackedWeights::new(
-                                    w.data(),
-                                    groups,
-                                    s[0] / groups,
-                                    s[1] * s[2] * s[3],
-                                )
-                            },
-                        )
+                        (s.len() == 4 && s[0] % groups == 0 && !conv::is_depthwise(s[1], s[0] / groups))
+                            .then(conv::PackedConv::default)
                     })
                 }
                 _ => None,
