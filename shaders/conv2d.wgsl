@@ -18,43 +18,6 @@
 // Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
 // the number of output channels per group; BM · BN = 256 · 16 always.
 
-struct ConvParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    // Channels per group, in and out; k = in_cg · kh · kw.
-    in_cg: u32,
-    out_cg: u32,
-    k: u32,
-    // Output pixels of this dispatch: images · out_h · out_w.
-    pixels: u32,
-    m_tiles: u32,
-    p_tiles: u32,
-    groups: u32,
-    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
-    alpha: f32,
-    // A dispatch may cover only images [n_base, ..) and, per group, output channels
-    // [m_base, m_base + m_count) (tensors larger than one buffer binding are split so).
-    n_base: u32,
-    m_base: u32,
-    m_count: u32,
-    // Element index where the binding of x, and of y, starts in the tensor.
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;

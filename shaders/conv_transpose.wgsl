@@ -5,27 +5,6 @@
 // Whether binding 3 holds a bias (otherwise it is a placeholder).
 override HAS_BIAS: bool = false;
 
-struct ConvTransposeParams {
-    total: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    // Input and output channels per group.
-    in_cg: u32,
-    out_cg: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: ConvTransposeParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // [in_c, out_cg, kh, kw]

@@ -6,68 +6,15 @@
 // and passes, per output dimension, each operand's element stride (0 where it broadcasts).
 // SAME_SHAPE skips the index arithmetic when neither operand broadcasts.
 
-// Op codes, mirrored by the host's `UnaryOp` and `BinaryOp` (crates/nn/src/gpu/params.rs);
-// their ABI test checks both sides agree.
-const UNARY_RELU: u32 = 0u;
-const UNARY_LEAKY_RELU: u32 = 1u;
-const UNARY_SIGMOID: u32 = 2u;
-const UNARY_TANH: u32 = 3u;
-const UNARY_CLIP: u32 = 4u;
-const UNARY_SQRT: u32 = 5u;
-const UNARY_EXP: u32 = 6u;
-const UNARY_HARD_SIGMOID: u32 = 7u;
-const UNARY_HARD_SWISH: u32 = 8u;
-const BINARY_ADD: u32 = 0u;
-const BINARY_SUB: u32 = 1u;
-const BINARY_MUL: u32 = 2u;
-const BINARY_DIV: u32 = 3u;
-// b is the slope.
-const BINARY_PRELU: u32 = 4u;
-const BINARY_POW: u32 = 5u;
-const BINARY_MAX: u32 = 6u;
-const BINARY_MIN: u32 = 7u;
-
-// A UNARY_* code; LeakyRelu reads alpha, Clip lo and hi, HardSigmoid alpha and (beta) lo.
+// A UNARY_* code (the host's `UnaryOp`; crates/nn/src/gpu/params.rs declares the constants):
+// LeakyRelu reads alpha, Clip lo and hi, HardSigmoid alpha and (beta) lo.
 override UNARY_OP: u32 = UNARY_RELU;
-// A BINARY_* code.
+// A BINARY_* code (the host's `BinaryOp`).
 override BINARY_OP: u32 = BINARY_ADD;
 override SAME_SHAPE: bool = false;
 
 // Every kernel here may cover only values [base, base + total) of its output (tensors larger
 // than one buffer binding are split so); *_sub is the element where a binding starts.
-
-struct UnaryParams {
-    total: u32,
-    alpha: f32,
-    lo: f32,
-    hi: f32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
-struct BinaryParams {
-    total: u32,
-    rank: u32,
-    shape: array<u32, 8>,
-    a_strides: array<u32, 8>,
-    b_strides: array<u32, 8>,
-    base: u32,
-    a_sub: u32,
-    b_sub: u32,
-    y_sub: u32,
-}
-
-struct BatchNormParams {
-    total: u32,
-    channels: u32,
-    // Values per channel and image (product of the dimensions after the channel one).
-    plane: u32,
-    epsilon: f32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
 
 @group(0) @binding(0) var<storage, read> uprm: UnaryParams;
 @group(0) @binding(0) var<storage, read> bprm: BinaryParams;

@@ -9,30 +9,6 @@
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
 // loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
 
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    c_rs: u32,
-    c_cs: u32,
-    m_tiles: u32,
-    n_tiles: u32,
-    batches: u32,
-    batch_rank: u32,
-    alpha: f32,
-    beta: f32,
-    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
-    leaky: f32,
-    // The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
-    batch_shape: array<u32, 6>,
-    a_batch: array<u32, 6>,
-    b_batch: array<u32, 6>,
-}
-
 @group(0) @binding(0) var<storage, read> prm: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;

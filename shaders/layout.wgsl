@@ -5,35 +5,6 @@
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
 
-struct TransposeParams {
-    total: u32,
-    rank: u32,
-    // Output dimensions, and for each the stride of the input along it.
-    shape: array<u32, 8>,
-    strides: array<u32, 8>,
-}
-
-struct PadParams {
-    total: u32,
-    rank: u32,
-    value: f32,
-    out_shape: array<u32, 8>,
-    in_shape: array<u32, 8>,
-    in_strides: array<u32, 8>,
-    // Padding before each dimension; negative crops.
-    begin: array<i32, 8>,
-}
-
-struct ConcatParams {
-    // Values of this input: outer · block.
-    total: u32,
-    // Values of this input per outer index (its extent along the axis times the inner size).
-    block: u32,
-    // Values of the output per outer index, and where this input's block starts in it.
-    out_block: u32,
-    offset: u32,
-}
-
 @group(0) @binding(0) var<storage, read> tprm: TransposeParams;
 @group(0) @binding(0) var<storage, read> pprm: PadParams;
 @group(0) @binding(0) var<storage, read> cprm: ConcatParams;

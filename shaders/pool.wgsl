@@ -8,29 +8,6 @@
 //   padding never count), at least 1;
 // - padding and output sizes come resolved from crates/nn/src/shape.rs (ceil_mode, SAME_*).
 
-struct PoolParams {
-    // batch · channels
-    planes: u32,
-    in_h: u32,
-    in_w: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    pad_b: u32,
-    pad_r: u32,
-    // First plane of this dispatch, and where the bindings of x and y start (elements).
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -100,15 +77,6 @@ fn pool2d(
         acc = acc / f32(max(divisor, 1u));
     }
     y[prm.base * out_plane + index - prm.y_sub] = acc;
-}
-
-struct GlobalPoolParams {
-    planes: u32,
-    // Values per plane (the product of the spatial dimensions).
-    size: u32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
 }
 
 @group(0) @binding(0) var<storage, read> gprm: GlobalPoolParams;

@@ -1,15 +1,10 @@
 // Shared by every kernel file: prepended to each file when its shader module is created
 // (crates/nn/src/gpu/kernels.rs), so the files use these names without declaring them.
+// Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK,
+// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*) and the file's params structs.
 
 // Invocations per workgroup, in every kernel.
 const WG: u32 = 256u;
-
-// Fused activations: the values of the ACT override of conv2d.wgsl and gemm.wgsl. The host's
-// `FusedActivation` (crates/nn/src/gpu/params.rs) mirrors them; its ABI test checks both agree.
-const ACT_NONE: u32 = 0u;
-const ACT_RELU: u32 = 1u;
-const ACT_LEAKY_RELU: u32 = 2u;
-const ACT_PRELU: u32 = 3u;
 
 // The workgroup's number: grids are 2-D only to stay under the per-dimension limit, and
 // kernels number their workgroups linearly (skipping the excess of the last row).

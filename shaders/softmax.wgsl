@@ -6,17 +6,6 @@
 // `softmax_rows`: one thread per row (short rows, e.g. 2 classes over a whole feature map).
 // `softmax_wide`: one workgroup per row, reductions in workgroup memory (long rows).
 
-struct SoftmaxParams {
-    // Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements where the
-    // bindings start (tensors larger than one binding are split by whole blocks of rows).
-    rows: u32,
-    len: u32,
-    inner: u32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: SoftmaxParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;

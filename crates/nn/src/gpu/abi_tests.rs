@@ -52,12 +52,13 @@ fn host_params() -> Vec<HostParams> {
 
 /// The shader's module as wgpu compiles it (prelude included), validated.
 fn reflect(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(shader.source())
-        .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(shader.source())));
+    let source = shader.source();
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(&source)));
     let info =
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(shader.source())));
+            .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(&source)));
     (module, info)
 }
 
