@@ -41,6 +41,17 @@ pub struct Node {
     pub outputs: Vec<ValueId>,
 }
 
+impl Node {
+    /// The value at input `i`, which the op needs (every backend refuses a missing one alike).
+    pub fn required_input(&self, i: usize) -> Result<ValueId, NnError> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| NnError::InvalidArgument(format!("missing input {i}")))
+    }
+}
+
 impl Graph {
     pub fn value_name(&self, id: ValueId) -> &str {
         &self.values[id].name

@@ -163,9 +163,7 @@ impl GpuExecutable {
     /// Runs the graph and records each node's time (GPU timestamps when the device has them,
     /// otherwise one submission per node, timed on the host).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
-        let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_with(inputs, Some(&mut timings), Deadline::NONE)?;
-        Ok((outputs, timings))
+        NodeTiming::collect(self.graph.nodes.len(), |t| self.run_with(inputs, Some(t), Deadline::NONE))
     }
 
     fn run_with(
