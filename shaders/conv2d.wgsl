@@ -53,12 +53,9 @@ fn activate(v: f32, c: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn conv2d(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = workgroup_index(wid, nwg);
+fn conv2d(inv: Invocation) {
+    let lid = inv.lid;
+    let tile = workgroup_index(inv);
     if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
         return;
     }
@@ -144,12 +141,8 @@ fn conv2d(
 }
 
 @compute @workgroup_size(256)
-fn depthwise(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let index = linear_index(wid, nwg, lid);
+fn depthwise(inv: Invocation) {
+    let index = linear_index(inv);
     let plane = prm.out_h * prm.out_w;
     if index >= prm.pixels * prm.m_count {
         return;

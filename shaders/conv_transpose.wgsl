@@ -13,12 +13,8 @@ override HAS_BIAS: bool = false;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(256)
-fn conv_transpose(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn conv_transpose(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= prm.total {
         return;
     }

@@ -53,12 +53,8 @@ fn pow_signed(a: f32, b: f32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn unary(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn unary(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= uprm.total {
         return;
     }
@@ -99,12 +95,8 @@ fn unary(
 }
 
 @compute @workgroup_size(256)
-fn binary(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn binary(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= bprm.total {
         return;
     }
@@ -112,15 +104,8 @@ fn binary(
     var ai = i;
     var bi = i;
     if !SAME_SHAPE {
-        ai = 0u;
-        bi = 0u;
-        var rest = i;
-        for (var d = i32(bprm.rank) - 1; d >= 0; d--) {
-            let coord = rest % bprm.shape[d];
-            rest = rest / bprm.shape[d];
-            ai += coord * bprm.a_strides[d];
-            bi += coord * bprm.b_strides[d];
-        }
+        ai = strided_offset(i, bprm.rank, bprm.shape, bprm.a_strides);
+        bi = strided_offset(i, bprm.rank, bprm.shape, bprm.b_strides);
     }
     let a = in0[ai - bprm.a_sub];
     let b = in1[bi - bprm.b_sub];
@@ -159,12 +144,8 @@ fn binary(
 // Inference batch normalization, computed as the CPU backend does:
 // factor = scale / sqrt(var + eps), y = x · factor + (bias - mean · factor).
 @compute @workgroup_size(256)
-fn batch_norm(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn batch_norm(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= nprm.total {
         return;
     }

@@ -16,12 +16,8 @@ const NO_SOURCE: u32 = 0xffffffffu;
 @group(0) @binding(2) var<storage, read_write> reduce_out: array<f32>;
 
 @compute @workgroup_size(256)
-fn index_map(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn index_map(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= mprm.total {
         return;
     }
@@ -38,12 +34,8 @@ fn index_map(
 }
 
 @compute @workgroup_size(256)
-fn resize_axis(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn resize_axis(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= aprm.total {
         return;
     }
@@ -59,12 +51,8 @@ fn resize_axis(
 }
 
 @compute @workgroup_size(256)
-fn reduce(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn reduce(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= rprm.total {
         return;
     }

@@ -42,12 +42,9 @@ fn activate(v: f32, col: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn gemm(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = workgroup_index(wid, nwg);
+fn gemm(inv: Invocation) {
+    let lid = inv.lid;
+    let tile = workgroup_index(inv);
     if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }

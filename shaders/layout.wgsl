@@ -12,31 +12,17 @@
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(256)
-fn transpose(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn transpose(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= tprm.total {
         return;
     }
-    var src = 0u;
-    var rest = i;
-    for (var d = i32(tprm.rank) - 1; d >= 0; d--) {
-        src += (rest % tprm.shape[d]) * tprm.strides[d];
-        rest = rest / tprm.shape[d];
-    }
-    y[i] = x[src];
+    y[i] = x[strided_offset(i, tprm.rank, tprm.shape, tprm.strides)];
 }
 
 @compute @workgroup_size(256)
-fn pad(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn pad(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= pprm.total {
         return;
     }
@@ -60,12 +46,8 @@ fn pad(
 }
 
 @compute @workgroup_size(256)
-fn concat(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn concat(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= cprm.total {
         return;
     }

@@ -16,12 +16,8 @@ override MAX: bool = true;
 override COUNT_PAD: bool = false;
 
 @compute @workgroup_size(256)
-fn pool2d(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let index = linear_index(wid, nwg, lid);
+fn pool2d(inv: Invocation) {
+    let index = linear_index(inv);
     let out_plane = prm.out_h * prm.out_w;
     if index >= prm.planes * out_plane {
         return;
@@ -60,12 +56,7 @@ fn pool2d(
         for (var kx = 0u; kx < prm.kw; kx++) {
             let ix = x0 + i32(kx * prm.dw);
             if ix >= 0 && ix < i32(prm.in_w) {
-                let v = x[row + u32(ix)];
-                if MAX {
-                    acc = select(acc, v, v > acc);
-                } else {
-                    acc += v;
-                }
+                acc = combine(acc, x[row + u32(ix)], MAX);
             }
         }
     }
@@ -81,16 +72,11 @@ fn pool2d(
 
 @group(0) @binding(0) var<storage, read> gprm: GlobalPoolParams;
 
-var<workgroup> partial: array<f32, 256>;
-
 // One workgroup per plane: a strided pass, then a tree reduction in workgroup memory.
 @compute @workgroup_size(256)
-fn global_pool(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let plane = workgroup_index(wid, nwg);
+fn global_pool(inv: Invocation) {
+    let lid = inv.lid;
+    let plane = workgroup_index(inv);
     if plane >= gprm.planes {
         return;
     }
@@ -100,31 +86,10 @@ fn global_pool(
         acc = neg_inf(gprm.planes);
     }
     for (var i = lid; i < gprm.size; i += WG) {
-        let v = x[start + i];
-        if MAX {
-            acc = select(acc, v, v > acc);
-        } else {
-            acc += v;
-        }
+        acc = combine(acc, x[start + i], MAX);
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            let other = partial[lid + half];
-            if MAX {
-                partial[lid] = select(partial[lid], other, other > partial[lid]);
-            } else {
-                partial[lid] += other;
-            }
-        }
-        workgroupBarrier();
-    }
+    let v = workgroup_reduce(lid, acc, MAX);
     if lid == 0u {
-        var v = partial[0];
-        if !MAX {
-            v = v / f32(gprm.size);
-        }
-        y[gprm.base + plane - gprm.y_sub] = v;
+        y[gprm.base + plane - gprm.y_sub] = select(v / f32(gprm.size), v, MAX);
     }
 }
