@@ -64,8 +64,8 @@ fn conv2d(inv: Invocation) {
     let m0 = (rest % prm.m_tiles) * BM;
     let g = rest / prm.m_tiles;
 
-    let plane = prm.out_h * prm.out_w;
-    let in_plane = prm.in_h * prm.in_w;
+    let plane = prm.win.out_h * prm.win.out_w;
+    let in_plane = prm.win.in_h * prm.win.in_w;
 
     // The output pixel whose im2col column this thread gathers (the same for every slice,
     // since BN divides the workgroup size).
@@ -73,8 +73,9 @@ fn conv2d(inv: Invocation) {
     let p_ok = p_load < prm.pixels;
     let n_l = prm.n_base + p_load / plane;
     let pix_l = p_load % plane;
-    let iy0 = i32((pix_l / prm.out_w) * prm.sh) - i32(prm.pad_t);
-    let ix0 = i32((pix_l % prm.out_w) * prm.sw) - i32(prm.pad_l);
+    let origin = window_origin(prm.win, pix_l / prm.win.out_w, pix_l % prm.win.out_w);
+    let iy0 = origin.x;
+    let ix0 = origin.y;
     let x_base = (n_l * prm.in_c + g * prm.in_cg) * in_plane - prm.x_sub;
     let w_base = g * prm.k;
 
@@ -104,8 +105,8 @@ fn conv2d(inv: Invocation) {
                     let tap = taps[k];
                     let iy = iy0 + i32(tap.y);
                     let ix = ix0 + i32(tap.z);
-                    if iy >= 0 && iy < i32(prm.in_h) && ix >= 0 && ix < i32(prm.in_w) {
-                        v = x[x_base + tap.x * in_plane + u32(iy) * prm.in_w + u32(ix)];
+                    if iy >= 0 && iy < i32(prm.win.in_h) && ix >= 0 && ix < i32(prm.win.in_w) {
+                        v = x[x_base + tap.x * in_plane + u32(iy) * prm.win.in_w + u32(ix)];
                     }
                 }
             }
@@ -143,30 +144,31 @@ fn conv2d(inv: Invocation) {
 @compute @workgroup_size(256)
 fn depthwise(inv: Invocation) {
     let index = linear_index(inv);
-    let plane = prm.out_h * prm.out_w;
+    let plane = prm.win.out_h * prm.win.out_w;
     if index >= prm.pixels * prm.m_count {
         return;
     }
-    let ox = index % prm.out_w;
-    let oy = (index / prm.out_w) % prm.out_h;
+    let ox = index % prm.win.out_w;
+    let oy = (index / prm.win.out_w) % prm.win.out_h;
     let c = prm.m_base + (index / plane) % prm.m_count;
     let n = prm.n_base + index / (plane * prm.m_count);
-    let src = (n * prm.in_c + c) * prm.in_h * prm.in_w - prm.x_sub;
-    let filter_start = c * prm.kh * prm.kw;
-    let iy0 = i32(oy * prm.sh) - i32(prm.pad_t);
-    let ix0 = i32(ox * prm.sw) - i32(prm.pad_l);
+    let src = (n * prm.in_c + c) * prm.win.in_h * prm.win.in_w - prm.x_sub;
+    let filter_start = c * prm.win.kh * prm.win.kw;
+    let origin = window_origin(prm.win, oy, ox);
+    let iy0 = origin.x;
+    let ix0 = origin.y;
     var acc = chan[c];
-    for (var ky = 0u; ky < prm.kh; ky++) {
-        let iy = iy0 + i32(ky * prm.dh);
-        if iy < 0 || iy >= i32(prm.in_h) {
+    for (var ky = 0u; ky < prm.win.kh; ky++) {
+        let iy = iy0 + i32(ky * prm.win.dh);
+        if iy < 0 || iy >= i32(prm.win.in_h) {
             continue;
         }
-        for (var kx = 0u; kx < prm.kw; kx++) {
-            let ix = ix0 + i32(kx * prm.dw);
-            if ix >= 0 && ix < i32(prm.in_w) {
-                acc += x[src + u32(iy) * prm.in_w + u32(ix)] * wt[filter_start + ky * prm.kw + kx];
+        for (var kx = 0u; kx < prm.win.kw; kx++) {
+            let ix = ix0 + i32(kx * prm.win.dw);
+            if ix >= 0 && ix < i32(prm.win.in_w) {
+                acc += x[src + u32(iy) * prm.win.in_w + u32(ix)] * wt[filter_start + ky * prm.win.kw + kx];
             }
         }
     }
-    y[(n * prm.out_c + c) * plane + oy * prm.out_w + ox - prm.y_sub] = activate(acc, c);
+    y[(n * prm.out_c + c) * plane + oy * prm.win.out_w + ox - prm.y_sub] = activate(acc, c);
 }

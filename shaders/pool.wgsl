@@ -18,25 +18,26 @@ override COUNT_PAD: bool = false;
 @compute @workgroup_size(256)
 fn pool2d(inv: Invocation) {
     let index = linear_index(inv);
-    let out_plane = prm.out_h * prm.out_w;
+    let out_plane = prm.win.out_h * prm.win.out_w;
     if index >= prm.planes * out_plane {
         return;
     }
-    let ox = index % prm.out_w;
-    let oy = (index / prm.out_w) % prm.out_h;
+    let ox = index % prm.win.out_w;
+    let oy = (index / prm.win.out_w) % prm.win.out_h;
     let plane = prm.base + index / out_plane;
-    let src = plane * prm.in_h * prm.in_w - prm.x_sub;
-    let y0 = i32(oy * prm.sh) - i32(prm.pad_t);
-    let x0 = i32(ox * prm.sw) - i32(prm.pad_l);
-    let y_end = i32(prm.in_h + prm.pad_b);
-    let x_end = i32(prm.in_w + prm.pad_r);
+    let src = plane * prm.win.in_h * prm.win.in_w - prm.x_sub;
+    let origin = window_origin(prm.win, oy, ox);
+    let y0 = origin.x;
+    let x0 = origin.y;
+    let y_end = i32(prm.win.in_h + prm.pad_b);
+    let x_end = i32(prm.win.in_w + prm.pad_r);
 
     // Taps per axis inside the image and inside the declared padding.
     var x_inside = 0u;
     var x_padded = 0u;
-    for (var kx = 0u; kx < prm.kw; kx++) {
-        let ix = x0 + i32(kx * prm.dw);
-        x_inside += select(0u, 1u, ix >= 0 && ix < i32(prm.in_w));
+    for (var kx = 0u; kx < prm.win.kw; kx++) {
+        let ix = x0 + i32(kx * prm.win.dw);
+        x_inside += select(0u, 1u, ix >= 0 && ix < i32(prm.win.in_w));
         x_padded += select(0u, 1u, ix < x_end);
     }
     var y_inside = 0u;
@@ -45,17 +46,17 @@ fn pool2d(inv: Invocation) {
     if MAX {
         acc = neg_inf(prm.planes);
     }
-    for (var ky = 0u; ky < prm.kh; ky++) {
-        let iy = y0 + i32(ky * prm.dh);
+    for (var ky = 0u; ky < prm.win.kh; ky++) {
+        let iy = y0 + i32(ky * prm.win.dh);
         y_padded += select(0u, 1u, iy < y_end);
-        if iy < 0 || iy >= i32(prm.in_h) {
+        if iy < 0 || iy >= i32(prm.win.in_h) {
             continue;
         }
         y_inside += 1u;
-        let row = src + u32(iy) * prm.in_w;
-        for (var kx = 0u; kx < prm.kw; kx++) {
-            let ix = x0 + i32(kx * prm.dw);
-            if ix >= 0 && ix < i32(prm.in_w) {
+        let row = src + u32(iy) * prm.win.in_w;
+        for (var kx = 0u; kx < prm.win.kw; kx++) {
+            let ix = x0 + i32(kx * prm.win.dw);
+            if ix >= 0 && ix < i32(prm.win.in_w) {
                 acc = combine(acc, x[row + u32(ix)], MAX);
             }
         }

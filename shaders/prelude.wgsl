@@ -24,6 +24,12 @@ fn linear_index(inv: Invocation) -> u32 {
     return workgroup_index(inv) * WG + inv.lid;
 }
 
+// The input position of output pixel (oy, ox)'s first tap (row, column; negative in the
+// padding).
+fn window_origin(w: Window2d, oy: u32, ox: u32) -> vec2<i32> {
+    return vec2<i32>(i32(oy * w.sh) - i32(w.pad_t), i32(ox * w.sw) - i32(w.pad_l));
+}
+
 // acc and v combined: the maximum with `take_max` (acc where v is NaN), otherwise the sum.
 fn combine(acc: f32, v: f32, take_max: bool) -> f32 {
     return select(acc + v, select(acc, v, v > acc), take_max);

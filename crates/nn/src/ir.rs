@@ -97,6 +97,17 @@ impl Graph {
         self.outputs.iter().map(|&o| self.value_name(o))
     }
 
+    /// Per value, the index of the last node that reads it (`usize::MAX` for graph outputs,
+    /// which outlive every node): where a backend may free it.
+    pub fn last_uses(&self) -> Vec<usize> {
+        let mut last_use = vec![0; self.values.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            node.inputs.iter().flatten().for_each(|&id| last_use[id] = i);
+        }
+        self.outputs.iter().for_each(|&id| last_use[id] = usize::MAX);
+        last_use
+    }
+
     /// How many node inputs and graph outputs read each value.
     pub fn use_counts(&self) -> Vec<usize> {
         let mut uses = vec![0; self.values.len()];

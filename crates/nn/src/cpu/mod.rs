@@ -117,15 +117,7 @@ impl CpuExecutable {
                 _ => None,
             });
         }
-        let mut last_use = vec![0; graph.values.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use[*id] = i;
-            }
-        }
-        for &out in &graph.outputs {
-            last_use[out] = usize::MAX;
-        }
+        let last_use = graph.last_uses();
         Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, last_use })
     }
 }

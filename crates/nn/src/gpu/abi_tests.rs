@@ -32,6 +32,14 @@ fn host<P: KernelParams>() -> HostParams {
 
 fn host_params() -> Vec<HostParams> {
     vec![
+        // Declared in every module: checked in one.
+        HostParams {
+            shader: Shader::Conv,
+            name: "Window2d",
+            entries: &[],
+            size: size_of::<Window2d>(),
+            fields: Window2d::fields(),
+        },
         host::<ConvParams>(),
         host::<GemmParams>(),
         host::<PoolParams>(),
@@ -73,6 +81,7 @@ fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
         naga::TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } => {
             format!("array<{}, {n}>", wgsl_type(module, *base))
         }
+        naga::TypeInner::Struct { .. } => module.types[ty].name.clone().unwrap_or_default(),
         other => format!("{other:?}"),
     }
 }

@@ -110,15 +110,7 @@ impl GpuExecutable {
                 Ok::<_, NnError>((constants, nodes))
             })??;
 
-        let mut last_use = vec![0; graph.values.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use[*id] = i;
-            }
-        }
-        for &out in &graph.outputs {
-            last_use[out] = usize::MAX;
-        }
+        let last_use = graph.last_uses();
         let uses = graph.use_counts();
         Ok(GpuExecutable {
             ctx,

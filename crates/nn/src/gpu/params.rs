@@ -28,18 +28,22 @@ shared_dims! {
     MAX_BATCH_RANK = 6;
 }
 
-/// A kernel's parameters, written to binding 0 of its dispatch.
-pub trait KernelParams: Pod {
-    /// The shader file whose entry points read it.
-    const SHADER: Shader;
-    /// The entry points that read it.
-    const ENTRIES: &'static [&'static str];
-    /// Its WGSL declaration, prepended to `SHADER`'s file (the file does not declare it).
+/// A struct of the ABI, declared once for both languages by `abi_struct!`.
+pub trait AbiStruct: Pod {
+    /// Its WGSL declaration, prepended to the files that use it (they do not declare it).
     const WGSL: &'static str;
 
     /// The fields in declaration order, for the WGSL reflection test.
     #[cfg(test)]
     fn fields() -> Vec<Field>;
+}
+
+/// A kernel's parameters, written to binding 0 of its dispatch.
+pub trait KernelParams: AbiStruct {
+    /// The shader file whose entry points read it.
+    const SHADER: Shader;
+    /// The entry points that read it.
+    const ENTRIES: &'static [&'static str];
 }
 
 /// One field of a params struct as the reflection test compares it with the WGSL.
@@ -91,60 +95,88 @@ macro_rules! wgsl_type {
     };
 }
 
-/// Declares params structs, `Name in Shader [entry points] { field: type, ... }`: each a
-/// `#[repr(C)]` struct and, in `KernelParams::WGSL`, the WGSL struct of the same name, fields
-/// and doc comments, which the shader files use without declaring. Fields are 4-byte scalars
-/// or arrays of them, so both languages lay them out alike; `abi_tests` checks it with naga.
+/// Declares a struct of the ABI, `Name { field: type, ... }`: a `#[repr(C)]` Rust struct and,
+/// in `AbiStruct::WGSL`, the WGSL struct of the same name, fields and doc comments. Fields are
+/// 4-byte scalars, arrays of them or other such structs, so both languages lay them out
+/// alike; `abi_tests` checks it with naga.
+macro_rules! abi_struct {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident {
+            $( $(#[doc = $field_doc:literal])* $field:ident: $ty:tt, )+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+        pub struct $name {
+            $( $(#[doc = $field_doc])* pub $field: $ty, )+
+        }
+
+        impl AbiStruct for $name {
+            const WGSL: &'static str = concat!(
+                $("//", $doc, "\n",)*
+                "struct ", stringify!($name), " {\n",
+                $( $("    //", $field_doc, "\n",)* "    ", stringify!($field), ": ", wgsl_type!($ty), ",\n", )+
+                "}\n",
+            );
+
+            #[cfg(test)]
+            fn fields() -> Vec<Field> {
+                vec![$(Field {
+                    name: stringify!($field).to_string(),
+                    offset: std::mem::offset_of!($name, $field),
+                    wgsl_type: <$ty as WgslType>::wgsl(),
+                }),+]
+            }
+        }
+
+        #[cfg(test)]
+        impl WgslType for $name {
+            fn wgsl() -> String {
+                stringify!($name).into()
+            }
+        }
+    };
+}
+
+/// Declares structs of the ABI that params structs embed, declared in every shader module.
+macro_rules! shared_structs {
+    ($( $(#[doc = $doc:literal])* $name:ident $body:tt )+) => {
+        $( abi_struct!($(#[doc = $doc])* $name $body); )+
+
+        /// Their WGSL declarations.
+        const WGSL_SHARED: &[&str] = &[$( <$name as AbiStruct>::WGSL ),+];
+    };
+}
+
+/// Declares params structs, `Name in Shader [entry points] { field: type, ... }` (see
+/// `abi_struct!`), each read by the entry points listed.
 macro_rules! kernel_params {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident in $shader:ident [$($entry:literal),+] {
-            $( $(#[doc = $field_doc:literal])* $field:ident: $ty:tt, )+
-        }
+        $name:ident in $shader:ident [$($entry:literal),+] $body:tt
     )+) => {
         $(
-            $(#[doc = $doc])*
-            #[repr(C)]
-            #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-            pub struct $name {
-                $( $(#[doc = $field_doc])* pub $field: $ty, )+
-            }
+            abi_struct!($(#[doc = $doc])* $name $body);
 
             impl KernelParams for $name {
                 const SHADER: Shader = Shader::$shader;
                 const ENTRIES: &'static [&'static str] = &[$($entry),+];
-                const WGSL: &'static str = concat!(
-                    $("//", $doc, "\n",)*
-                    "struct ", stringify!($name), " {\n",
-                    $( $("    //", $field_doc, "\n",)* "    ", stringify!($field), ": ", wgsl_type!($ty), ",\n", )+
-                    "}\n",
-                );
-
-                #[cfg(test)]
-                fn fields() -> Vec<Field> {
-                    vec![$(Field {
-                        name: stringify!($field).to_string(),
-                        offset: std::mem::offset_of!($name, $field),
-                        wgsl_type: <$ty as WgslType>::wgsl(),
-                    }),+]
-                }
             }
         )+
 
         /// Every params struct's shader and WGSL declaration.
-        const WGSL_STRUCTS: &[(Shader, &str)] = &[$( (Shader::$shader, <$name as KernelParams>::WGSL) ),+];
+        const WGSL_STRUCTS: &[(Shader, &str)] = &[$( (Shader::$shader, <$name as AbiStruct>::WGSL) ),+];
     };
 }
 
-kernel_params! {
-    /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
-    /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
-    ConvParams in Conv ["conv2d", "depthwise"] {
-        batch: u32,
-        in_c: u32,
+shared_structs! {
+    /// The sliding window of a 2-D convolution or pooling: the input and output planes, the
+    /// kernel, strides, dilations, and the padding before the first row and column.
+    Window2d {
         in_h: u32,
         in_w: u32,
-        out_c: u32,
         out_h: u32,
         out_w: u32,
         kh: u32,
@@ -155,9 +187,47 @@ kernel_params! {
         dw: u32,
         pad_t: u32,
         pad_l: u32,
+    }
+}
+
+impl Window2d {
+    /// `pads`: resolved, top and left first (the window keeps those two).
+    pub fn new(
+        in_hw: [usize; 2],
+        out_hw: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: &[usize],
+    ) -> Self {
+        Window2d {
+            in_h: u(in_hw[0]),
+            in_w: u(in_hw[1]),
+            out_h: u(out_hw[0]),
+            out_w: u(out_hw[1]),
+            kh: u(kernel[0]),
+            kw: u(kernel[1]),
+            sh: u(strides[0]),
+            sw: u(strides[1]),
+            dh: u(dilations[0]),
+            dw: u(dilations[1]),
+            pad_t: u(pads[0]),
+            pad_l: u(pads[1]),
+        }
+    }
+}
+
+kernel_params! {
+    /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
+    /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
+    ConvParams in Conv ["conv2d", "depthwise"] {
+        batch: u32,
+        in_c: u32,
+        out_c: u32,
         /// Channels per group, in and out; k = in_cg · kh · kw.
         in_cg: u32,
         out_cg: u32,
+        win: Window2d,
         k: u32,
         /// Output pixels of this dispatch: images · out_h · out_w.
         pixels: u32,
@@ -202,18 +272,8 @@ kernel_params! {
     PoolParams in Pool ["pool2d"] {
         /// batch · channels
         planes: u32,
-        in_h: u32,
-        in_w: u32,
-        out_h: u32,
-        out_w: u32,
-        kh: u32,
-        kw: u32,
-        sh: u32,
-        sw: u32,
-        dh: u32,
-        dw: u32,
-        pad_t: u32,
-        pad_l: u32,
+        win: Window2d,
+        /// The padding after the last row and column (which the average may count).
         pad_b: u32,
         pad_r: u32,
         /// The first plane of this dispatch, and where the bindings of x and y start (elements).
@@ -335,22 +395,11 @@ kernel_params! {
     ConvTransposeParams in ConvTranspose ["conv_transpose"] {
         total: u32,
         in_c: u32,
-        in_h: u32,
-        in_w: u32,
         out_c: u32,
-        out_h: u32,
-        out_w: u32,
-        kh: u32,
-        kw: u32,
-        sh: u32,
-        sw: u32,
-        dh: u32,
-        dw: u32,
-        pad_t: u32,
-        pad_l: u32,
         /// Input and output channels per group.
         in_cg: u32,
         out_cg: u32,
+        win: Window2d,
     }
 
     /// gather.wgsl: ReduceSum and ReduceMean.
@@ -444,10 +493,13 @@ kernel_codes! {
     }
 }
 
-/// What `shader`'s file uses without declaring: the shared dimensions, every op code, and the
-/// params structs of its entry points, as WGSL (prepended to the prelude and the file).
+/// What `shader`'s file uses without declaring: the shared dimensions, every op code, the
+/// shared structs and the params structs of its entry points, as WGSL (prepended to the prelude and the file).
 pub fn wgsl_declarations(shader: Shader) -> String {
     let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
+    for decl in WGSL_SHARED {
+        wgsl.push_str(decl);
+    }
     for (_, decl) in WGSL_STRUCTS.iter().filter(|(s, _)| *s == shader) {
         wgsl.push_str(decl);
     }

@@ -5,7 +5,7 @@ use super::{WG, too_large};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::kernels::KernelKey;
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{ConvParams, u};
+use crate::gpu::params::{ConvParams, Window2d, u};
 use crate::gpu::prepare::{ConvPacked, Prepared};
 use crate::ir::{Conv, Node};
 use crate::{NnError, shape};
@@ -114,21 +114,10 @@ fn conv_dispatch(
     let params = ConvParams {
         batch: u(g.batch),
         in_c: u(g.in_channels),
-        in_h: u(g.in_hw[0]),
-        in_w: u(g.in_hw[1]),
         out_c: u(g.out_channels),
-        out_h: u(g.out_hw[0]),
-        out_w: u(g.out_hw[1]),
-        kh: u(kh),
-        kw: u(kw),
-        sh: u(conv.strides[0]),
-        sw: u(conv.strides[1]),
-        dh: u(conv.dilations[0]),
-        dw: u(conv.dilations[1]),
-        pad_t: u(g.pads[0]),
-        pad_l: u(g.pads[1]),
         in_cg: u(cin_g),
         out_cg: u(cout_g),
+        win: Window2d::new(g.in_hw, g.out_hw, conv.kernel, conv.strides, conv.dilations, &g.pads),
         k: u(cin_g * kh * kw),
         pixels: u(pixels),
         m_tiles: u(m_tiles),
