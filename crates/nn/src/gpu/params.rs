@@ -200,20 +200,12 @@ impl Window2d {
         dilations: [usize; 2],
         pads: &[usize],
     ) -> Self {
-        Window2d {
-            in_h: u(in_hw[0]),
-            in_w: u(in_hw[1]),
-            out_h: u(out_hw[0]),
-            out_w: u(out_hw[1]),
-            kh: u(kernel[0]),
-            kw: u(kernel[1]),
-            sh: u(strides[0]),
-            sw: u(strides[1]),
-            dh: u(dilations[0]),
-            dw: u(dilations[1]),
-            pad_t: u(pads[0]),
-            pad_l: u(pads[1]),
-        }
+        let [in_h, in_w] = in_hw.map(u);
+        let [out_h, out_w] = out_hw.map(u);
+        let [kh, kw] = kernel.map(u);
+        let [sh, sw] = strides.map(u);
+        let [dh, dw] = dilations.map(u);
+        Window2d { in_h, in_w, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t: u(pads[0]), pad_l: u(pads[1]) }
     }
 }
 
