@@ -152,59 +152,33 @@ fn check(what: &str, graph: Graph, inputs: Vec<Tensor>) {
     }
 }
 
-/// One Conv of the GPU-against-CPU comparison: 1x1 strides and dilations, no padding, one
-/// group and no activation unless set.
+/// One Conv of the GPU-against-CPU comparison (`new`: 1x1 strides and dilations, no padding,
+/// one group, no activation; cases override fields).
 struct ConvCase {
     what: &'static str,
     x: [usize; 4],
     m: usize,
-    conv: Conv,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    padding: Padding,
+    group: usize,
+    activation: Activation,
 }
 
 impl ConvCase {
     fn new(what: &'static str, x: [usize; 4], m: usize, kernel: [usize; 2]) -> Self {
-        let conv = Conv {
-            kernel,
-            strides: [1, 1],
-            dilations: [1, 1],
-            padding: Padding::NONE,
-            group: 1,
-            activation: Activation::None,
-        };
-        ConvCase { what, x, m, conv }
-    }
-
-    fn strides(mut self, strides: [usize; 2]) -> Self {
-        self.conv.strides = strides;
-        self
-    }
-
-    fn dilations(mut self, dilations: [usize; 2]) -> Self {
-        self.conv.dilations = dilations;
-        self
-    }
-
-    fn padding(mut self, padding: Padding) -> Self {
-        self.conv.padding = padding;
-        self
-    }
-
-    fn group(mut self, group: usize) -> Self {
-        self.conv.group = group;
-        self
-    }
-
-    fn activation(mut self, activation: Activation) -> Self {
-        self.conv.activation = activation;
-        self
+        let (strides, dilations, padding, group, activation) =
+            ([1, 1], [1, 1], Padding::NONE, 1, Activation::None);
+        ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation }
     }
 
     fn check(self) {
-        let ConvCase { what, x, m, conv } = self;
-        let w = tensor(&[m, x[1] / conv.group, conv.kernel[0], conv.kernel[1]], 2);
+        let ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation } = self;
+        let w = tensor(&[m, x[1] / group, kernel[0], kernel[1]], 2);
         let bias = tensor(&[m], 3);
-        let inputs = vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)];
-        check(what, single(Op::Conv(conv), inputs), vec![tensor(&x, 1)]);
+        let op = Op::Conv(Conv { kernel, strides, dilations, padding, group, activation });
+        check(what, single(op, vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)]), vec![tensor(&x, 1)]);
     }
 }
 
@@ -216,52 +190,79 @@ fn pads(top: usize, left: usize, bottom: usize, right: usize) -> Padding {
 fn conv_tiles_groups_strides_and_batches_match_cpu() {
     let prelu = |m: usize| Activation::PRelu(Arc::new(tensor(&[m], 9)));
     // Tile 64 x 64, two channel tiles, k = 45 (not a multiple of the slice depth).
-    ConvCase::new("conv 70ch 3x3 pad1 batch3", [3, 5, 7, 9], 70, [3, 3]).padding(pads(1, 1, 1, 1)).check();
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        ..ConvCase::new("conv 70ch 3x3 pad1 batch3", [3, 5, 7, 9], 70, [3, 3])
+    }
+    .check();
     // Tile 32 x 128: stride 2, asymmetric pads, dilation.
-    ConvCase::new("conv 20ch stride2 dil2 asym", [2, 6, 13, 11], 20, [3, 2])
-        .strides([2, 2])
-        .dilations([2, 1])
-        .padding(pads(2, 0, 1, 3))
-        .activation(Activation::Relu)
-        .check();
+    ConvCase {
+        strides: [2, 2],
+        dilations: [2, 1],
+        padding: pads(2, 0, 1, 3),
+        activation: Activation::Relu,
+        ..ConvCase::new("conv 20ch stride2 dil2 asym", [2, 6, 13, 11], 20, [3, 2])
+    }
+    .check();
     // Tile 16 x 256: 1x1 maps, pointwise, batch 4.
-    ConvCase::new("conv pointwise 1x1 map batch4", [4, 7, 1, 1], 10, [1, 1]).activation(prelu(10)).check();
-    ConvCase::new("conv 3x3 on 1x1 map pad1", [2, 3, 1, 1], 5, [3, 3]).padding(pads(1, 1, 1, 1)).check();
-    ConvCase::new("conv pointwise 33x35 batch2", [2, 40, 33, 35], 96, [1, 1])
-        .padding(Padding::SameUpper)
-        .activation(Activation::LeakyRelu(0.1))
+    ConvCase {
+        activation: prelu(10),
+        ..ConvCase::new("conv pointwise 1x1 map batch4", [4, 7, 1, 1], 10, [1, 1])
+    }
+    .check();
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        ..ConvCase::new("conv 3x3 on 1x1 map pad1", [2, 3, 1, 1], 5, [3, 3])
+    }
+    .check();
+    ConvCase {
+        padding: Padding::SameUpper,
+        activation: Activation::LeakyRelu(0.1),
+        ..ConvCase::new("conv pointwise 33x35 batch2", [2, 40, 33, 35], 96, [1, 1])
+    }
+    .check();
+    ConvCase { strides: [2, 2], ..ConvCase::new("conv pointwise stride2", [2, 8, 9, 9], 12, [1, 1]) }.check();
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        group: 4,
+        activation: prelu(12),
+        ..ConvCase::new("conv groups4", [2, 8, 10, 7], 12, [3, 3])
+    }
+    .check();
+    ConvCase {
+        strides: [2, 1],
+        padding: Padding::SameLower,
+        group: 2,
+        ..ConvCase::new("conv groups2 100ch", [1, 64, 9, 9], 130, [3, 3])
+    }
+    .check();
+    ConvCase {
+        strides: [2, 2],
+        padding: pads(1, 1, 1, 1),
+        group: 6,
+        activation: prelu(6),
+        ..ConvCase::new("conv depthwise stride2 prelu", [3, 6, 11, 10], 6, [3, 3])
+    }
+    .check();
+    ConvCase {
+        dilations: [2, 2],
+        padding: Padding::SameUpper,
+        group: 3,
+        ..ConvCase::new("conv depth multiplier 2", [2, 3, 8, 8], 6, [3, 3])
+    }
+    .check();
+    ConvCase { padding: pads(2, 2, 2, 2), ..ConvCase::new("conv 5x5 on 3x3 pad2", [1, 2, 3, 3], 4, [5, 5]) }
         .check();
-    ConvCase::new("conv pointwise stride2", [2, 8, 9, 9], 12, [1, 1]).strides([2, 2]).check();
-    ConvCase::new("conv groups4", [2, 8, 10, 7], 12, [3, 3])
-        .padding(pads(1, 1, 1, 1))
-        .group(4)
-        .activation(prelu(12))
-        .check();
-    ConvCase::new("conv groups2 100ch", [1, 64, 9, 9], 130, [3, 3])
-        .strides([2, 1])
-        .padding(Padding::SameLower)
-        .group(2)
-        .check();
-    ConvCase::new("conv depthwise stride2 prelu", [3, 6, 11, 10], 6, [3, 3])
-        .strides([2, 2])
-        .padding(pads(1, 1, 1, 1))
-        .group(6)
-        .activation(prelu(6))
-        .check();
-    ConvCase::new("conv depth multiplier 2", [2, 3, 8, 8], 6, [3, 3])
-        .dilations([2, 2])
-        .padding(Padding::SameUpper)
-        .group(3)
-        .check();
-    ConvCase::new("conv 5x5 on 3x3 pad2", [1, 2, 3, 3], 4, [5, 5]).padding(pads(2, 2, 2, 2)).check();
     // Many pixel tiles: a 300 x 300 map (P-Net-like first layer).
-    ConvCase::new("conv 300x300", [1, 3, 300, 300], 10, [3, 3]).activation(prelu(10)).check();
+    ConvCase { activation: prelu(10), ..ConvCase::new("conv 300x300", [1, 3, 300, 300], 10, [3, 3]) }.check();
     // Deep k (resnet-like): k = 64 · 9 = 576, 128 output channels.
-    ConvCase::new("conv deep k", [2, 64, 12, 12], 128, [3, 3])
-        .strides([2, 2])
-        .padding(pads(1, 1, 1, 1))
-        .activation(Activation::Relu)
-        .check();
+    ConvCase {
+        strides: [2, 2],
+        padding: pads(1, 1, 1, 1),
+        activation: Activation::Relu,
+        ..ConvCase::new("conv deep k", [2, 64, 12, 12], 128, [3, 3])
+    }
+    .check();
 }
 
 #[test]
