@@ -1,13 +1,14 @@
 //! Conv (shaders/conv2d.wgsl): whole images per dispatch, or, when one image exceeds a
 //! binding, output channels split across dispatches.
 
+use super::Step;
 use super::{WG, too_large};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::kernels::KernelKey;
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{ConvParams, Window2d, u};
 use crate::gpu::prepare::{ConvPacked, Prepared};
-use crate::ir::{Conv, Node};
+use crate::ir::Conv;
 use crate::{NnError, shape};
 
 /// One conv's operands and geometry, shared by its dispatches.
@@ -20,13 +21,8 @@ struct ConvPlan<'p> {
     out: Loc,
 }
 
-pub fn plan_conv(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    conv: &Conv,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_conv(b: &mut Builder, step: Step, conv: &Conv) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let exe = b.exe;
     let Prepared::Conv(packed) = &exe.nodes[index] else { unreachable!("Conv nodes are packed") };
     let x = b.input(node, 0)?.clone();

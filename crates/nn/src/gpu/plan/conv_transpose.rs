@@ -1,19 +1,15 @@
 //! ConvTranspose (shaders/conv_transpose.wgsl): one dispatch, a thread per output value.
 
+use super::Step;
 use super::WG;
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{ConvTransposeParams, Window2d, u};
-use crate::ir::{ConvTranspose, Node};
+use crate::ir::ConvTranspose;
 use crate::{NnError, shape};
 
-pub fn plan_conv_transpose(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    ct: &ConvTranspose,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_conv_transpose(b: &mut Builder, step: Step, ct: &ConvTranspose) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     let w = b.input(node, 1)?.clone();
     let bias = b.optional_input(node, 2)?.cloned();

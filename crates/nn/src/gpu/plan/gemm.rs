@@ -1,23 +1,19 @@
 //! Gemm and MatMul (shaders/gemm.wgsl): one dispatch of 64 x 64 output tiles.
 
+use super::Step;
 use super::merge_multi;
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{GemmParams, MAX_BATCH_RANK, dims, u};
 use crate::gpu::prepare::Prepared;
-use crate::ir::{Gemm, Node};
+use crate::ir::Gemm;
 use crate::{NnError, shape};
 
 /// Rows and columns of one gemm.wgsl tile.
 const TILE: usize = 64;
 
-pub fn plan_gemm(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    g: &Gemm,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_gemm(b: &mut Builder, step: Step, g: &Gemm) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let exe = b.exe;
     let Prepared::Gemm(packed) = &exe.nodes[index] else { unreachable!("Gemm nodes are packed") };
     let a = b.input(node, 0)?.clone();
@@ -77,12 +73,8 @@ pub fn plan_gemm(
     Ok(out)
 }
 
-pub fn plan_matmul(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_matmul(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let a = b.input(node, 0)?.clone();
     let bm = b.input(node, 1)?.clone();
     let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(&a.shape, &bm.shape)?;

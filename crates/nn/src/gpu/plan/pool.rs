@@ -1,20 +1,16 @@
 //! MaxPool, AveragePool and their global forms (shaders/pool.wgsl), split by planes when a
 //! tensor exceeds one binding.
 
+use super::Step;
 use super::{WG, too_large};
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{GlobalPoolParams, PoolParams, Window2d, u};
-use crate::ir::{Node, Pool};
+use crate::ir::Pool;
 use crate::{NnError, shape};
 
-pub fn plan_pool(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    pool: &Pool,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_pool(b: &mut Builder, step: Step, pool: &Pool) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let ([oh, ow], pads) = shape::pool_geometry(pool, &x.shape)?;
@@ -48,12 +44,8 @@ pub fn plan_pool(
     Ok(out)
 }
 
-pub fn plan_global_pool(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_global_pool(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     let planes = x.shape[0] * x.shape[1];
     let size: usize = x.shape[2..].iter().product();
