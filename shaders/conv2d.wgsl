@@ -59,10 +59,10 @@ fn conv2d(inv: Invocation) {
     if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
         return;
     }
-    let p0 = (tile % prm.p_tiles) * BN;
-    let rest = tile / prm.p_tiles;
-    let m0 = (rest % prm.m_tiles) * BM;
-    let g = rest / prm.m_tiles;
+    let t = tile_coords(tile, prm.p_tiles, prm.m_tiles);
+    let p0 = t.x * BN;
+    let m0 = t.y * BM;
+    let g = t.z;
 
     let plane = prm.win.out_h * prm.win.out_w;
     let in_plane = prm.win.in_h * prm.win.in_w;

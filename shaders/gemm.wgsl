@@ -48,10 +48,10 @@ fn gemm(inv: Invocation) {
     if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }
-    let n0 = (tile % prm.n_tiles) * BN;
-    let rest = tile / prm.n_tiles;
-    let m0 = (rest % prm.m_tiles) * BM;
-    let batch = rest / prm.m_tiles;
+    let t = tile_coords(tile, prm.n_tiles, prm.m_tiles);
+    let n0 = t.x * BN;
+    let m0 = t.y * BM;
+    let batch = t.z;
 
     var a_off = 0u;
     var b_off = 0u;

@@ -68,6 +68,12 @@ fn workgroup_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
     return total;
 }
 
+// Tile number `tile` of a grid of x_tiles · y_tiles · z tiles, x fastest: its (x, y, z).
+fn tile_coords(tile: u32, x_tiles: u32, y_tiles: u32) -> vec3<u32> {
+    let rest = tile / x_tiles;
+    return vec3<u32>(tile % x_tiles, rest % y_tiles, rest / y_tiles);
+}
+
 // -inf. Built at run time from `any` run-time value: shader compilers reject a constant
 // infinity.
 fn neg_inf(any: u32) -> f32 {
