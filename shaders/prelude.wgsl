@@ -1,7 +1,8 @@
 // Shared by every kernel file: prepended to each file when its shader module is created
 // (crates/nn/src/gpu/kernels.rs), so the files use these names without declaring them.
 // Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK,
-// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*) and the file's params structs.
+// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*), the struct Window2d and the file's
+// params structs.
 
 // Invocations per workgroup, in every kernel.
 const WG: u32 = 256u;
@@ -37,7 +38,12 @@ fn combine(acc: f32, v: f32, take_max: bool) -> f32 {
 
 // The element offset of row-major index `index` of a tensor with dimensions `shape[..rank]`,
 // read through per-dimension element `strides` (0 along a broadcast dimension).
-fn strided_offset(index: u32, rank: u32, shape: array<u32, MAX_RANK>, strides: array<u32, MAX_RANK>) -> u32 {
+fn strided_offset(
+    index: u32,
+    rank: u32,
+    shape: array<u32, MAX_RANK>,
+    strides: array<u32, MAX_RANK>,
+) -> u32 {
     var offset = 0u;
     var rest = index;
     for (var d = i32(rank) - 1; d >= 0; d--) {
