@@ -2,7 +2,7 @@
 //! compute pipelines, one per (entry point, pipeline-overridable constants).
 //!
 //! Every kernel binds, in group 0: binding 0 its parameters (a read-only storage buffer
-//! holding one params struct of 4-byte fields, mirrored in `params.rs`), bindings 1..=n its
+//! holding one params struct of 4-byte fields, declared for both languages in `params.rs`), bindings 1..=n its
 //! n inputs (read-only storage) and binding n + 1 its output (read-write storage). Bind group
 //! and pipeline layouts are explicit, one per input count, so unused bindings are harmless.
 

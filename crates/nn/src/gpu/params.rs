@@ -485,8 +485,9 @@ kernel_codes! {
     }
 }
 
-/// What `shader`'s file uses without declaring: the shared dimensions, every op code, the
-/// shared structs and the params structs of its entry points, as WGSL (prepended to the prelude and the file).
+/// What `shader`'s file uses without declaring, as WGSL: the shared dimensions, every op
+/// code, the shared structs and the params structs of its entry points (`Shader::source`
+/// puts it before the prelude and the file).
 pub fn wgsl_declarations(shader: Shader) -> String {
     let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
     for decl in WGSL_SHARED {
