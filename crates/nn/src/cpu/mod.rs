@@ -128,15 +128,7 @@ impl CpuExecutable {
                 _ => None,
             });
         }
-        let mut last_use = vec![0; graph.values.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use[*id] = i;
-            }
-        }
-        for &out in &graph.outputs {
-            last_use[out] = usize::MAX;
-        }
+        let last_use = graph.last_uses();
         Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, last_use })
     }
 }
@@ -150,9 +142,7 @@ impl Executable for CpuExecutable {
 impl CpuExecutable {
     /// Runs the graph and records how long each node took (for benchmarks).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
-        let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_timed(inputs, Some(&mut timings), Deadline::NONE)?;
-        Ok((outputs, timings))
+        NodeTiming::collect(self.graph.nodes.len(), |t| self.run_timed(inputs, Some(t), Deadline::NONE))
     }
 
     fn run_timed(
@@ -346,13 +336,7 @@ fn value<'s>(slots: &'s [Slot], id: ValueId) -> Result<&'s Tensor, NnError> {
 }
 
 fn input_of<'s>(node: &super::ir::Node, slots: &'s [Slot], i: usize) -> Result<&'s Tensor, NnError> {
-    let id = node
-        .inputs
-        .get(i)
-        .copied()
-        .flatten()
-        .ok_or_else(|| NnError::InvalidArgument(format!("missing input {i}")))?;
-    value(slots, id)
+    value(slots, node.required_input(i)?)
 }
 
 /// Multiply-add work of a node on the values in `slots`.
