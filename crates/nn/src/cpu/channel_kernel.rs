@@ -109,32 +109,55 @@ impl Destination<'_> {
     }
 }
 
-/// Runs one block of `V` panels (`panels` as [`ChannelPanels::panel`] gives them, `k` taps)
-/// over NC columns.
+/// Where a block's accumulators start: the bias, or the partial sums an earlier range of
+/// taps left (`[NC][2·LANES]` values).
+#[derive(Clone, Copy)]
+pub enum Start {
+    Bias,
+    Partial(*const f32),
+}
+
+/// Where a block's accumulators go: partial sums for a later range of taps (`[NC][2·LANES]`
+/// values), or through the epilogue into the output.
+pub enum Finish<'a> {
+    Partial(*mut f32),
+    Store(Destination<'a>),
+}
+
+/// Runs one block of `V` panels (`panels` as [`ChannelPanels::panel`] gives them, `k` taps
+/// each) over NC columns, for the taps in `taps`.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `panels` holds V panels of `k·LANES` values, `k·LANES` apart;
-/// `source.offsets` holds `k` offsets, and every `src + offsets[kk] + j·S` (j < NC) is
-/// readable; `destination.columns` holds NC pointers, and `columns[j] + r·stride` for r <
-/// rows is writable and accessed by nothing else meanwhile.
+/// `source.offsets` holds `k` offsets, and every `src + offsets[kk] + j·S` (j < NC, kk in
+/// `taps`) is readable; partial sums hold NC·2·LANES values; a destination's
+/// `columns[j] + r·stride` for r < rows is writable and accessed by nothing else meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
     k: usize,
+    taps: std::ops::Range<usize>,
     panels: *const f32,
     source: &Source,
+    start: Start,
     epilogue: &ChannelEpilogue,
-    destination: &Destination,
+    finish: &Finish,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); V]; NC];
-    for column in acc.iter_mut() {
+    for (j, column) in acc.iter_mut().enumerate() {
         for (v, lane) in column.iter_mut().enumerate() {
-            // SAFETY: bias holds 2·LANES values and v < V ≤ 2.
-            *lane = unsafe { _mm512_loadu_ps(epilogue.bias.as_ptr().add(v * LANES)) };
+            // SAFETY: bias holds 2·LANES values and v < V ≤ 2; partial sums as the contract says.
+            *lane = unsafe {
+                match start {
+                    Start::Bias => _mm512_loadu_ps(epilogue.bias.as_ptr().add(v * LANES)),
+                    Start::Partial(sums) => _mm512_loadu_ps(sums.add((2 * j + v) * LANES)),
+                }
+            };
         }
     }
-    for kk in 0..k {
+    for kk in taps {
         // SAFETY: kk < k: the offset, the panels' row kk and the columns' values are in
         // bounds by the caller's contract.
         unsafe {
@@ -151,8 +174,18 @@ pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
             }
         }
     }
-    // SAFETY: caller's contract.
-    unsafe { store::<V, NC>(&mut acc, epilogue, destination) };
+    match finish {
+        Finish::Partial(sums) => {
+            for (j, column) in acc.iter().enumerate() {
+                for (v, lane) in column.iter().enumerate() {
+                    // SAFETY: partial sums hold NC·2·LANES values (caller's contract).
+                    unsafe { _mm512_storeu_ps(sums.add((2 * j + v) * LANES), *lane) };
+                }
+            }
+        }
+        // SAFETY: caller's contract.
+        Finish::Store(destination) => unsafe { store::<V, NC>(&mut acc, epilogue, destination) },
+    }
 }
 
 /// Applies the activation and writes the block, channel by channel.

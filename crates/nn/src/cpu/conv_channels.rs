@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::channel_kernel::{
-    self as ck, ChannelEpilogue, ChannelPanels, Destination, LANES, MAX_COLUMNS, Source,
+    self as ck, ChannelEpilogue, ChannelPanels, Destination, Finish, LANES, MAX_COLUMNS, Source, Start,
 };
 use super::{SyncPtr, for_each_item};
 use crate::Deadline;
@@ -83,6 +83,14 @@ impl<'a> Padded<'a> {
     fn plane_len(&self) -> usize {
         self.hw[0] * self.hw[1]
     }
+}
+
+/// The most weights one pass over a row of blocks runs with (32 KiB: inside L1).
+const PASS_WEIGHTS: usize = 8 * 1024;
+
+thread_local! {
+    /// Each worker's partial sums between passes, kept between calls.
+    static PARTIAL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What every item of one conv shares.
@@ -163,6 +171,7 @@ impl<'a> Plan<'a> {
         let row_items = oh.div_ceil(rows_per_item);
         let shares = self.shares(images * row_items);
         let count = images * row_items * shares;
+        let passes = self.passes();
         for_each_item(count, deadline, |item| {
             let share = item % shares;
             let rows = (item / shares) % row_items;
@@ -170,26 +179,41 @@ impl<'a> Plan<'a> {
             let (n, group) = (image / groups, image % groups);
             let plane0 = (n * g.in_channels + group * self.cin_g) * padded.plane_len();
             let first_row = rows * rows_per_item;
-            // Panels outer: a pair's weights stay in cache over the item's rows.
+            let item_rows = first_row..(first_row + rows_per_item).min(oh);
+            let mut partial = PARTIAL.take();
+            if passes.len() > 1 {
+                partial.resize(item_rows.len() * ow * 2 * LANES, 0.0);
+            }
+            // Panels, then ranges of taps, outer: the weights of a pass stay in L1 over the
+            // item's rows, and the input planes it reads stay few.
             for (panel, v) in self.pairs(self.share_panels(share, shares)) {
                 let (channel, epilogue) = self.epilogue(group, panel, v);
                 let weights = self.packed.panel(group, panel);
-                for oy in first_row..(first_row + rows_per_item).min(oh) {
-                    let src = padded.data[plane0 + oy * sh * padded.hw[1]..].as_ptr();
-                    let source = Source { src, offsets: offsets.as_ptr() };
-                    let destination = Destination::Contiguous {
-                        // SAFETY: inside `out`: image n, channel `channel`, row oy.
-                        base: unsafe {
-                            self.out.get().add((n * g.out_channels + channel) * self.p + oy * ow)
-                        },
-                        stride: self.p,
-                        rows: (v * LANES).min(self.cout_g - panel * LANES),
-                    };
-                    // SAFETY: items write disjoint (image, channel, row) outputs; the row's
-                    // taps lie inside the padded input.
-                    unsafe { self.columns(&source, sw, ow, weights, v, &epilogue, &destination) };
+                for taps in &passes {
+                    for (row, oy) in item_rows.clone().enumerate() {
+                        let src = padded.data[plane0 + oy * sh * padded.hw[1]..].as_ptr();
+                        let source = Source { src, offsets: offsets.as_ptr() };
+                        let destination = Destination::Contiguous {
+                            // SAFETY: inside `out`: image n, channel `channel`, row oy.
+                            base: unsafe {
+                                self.out.get().add((n * g.out_channels + channel) * self.p + oy * ow)
+                            },
+                            stride: self.p,
+                            rows: (v * LANES).min(self.cout_g - panel * LANES),
+                        };
+                        let pass = Pass {
+                            taps: taps.clone(),
+                            partial: partial.as_mut_ptr().wrapping_add(row * ow * 2 * LANES),
+                            destination,
+                        };
+                        // SAFETY: items write disjoint (image, channel, row) outputs; the
+                        // row's taps lie inside the padded input; `partial` holds the row's
+                        // sums when there is more than one pass.
+                        unsafe { self.columns(&source, sw, ow, weights, v, &epilogue, &pass) };
+                    }
                 }
             }
+            PARTIAL.set(partial);
         });
     }
 
@@ -267,12 +291,28 @@ impl<'a> Plan<'a> {
                             };
                             // SAFETY: items write disjoint (column, channel) outputs; block b
                             // of the matrix holds k rows of MAX_COLUMNS values.
-                            unsafe { self.columns(&source, 1, n_cols, weights, v, &epilogue, &destination) };
+                            let pass = Pass { taps: 0..k, partial: std::ptr::null_mut(), destination };
+                            unsafe { self.columns(&source, 1, n_cols, weights, v, &epilogue, &pass) };
                         }
                     }
                 });
             }
         }
+    }
+
+    /// The taps split into passes of whole input channels, each pass's weights (two panels)
+    /// within [`PASS_WEIGHTS`] values: read in place, the taps of a block visit a line of
+    /// every input plane they cover, so fewer planes per pass also keep the lines and pages
+    /// a block touches few.
+    fn passes(&self) -> Vec<std::ops::Range<usize>> {
+        let k = self.packed.k;
+        let per_channel = (k / self.cin_g.max(1)).max(1);
+        let count = (2 * LANES * k).div_ceil(PASS_WEIGHTS).clamp(1, self.cin_g.max(1));
+        let channels = self.cin_g.div_ceil(count).max(1);
+        (0..self.cin_g)
+            .step_by(channels)
+            .map(|c| c * per_channel..((c + channels) * per_channel).min(k))
+            .collect()
     }
 
     /// The panels of a range as (first panel, panels in the block): pairs, and a single last.
@@ -288,10 +328,11 @@ impl<'a> Plan<'a> {
         (channel, ChannelEpilogue::new(self.bias, &self.conv.activation, channel, rows))
     }
 
-    /// Runs `cols` columns (any number) as blocks of 12, 8, 4, 2 and 1.
+    /// Runs `cols` columns (any number) as blocks of 12, 8, 4, 2 and 1, over the taps of `pass`.
     ///
     /// # Safety
-    /// As for [`ck::block`], for every column j < cols.
+    /// As for [`ck::block`], for every column j < cols; `pass.partial` holds cols·2·LANES
+    /// values unless the pass is both first and last.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn columns(
@@ -302,7 +343,7 @@ impl<'a> Plan<'a> {
         weights: *const f32,
         v: usize,
         epilogue: &ChannelEpilogue,
-        destination: &Destination,
+        pass: &Pass,
     ) {
         let mut j = 0;
         while j < cols {
@@ -314,13 +355,39 @@ impl<'a> Plan<'a> {
                 _ => 1,
             };
             let source = Source { src: source.src.wrapping_add(j * stride), offsets: source.offsets };
+            let sums = pass.partial.wrapping_add(j * 2 * LANES);
+            let start = if pass.taps.start == 0 { Start::Bias } else { Start::Partial(sums) };
+            let finish = if pass.taps.end == self.packed.k {
+                Finish::Store(pass.destination.from_column(j))
+            } else {
+                Finish::Partial(sums)
+            };
             // SAFETY: caller's contract.
             unsafe {
-                dispatch(stride, v, n, self.packed.k, weights, &source, epilogue, &destination.from_column(j))
+                dispatch(
+                    stride,
+                    v,
+                    n,
+                    self.packed.k,
+                    pass.taps.clone(),
+                    weights,
+                    &source,
+                    start,
+                    epilogue,
+                    &finish,
+                )
             };
             j += n;
         }
     }
+}
+
+/// One pass of a row of blocks over a range of taps, and where its sums go between passes.
+struct Pass<'a> {
+    taps: std::ops::Range<usize>,
+    /// `[columns][2·LANES]` partial sums, carried from one range of taps to the next.
+    partial: *mut f32,
+    destination: Destination<'a>,
 }
 
 /// Calls the kernel instance for this stride, panel count and column count.
@@ -334,21 +401,23 @@ unsafe fn dispatch(
     v: usize,
     n: usize,
     k: usize,
+    taps: std::ops::Range<usize>,
     weights: *const f32,
     source: &Source,
+    start: Start,
     epilogue: &ChannelEpilogue,
-    destination: &Destination,
+    finish: &Finish,
 ) {
     macro_rules! by_columns {
         ($s:literal, $v:literal) => {
             // SAFETY: caller's contract.
             unsafe {
                 match n {
-                    12 => ck::block::<$s, $v, 12>(k, weights, source, epilogue, destination),
-                    8 => ck::block::<$s, $v, 8>(k, weights, source, epilogue, destination),
-                    4 => ck::block::<$s, $v, 4>(k, weights, source, epilogue, destination),
-                    2 => ck::block::<$s, $v, 2>(k, weights, source, epilogue, destination),
-                    _ => ck::block::<$s, $v, 1>(k, weights, source, epilogue, destination),
+                    12 => ck::block::<$s, $v, 12>(k, taps, weights, source, start, epilogue, finish),
+                    8 => ck::block::<$s, $v, 8>(k, taps, weights, source, start, epilogue, finish),
+                    4 => ck::block::<$s, $v, 4>(k, taps, weights, source, start, epilogue, finish),
+                    2 => ck::block::<$s, $v, 2>(k, taps, weights, source, start, epilogue, finish),
+                    _ => ck::block::<$s, $v, 1>(k, taps, weights, source, start, epilogue, finish),
                 }
             }
         };

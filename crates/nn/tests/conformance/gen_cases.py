@@ -249,6 +249,9 @@ def conv_cases():
         ("conv_channels_stride3_dilation2", [1, 4, 30, 31], [16, 4, 3, 3], dict(strides=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])),
         ("conv_channels_groups", [1, 12, 10, 12], [36, 6, 3, 3], dict(pads=[1, 1, 1, 1], group=2)),
         ("conv_channels_pointwise", [2, 24, 9, 11], [64, 24, 1, 1], {}),
+        # 360 taps: two passes over the taps, the sums carried between them.
+        ("conv_channels_two_passes", [1, 40, 12, 14], [48, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_channels_three_passes_stride2", [2, 70, 17, 19], [32, 70, 3, 3], dict(strides=[2, 2])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
