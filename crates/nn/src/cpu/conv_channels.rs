@@ -187,6 +187,10 @@ impl<'a> Plan<'a> {
             // Panels, then ranges of taps, outer: the weights of a pass stay in L1 over the
             // item's rows, and the input planes it reads stay few.
             for (panel, v) in self.pairs(self.share_panels(share, shares)) {
+                // An item of a huge conv (a hostile guest's) may hold minutes of work.
+                if deadline.expired() {
+                    break;
+                }
                 let (channel, epilogue) = self.epilogue(group, panel, v);
                 let weights = self.packed.panel(group, panel);
                 for taps in &passes {
@@ -267,6 +271,9 @@ impl<'a> Plan<'a> {
                     let (range, share) = (item / shares, item % shares);
                     let item_blocks = range * per_item..((range + 1) * per_item).min(blocks);
                     for (panel, v) in self.pairs(self.share_panels(share, shares)) {
+                        if deadline.expired() {
+                            return;
+                        }
                         let (channel, epilogue) = self.epilogue(group, panel, v);
                         let weights = self.packed.panel(group, panel);
                         for b in item_blocks.clone() {
