@@ -96,8 +96,8 @@ pub enum Destination<'a> {
 }
 
 impl Destination<'_> {
-    /// The same destination from column `j` on.
-    pub fn from_column(&self, j: usize) -> Self {
+    /// The same destination from its column `j` on (the first j columns skipped).
+    pub fn past_columns(&self, j: usize) -> Self {
         match *self {
             Destination::Contiguous { base, stride, rows } => {
                 Destination::Contiguous { base: base.wrapping_add(j), stride, rows }

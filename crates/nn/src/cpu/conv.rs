@@ -55,7 +55,7 @@ pub fn conv2d(
     if let Some(packed) = packed {
         if conv_channels::suits(cout_g) && !reads_rows_in_place(conv, g) {
             let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
-            return conv_channels::conv2d(x, panels, bias, conv, g, out, deadline);
+            return conv_channels::conv2d(x, panels, ConvJob::new(bias, conv, g, out), deadline);
         }
         let panels = packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
         return conv2d_packed(x, panels, bias, conv, g, out, deadline);
@@ -176,6 +176,33 @@ fn conv2d_packed(
     for_each_item(items.count(), deadline, |item| items.run(item));
 }
 
+/// What the items of one conv share, whichever kernel runs them.
+pub(super) struct ConvJob<'a> {
+    pub bias: &'a [f32],
+    pub conv: &'a Conv,
+    pub g: &'a ConvGeometry,
+    /// The output; items write disjoint parts of it.
+    pub out: SyncPtr,
+    pub cin_g: usize,
+    pub cout_g: usize,
+    /// Output positions per image and channel.
+    pub p: usize,
+}
+
+impl<'a> ConvJob<'a> {
+    pub fn new(bias: &'a [f32], conv: &'a Conv, g: &'a ConvGeometry, out: &'a mut [f32]) -> Self {
+        ConvJob {
+            bias,
+            conv,
+            g,
+            out: SyncPtr(out.as_mut_ptr()),
+            cin_g: g.in_channels / conv.group,
+            cout_g: g.out_channels / conv.group,
+            p: g.out_hw[0] * g.out_hw[1],
+        }
+    }
+}
+
 /// A convolution on the microkernel as items: (image, group, column tile, share of the output
 /// channels). The channels are split only when there are too few tiles to keep every thread
 /// busy (batch 1, small late layers). Each item lowers its tile once (im2col, skipped for a
@@ -185,16 +212,9 @@ fn conv2d_packed(
 struct PackedItems<'a> {
     x: &'a [f32],
     packed: &'a PackedWeights,
-    bias: &'a [f32],
-    conv: &'a Conv,
-    g: &'a ConvGeometry,
-    out: SyncPtr,
-    cin_g: usize,
-    cout_g: usize,
+    job: ConvJob<'a>,
     /// Values in one column of the lowered input: cin_g * kh * kw.
     k: usize,
-    /// Output positions per image and channel.
-    p: usize,
     tile: usize,
     tiles: usize,
     shares: usize,
@@ -225,11 +245,10 @@ impl<'a> PackedItems<'a> {
         g: &'a ConvGeometry,
         out: &'a mut [f32],
     ) -> Self {
-        let cin_g = g.in_channels / conv.group;
-        let cout_g = g.out_channels / conv.group;
+        let job = ConvJob::new(bias, conv, g, out);
+        let (cin_g, p) = (job.cin_g, job.p);
         let [kh, kw] = conv.kernel;
         let k = cin_g * kh * kw;
-        let p = g.out_hw[0] * g.out_hw[1];
         let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
         let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
         let tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
@@ -248,14 +267,8 @@ impl<'a> PackedItems<'a> {
         PackedItems {
             x,
             packed,
-            bias,
-            conv,
-            g,
-            out: SyncPtr(out.as_mut_ptr()),
-            cin_g,
-            cout_g,
+            job,
             k,
-            p,
             tile,
             tiles,
             shares: panels.div_ceil(panels_per_item),
@@ -266,26 +279,26 @@ impl<'a> PackedItems<'a> {
     }
 
     fn count(&self) -> usize {
-        self.g.batch * self.conv.group * self.tiles * self.shares
+        self.job.g.batch * self.job.conv.group * self.tiles * self.shares
     }
 
     fn run(&self, item: usize) {
         let share = item % self.shares;
         let t = (item / self.shares) % self.tiles;
-        let group = (item / (self.shares * self.tiles)) % self.conv.group;
-        let n = item / (self.shares * self.tiles * self.conv.group);
+        let group = (item / (self.shares * self.tiles)) % self.job.conv.group;
+        let n = item / (self.shares * self.tiles * self.job.conv.group);
         let p0 = t * self.tile;
         let first_panel = share * self.panels_per_item;
         let item = Item {
             n,
             group,
             p0,
-            cols: self.tile.min(self.p - p0),
+            cols: self.tile.min(self.job.p - p0),
             panels: first_panel..(first_panel + self.panels_per_item).min(self.packed.panels),
         };
-        let in_plane = self.g.in_hw[0] * self.g.in_hw[1];
-        let input =
-            &self.x[(n * self.g.in_channels + group * self.cin_g) * in_plane..][..self.cin_g * in_plane];
+        let in_plane = self.job.g.in_hw[0] * self.job.g.in_hw[1];
+        let input = &self.x[(n * self.job.g.in_channels + group * self.job.cin_g) * in_plane..]
+            [..self.job.cin_g * in_plane];
         match &self.direct {
             Some(direct) => self.run_direct(direct, input, &item),
             None => self.run_lowered(input, &item),
@@ -294,7 +307,7 @@ impl<'a> PackedItems<'a> {
 
     /// Blocks along output rows, each reading its inputs in place.
     fn run_direct(&self, direct: &kernel::DirectGeometry, input: &[f32], item: &Item) {
-        let (p, ow) = (self.p, self.g.out_hw[1]);
+        let (p, ow) = (self.job.p, self.job.g.out_hw[1]);
         let end = item.p0 + item.cols;
         let mut q = item.p0;
         while q < end {
@@ -302,8 +315,8 @@ impl<'a> PackedItems<'a> {
             let block_cols = kernel::NR.min(ow - ox).min(end - q);
             for panel in item.panels.clone() {
                 let first_row = panel * kernel::MR;
-                let rows = kernel::MR.min(self.cout_g - first_row);
-                let channel = item.group * self.cout_g + first_row;
+                let rows = kernel::MR.min(self.job.cout_g - first_row);
+                let channel = item.group * self.job.cout_g + first_row;
                 // SAFETY: as for the im2col blocks in run_lowered; `input` holds this group's
                 // planes, and (oy, ox..ox + block_cols) lies inside the output.
                 unsafe {
@@ -316,10 +329,10 @@ impl<'a> PackedItems<'a> {
                         ox,
                         block_cols,
                         self.packed.panel(item.group, panel, self.k),
-                        &block_bias(self.bias, channel, rows),
-                        kernel::Epilogue::of(&self.conv.activation, channel, rows),
+                        &block_bias(self.job.bias, channel, rows),
+                        kernel::Epilogue::of(&self.job.conv.activation, channel, rows),
                         rows,
-                        self.out.get().add((item.n * self.g.out_channels + channel) * p + q),
+                        self.job.out.get().add((item.n * self.job.g.out_channels + channel) * p + q),
                         p,
                     );
                 }
@@ -331,7 +344,7 @@ impl<'a> PackedItems<'a> {
     /// Lowers the item's tile (unless the input is already its columns) and runs the blocks
     /// over it.
     fn run_lowered(&self, input: &[f32], item: &Item) {
-        let (k, p, cols) = (self.k, self.p, item.cols);
+        let (k, p, cols) = (self.k, self.job.p, item.cols);
         // Taken out of the thread-local, not borrowed: another item may run on this thread
         // while this one is in progress (rayon work stealing), and it then finds the slot empty.
         let mut scratch = SCRATCH.take();
@@ -341,15 +354,15 @@ impl<'a> PackedItems<'a> {
             if scratch.len() < k * cols {
                 scratch.resize(k * cols, 0.0);
             }
-            im2col(input, self.cin_g, self.conv, self.g, item.p0, cols, &mut scratch[..k * cols]);
+            im2col(input, self.job.cin_g, self.job.conv, self.job.g, item.p0, cols, &mut scratch[..k * cols]);
             (scratch.as_ptr(), cols)
         };
         for c0 in (0..cols).step_by(kernel::NR) {
             let block_cols = kernel::NR.min(cols - c0);
             for panel in item.panels.clone() {
                 let first_row = panel * kernel::MR;
-                let rows = kernel::MR.min(self.cout_g - first_row);
-                let channel = item.group * self.cout_g + first_row;
+                let rows = kernel::MR.min(self.job.cout_g - first_row);
+                let channel = item.group * self.job.cout_g + first_row;
                 // SAFETY: every item writes only rows [channel, +rows) of image n, columns
                 // [p0, p0 + cols), disjoint from every other item's; `col` holds k rows of
                 // `cols` values from column c0 on, `col_stride` apart (the im2col tile, or the
@@ -364,10 +377,13 @@ impl<'a> PackedItems<'a> {
                         col.add(c0),
                         col_stride,
                         block_cols,
-                        &block_bias(self.bias, channel, rows),
-                        kernel::Epilogue::of(&self.conv.activation, channel, rows),
+                        &block_bias(self.job.bias, channel, rows),
+                        kernel::Epilogue::of(&self.job.conv.activation, channel, rows),
                         rows,
-                        self.out.get().add((item.n * self.g.out_channels + channel) * p + item.p0 + c0),
+                        self.job
+                            .out
+                            .get()
+                            .add((item.n * self.job.g.out_channels + channel) * p + item.p0 + c0),
                         p,
                     );
                 }

@@ -15,9 +15,9 @@ use rayon::prelude::*;
 use super::channel_kernel::{
     self as ck, ChannelEpilogue, ChannelPanels, Destination, Finish, LANES, MAX_COLUMNS, Source, Start,
 };
-use super::{SyncPtr, for_each_item};
+use super::conv::ConvJob;
+use super::for_each_item;
 use crate::Deadline;
-use crate::ir::Conv;
 use crate::shape::ConvGeometry;
 
 /// Outputs at least this wide run in place; narrower ones are lowered.
@@ -34,19 +34,11 @@ pub fn suits(cout_g: usize) -> bool {
 /// `deadline` the items not yet started are skipped, leaving `out` incomplete: the caller
 /// checks the deadline and discards it.
 #[cfg(target_arch = "x86_64")]
-pub fn conv2d(
-    x: &[f32],
-    packed: &ChannelPanels,
-    bias: &[f32],
-    conv: &Conv,
-    g: &ConvGeometry,
-    out: &mut [f32],
-    deadline: &Deadline,
-) {
-    let [_, sw] = conv.strides;
-    let ow = g.out_hw[1];
-    let padded = Padded::new(x, g);
-    let plan = Plan::new(packed, bias, conv, g, SyncPtr(out.as_mut_ptr()));
+pub fn conv2d(x: &[f32], packed: &ChannelPanels, job: ConvJob, deadline: &Deadline) {
+    let [_, sw] = job.conv.strides;
+    let ow = job.g.out_hw[1];
+    let padded = Padded::new(x, job.g);
+    let plan = Plan { packed, job };
     if ow >= IN_PLACE_MIN_WIDTH && (sw == 1 || sw == 2) {
         plan.in_place(&padded, deadline);
     } else {
@@ -96,42 +88,16 @@ thread_local! {
 /// What every item of one conv shares.
 struct Plan<'a> {
     packed: &'a ChannelPanels,
-    bias: &'a [f32],
-    conv: &'a Conv,
-    g: &'a ConvGeometry,
-    out: SyncPtr,
-    cin_g: usize,
-    cout_g: usize,
-    /// Output positions per image and channel.
-    p: usize,
+    job: ConvJob<'a>,
 }
 
-impl<'a> Plan<'a> {
-    fn new(
-        packed: &'a ChannelPanels,
-        bias: &'a [f32],
-        conv: &'a Conv,
-        g: &'a ConvGeometry,
-        out: SyncPtr,
-    ) -> Self {
-        Plan {
-            packed,
-            bias,
-            conv,
-            g,
-            out,
-            cin_g: g.in_channels / conv.group,
-            cout_g: g.out_channels / conv.group,
-            p: g.out_hw[0] * g.out_hw[1],
-        }
-    }
-
+impl Plan<'_> {
     /// Tap offsets into one group's padded planes, in the order of the packed weights.
     fn tap_offsets(&self, hw: [usize; 2]) -> Vec<usize> {
-        let [kh, kw] = self.conv.kernel;
-        let [dh, dw] = self.conv.dilations;
+        let [kh, kw] = self.job.conv.kernel;
+        let [dh, dw] = self.job.conv.dilations;
         let mut offsets = Vec::with_capacity(self.packed.k);
-        for c in 0..self.cin_g {
+        for c in 0..self.job.cin_g {
             for ky in 0..kh {
                 for kx in 0..kw {
                     offsets.push(c * hw[0] * hw[1] + ky * dh * hw[1] + kx * dw);
@@ -159,10 +125,10 @@ impl<'a> Plan<'a> {
     /// Blocks along output rows, reading the padded input in place.
     #[cfg(target_arch = "x86_64")]
     fn in_place(&self, padded: &Padded, deadline: &Deadline) {
-        let g = self.g;
+        let g = self.job.g;
         let [oh, ow] = g.out_hw;
-        let [sh, sw] = self.conv.strides;
-        let groups = self.conv.group;
+        let [sh, sw] = self.job.conv.strides;
+        let groups = self.job.conv.group;
         let offsets = self.tap_offsets(padded.hw);
         let images = g.batch * groups;
         // Rows per item: enough items for every thread, each of a few blocks at least.
@@ -177,7 +143,7 @@ impl<'a> Plan<'a> {
             let rows = (item / shares) % row_items;
             let image = item / (shares * row_items);
             let (n, group) = (image / groups, image % groups);
-            let plane0 = (n * g.in_channels + group * self.cin_g) * padded.plane_len();
+            let plane0 = (n * g.in_channels + group * self.job.cin_g) * padded.plane_len();
             let first_row = rows * rows_per_item;
             let item_rows = first_row..(first_row + rows_per_item).min(oh);
             let mut partial = PARTIAL.take();
@@ -200,10 +166,10 @@ impl<'a> Plan<'a> {
                         let destination = Destination::Contiguous {
                             // SAFETY: inside `out`: image n, channel `channel`, row oy.
                             base: unsafe {
-                                self.out.get().add((n * g.out_channels + channel) * self.p + oy * ow)
+                                self.job.out.get().add((n * g.out_channels + channel) * self.job.p + oy * ow)
                             },
-                            stride: self.p,
-                            rows: (v * LANES).min(self.cout_g - panel * LANES),
+                            stride: self.job.p,
+                            rows: (v * LANES).min(self.job.cout_g - panel * LANES),
                         };
                         let pass = Pass {
                             taps: taps.clone(),
@@ -224,15 +190,15 @@ impl<'a> Plan<'a> {
     /// Lowers the columns of every image together and runs full blocks over them.
     #[cfg(target_arch = "x86_64")]
     fn lowered(&self, padded: &Padded, deadline: &Deadline) {
-        let g = self.g;
+        let g = self.job.g;
         let [_, ow] = g.out_hw;
-        let [sh, sw] = self.conv.strides;
+        let [sh, sw] = self.job.conv.strides;
         let k = self.packed.k;
-        let total = g.batch * self.p;
+        let total = g.batch * self.job.p;
         let chunk = (LOWERED_VALUES / k.max(1)).max(MAX_COLUMNS).min(total);
         let taps = self.tap_offsets(padded.hw);
         let mut matrix = Vec::new();
-        for group in 0..self.conv.group {
+        for group in 0..self.job.conv.group {
             for first in (0..total).step_by(chunk.max(1)) {
                 if deadline.expired() {
                     return;
@@ -243,9 +209,9 @@ impl<'a> Plan<'a> {
                 // Block b of the matrix is [k][MAX_COLUMNS]: tap kk of its columns side by
                 // side, so that the kernel reads it as one stream.
                 let column_origin = |c: usize| {
-                    let (n, q) = (c / self.p, c % self.p);
+                    let (n, q) = (c / self.job.p, c % self.job.p);
                     let (oy, ox) = (q / ow, q % ow);
-                    (n * g.in_channels + group * self.cin_g) * padded.plane_len()
+                    (n * g.in_channels + group * self.job.cin_g) * padded.plane_len()
                         + oy * sh * padded.hw[1]
                         + ox * sw
                 };
@@ -281,16 +247,16 @@ impl<'a> Plan<'a> {
                             let n_cols = MAX_COLUMNS.min(cols - b0);
                             let mut columns = [std::ptr::null_mut(); MAX_COLUMNS];
                             for (j, column) in columns.iter_mut().enumerate().take(n_cols) {
-                                let (n, q) = ((first + b0 + j) / self.p, (first + b0 + j) % self.p);
+                                let (n, q) = ((first + b0 + j) / self.job.p, (first + b0 + j) % self.job.p);
                                 // SAFETY: inside `out`: image n, channel `channel`, position q.
                                 *column = unsafe {
-                                    self.out.get().add((n * g.out_channels + channel) * self.p + q)
+                                    self.job.out.get().add((n * g.out_channels + channel) * self.job.p + q)
                                 };
                             }
                             let destination = Destination::Scattered {
                                 columns: &columns[..n_cols],
-                                stride: self.p,
-                                rows: (v * LANES).min(self.cout_g - panel * LANES),
+                                stride: self.job.p,
+                                rows: (v * LANES).min(self.job.cout_g - panel * LANES),
                             };
                             let source = Source {
                                 src: matrix[b * k * MAX_COLUMNS..].as_ptr(),
@@ -313,10 +279,10 @@ impl<'a> Plan<'a> {
     /// a block touches few.
     fn passes(&self) -> Vec<std::ops::Range<usize>> {
         let k = self.packed.k;
-        let per_channel = (k / self.cin_g.max(1)).max(1);
-        let count = (2 * LANES * k).div_ceil(PASS_WEIGHTS).clamp(1, self.cin_g.max(1));
-        let channels = self.cin_g.div_ceil(count).max(1);
-        (0..self.cin_g)
+        let per_channel = (k / self.job.cin_g.max(1)).max(1);
+        let count = (2 * LANES * k).div_ceil(PASS_WEIGHTS).clamp(1, self.job.cin_g.max(1));
+        let channels = self.job.cin_g.div_ceil(count).max(1);
+        (0..self.job.cin_g)
             .step_by(channels)
             .map(|c| c * per_channel..((c + channels) * per_channel).min(k))
             .collect()
@@ -330,9 +296,9 @@ impl<'a> Plan<'a> {
     /// The first output channel and the epilogue of the block at `panel` of `group`.
     fn epilogue(&self, group: usize, panel: usize, v: usize) -> (usize, ChannelEpilogue) {
         let first_row = panel * LANES;
-        let rows = (v * LANES).min(self.cout_g - first_row);
-        let channel = group * self.cout_g + first_row;
-        (channel, ChannelEpilogue::new(self.bias, &self.conv.activation, channel, rows))
+        let rows = (v * LANES).min(self.job.cout_g - first_row);
+        let channel = group * self.job.cout_g + first_row;
+        (channel, ChannelEpilogue::new(self.job.bias, &self.job.conv.activation, channel, rows))
     }
 
     /// Runs `cols` columns (any number) as blocks of 12, 8, 4, 2 and 1, over the taps of `pass`.
@@ -365,7 +331,7 @@ impl<'a> Plan<'a> {
             let sums = pass.partial.wrapping_add(j * 2 * LANES);
             let start = if pass.taps.start == 0 { Start::Bias } else { Start::Partial(sums) };
             let finish = if pass.taps.end == self.packed.k {
-                Finish::Store(pass.destination.from_column(j))
+                Finish::Store(pass.destination.past_columns(j))
             } else {
                 Finish::Partial(sums)
             };
