@@ -60,8 +60,8 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     let mut out = Tensor::zeros(vec![s[0], s[1], oh, ow])?;
     // Separable: first combine the window's rows into one line (a loop over whole rows, which
     // vectorizes), then each output reads its columns from that line.
-    let plane = |dst: &mut [f32], src: &[f32]| {
-        let mut line = vec![0.0f32; w];
+    // `line` has `sw` spare values at its end, which `tap_pass` may load and never uses.
+    let plane = |line: &mut [f32], dst: &mut [f32], src: &[f32]| {
         for (oy, &(y0, ky_lo, ky_hi, y_padded)) in rows.iter().enumerate() {
             if deadline.expired() {
                 return;
@@ -96,12 +96,10 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
                     PoolKind::Average => span.fill(0.0),
                 }
                 for kx in 0..kw {
-                    let taps = line[base + kx * dw..].iter().step_by(sw);
+                    let taps = &line[base + kx * dw..];
                     match pool.kind {
-                        PoolKind::Max => {
-                            span.iter_mut().zip(taps).for_each(|(o, &v)| *o = if v > *o { v } else { *o })
-                        }
-                        PoolKind::Average => span.iter_mut().zip(taps).for_each(|(o, &v)| *o += v),
+                        PoolKind::Max => tap_pass(span, taps, sw, |m, v| if v > m { v } else { m }),
+                        PoolKind::Average => tap_pass(span, taps, sw, |s, v| s + v),
                     }
                 }
                 if pool.kind == PoolKind::Average {
@@ -123,9 +121,24 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
         .par_chunks_mut((oh * ow).max(1))
         .zip(x.data().par_chunks((h * w).max(1)))
         .with_min_len(chunks_per_task(oh * ow * kh * kw))
-        .for_each(|(dst, src)| plane(dst, src));
+        .for_each_init(|| vec![0.0f32; w + sw], |line, (dst, src)| plane(line, dst, src));
     deadline.check()?;
     Ok(out)
+}
+
+/// `span[i] = combine(span[i], line[i * stride])`. Strides 1 and 2 are constants in their
+/// loops, so that the loads vectorize; `line` must hold `stride - 1` values past the last tap.
+#[inline(always)]
+fn tap_pass(span: &mut [f32], line: &[f32], stride: usize, combine: impl Fn(f32, f32) -> f32) {
+    #[inline(always)]
+    fn strided<const S: usize>(span: &mut [f32], line: &[f32], combine: impl Fn(f32, f32) -> f32) {
+        span.iter_mut().zip(line.chunks_exact(S)).for_each(|(o, c)| *o = combine(*o, c[0]));
+    }
+    match stride {
+        1 => strided::<1>(span, line, combine),
+        2 => strided::<2>(span, line, combine),
+        _ => span.iter_mut().zip(line.iter().step_by(stride)).for_each(|(o, &v)| *o = combine(*o, v)),
+    }
 }
 
 pub fn global_pool(kind: PoolKind, x: &Tensor) -> Result<Tensor, NnError> {
