@@ -449,15 +449,24 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f32, out_shape: Vec<usize>) -> Resul
     if x.is_empty() || out.is_empty() {
         return Ok(out);
     }
-    let inner = s[rank - 1];
-    let rows = x.len() / inner.max(1);
+    // Trailing dimensions without padding are copied whole: a row is then a run of `block`-sized
+    // pieces along the innermost padded dimension `c` (a channel pad copies whole images).
+    let unpadded = (0..rank).rev().take_while(|&d| pads[d] == 0 && pads[d + rank] == 0).count();
+    if unpadded == rank {
+        out.data_mut().copy_from_slice(x.data());
+        return Ok(out);
+    }
+    let c = rank - unpadded - 1;
+    let block: usize = s[c + 1..].iter().product();
+    let inner = s[c];
+    let rows = x.len() / (inner * block).max(1);
     let dst = out.data_mut();
     'rows: for row in 0..rows {
         // Coordinates of this input row; skip rows cut away by negative padding.
         let mut rest = row;
         let mut dst_offset = 0;
-        let mut stride = out_shape[rank - 1];
-        for d in (0..rank - 1).rev() {
+        let mut stride = out_shape[c] * block;
+        for d in (0..c).rev() {
             let coord = (rest % s[d]) as i64 + pads[d];
             rest /= s[d];
             if coord < 0 || coord >= out_shape[d] as i64 {
@@ -466,12 +475,12 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f32, out_shape: Vec<usize>) -> Resul
             dst_offset += coord as usize * stride;
             stride *= out_shape[d];
         }
-        // The input columns that land inside the output row, copied in one piece.
-        let first = (-pads[rank - 1]).clamp(0, inner as i64) as usize;
-        let last = (out_shape[rank - 1] as i64 - pads[rank - 1]).clamp(first as i64, inner as i64) as usize;
-        let col = (first as i64 + pads[rank - 1]) as usize;
-        dst[dst_offset + col..dst_offset + col + last - first]
-            .copy_from_slice(&x.data()[row * inner + first..row * inner + last]);
+        // The input pieces that land inside the output row, copied in one run.
+        let first = (-pads[c]).clamp(0, inner as i64) as usize;
+        let last = (out_shape[c] as i64 - pads[c]).clamp(first as i64, inner as i64) as usize;
+        let col = (first as i64 + pads[c]) as usize;
+        dst[dst_offset + col * block..dst_offset + (col + last - first) * block]
+            .copy_from_slice(&x.data()[(row * inner + first) * block..(row * inner + last) * block]);
     }
     Ok(out)
 }
