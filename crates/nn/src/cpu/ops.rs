@@ -17,7 +17,7 @@ fn chunks_per_task(chunk: usize) -> usize {
     (TASK_ELEMENTS / chunk.max(1)).max(1)
 }
 
-/// Pooling; past `deadline` the rows not yet computed are skipped and the run fails.
+/// Pooling; past `deadline` the planes not yet computed are skipped and the run fails.
 pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
     let s = x.shape();
     let ([oh, ow], [pt, pl, pb, pr]) = shape::pool_geometry(pool, s)?;
@@ -62,10 +62,11 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     // vectorizes), then each output reads its columns from that line.
     // `line` has `sw` spare values at its end, which `tap_pass` may load and never uses.
     let plane = |line: &mut [f32], dst: &mut [f32], src: &[f32]| {
+        // Checked per plane: reading the clock per row costs as much as a small plane's rows.
+        if deadline.expired() {
+            return;
+        }
         for (oy, &(y0, ky_lo, ky_hi, y_padded)) in rows.iter().enumerate() {
-            if deadline.expired() {
-                return;
-            }
             let row = |ky: usize| &src[(y0 + (ky * dh) as isize) as usize * w..][..w];
             match pool.kind {
                 PoolKind::Max => line.fill(f32::NEG_INFINITY),
