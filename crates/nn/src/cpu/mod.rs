@@ -242,8 +242,26 @@ impl CpuExecutable {
                 ops::unary_in_place(*op, &mut x);
                 x
             }
-            Op::PRelu => ops::prelu(input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
-            Op::Binary(op) => ops::binary(*op, input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
+            Op::PRelu => match self.take_for_output(index, node, 0, &out_shape, slots) {
+                Some(mut x) => {
+                    ops::prelu_in_place(&mut x, input_of(node, slots, 1)?);
+                    x
+                }
+                None => ops::prelu(input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
+            },
+            Op::Binary(op) => {
+                let taken = self
+                    .take_for_output(index, node, 0, &out_shape, slots)
+                    .map(|t| (t, 1))
+                    .or_else(|| self.take_for_output(index, node, 1, &out_shape, slots).map(|t| (t, 0)));
+                match taken {
+                    Some((mut out, other)) => {
+                        ops::binary_in_place(*op, &mut out, input_of(node, slots, other)?, other == 1);
+                        out
+                    }
+                    None => ops::binary(*op, input_of(node, slots, 0)?, input_of(node, slots, 1)?)?,
+                }
+            }
             Op::BatchNorm { epsilon } => ops::batch_norm(
                 input_of(node, slots, 0)?,
                 [
@@ -304,6 +322,29 @@ impl CpuExecutable {
                 )?
             }
         })
+    }
+
+    /// Input `i` of the node, moved out to be overwritten with the output, when this node is
+    /// its last reader, it is an owned intermediate of the output's shape, and the node reads it
+    /// through no other input. Constants are never handed out.
+    fn take_for_output(
+        &self,
+        index: usize,
+        node: &super::ir::Node,
+        i: usize,
+        out_shape: &[usize],
+        slots: &mut [Slot],
+    ) -> Option<Tensor> {
+        let id = node.inputs.get(i).copied().flatten()?;
+        let shared = node.inputs.iter().enumerate().any(|(j, other)| j != i && *other == Some(id));
+        if self.last_use[id] == index
+            && !shared
+            && matches!(&slots[id], Slot::Owned(t) if t.shape() == out_shape)
+            && let Slot::Owned(t) = std::mem::replace(&mut slots[id], Slot::Empty)
+        {
+            return Some(t);
+        }
+        None
     }
 
     /// The tensor in `id`, moved out when this node is its last reader (so in-place ops and
