@@ -1,5 +1,7 @@
-//! The CPU backend: multithreaded (rayon), SGEMM from the `gemm` crate, weights packed once
-//! per prepared graph.
+//! The CPU backend, multithreaded with rayon. Convolutions run on two AVX-512 microkernels
+//! (`kernel`, vectors over output columns; `channel_kernel`, vectors over output channels),
+//! their weights packed on first use per prepared graph; MatMul/Gemm, and convolutions on CPUs
+//! without AVX-512, on the `gemm` crate.
 
 mod channel_kernel;
 mod conv;
