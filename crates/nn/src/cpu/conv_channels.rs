@@ -301,7 +301,7 @@ impl Plan<'_> {
         (channel, ChannelEpilogue::new(self.job.bias, &self.job.conv.activation, channel, rows))
     }
 
-    /// Runs `cols` columns (any number) as blocks of 12, 8, 4, 2 and 1, over the taps of `pass`.
+    /// Runs `cols` columns (any number) as blocks of at most 12, over the taps of `pass`.
     ///
     /// # Safety
     /// As for [`ck::block`], for every column j < cols; `pass.partial` holds cols·2·LANES
@@ -318,15 +318,13 @@ impl Plan<'_> {
         epilogue: &ChannelEpilogue,
         pass: &Pass,
     ) {
+        // As few blocks as hold the columns, of sizes differing by one at most: a row of 35
+        // runs as 12 + 12 + 11, not 12 + 12 + 8 + 2 + 1, whose small blocks wait on their
+        // few accumulators at nearly the cost of a full one.
+        let blocks = cols.div_ceil(MAX_COLUMNS);
         let mut j = 0;
-        while j < cols {
-            let n = match cols - j {
-                12.. => 12,
-                8.. => 8,
-                4.. => 4,
-                2 | 3 => 2,
-                _ => 1,
-            };
+        for block in 0..blocks {
+            let n = cols / blocks + usize::from(block < cols % blocks);
             let source = Source { src: source.src.wrapping_add(j * stride), offsets: source.offsets };
             let sums = pass.partial.wrapping_add(j * 2 * LANES);
             let start = if pass.taps.start == 0 { Start::Bias } else { Start::Partial(sums) };
@@ -385,13 +383,13 @@ unsafe fn dispatch(
         ($s:literal, $v:literal) => {
             // SAFETY: caller's contract.
             unsafe {
-                match n {
-                    12 => ck::block::<$s, $v, 12>(k, taps, weights, source, start, epilogue, finish),
-                    8 => ck::block::<$s, $v, 8>(k, taps, weights, source, start, epilogue, finish),
-                    4 => ck::block::<$s, $v, 4>(k, taps, weights, source, start, epilogue, finish),
-                    2 => ck::block::<$s, $v, 2>(k, taps, weights, source, start, epilogue, finish),
-                    _ => ck::block::<$s, $v, 1>(k, taps, weights, source, start, epilogue, finish),
-                }
+                by_columns!($s, $v; 1 2 3 4 5 6 7 8 9 10 11 12)
+            }
+        };
+        ($s:literal, $v:literal; $($n:literal)*) => {
+            match n {
+                $($n => ck::block::<$s, $v, $n>(k, taps, weights, source, start, epilogue, finish),)*
+                _ => unreachable!("blocks hold 1 to MAX_COLUMNS columns"),
             }
         };
     }
