@@ -12,6 +12,9 @@ const PARALLEL_ELEMENTS: usize = 1 << 16;
 /// Work per parallel task, in elements: below this, scheduling costs more than it saves.
 const TASK_ELEMENTS: usize = 1 << 14;
 
+/// Work between two reads of the clock for a deadline, in elements: tens of microseconds.
+const DEADLINE_CHECK_ELEMENTS: usize = 1 << 16;
+
 /// How many chunks of `chunk` elements make one parallel task.
 fn chunks_per_task(chunk: usize) -> usize {
     (TASK_ELEMENTS / chunk.max(1)).max(1)
@@ -53,10 +56,17 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     let mut out = Tensor::zeros(vec![s[0], s[1], oh, ow])?;
     // Separable: first combine the window's rows into one line (a loop over whole rows, which
     // vectorizes), then each output reads its columns from that line.
-    let plane = |dst: &mut [f32], src: &[f32]| {
+    // The clock is read about every DEADLINE_CHECK_ELEMENTS elements of work, not per row:
+    // batched small planes (R-Net's, O-Net's) would otherwise spend more on reading it than
+    // on pooling.
+    let row_work = (w * kh + ow * kw).max(1);
+    let rows_per_check = (DEADLINE_CHECK_ELEMENTS / row_work).max(1);
+    let planes_per_check = (DEADLINE_CHECK_ELEMENTS / (row_work * oh.max(1))).max(1);
+    let plane = |index: usize, dst: &mut [f32], src: &[f32]| {
         let mut line = vec![0.0f32; w];
         for (oy, &(y0, ky_lo, ky_hi, y_padded)) in rows.iter().enumerate() {
-            if deadline.expired() {
+            let due = if oy == 0 { index % planes_per_check == 0 } else { oy % rows_per_check == 0 };
+            if due && deadline.expired() {
                 return;
             }
             let row = |ky: usize| &src[(y0 + (ky * dh) as isize) as usize * w..][..w];
@@ -93,8 +103,9 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     out.data_mut()
         .par_chunks_mut((oh * ow).max(1))
         .zip(x.data().par_chunks((h * w).max(1)))
+        .enumerate()
         .with_min_len(chunks_per_task(oh * ow * kh * kw))
-        .for_each(|(dst, src)| plane(dst, src));
+        .for_each(|(index, (dst, src))| plane(index, dst, src));
     deadline.check()?;
     Ok(out)
 }
