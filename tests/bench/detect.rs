@@ -77,9 +77,15 @@ fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde
 fn main() {
     let repo = refacen_test_support::repo();
     let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
+    // REFACEN_BENCH_PHOTO=name times only the photos whose file name contains it.
+    let only = std::env::var("REFACEN_BENCH_PHOTO").ok();
     let mut photos: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/fixtures/faces/images"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            only.as_deref()
+                .is_none_or(|only| p.file_name().is_some_and(|n| n.to_string_lossy().contains(only)))
+        })
         .collect();
     photos.sort();
 
