@@ -533,6 +533,25 @@ mod tests {
     }
 
     #[test]
+    fn levels_built_in_the_pass_match_resampling_the_finished_table() {
+        let (w, h) = (37, 23);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
+        let image = Image { width: w, height: h, rgb: &rgb };
+        // Shrinking by non-integer and integer ratios, the same size, and growing.
+        let sizes = [(15, 9), (12, 12), (37, 23), (80, 51), (5, 3)];
+        let mut levels: Vec<Level> = sizes.iter().map(|&(ow, oh)| Level::new(w, h, ow, oh)).collect();
+        // A table's memory left over from a larger photo, dirty: every entry must be rewritten.
+        let dirty = vec![u32::MAX; (w + 9) * (h + 5) * 3];
+        let sums = IntegralImage::new(image, dirty, |t, row| levels.iter_mut().for_each(|l| l.visit(t, row)));
+        assert_eq!(sums.table, IntegralImage::new(image, Vec::new(), |_, _| {}).table);
+        for ((ow, oh), level) in sizes.into_iter().zip(levels) {
+            let mut expected = Vec::new();
+            resample(&sums, [0, 0, w, h], ow, oh, &mut expected);
+            assert_eq!(level.into_tensor().data, expected, "{ow}x{oh}");
+        }
+    }
+
+    #[test]
     fn pyramid_follows_facenet_pytorch() {
         // facenet-pytorch on 512x512 with min 20, factor 0.709 gives these first scales.
         let scales = pyramid(512, 512, &Settings::FACENET_DEFAULT);
