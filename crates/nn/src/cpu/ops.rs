@@ -65,7 +65,11 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     let plane = |index: usize, dst: &mut [f32], src: &[f32]| {
         let mut line = vec![0.0f32; w];
         for (oy, &(y0, ky_lo, ky_hi, y_padded)) in rows.iter().enumerate() {
-            let due = if oy == 0 { index % planes_per_check == 0 } else { oy % rows_per_check == 0 };
+            let due = if oy == 0 {
+                index.is_multiple_of(planes_per_check)
+            } else {
+                oy.is_multiple_of(rows_per_check)
+            };
             if due && deadline.expired() {
                 return;
             }
