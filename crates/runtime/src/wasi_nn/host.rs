@@ -342,12 +342,10 @@ fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
         ));
     }
     let data = match &t.data {
+        // One pass into memory that is written once: collecting with `pod_collect_to_vec`
+        // zeroed the whole buffer first (1% of a sandboxed detection in memset).
         TensorData::Bytes(bytes) => {
-            let mut data = bytemuck::pod_collect_to_vec::<u8, f32>(bytes);
-            if cfg!(target_endian = "big") {
-                data.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
-            }
-            data
+            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         }
         // A compute's output handed back as an input.
         TensorData::Fp32(values) => values.clone(),
