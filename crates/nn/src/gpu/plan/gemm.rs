@@ -46,7 +46,8 @@ pub fn plan_gemm(
     if let Some(slopes) = &packed.slopes
         && slopes.size() < n as u64 * 4
     {
-        return Err(NnError::InvalidArgument(format!("Gemm: fewer PRelu slopes than the {n} columns")));
+        let rule = format!("Gemm: fewer PRelu slopes than the {n} columns");
+        return Err(NnError::invalid_argument(crate::ArgumentFault::Shapes { rule }));
     }
     let (m_tiles, n_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
     let params = GemmParams {
@@ -98,13 +99,14 @@ pub fn plan_matmul(
         shape::broadcast_strides(&b_batch, &batch).into_iter().map(|s| s * k * n).collect();
     let (batch_dims, strides) = merge_multi(&batch, &[a_strides, b_strides]);
     if batch_dims.len() > MAX_BATCH_RANK {
-        return Err(NnError::InvalidArgument(format!(
+        let limit = format!(
             "the GPU backend broadcasts MatMul over at most {MAX_BATCH_RANK} separate blocks of batch \
              dimensions; {:?} x {:?} needs {}",
             a.shape,
             bm.shape,
             batch_dims.len()
-        )));
+        );
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit }));
     }
     let (m_tiles, n_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
     let params = GemmParams {
