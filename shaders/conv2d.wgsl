@@ -18,43 +18,6 @@
 // Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
 // the number of output channels per group; BM · BN = 256 · 16 always.
 
-struct ConvParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    // Channels per group, in and out; k = in_cg · kh · kw.
-    in_cg: u32,
-    out_cg: u32,
-    k: u32,
-    // Output pixels of this dispatch: images · out_h · out_w.
-    pixels: u32,
-    m_tiles: u32,
-    p_tiles: u32,
-    groups: u32,
-    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
-    alpha: f32,
-    // A dispatch may cover only images [n_base, ..) and, per group, output channels
-    // [m_base, m_base + m_count) (tensors larger than one buffer binding are split so).
-    n_base: u32,
-    m_base: u32,
-    m_count: u32,
-    // Element index where the binding of x, and of y, starts in the tensor.
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
@@ -90,22 +53,19 @@ fn activate(v: f32, c: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn conv2d(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = workgroup_index(wid, nwg);
+fn conv2d(inv: Invocation) {
+    let lid = inv.lid;
+    let tile = workgroup_index(inv);
     if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
         return;
     }
-    let p0 = (tile % prm.p_tiles) * BN;
-    let rest = tile / prm.p_tiles;
-    let m0 = (rest % prm.m_tiles) * BM;
-    let g = rest / prm.m_tiles;
+    let t = tile_coords(tile, prm.p_tiles, prm.m_tiles);
+    let p0 = t.x * BN;
+    let m0 = t.y * BM;
+    let g = t.z;
 
-    let plane = prm.out_h * prm.out_w;
-    let in_plane = prm.in_h * prm.in_w;
+    let plane = prm.win.out_h * prm.win.out_w;
+    let in_plane = prm.win.in_h * prm.win.in_w;
 
     // The output pixel whose im2col column this thread gathers (the same for every slice,
     // since BN divides the workgroup size).
@@ -113,8 +73,9 @@ fn conv2d(
     let p_ok = p_load < prm.pixels;
     let n_l = prm.n_base + p_load / plane;
     let pix_l = p_load % plane;
-    let iy0 = i32((pix_l / prm.out_w) * prm.sh) - i32(prm.pad_t);
-    let ix0 = i32((pix_l % prm.out_w) * prm.sw) - i32(prm.pad_l);
+    let origin = window_origin(prm.win, pix_l / prm.win.out_w, pix_l % prm.win.out_w);
+    let iy0 = origin.x;
+    let ix0 = origin.y;
     let x_base = (n_l * prm.in_c + g * prm.in_cg) * in_plane - prm.x_sub;
     let w_base = g * prm.k;
 
@@ -144,8 +105,8 @@ fn conv2d(
                     let tap = taps[k];
                     let iy = iy0 + i32(tap.y);
                     let ix = ix0 + i32(tap.z);
-                    if iy >= 0 && iy < i32(prm.in_h) && ix >= 0 && ix < i32(prm.in_w) {
-                        v = x[x_base + tap.x * in_plane + u32(iy) * prm.in_w + u32(ix)];
+                    if iy >= 0 && iy < i32(prm.win.in_h) && ix >= 0 && ix < i32(prm.win.in_w) {
+                        v = x[x_base + tap.x * in_plane + u32(iy) * prm.win.in_w + u32(ix)];
                     }
                 }
             }
@@ -181,36 +142,33 @@ fn conv2d(
 }
 
 @compute @workgroup_size(256)
-fn depthwise(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let index = linear_index(wid, nwg, lid);
-    let plane = prm.out_h * prm.out_w;
+fn depthwise(inv: Invocation) {
+    let index = linear_index(inv);
+    let plane = prm.win.out_h * prm.win.out_w;
     if index >= prm.pixels * prm.m_count {
         return;
     }
-    let ox = index % prm.out_w;
-    let oy = (index / prm.out_w) % prm.out_h;
+    let ox = index % prm.win.out_w;
+    let oy = (index / prm.win.out_w) % prm.win.out_h;
     let c = prm.m_base + (index / plane) % prm.m_count;
     let n = prm.n_base + index / (plane * prm.m_count);
-    let src = (n * prm.in_c + c) * prm.in_h * prm.in_w - prm.x_sub;
-    let filter_start = c * prm.kh * prm.kw;
-    let iy0 = i32(oy * prm.sh) - i32(prm.pad_t);
-    let ix0 = i32(ox * prm.sw) - i32(prm.pad_l);
+    let src = (n * prm.in_c + c) * prm.win.in_h * prm.win.in_w - prm.x_sub;
+    let filter_start = c * prm.win.kh * prm.win.kw;
+    let origin = window_origin(prm.win, oy, ox);
+    let iy0 = origin.x;
+    let ix0 = origin.y;
     var acc = chan[c];
-    for (var ky = 0u; ky < prm.kh; ky++) {
-        let iy = iy0 + i32(ky * prm.dh);
-        if iy < 0 || iy >= i32(prm.in_h) {
+    for (var ky = 0u; ky < prm.win.kh; ky++) {
+        let iy = iy0 + i32(ky * prm.win.dh);
+        if iy < 0 || iy >= i32(prm.win.in_h) {
             continue;
         }
-        for (var kx = 0u; kx < prm.kw; kx++) {
-            let ix = ix0 + i32(kx * prm.dw);
-            if ix >= 0 && ix < i32(prm.in_w) {
-                acc += x[src + u32(iy) * prm.in_w + u32(ix)] * wt[filter_start + ky * prm.kw + kx];
+        for (var kx = 0u; kx < prm.win.kw; kx++) {
+            let ix = ix0 + i32(kx * prm.win.dw);
+            if ix >= 0 && ix < i32(prm.win.in_w) {
+                acc += x[src + u32(iy) * prm.win.in_w + u32(ix)] * wt[filter_start + ky * prm.win.kw + kx];
             }
         }
     }
-    y[(n * prm.out_c + c) * plane + oy * prm.out_w + ox - prm.y_sub] = activate(acc, c);
+    y[(n * prm.out_c + c) * plane + oy * prm.win.out_w + ox - prm.y_sub] = activate(acc, c);
 }

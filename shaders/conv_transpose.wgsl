@@ -5,27 +5,6 @@
 // Whether binding 3 holds a bias (otherwise it is a placeholder).
 override HAS_BIAS: bool = false;
 
-struct ConvTransposeParams {
-    total: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    // Input and output channels per group.
-    in_cg: u32,
-    out_cg: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: ConvTransposeParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // [in_c, out_cg, kh, kw]
@@ -34,19 +13,15 @@ struct ConvTransposeParams {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(256)
-fn conv_transpose(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn conv_transpose(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= prm.total {
         return;
     }
-    let ox = i % prm.out_w;
-    let oy = (i / prm.out_w) % prm.out_h;
-    let co = (i / (prm.out_w * prm.out_h)) % prm.out_c;
-    let n = i / (prm.out_w * prm.out_h * prm.out_c);
+    let ox = i % prm.win.out_w;
+    let oy = (i / prm.win.out_w) % prm.win.out_h;
+    let co = (i / (prm.win.out_w * prm.win.out_h)) % prm.out_c;
+    let n = i / (prm.win.out_w * prm.win.out_h * prm.out_c);
     let g = co / prm.out_cg;
     let m = co % prm.out_cg;
     var acc = 0.0;
@@ -54,21 +29,21 @@ fn conv_transpose(
         acc = bias[co];
     }
     for (var c = g * prm.in_cg; c < (g + 1u) * prm.in_cg; c++) {
-        for (var ky = 0u; ky < prm.kh; ky++) {
+        for (var ky = 0u; ky < prm.win.kh; ky++) {
             // oy = iy · sh + ky · dh - pad_t, solved for iy.
-            let ty = i32(oy + prm.pad_t) - i32(ky * prm.dh);
-            if ty < 0 || u32(ty) % prm.sh != 0u || u32(ty) / prm.sh >= prm.in_h {
+            let ty = i32(oy + prm.win.pad_t) - i32(ky * prm.win.dh);
+            if ty < 0 || u32(ty) % prm.win.sh != 0u || u32(ty) / prm.win.sh >= prm.win.in_h {
                 continue;
             }
-            let iy = u32(ty) / prm.sh;
-            for (var kx = 0u; kx < prm.kw; kx++) {
-                let tx = i32(ox + prm.pad_l) - i32(kx * prm.dw);
-                if tx < 0 || u32(tx) % prm.sw != 0u || u32(tx) / prm.sw >= prm.in_w {
+            let iy = u32(ty) / prm.win.sh;
+            for (var kx = 0u; kx < prm.win.kw; kx++) {
+                let tx = i32(ox + prm.win.pad_l) - i32(kx * prm.win.dw);
+                if tx < 0 || u32(tx) % prm.win.sw != 0u || u32(tx) / prm.win.sw >= prm.win.in_w {
                     continue;
                 }
-                let ix = u32(tx) / prm.sw;
-                let xv = x[((n * prm.in_c + c) * prm.in_h + iy) * prm.in_w + ix];
-                let wv = w[((c * prm.out_cg + m) * prm.kh + ky) * prm.kw + kx];
+                let ix = u32(tx) / prm.win.sw;
+                let xv = x[((n * prm.in_c + c) * prm.win.in_h + iy) * prm.win.in_w + ix];
+                let wv = w[((c * prm.out_cg + m) * prm.win.kh + ky) * prm.win.kw + kx];
                 acc += xv * wv;
             }
         }

@@ -6,68 +6,15 @@
 // and passes, per output dimension, each operand's element stride (0 where it broadcasts).
 // SAME_SHAPE skips the index arithmetic when neither operand broadcasts.
 
-// Op codes, mirrored by the host's `UnaryOp` and `BinaryOp` (crates/nn/src/gpu/params.rs);
-// their ABI test checks both sides agree.
-const UNARY_RELU: u32 = 0u;
-const UNARY_LEAKY_RELU: u32 = 1u;
-const UNARY_SIGMOID: u32 = 2u;
-const UNARY_TANH: u32 = 3u;
-const UNARY_CLIP: u32 = 4u;
-const UNARY_SQRT: u32 = 5u;
-const UNARY_EXP: u32 = 6u;
-const UNARY_HARD_SIGMOID: u32 = 7u;
-const UNARY_HARD_SWISH: u32 = 8u;
-const BINARY_ADD: u32 = 0u;
-const BINARY_SUB: u32 = 1u;
-const BINARY_MUL: u32 = 2u;
-const BINARY_DIV: u32 = 3u;
-// b is the slope.
-const BINARY_PRELU: u32 = 4u;
-const BINARY_POW: u32 = 5u;
-const BINARY_MAX: u32 = 6u;
-const BINARY_MIN: u32 = 7u;
-
-// A UNARY_* code; LeakyRelu reads alpha, Clip lo and hi, HardSigmoid alpha and (beta) lo.
+// A UNARY_* code (the host's `UnaryOp`; crates/nn/src/gpu/params.rs declares the constants):
+// LeakyRelu reads alpha, Clip lo and hi, HardSigmoid alpha and (beta) lo.
 override UNARY_OP: u32 = UNARY_RELU;
-// A BINARY_* code.
+// A BINARY_* code (the host's `BinaryOp`).
 override BINARY_OP: u32 = BINARY_ADD;
 override SAME_SHAPE: bool = false;
 
 // Every kernel here may cover only values [base, base + total) of its output (tensors larger
 // than one buffer binding are split so); *_sub is the element where a binding starts.
-
-struct UnaryParams {
-    total: u32,
-    alpha: f32,
-    lo: f32,
-    hi: f32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
-struct BinaryParams {
-    total: u32,
-    rank: u32,
-    shape: array<u32, 8>,
-    a_strides: array<u32, 8>,
-    b_strides: array<u32, 8>,
-    base: u32,
-    a_sub: u32,
-    b_sub: u32,
-    y_sub: u32,
-}
-
-struct BatchNormParams {
-    total: u32,
-    channels: u32,
-    // Values per channel and image (product of the dimensions after the channel one).
-    plane: u32,
-    epsilon: f32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
 
 @group(0) @binding(0) var<storage, read> uprm: UnaryParams;
 @group(0) @binding(0) var<storage, read> bprm: BinaryParams;
@@ -106,12 +53,8 @@ fn pow_signed(a: f32, b: f32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn unary(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn unary(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= uprm.total {
         return;
     }
@@ -152,12 +95,8 @@ fn unary(
 }
 
 @compute @workgroup_size(256)
-fn binary(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn binary(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= bprm.total {
         return;
     }
@@ -165,15 +104,8 @@ fn binary(
     var ai = i;
     var bi = i;
     if !SAME_SHAPE {
-        ai = 0u;
-        bi = 0u;
-        var rest = i;
-        for (var d = i32(bprm.rank) - 1; d >= 0; d--) {
-            let coord = rest % bprm.shape[d];
-            rest = rest / bprm.shape[d];
-            ai += coord * bprm.a_strides[d];
-            bi += coord * bprm.b_strides[d];
-        }
+        ai = strided_offset(i, bprm.rank, bprm.shape, bprm.a_strides);
+        bi = strided_offset(i, bprm.rank, bprm.shape, bprm.b_strides);
     }
     let a = in0[ai - bprm.a_sub];
     let b = in1[bi - bprm.b_sub];
@@ -212,12 +144,8 @@ fn binary(
 // Inference batch normalization, computed as the CPU backend does:
 // factor = scale / sqrt(var + eps), y = x · factor + (bias - mean · factor).
 @compute @workgroup_size(256)
-fn batch_norm(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = linear_index(wid, nwg, lid);
+fn batch_norm(inv: Invocation) {
+    let local = linear_index(inv);
     if local >= nprm.total {
         return;
     }

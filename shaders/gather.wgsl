@@ -6,38 +6,6 @@
 // The table entry meaning "no input value here" (Pad's constant).
 const NO_SOURCE: u32 = 0xffffffffu;
 
-struct IndexMapParams {
-    total: u32,
-    rank: u32,
-    // Pad's constant, for outputs with a NO_SOURCE coordinate.
-    value: f32,
-    out_shape: array<u32, 8>,
-    // Where each output dimension's entries start in the table: entry `table_base[d] + c` is
-    // the input element offset contributed by coordinate c of dimension d.
-    table_base: array<u32, 8>,
-}
-
-struct ResizeAxisParams {
-    total: u32,
-    // The resized axis: its input and output lengths, and the values after it.
-    len_in: u32,
-    len_out: u32,
-    inner: u32,
-}
-
-struct ReduceParams {
-    total: u32,
-    rank: u32,
-    // Reduced values per output value.
-    count: u32,
-    // 1 for ReduceSum, 1 / count for ReduceMean.
-    scale: f32,
-    in_shape: array<u32, 8>,
-    in_strides: array<u32, 8>,
-    // 1 for the dimensions reduced.
-    reduced: array<u32, 8>,
-}
-
 @group(0) @binding(0) var<storage, read> mprm: IndexMapParams;
 @group(0) @binding(0) var<storage, read> aprm: ResizeAxisParams;
 @group(0) @binding(0) var<storage, read> rprm: ReduceParams;
@@ -48,12 +16,8 @@ struct ReduceParams {
 @group(0) @binding(2) var<storage, read_write> reduce_out: array<f32>;
 
 @compute @workgroup_size(256)
-fn index_map(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn index_map(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= mprm.total {
         return;
     }
@@ -70,12 +34,8 @@ fn index_map(
 }
 
 @compute @workgroup_size(256)
-fn resize_axis(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn resize_axis(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= aprm.total {
         return;
     }
@@ -91,12 +51,8 @@ fn resize_axis(
 }
 
 @compute @workgroup_size(256)
-fn reduce(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn reduce(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= rprm.total {
         return;
     }

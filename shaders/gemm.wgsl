@@ -9,30 +9,6 @@
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
 // loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
 
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    c_rs: u32,
-    c_cs: u32,
-    m_tiles: u32,
-    n_tiles: u32,
-    batches: u32,
-    batch_rank: u32,
-    alpha: f32,
-    beta: f32,
-    // LeakyRelu slope (ACT == ACT_LEAKY_RELU).
-    leaky: f32,
-    // The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
-    batch_shape: array<u32, 6>,
-    a_batch: array<u32, 6>,
-    b_batch: array<u32, 6>,
-}
-
 @group(0) @binding(0) var<storage, read> prm: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -66,19 +42,16 @@ fn activate(v: f32, col: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn gemm(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = workgroup_index(wid, nwg);
+fn gemm(inv: Invocation) {
+    let lid = inv.lid;
+    let tile = workgroup_index(inv);
     if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }
-    let n0 = (tile % prm.n_tiles) * BN;
-    let rest = tile / prm.n_tiles;
-    let m0 = (rest % prm.m_tiles) * BM;
-    let batch = rest / prm.m_tiles;
+    let t = tile_coords(tile, prm.n_tiles, prm.m_tiles);
+    let n0 = t.x * BN;
+    let m0 = t.y * BM;
+    let batch = t.z;
 
     var a_off = 0u;
     var b_off = 0u;

@@ -5,35 +5,6 @@
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
 
-struct TransposeParams {
-    total: u32,
-    rank: u32,
-    // Output dimensions, and for each the stride of the input along it.
-    shape: array<u32, 8>,
-    strides: array<u32, 8>,
-}
-
-struct PadParams {
-    total: u32,
-    rank: u32,
-    value: f32,
-    out_shape: array<u32, 8>,
-    in_shape: array<u32, 8>,
-    in_strides: array<u32, 8>,
-    // Padding before each dimension; negative crops.
-    begin: array<i32, 8>,
-}
-
-struct ConcatParams {
-    // Values of this input: outer · block.
-    total: u32,
-    // Values of this input per outer index (its extent along the axis times the inner size).
-    block: u32,
-    // Values of the output per outer index, and where this input's block starts in it.
-    out_block: u32,
-    offset: u32,
-}
-
 @group(0) @binding(0) var<storage, read> tprm: TransposeParams;
 @group(0) @binding(0) var<storage, read> pprm: PadParams;
 @group(0) @binding(0) var<storage, read> cprm: ConcatParams;
@@ -41,31 +12,17 @@ struct ConcatParams {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(256)
-fn transpose(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn transpose(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= tprm.total {
         return;
     }
-    var src = 0u;
-    var rest = i;
-    for (var d = i32(tprm.rank) - 1; d >= 0; d--) {
-        src += (rest % tprm.shape[d]) * tprm.strides[d];
-        rest = rest / tprm.shape[d];
-    }
-    y[i] = x[src];
+    y[i] = x[strided_offset(i, tprm.rank, tprm.shape, tprm.strides)];
 }
 
 @compute @workgroup_size(256)
-fn pad(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn pad(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= pprm.total {
         return;
     }
@@ -89,12 +46,8 @@ fn pad(
 }
 
 @compute @workgroup_size(256)
-fn concat(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = linear_index(wid, nwg, lid);
+fn concat(inv: Invocation) {
+    let i = linear_index(inv);
     if i >= cprm.total {
         return;
     }

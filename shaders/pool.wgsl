@@ -8,29 +8,6 @@
 //   padding never count), at least 1;
 // - padding and output sizes come resolved from crates/nn/src/shape.rs (ceil_mode, SAME_*).
 
-struct PoolParams {
-    // batch · channels
-    planes: u32,
-    in_h: u32,
-    in_w: u32,
-    out_h: u32,
-    out_w: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_t: u32,
-    pad_l: u32,
-    pad_b: u32,
-    pad_r: u32,
-    // First plane of this dispatch, and where the bindings of x and y start (elements).
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -39,31 +16,28 @@ override MAX: bool = true;
 override COUNT_PAD: bool = false;
 
 @compute @workgroup_size(256)
-fn pool2d(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let index = linear_index(wid, nwg, lid);
-    let out_plane = prm.out_h * prm.out_w;
+fn pool2d(inv: Invocation) {
+    let index = linear_index(inv);
+    let out_plane = prm.win.out_h * prm.win.out_w;
     if index >= prm.planes * out_plane {
         return;
     }
-    let ox = index % prm.out_w;
-    let oy = (index / prm.out_w) % prm.out_h;
+    let ox = index % prm.win.out_w;
+    let oy = (index / prm.win.out_w) % prm.win.out_h;
     let plane = prm.base + index / out_plane;
-    let src = plane * prm.in_h * prm.in_w - prm.x_sub;
-    let y0 = i32(oy * prm.sh) - i32(prm.pad_t);
-    let x0 = i32(ox * prm.sw) - i32(prm.pad_l);
-    let y_end = i32(prm.in_h + prm.pad_b);
-    let x_end = i32(prm.in_w + prm.pad_r);
+    let src = plane * prm.win.in_h * prm.win.in_w - prm.x_sub;
+    let origin = window_origin(prm.win, oy, ox);
+    let y0 = origin.x;
+    let x0 = origin.y;
+    let y_end = i32(prm.win.in_h + prm.pad_b);
+    let x_end = i32(prm.win.in_w + prm.pad_r);
 
     // Taps per axis inside the image and inside the declared padding.
     var x_inside = 0u;
     var x_padded = 0u;
-    for (var kx = 0u; kx < prm.kw; kx++) {
-        let ix = x0 + i32(kx * prm.dw);
-        x_inside += select(0u, 1u, ix >= 0 && ix < i32(prm.in_w));
+    for (var kx = 0u; kx < prm.win.kw; kx++) {
+        let ix = x0 + i32(kx * prm.win.dw);
+        x_inside += select(0u, 1u, ix >= 0 && ix < i32(prm.win.in_w));
         x_padded += select(0u, 1u, ix < x_end);
     }
     var y_inside = 0u;
@@ -72,23 +46,18 @@ fn pool2d(
     if MAX {
         acc = neg_inf(prm.planes);
     }
-    for (var ky = 0u; ky < prm.kh; ky++) {
-        let iy = y0 + i32(ky * prm.dh);
+    for (var ky = 0u; ky < prm.win.kh; ky++) {
+        let iy = y0 + i32(ky * prm.win.dh);
         y_padded += select(0u, 1u, iy < y_end);
-        if iy < 0 || iy >= i32(prm.in_h) {
+        if iy < 0 || iy >= i32(prm.win.in_h) {
             continue;
         }
         y_inside += 1u;
-        let row = src + u32(iy) * prm.in_w;
-        for (var kx = 0u; kx < prm.kw; kx++) {
-            let ix = x0 + i32(kx * prm.dw);
-            if ix >= 0 && ix < i32(prm.in_w) {
-                let v = x[row + u32(ix)];
-                if MAX {
-                    acc = select(acc, v, v > acc);
-                } else {
-                    acc += v;
-                }
+        let row = src + u32(iy) * prm.win.in_w;
+        for (var kx = 0u; kx < prm.win.kw; kx++) {
+            let ix = x0 + i32(kx * prm.win.dw);
+            if ix >= 0 && ix < i32(prm.win.in_w) {
+                acc = combine(acc, x[row + u32(ix)], MAX);
             }
         }
     }
@@ -102,27 +71,13 @@ fn pool2d(
     y[prm.base * out_plane + index - prm.y_sub] = acc;
 }
 
-struct GlobalPoolParams {
-    planes: u32,
-    // Values per plane (the product of the spatial dimensions).
-    size: u32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> gprm: GlobalPoolParams;
-
-var<workgroup> partial: array<f32, 256>;
 
 // One workgroup per plane: a strided pass, then a tree reduction in workgroup memory.
 @compute @workgroup_size(256)
-fn global_pool(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let plane = workgroup_index(wid, nwg);
+fn global_pool(inv: Invocation) {
+    let lid = inv.lid;
+    let plane = workgroup_index(inv);
     if plane >= gprm.planes {
         return;
     }
@@ -132,31 +87,10 @@ fn global_pool(
         acc = neg_inf(gprm.planes);
     }
     for (var i = lid; i < gprm.size; i += WG) {
-        let v = x[start + i];
-        if MAX {
-            acc = select(acc, v, v > acc);
-        } else {
-            acc += v;
-        }
+        acc = combine(acc, x[start + i], MAX);
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            let other = partial[lid + half];
-            if MAX {
-                partial[lid] = select(partial[lid], other, other > partial[lid]);
-            } else {
-                partial[lid] += other;
-            }
-        }
-        workgroupBarrier();
-    }
+    let v = workgroup_reduce(lid, acc, MAX);
     if lid == 0u {
-        var v = partial[0];
-        if !MAX {
-            v = v / f32(gprm.size);
-        }
-        y[gprm.base + plane - gprm.y_sub] = v;
+        y[gprm.base + plane - gprm.y_sub] = select(v / f32(gprm.size), v, MAX);
     }
 }

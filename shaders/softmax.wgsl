@@ -6,103 +6,73 @@
 // `softmax_rows`: one thread per row (short rows, e.g. 2 classes over a whole feature map).
 // `softmax_wide`: one workgroup per row, reductions in workgroup memory (long rows).
 
-struct SoftmaxParams {
-    // Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements where the
-    // bindings start (tensors larger than one binding are split by whole blocks of rows).
-    rows: u32,
-    len: u32,
-    inner: u32,
-    base: u32,
-    x_sub: u32,
-    y_sub: u32,
-}
-
 @group(0) @binding(0) var<storage, read> prm: SoftmaxParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-
-var<workgroup> partial: array<f32, 256>;
 
 fn row_start(row: u32) -> u32 {
     return (row / prm.inner) * prm.len * prm.inner + row % prm.inner;
 }
 
-@compute @workgroup_size(256)
-fn softmax_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = linear_index(wid, nwg, lid);
-    if row >= prm.rows {
-        return;
-    }
+// A thread's share of a row: values j = first, first + stride, ... < len, `inner` apart from
+// the elements xs (in x) and ys (in y) on.
+struct Share {
+    xs: u32,
+    ys: u32,
+    first: u32,
+    stride: u32,
+}
+
+fn share(row: u32, first: u32, stride: u32) -> Share {
     let start = row_start(prm.base + row);
-    let xs = start - prm.x_sub;
-    let ys = start - prm.y_sub;
-    let step = prm.inner;
+    return Share(start - prm.x_sub, start - prm.y_sub, first, stride);
+}
+
+// The maximum of the share's values.
+fn share_max(s: Share) -> f32 {
     var m = neg_inf(prm.rows);
-    for (var j = 0u; j < prm.len; j++) {
-        m = max(m, x[xs + j * step]);
+    for (var j = s.first; j < prm.len; j += s.stride) {
+        m = max(m, x[s.xs + j * prm.inner]);
     }
+    return m;
+}
+
+// Writes e = exp(v - m) for the share's values, and returns their sum.
+fn share_exp(s: Share, m: f32) -> f32 {
     var sum = 0.0;
-    for (var j = 0u; j < prm.len; j++) {
-        let e = exp(x[xs + j * step] - m);
-        y[ys + j * step] = e;
+    for (var j = s.first; j < prm.len; j += s.stride) {
+        let e = exp(x[s.xs + j * prm.inner] - m);
+        y[s.ys + j * prm.inner] = e;
         sum += e;
     }
-    for (var j = 0u; j < prm.len; j++) {
-        y[ys + j * step] = y[ys + j * step] / sum;
+    return sum;
+}
+
+// Divides the share's outputs by sum (each thread rescales exactly the values it wrote: no
+// barrier needed on y).
+fn share_divide(s: Share, sum: f32) {
+    for (var j = s.first; j < prm.len; j += s.stride) {
+        y[s.ys + j * prm.inner] = y[s.ys + j * prm.inner] / sum;
     }
 }
 
 @compute @workgroup_size(256)
-fn softmax_wide(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = workgroup_index(wid, nwg);
+fn softmax_rows(inv: Invocation) {
+    let row = linear_index(inv);
     if row >= prm.rows {
         return;
     }
-    let start = row_start(prm.base + row);
-    let xs = start - prm.x_sub;
-    let ys = start - prm.y_sub;
-    let step = prm.inner;
+    let s = share(row, 0u, 1u);
+    share_divide(s, share_exp(s, share_max(s)));
+}
 
-    var m = neg_inf(prm.rows);
-    for (var j = lid; j < prm.len; j += WG) {
-        m = max(m, x[xs + j * step]);
+@compute @workgroup_size(256)
+fn softmax_wide(inv: Invocation) {
+    let row = workgroup_index(inv);
+    if row >= prm.rows {
+        return;
     }
-    partial[lid] = m;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            partial[lid] = max(partial[lid], partial[lid + half]);
-        }
-        workgroupBarrier();
-    }
-    m = partial[0];
-    workgroupBarrier();
-
-    var sum = 0.0;
-    for (var j = lid; j < prm.len; j += WG) {
-        let e = exp(x[xs + j * step] - m);
-        y[ys + j * step] = e;
-        sum += e;
-    }
-    partial[lid] = sum;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            partial[lid] += partial[lid + half];
-        }
-        workgroupBarrier();
-    }
-    sum = partial[0];
-    // Each thread rescales exactly the values it wrote: no barrier needed on y.
-    for (var j = lid; j < prm.len; j += WG) {
-        y[ys + j * step] = y[ys + j * step] / sum;
-    }
+    let s = share(row, inv.lid, WG);
+    let m = workgroup_reduce(inv.lid, share_max(s), true);
+    share_divide(s, workgroup_reduce(inv.lid, share_exp(s, m), false));
 }

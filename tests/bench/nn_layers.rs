@@ -1,7 +1,8 @@
 //! Time and GFLOP/s of every layer of the shipped networks on the CPU backend, at the sizes
 //! `nnd` runs them: P-Net on the first pyramid level of a 1 MP photo, R-Net on a batch of
-//! 128 crops, O-Net on 32, the embedders (dlib's ResNet, FaceNet) on batches of 16.
-//! REFACEN_BENCH_ONLY=name runs one network. Medians of REFACEN_BENCH_RUNS (default 5) runs after a warm-up.
+//! 128 crops, O-Net on 32, MMOD on a quarter of `dlib`'s tiled pyramid, the embedders (dlib's ResNet, FaceNet) on batches of 16.
+//! REFACEN_BENCH_ONLY=name runs one network; REFACEN_BENCH_BATCH sets the embedders' batch (default
+//! 16). Medians of REFACEN_BENCH_RUNS (default 5) runs after a warm-up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,15 +15,19 @@ fn main() {
     let runs: usize = std::env::var("REFACEN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     println!("CPU backend, {} threads, median of {runs} runs", rayon::current_num_threads());
     println!("{:<8} {:<34} {:<12} {:>18} {:>9} {:>8}", "net", "node", "op", "output", "ms", "GFLOP/s");
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let weights = |path: &str| std::fs::read(repo.join(path)).expect("guest weights (cargo xtask weights)");
     let only = std::env::var("REFACEN_BENCH_ONLY").unwrap_or_default();
+    let batch: usize = std::env::var("REFACEN_BENCH_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(16);
     for (net, onnx, shape) in [
         ("P-Net", nnd::PNET_ONNX.to_vec(), vec![1, 364, 455, 3]),
         ("R-Net", nnd::RNET_ONNX.to_vec(), vec![128, 24, 24, 3]),
         ("O-Net", nnd::ONET_ONNX.to_vec(), vec![32, 48, 48, 3]),
-        ("dlib128", weights("guests/dlib-resnet-128/weights/dlib_resnet_128.onnx"), vec![16, 3, 150, 150]),
-        ("facenet", weights("guests/facenet-512/weights/facenet_512.onnx"), vec![16, 3, 160, 160]),
+        // dlib's MMOD detector on one 760 px wide tile strip, a quarter of the pyramid that
+        // `dlib` builds for a 1200 px photo.
+        ("MMOD", dlib::DETECTOR_ONNX.to_vec(), vec![1, 3, 1092, 760]),
+        ("dlib128", weights("guests/dlib-resnet-128/weights/dlib_resnet_128.onnx"), vec![batch, 3, 150, 150]),
+        ("facenet", weights("guests/facenet-512/weights/facenet_512.onnx"), vec![batch, 3, 160, 160]),
     ] {
         if !net.contains(&only) {
             continue;

@@ -45,11 +45,7 @@ impl Graph {
     pub fn cost(&self, input_shapes: &[Vec<usize>]) -> Result<Cost, NnError> {
         let mut shapes: Vec<Option<Vec<usize>>> =
             self.values.iter().map(|v| v.constant.as_ref().map(|c| c.shape().to_vec())).collect();
-        let mut last_use = vec![0; self.values.len()];
-        for (i, node) in self.nodes.iter().enumerate() {
-            node.inputs.iter().flatten().for_each(|&id| last_use[id] = i);
-        }
-        self.outputs.iter().for_each(|&id| last_use[id] = usize::MAX);
+        let last_use = self.last_uses();
         let bytes = |shape: &[usize]| {
             element_count(shape).and_then(|n| {
                 (n as u64)

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{NnError, Tensor};
+use super::{ArgumentFault, NnError, Tensor};
 
 pub type ValueId = usize;
 
@@ -39,6 +39,17 @@ pub struct Node {
     /// Positional inputs; `None` for an omitted optional input.
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<ValueId>,
+}
+
+impl Node {
+    /// The value at input `i`, which the op needs (every backend refuses a missing one alike).
+    pub fn required_input(&self, i: usize) -> Result<ValueId, NnError> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| NnError::invalid_argument(ArgumentFault::MissingInput { index: i }))
+    }
 }
 
 impl Graph {
@@ -84,6 +95,17 @@ impl Graph {
     /// The names of the graph's outputs, in order.
     pub fn output_names(&self) -> impl Iterator<Item = &str> {
         self.outputs.iter().map(|&o| self.value_name(o))
+    }
+
+    /// Per value, the index of the last node that reads it (`usize::MAX` for graph outputs,
+    /// which outlive every node): where a backend may free it.
+    pub fn last_uses(&self) -> Vec<usize> {
+        let mut last_use = vec![0; self.values.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            node.inputs.iter().flatten().for_each(|&id| last_use[id] = i);
+        }
+        self.outputs.iter().for_each(|&id| last_use[id] = usize::MAX);
+        last_use
     }
 
     /// How many node inputs and graph outputs read each value.

@@ -152,9 +152,10 @@ fn check(what: &str, graph: Graph, inputs: Vec<Tensor>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_case(
-    what: &str,
+/// One Conv of the GPU-against-CPU comparison (`new`: 1x1 strides and dilations, no padding,
+/// one group, no activation; cases override fields).
+struct ConvCase {
+    what: &'static str,
     x: [usize; 4],
     m: usize,
     kernel: [usize; 2],
@@ -163,11 +164,22 @@ fn conv_case(
     padding: Padding,
     group: usize,
     activation: Activation,
-) {
-    let w = tensor(&[m, x[1] / group, kernel[0], kernel[1]], 2);
-    let bias = tensor(&[m], 3);
-    let op = Op::Conv(Conv { kernel, strides, dilations, padding, group, activation });
-    check(what, single(op, vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)]), vec![tensor(&x, 1)]);
+}
+
+impl ConvCase {
+    fn new(what: &'static str, x: [usize; 4], m: usize, kernel: [usize; 2]) -> Self {
+        let (strides, dilations, padding, group, activation) =
+            ([1, 1], [1, 1], Padding::NONE, 1, Activation::None);
+        ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation }
+    }
+
+    fn check(self) {
+        let ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation } = self;
+        let w = tensor(&[m, x[1] / group, kernel[0], kernel[1]], 2);
+        let bias = tensor(&[m], 3);
+        let op = Op::Conv(Conv { kernel, strides, dilations, padding, group, activation });
+        check(what, single(op, vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)]), vec![tensor(&x, 1)]);
+    }
 }
 
 fn pads(top: usize, left: usize, bottom: usize, right: usize) -> Padding {
@@ -177,126 +189,80 @@ fn pads(top: usize, left: usize, bottom: usize, right: usize) -> Padding {
 #[test]
 fn conv_tiles_groups_strides_and_batches_match_cpu() {
     let prelu = |m: usize| Activation::PRelu(Arc::new(tensor(&[m], 9)));
-    let none = Activation::None;
-    let one = [1, 1];
     // Tile 64 x 64, two channel tiles, k = 45 (not a multiple of the slice depth).
-    conv_case(
-        "conv 70ch 3x3 pad1 batch3",
-        [3, 5, 7, 9],
-        70,
-        [3, 3],
-        one,
-        one,
-        pads(1, 1, 1, 1),
-        1,
-        none.clone(),
-    );
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        ..ConvCase::new("conv 70ch 3x3 pad1 batch3", [3, 5, 7, 9], 70, [3, 3])
+    }
+    .check();
     // Tile 32 x 128: stride 2, asymmetric pads, dilation.
-    conv_case(
-        "conv 20ch stride2 dil2 asym",
-        [2, 6, 13, 11],
-        20,
-        [3, 2],
-        [2, 2],
-        [2, 1],
-        pads(2, 0, 1, 3),
-        1,
-        Activation::Relu,
-    );
+    ConvCase {
+        strides: [2, 2],
+        dilations: [2, 1],
+        padding: pads(2, 0, 1, 3),
+        activation: Activation::Relu,
+        ..ConvCase::new("conv 20ch stride2 dil2 asym", [2, 6, 13, 11], 20, [3, 2])
+    }
+    .check();
     // Tile 16 x 256: 1x1 maps, pointwise, batch 4.
-    conv_case(
-        "conv pointwise 1x1 map batch4",
-        [4, 7, 1, 1],
-        10,
-        [1, 1],
-        one,
-        one,
-        Padding::NONE,
-        1,
-        prelu(10),
-    );
-    conv_case(
-        "conv 3x3 on 1x1 map pad1",
-        [2, 3, 1, 1],
-        5,
-        [3, 3],
-        one,
-        one,
-        pads(1, 1, 1, 1),
-        1,
-        none.clone(),
-    );
-    conv_case(
-        "conv pointwise 33x35 batch2",
-        [2, 40, 33, 35],
-        96,
-        [1, 1],
-        one,
-        one,
-        Padding::SameUpper,
-        1,
-        Activation::LeakyRelu(0.1),
-    );
-    conv_case(
-        "conv pointwise stride2",
-        [2, 8, 9, 9],
-        12,
-        [1, 1],
-        [2, 2],
-        one,
-        Padding::NONE,
-        1,
-        none.clone(),
-    );
-    conv_case("conv groups4", [2, 8, 10, 7], 12, [3, 3], one, one, pads(1, 1, 1, 1), 4, prelu(12));
-    conv_case(
-        "conv groups2 100ch",
-        [1, 64, 9, 9],
-        130,
-        [3, 3],
-        [2, 1],
-        one,
-        Padding::SameLower,
-        2,
-        none.clone(),
-    );
-    conv_case(
-        "conv depthwise stride2 prelu",
-        [3, 6, 11, 10],
-        6,
-        [3, 3],
-        [2, 2],
-        one,
-        pads(1, 1, 1, 1),
-        6,
-        prelu(6),
-    );
-    conv_case(
-        "conv depth multiplier 2",
-        [2, 3, 8, 8],
-        6,
-        [3, 3],
-        one,
-        [2, 2],
-        Padding::SameUpper,
-        3,
-        none.clone(),
-    );
-    conv_case("conv 5x5 on 3x3 pad2", [1, 2, 3, 3], 4, [5, 5], one, one, pads(2, 2, 2, 2), 1, none.clone());
+    ConvCase {
+        activation: prelu(10),
+        ..ConvCase::new("conv pointwise 1x1 map batch4", [4, 7, 1, 1], 10, [1, 1])
+    }
+    .check();
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        ..ConvCase::new("conv 3x3 on 1x1 map pad1", [2, 3, 1, 1], 5, [3, 3])
+    }
+    .check();
+    ConvCase {
+        padding: Padding::SameUpper,
+        activation: Activation::LeakyRelu(0.1),
+        ..ConvCase::new("conv pointwise 33x35 batch2", [2, 40, 33, 35], 96, [1, 1])
+    }
+    .check();
+    ConvCase { strides: [2, 2], ..ConvCase::new("conv pointwise stride2", [2, 8, 9, 9], 12, [1, 1]) }.check();
+    ConvCase {
+        padding: pads(1, 1, 1, 1),
+        group: 4,
+        activation: prelu(12),
+        ..ConvCase::new("conv groups4", [2, 8, 10, 7], 12, [3, 3])
+    }
+    .check();
+    ConvCase {
+        strides: [2, 1],
+        padding: Padding::SameLower,
+        group: 2,
+        ..ConvCase::new("conv groups2 100ch", [1, 64, 9, 9], 130, [3, 3])
+    }
+    .check();
+    ConvCase {
+        strides: [2, 2],
+        padding: pads(1, 1, 1, 1),
+        group: 6,
+        activation: prelu(6),
+        ..ConvCase::new("conv depthwise stride2 prelu", [3, 6, 11, 10], 6, [3, 3])
+    }
+    .check();
+    ConvCase {
+        dilations: [2, 2],
+        padding: Padding::SameUpper,
+        group: 3,
+        ..ConvCase::new("conv depth multiplier 2", [2, 3, 8, 8], 6, [3, 3])
+    }
+    .check();
+    ConvCase { padding: pads(2, 2, 2, 2), ..ConvCase::new("conv 5x5 on 3x3 pad2", [1, 2, 3, 3], 4, [5, 5]) }
+        .check();
     // Many pixel tiles: a 300 x 300 map (P-Net-like first layer).
-    conv_case("conv 300x300", [1, 3, 300, 300], 10, [3, 3], one, one, Padding::NONE, 1, prelu(10));
+    ConvCase { activation: prelu(10), ..ConvCase::new("conv 300x300", [1, 3, 300, 300], 10, [3, 3]) }.check();
     // Deep k (resnet-like): k = 64 · 9 = 576, 128 output channels.
-    conv_case(
-        "conv deep k",
-        [2, 64, 12, 12],
-        128,
-        [3, 3],
-        [2, 2],
-        one,
-        pads(1, 1, 1, 1),
-        1,
-        Activation::Relu,
-    );
+    ConvCase {
+        strides: [2, 2],
+        padding: pads(1, 1, 1, 1),
+        activation: Activation::Relu,
+        ..ConvCase::new("conv deep k", [2, 64, 12, 12], 128, [3, 3])
+    }
+    .check();
 }
 
 #[test]

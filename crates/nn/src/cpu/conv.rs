@@ -6,7 +6,11 @@
 
 use rayon::prelude::*;
 
-use super::SyncPtr;
+use super::{SyncPtr, for_each_item};
+use std::sync::OnceLock;
+
+use super::channel_kernel::ChannelPanels;
+use super::conv_channels;
 use super::kernel::{self, PackedWeights};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
@@ -15,15 +19,24 @@ use crate::shape::ConvGeometry;
 /// Target size of one im2col tile, in f32 values (256 KiB: comfortably inside L2).
 const TILE_VALUES: usize = 64 * 1024;
 
+/// A conv's weights packed for the AVX-512 microkernels: for each kernel on the first run
+/// that needs it (which one runs depends on the output's width, known only then), then kept
+/// with the prepared graph.
+#[derive(Debug, Default)]
+pub struct PackedConv {
+    columns: OnceLock<PackedWeights>,
+    channels: OnceLock<ChannelPanels>,
+}
+
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
-/// one bias per output channel; with `packed` (the same weights packed for [`kernel`]) on the
-/// AVX-512 microkernel. Past `deadline` the items not yet started are skipped, leaving `out`
+/// one bias per output channel; with `packed` (the same weights packed for a kernel) on the
+/// AVX-512 microkernels. Past `deadline` the items not yet started are skipped, leaving `out`
 /// incomplete: the caller checks the deadline and discards it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: &[f32],
     w: &[f32],
-    packed: Option<&PackedWeights>,
+    packed: Option<&PackedConv>,
     bias: &[f32],
     conv: &Conv,
     g: &ConvGeometry,
@@ -39,8 +52,13 @@ pub fn conv2d(
     let [kh, kw] = conv.kernel;
     let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
-    if let Some(packed) = packed.filter(|w| w.data.len() == groups * w.panels * k * kernel::MR) {
-        return conv2d_packed(x, packed, bias, conv, g, out, deadline);
+    if let Some(packed) = packed {
+        if conv_channels::suits(cout_g) && !reads_rows_in_place(conv, g) {
+            let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
+            return conv_channels::conv2d(x, panels, bias, conv, g, out, deadline);
+        }
+        let panels = packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
+        return conv2d_packed(x, panels, bias, conv, g, out, deadline);
     }
     let _ = packed;
     let p = g.out_hw[0] * g.out_hw[1];
@@ -57,9 +75,6 @@ pub fn conv2d(
     let in_plane = g.in_hw[0] * g.in_hw[1];
 
     let run_item = |item: usize| {
-        if deadline.expired() {
-            return;
-        }
         let t = item % tiles;
         let group = (item / tiles) % groups;
         let n = item / (tiles * groups);
@@ -125,11 +140,20 @@ pub fn conv2d(
         SCRATCH.set(scratch);
     };
 
-    if items == 1 {
-        run_item(0);
-    } else {
-        (0..items).into_par_iter().for_each(run_item);
-    }
+    for_each_item(items, deadline, run_item);
+}
+
+/// Whether the column kernel reads this conv's input in place along output rows (stride 1
+/// without dilation; pointwise, or an output wide enough to fill its blocks): there it is
+/// faster than the channel kernel. On narrow outputs (17 or 35 columns: blocks of 32 + 3)
+/// most of its lanes would idle.
+fn reads_rows_in_place(conv: &Conv, g: &ConvGeometry) -> bool {
+    let [kh, kw] = conv.kernel;
+    let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
+    let pointwise = kh == 1 && kw == 1 && stride_1 && g.pads == [0; 4];
+    let [oh, ow] = g.out_hw;
+    let full_lanes = |width: usize| 4 * width >= 3 * width.div_ceil(kernel::NR) * kernel::NR;
+    if pointwise { full_lanes(oh * ow) } else { stride_1 && kw <= 16 && full_lanes(ow) }
 }
 
 /// Whether a conv runs on the direct depthwise loop (its weights are never packed).
@@ -149,16 +173,7 @@ fn conv2d_packed(
     deadline: &Deadline,
 ) {
     let items = PackedItems::new(x, packed, bias, conv, g, out);
-    let run_item = |item: usize| {
-        if !deadline.expired() {
-            items.run(item);
-        }
-    };
-    if items.count() == 1 {
-        run_item(0);
-    } else {
-        (0..items.count()).into_par_iter().for_each(run_item);
-    }
+    for_each_item(items.count(), deadline, |item| items.run(item));
 }
 
 /// A convolution on the microkernel as items: (image, group, column tile, share of the output
@@ -224,14 +239,7 @@ impl<'a> PackedItems<'a> {
         let wanted = 2 * rayon::current_num_threads();
         let panels_per_item =
             if base_items >= wanted { panels } else { panels.div_ceil(wanted.div_ceil(base_items)).max(1) };
-        let ow = g.out_hw[1];
-        // Stride 1 without dilation: the kernel reads its inputs in place, no im2col. Its
-        // blocks lie along output rows, so on narrow outputs (17 or 35 columns: blocks of
-        // 32 + 3) most of its lanes would idle; there lowering the tile first, to full blocks,
-        // is faster.
-        let full_lanes = 4 * ow >= 3 * ow.div_ceil(kernel::NR) * kernel::NR;
-        let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
-        let direct = (!pointwise && stride_1 && full_lanes && kw <= 16).then(|| kernel::DirectGeometry {
+        let direct = (!pointwise && reads_rows_in_place(conv, g)).then(|| kernel::DirectGeometry {
             channels: cin_g,
             kernel: [kh, kw],
             in_hw: g.in_hw,
@@ -299,7 +307,9 @@ impl<'a> PackedItems<'a> {
                 // SAFETY: as for the im2col blocks in run_lowered; `input` holds this group's
                 // planes, and (oy, ox..ox + block_cols) lies inside the output.
                 unsafe {
-                    kernel::block_direct(
+                    by_rows!(
+                        rows,
+                        kernel::block_direct,
                         direct,
                         input.as_ptr(),
                         oy,
@@ -346,7 +356,9 @@ impl<'a> PackedItems<'a> {
                 // input planes of a pointwise conv); kernel::available() held when `packed`
                 // was made.
                 unsafe {
-                    kernel::block(
+                    by_rows!(
+                        rows,
+                        kernel::block,
                         k,
                         self.packed.panel(item.group, panel, k),
                         col.add(c0),
@@ -364,6 +376,19 @@ impl<'a> PackedItems<'a> {
         SCRATCH.set(scratch);
     }
 }
+
+/// Calls a column-kernel function with as few computed rows as hold `rows` (1, 2, 4 or MR).
+macro_rules! by_rows {
+    ($rows:expr, $($f:ident)::+, $($arg:expr),* $(,)?) => {
+        match $rows {
+            1 => $($f)::+::<1>($($arg),*),
+            2 => $($f)::+::<2>($($arg),*),
+            3 | 4 => $($f)::+::<4>($($arg),*),
+            _ => $($f)::+::<{ kernel::MR }>($($arg),*),
+        }
+    };
+}
+use by_rows;
 
 /// The biases of channels [channel, channel + rows) as one block's (zeros past them).
 fn block_bias(bias: &[f32], channel: usize, rows: usize) -> [f32; kernel::MR] {

@@ -40,25 +40,31 @@ pub struct PackedWeights {
 
 impl PackedWeights {
     pub fn new(w: &[f32], groups: usize, cout_g: usize, k: usize) -> Self {
-        let panels = cout_g.div_ceil(MR);
-        let mut data = vec![0.0; groups * panels * k * MR];
-        for group in 0..groups {
-            for row in 0..cout_g {
-                let (panel, lane) = (row / MR, row % MR);
-                let src = &w[(group * cout_g + row) * k..][..k];
-                let dst = &mut data[(group * panels + panel) * k * MR..][..k * MR];
-                for (kk, &v) in src.iter().enumerate() {
-                    dst[kk * MR + lane] = v;
-                }
-            }
-        }
-        PackedWeights { data, panels }
+        PackedWeights { data: pack_panels(w, groups, cout_g, k, MR), panels: cout_g.div_ceil(MR) }
     }
 
     /// Panel `panel` of group `group` (`k` values per channel).
     pub fn panel(&self, group: usize, panel: usize, k: usize) -> &[f32] {
         &self.data[(group * self.panels + panel) * k * MR..][..k * MR]
     }
+}
+
+/// Packs `w` ([groups·cout_g, k], row-major) group by group into panels of `width` channels,
+/// each `[k][width]`; the channels past the last of a group are zeros.
+pub fn pack_panels(w: &[f32], groups: usize, cout_g: usize, k: usize, width: usize) -> Vec<f32> {
+    let panels = cout_g.div_ceil(width);
+    let mut data = vec![0.0; groups * panels * k * width];
+    for group in 0..groups {
+        for row in 0..cout_g {
+            let (panel, lane) = (row / width, row % width);
+            let src = &w[(group * cout_g + row) * k..][..k];
+            let dst = &mut data[(group * panels + panel) * k * width..][..k * width];
+            for (kk, &v) in src.iter().enumerate() {
+                dst[kk * width + lane] = v;
+            }
+        }
+    }
+    data
 }
 
 /// What the kernel does to a block before storing it.
@@ -87,7 +93,9 @@ impl Epilogue {
 }
 
 /// One block: `dst[r][c] = epilogue(bias[r] + Σ_k panel[k][r]·col[k·col_stride + c])` for
-/// rows r < `rows` (≤ MR) and columns c < `cols` (≤ NR).
+/// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ NR). R is the number of rows computed:
+/// a conv with fewer output channels than MR (1 for MMOD's last layer) runs on fewer
+/// multiply-adds per value.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `panel` holds `k·MR` values; `col` points at `k` rows
@@ -96,7 +104,7 @@ impl Epilogue {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn block(
+pub unsafe fn block<const R: usize>(
     k: usize,
     panel: &[f32],
     col: *const f32,
@@ -109,10 +117,10 @@ pub unsafe fn block(
     dst_stride: usize,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(panel.len() >= k * MR && rows <= MR && cols <= NR);
+    debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
     let lanes = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
     let (mask0, mask1) = (lanes(cols), lanes(cols.saturating_sub(16)));
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); 2];
     }
@@ -143,8 +151,8 @@ pub unsafe fn block(
 /// As for [`block`]'s `dst`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn store(
-    acc: &mut [[std::arch::x86_64::__m512; 2]; MR],
+unsafe fn store<const R: usize>(
+    acc: &mut [[std::arch::x86_64::__m512; 2]; R],
     epilogue: Epilogue,
     rows: usize,
     cols: usize,
@@ -199,7 +207,7 @@ pub struct DirectGeometry {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn block_direct(
+pub unsafe fn block_direct<const R: usize>(
     geometry: &DirectGeometry,
     input: *const f32,
     oy: usize,
@@ -214,7 +222,7 @@ pub unsafe fn block_direct(
 ) {
     use std::arch::x86_64::*;
     let DirectGeometry { channels, kernel: [kh, kw], in_hw: [h, w], pads: [pt, pl] } = *geometry;
-    debug_assert!(panel.len() >= channels * kh * kw * MR && rows <= MR && cols <= NR && kw <= 16);
+    debug_assert!(panel.len() >= channels * kh * kw * MR && rows <= R && R <= MR && cols <= NR && kw <= 16);
     // Per kernel column: the lanes whose input column lies inside the row.
     let mut masks = [(0u16, 0u16); 16];
     for (kx, mask) in masks.iter_mut().enumerate().take(kw) {
@@ -224,7 +232,7 @@ pub unsafe fn block_direct(
         let bits = (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32;
         *mask = (bits as u16, (bits >> 16) as u16);
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); 2];
     }

@@ -1,7 +1,9 @@
 //! The CPU backend: multithreaded (rayon), SGEMM from the `gemm` crate, weights packed once
 //! per prepared graph.
 
+mod channel_kernel;
 mod conv;
+mod conv_channels;
 mod indexing;
 mod kernel;
 mod matmul;
@@ -49,13 +51,30 @@ impl SyncPtr {
     }
 }
 
+/// Runs `run` on items 0..count in parallel (inline when there is one), skipping the items
+/// not yet started once `deadline` has passed: the caller checks the deadline afterwards and
+/// discards the incomplete output.
+fn for_each_item(count: usize, deadline: &Deadline, run: impl Fn(usize) + Sync + Send) {
+    let run = |item: usize| {
+        if !deadline.expired() {
+            run(item)
+        }
+    };
+    if count == 1 {
+        run(0);
+    } else {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(run);
+    }
+}
+
 pub struct CpuExecutable {
     graph: Arc<Graph>,
     limits: RunLimits,
     /// Per node: the bias of a Conv (zeros when the model has none), packed once.
     conv_bias: Vec<Option<Vec<f32>>>,
     /// Per node: a Conv's weights packed for the microkernel, where the CPU runs it.
-    conv_weights: Vec<Option<kernel::PackedWeights>>,
+    conv_weights: Vec<Option<conv::PackedConv>>,
     /// Per value: index of the last node reading it (graph outputs: never freed).
     last_use: Vec<usize>,
 }
@@ -77,16 +96,8 @@ impl CpuExecutable {
                     node.inputs[1].and_then(|id| graph.constant(id)).and_then(|w| {
                         let s = w.shape();
                         let groups = conv.group.max(1);
-                        (s.len() == 4 && s[0] % groups == 0 && !conv::is_depthwise(s[1], s[0] / groups)).then(
-                            || {
-                                kernel::PackedWeights::new(
-                                    w.data(),
-                                    groups,
-                                    s[0] / groups,
-                                    s[1] * s[2] * s[3],
-                                )
-                            },
-                        )
+                        (s.len() == 4 && s[0] % groups == 0 && !conv::is_depthwise(s[1], s[0] / groups))
+                            .then(conv::PackedConv::default)
                     })
                 }
                 _ => None,
@@ -114,15 +125,7 @@ impl CpuExecutable {
                 _ => None,
             });
         }
-        let mut last_use = vec![0; graph.values.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use[*id] = i;
-            }
-        }
-        for &out in &graph.outputs {
-            last_use[out] = usize::MAX;
-        }
+        let last_use = graph.last_uses();
         Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, last_use })
     }
 }
@@ -136,9 +139,7 @@ impl Executable for CpuExecutable {
 impl CpuExecutable {
     /// Runs the graph and records how long each node took (for benchmarks).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
-        let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_timed(inputs, Some(&mut timings), Deadline::NONE)?;
-        Ok((outputs, timings))
+        NodeTiming::collect(self.graph.nodes.len(), |t| self.run_timed(inputs, Some(t), Deadline::NONE))
     }
 
     fn run_timed(
@@ -332,13 +333,7 @@ fn value<'s>(slots: &'s [Slot], id: ValueId) -> Result<&'s Tensor, NnError> {
 }
 
 fn input_of<'s>(node: &super::ir::Node, slots: &'s [Slot], i: usize) -> Result<&'s Tensor, NnError> {
-    let id = node
-        .inputs
-        .get(i)
-        .copied()
-        .flatten()
-        .ok_or_else(|| NnError::invalid_argument(ArgumentFault::MissingInput { index: i }))?;
-    value(slots, id)
+    value(slots, node.required_input(i)?)
 }
 
 /// Multiply-add work of a node on the values in `slots`.

@@ -32,6 +32,14 @@ fn host<P: KernelParams>() -> HostParams {
 
 fn host_params() -> Vec<HostParams> {
     vec![
+        // Declared in every module: checked in one.
+        HostParams {
+            shader: Shader::Conv,
+            name: "Window2d",
+            entries: &[],
+            size: size_of::<Window2d>(),
+            fields: Window2d::fields(),
+        },
         host::<ConvParams>(),
         host::<GemmParams>(),
         host::<PoolParams>(),
@@ -52,12 +60,13 @@ fn host_params() -> Vec<HostParams> {
 
 /// The shader's module as wgpu compiles it (prelude included), validated.
 fn reflect(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(shader.source())
-        .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(shader.source())));
+    let source = shader.source();
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(&source)));
     let info =
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(shader.source())));
+            .unwrap_or_else(|e| panic!("shaders/{}: {}", shader.file(), e.emit_to_string(&source)));
     (module, info)
 }
 
@@ -72,6 +81,7 @@ fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
         naga::TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } => {
             format!("array<{}, {n}>", wgsl_type(module, *base))
         }
+        naga::TypeInner::Struct { .. } => module.types[ty].name.clone().unwrap_or_default(),
         other => format!("{other:?}"),
     }
 }
@@ -94,15 +104,27 @@ fn wgsl_struct(module: &naga::Module, name: &str) -> Option<(Vec<Field>, usize)>
     })
 }
 
-#[test]
-fn every_params_struct_matches_its_wgsl_struct() {
+/// Reflects every shader module and runs `check` on it with the host structs it should
+/// declare; fails with every problem the checks report.
+fn check_modules(
+    check: impl Fn(Shader, &naga::Module, &naga::valid::ModuleInfo, &[&HostParams], &mut Vec<String>),
+) {
     let hosts = host_params();
     let mut problems = Vec::new();
     for shader in Shader::ALL {
-        let (module, _) = reflect(shader);
-        for host in hosts.iter().filter(|h| h.shader == shader) {
-            let Some((fields, size)) = wgsl_struct(&module, host.name) else {
-                problems.push(format!("shaders/{} declares no struct {}", shader.file(), host.name));
+        let (module, info) = reflect(shader);
+        let own: Vec<&HostParams> = hosts.iter().filter(|h| h.shader == shader).collect();
+        check(shader, &module, &info, &own, &mut problems);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_params_struct_matches_its_wgsl_struct() {
+    check_modules(|shader, module, _, hosts, problems| {
+        for host in hosts {
+            let Some((fields, size)) = wgsl_struct(module, host.name) else {
+                problems.push(format!("the module of shaders/{} has no struct {}", shader.file(), host.name));
                 continue;
             };
             if let Some(i) =
@@ -120,31 +142,24 @@ fn every_params_struct_matches_its_wgsl_struct() {
                 problems.push(format!("{}: {} bytes on the host, {size} in the WGSL", host.name, host.size));
             }
         }
-        // A params struct the host does not mirror.
+        // A params struct declared by hand in the shader file, not by params.rs.
         for (_, ty) in module.types.iter() {
             let Some(name) = ty.name.as_deref() else { continue };
             let is_struct = matches!(ty.inner, naga::TypeInner::Struct { .. });
-            if is_struct
-                && name.ends_with("Params")
-                && !hosts.iter().any(|h| h.shader == shader && h.name == name)
-            {
+            if is_struct && name.ends_with("Params") && !hosts.iter().any(|h| h.name == name) {
                 problems.push(format!(
-                    "shaders/{} declares {name}, which params.rs does not mirror",
+                    "shaders/{} declares {name}: declare it in params.rs (kernel_params!) instead",
                     shader.file()
                 ));
             }
         }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    });
 }
 
 /// Every entry point reads, at binding 0, the struct the host writes for it.
 #[test]
 fn every_entry_point_reads_the_params_the_host_writes() {
-    let hosts = host_params();
-    let mut problems = Vec::new();
-    for shader in Shader::ALL {
-        let (module, info) = reflect(shader);
+    check_modules(|shader, module, info, hosts, problems| {
         for (index, entry) in module.entry_points.iter().enumerate() {
             let uses = info.get_entry_point(index);
             let read: Vec<&str> = module
@@ -156,11 +171,8 @@ fn every_entry_point_reads_the_params_the_host_writes() {
                 })
                 .filter_map(|(_, var)| module.types[var.ty].name.as_deref())
                 .collect();
-            let written: Vec<&str> = hosts
-                .iter()
-                .filter(|h| h.shader == shader && h.entries.contains(&entry.name.as_str()))
-                .map(|h| h.name)
-                .collect();
+            let written: Vec<&str> =
+                hosts.iter().filter(|h| h.entries.contains(&entry.name.as_str())).map(|h| h.name).collect();
             if read != written {
                 problems.push(format!(
                     "shaders/{}: entry point `{}` reads {read:?} at binding 0, the host writes {written:?}",
@@ -169,7 +181,7 @@ fn every_entry_point_reads_the_params_the_host_writes() {
                 ));
             }
         }
-        for host in hosts.iter().filter(|h| h.shader == shader) {
+        for host in hosts {
             for entry in host.entries {
                 if !module.entry_points.iter().any(|e| e.name == *entry) {
                     problems.push(format!(
@@ -180,8 +192,7 @@ fn every_entry_point_reads_the_params_the_host_writes() {
                 }
             }
         }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    });
 }
 
 /// The u32 value of every WGSL `const` whose name starts with `prefix`.

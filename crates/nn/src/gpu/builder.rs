@@ -85,13 +85,7 @@ pub(super) struct Builder<'e> {
 impl Builder<'_> {
     /// The location of input `i` of `node`.
     pub fn input(&self, node: &Node, i: usize) -> Result<&Loc, NnError> {
-        let id = node
-            .inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .ok_or_else(|| NnError::invalid_argument(crate::ArgumentFault::MissingInput { index: i }))?;
-        self.value(id)
+        self.value(node.required_input(i)?)
     }
 
     pub fn optional_input(&self, node: &Node, i: usize) -> Result<Option<&Loc>, NnError> {

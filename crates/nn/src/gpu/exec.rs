@@ -111,15 +111,7 @@ impl GpuExecutable {
                 Ok::<_, NnError>((constants, nodes))
             })??;
 
-        let mut last_use = vec![0; graph.values.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use[*id] = i;
-            }
-        }
-        for &out in &graph.outputs {
-            last_use[out] = usize::MAX;
-        }
+        let last_use = graph.last_uses();
         let uses = graph.use_counts();
         Ok(GpuExecutable {
             ctx,
@@ -164,9 +156,7 @@ impl GpuExecutable {
     /// Runs the graph and records each node's time (GPU timestamps when the device has them,
     /// otherwise one submission per node, timed on the host).
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTiming>), NnError> {
-        let mut timings = Vec::with_capacity(self.graph.nodes.len());
-        let outputs = self.run_with(inputs, Some(&mut timings), Deadline::NONE)?;
-        Ok((outputs, timings))
+        NodeTiming::collect(self.graph.nodes.len(), |t| self.run_with(inputs, Some(t), Deadline::NONE))
     }
 
     fn run_with(

@@ -2,7 +2,7 @@
 //! compute pipelines, one per (entry point, pipeline-overridable constants).
 //!
 //! Every kernel binds, in group 0: binding 0 its parameters (a read-only storage buffer
-//! holding one params struct of 4-byte fields, mirrored in `params.rs`), bindings 1..=n its
+//! holding one params struct of 4-byte fields, declared for both languages in `params.rs`), bindings 1..=n its
 //! n inputs (read-only storage) and binding n + 1 its output (read-write storage). Bind group
 //! and pipeline layouts are explicit, one per input count, so unused bindings are harmless.
 
@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::context::scoped;
+use super::params;
 use crate::NnError;
 
 /// A shader source file.
@@ -25,13 +26,12 @@ pub enum Shader {
     ConvTranspose,
 }
 
-/// The helpers every kernel file uses (`shaders/prelude.wgsl`), prepended to each.
-macro_rules! with_prelude {
+/// The helpers every kernel file uses.
+const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
+
+macro_rules! shader_file {
     ($file:literal) => {
-        concat!(
-            include_str!("../../../../shaders/prelude.wgsl"),
-            include_str!(concat!("../../../../shaders/", $file))
-        )
+        include_str!(concat!("../../../../shaders/", $file))
     };
 }
 
@@ -48,18 +48,27 @@ impl Shader {
         Shader::ConvTranspose,
     ];
 
-    /// The module's WGSL: the prelude, then the file. Compiler messages count lines from the
-    /// prelude's first.
-    pub fn source(self) -> &'static str {
+    /// The module's WGSL: what params.rs declares for it (shared dimensions, op codes, its
+    /// params structs), the prelude, then the file. Compiler messages count lines from the
+    /// declarations' first.
+    pub fn source(self) -> String {
+        let mut wgsl = params::wgsl_declarations(self);
+        wgsl.push_str(PRELUDE);
+        wgsl.push_str(self.file_source());
+        wgsl
+    }
+
+    /// The file's own WGSL.
+    fn file_source(self) -> &'static str {
         match self {
-            Shader::Conv => with_prelude!("conv2d.wgsl"),
-            Shader::Gemm => with_prelude!("gemm.wgsl"),
-            Shader::Pool => with_prelude!("pool.wgsl"),
-            Shader::Eltwise => with_prelude!("eltwise.wgsl"),
-            Shader::Softmax => with_prelude!("softmax.wgsl"),
-            Shader::Layout => with_prelude!("layout.wgsl"),
-            Shader::Gather => with_prelude!("gather.wgsl"),
-            Shader::ConvTranspose => with_prelude!("conv_transpose.wgsl"),
+            Shader::Conv => shader_file!("conv2d.wgsl"),
+            Shader::Gemm => shader_file!("gemm.wgsl"),
+            Shader::Pool => shader_file!("pool.wgsl"),
+            Shader::Eltwise => shader_file!("eltwise.wgsl"),
+            Shader::Softmax => shader_file!("softmax.wgsl"),
+            Shader::Layout => shader_file!("layout.wgsl"),
+            Shader::Gather => shader_file!("gather.wgsl"),
+            Shader::ConvTranspose => shader_file!("conv_transpose.wgsl"),
         }
     }
 

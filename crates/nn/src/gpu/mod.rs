@@ -13,8 +13,9 @@
 //!   plan, all dispatches go into one command buffer and one submission, and only the graph
 //!   outputs are read back. Reshape, Flatten, Squeeze, Unsqueeze and Identity alias their
 //!   input's buffer.
-//! - Kernel parameters are `#[repr(C)]` structs (`params`), one per WGSL params struct,
-//!   checked against the WGSL by the `abi_tests` unit test.
+//! - Kernel parameters are `#[repr(C)]` structs (`params`) whose WGSL declarations the same
+//!   macro writes and prepends to the shader files; the `abi_tests` unit test checks the
+//!   layouts agree.
 //!
 //! The CPU backend (`nn::cpu`) defines the semantics; the op conformance suite runs on both.
 

@@ -1,28 +1,49 @@
-//! The host side of the kernels' ABI: one `#[repr(C)]` struct per WGSL params struct in
-//! `shaders/` (same name, same fields in the same order), and the op codes the kernels are
-//! specialized on. `abi_tests` reflects the WGSL through naga and checks that both sides
-//! agree, so that a field added, moved or retyped on one side only fails a test instead of
-//! feeding a kernel shifted parameters.
+//! The kernels' ABI, declared once: each params struct is a `#[repr(C)]` Rust struct and, from
+//! the same macro, its WGSL declaration, as are the op codes the kernels are specialized on and
+//! the array dimensions. The shader files use these names without declaring them: a shader
+//! module is `wgsl_declarations`, then `shaders/prelude.wgsl`, then the file. `abi_tests`
+//! reflects the modules through naga and checks that the WGSL layout (field names, order,
+//! offsets, types, size) is the Rust one, and that each entry point reads the struct the host
+//! writes for it.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::kernels::Shader;
 
-/// Dimensions the index-decoding kernels (binary, transpose, pad) handle.
-pub const MAX_RANK: usize = 8;
-/// Broadcast batch dimensions of MatMul.
-pub const MAX_BATCH_RANK: usize = 6;
+/// Declares constants shared with the WGSL: each a Rust `usize` and a WGSL `u32` of the same
+/// name (the params structs size their arrays with them).
+macro_rules! shared_dims {
+    ($( $(#[doc = $doc:literal])* $name:ident = $value:literal; )+) => {
+        $( $(#[doc = $doc])* pub const $name: usize = $value; )+
 
-/// A kernel's parameters, written to binding 0 of its dispatch.
-pub trait KernelParams: Pod {
-    /// The shader file declaring the WGSL struct.
-    const SHADER: Shader;
-    /// The entry points that read it.
-    const ENTRIES: &'static [&'static str];
+        /// Their WGSL declarations.
+        const WGSL_DIMS: &str = concat!($( $("//", $doc, "\n",)* "const ", stringify!($name), ": u32 = ", $value, "u;\n", )+);
+    };
+}
+
+shared_dims! {
+    /// Dimensions the index-decoding kernels (binary, transpose, pad, gather) handle.
+    MAX_RANK = 8;
+    /// Broadcast batch dimensions of MatMul.
+    MAX_BATCH_RANK = 6;
+}
+
+/// A struct of the ABI, declared once for both languages by `abi_struct!`.
+pub trait AbiStruct: Pod {
+    /// Its WGSL declaration, prepended to the files that use it (they do not declare it).
+    const WGSL: &'static str;
 
     /// The fields in declaration order, for the WGSL reflection test.
     #[cfg(test)]
     fn fields() -> Vec<Field>;
+}
+
+/// A kernel's parameters, written to binding 0 of its dispatch.
+pub trait KernelParams: AbiStruct {
+    /// The shader file whose entry points read it.
+    const SHADER: Shader;
+    /// The entry points that read it.
+    const ENTRIES: &'static [&'static str];
 }
 
 /// One field of a params struct as the reflection test compares it with the WGSL.
@@ -35,7 +56,7 @@ pub struct Field {
     pub wgsl_type: String,
 }
 
-/// How WGSL spells a field type.
+/// How WGSL spells a field type, from the Rust type (the test's side of the comparison).
 #[cfg(test)]
 pub trait WgslType {
     fn wgsl() -> String;
@@ -45,21 +66,17 @@ pub trait WgslType {
 mod wgsl_types {
     use super::WgslType;
 
-    impl WgslType for u32 {
-        fn wgsl() -> String {
-            "u32".into()
-        }
+    macro_rules! scalar {
+        ($($ty:ident)+) => {$(
+            impl WgslType for $ty {
+                fn wgsl() -> String {
+                    stringify!($ty).into()
+                }
+            }
+        )+};
     }
-    impl WgslType for i32 {
-        fn wgsl() -> String {
-            "i32".into()
-        }
-    }
-    impl WgslType for f32 {
-        fn wgsl() -> String {
-            "f32".into()
-        }
-    }
+    scalar!(u32 i32 f32);
+
     impl<T: WgslType, const N: usize> WgslType for [T; N] {
         fn wgsl() -> String {
             format!("array<{}, {N}>", T::wgsl())
@@ -67,24 +84,42 @@ mod wgsl_types {
     }
 }
 
-/// Declares params structs: `Name in Shader [entry points] { field: type, ... }`.
-macro_rules! kernel_params {
-    ($(
-        $(#[$doc:meta])*
-        $name:ident in $shader:ident [$($entry:literal),+] {
-            $( $(#[$field_doc:meta])* $field:ident: $ty:ty, )+
+/// How the generated WGSL declaration spells a field type: scalars as in Rust, `[T; N]` as
+/// `array<T, N>` (N one of the `shared_dims!` constants, which the WGSL declares too).
+macro_rules! wgsl_type {
+    ([$elem:ident; $len:ident]) => {
+        concat!("array<", stringify!($elem), ", ", stringify!($len), ">")
+    };
+    ($scalar:ident) => {
+        stringify!($scalar)
+    };
+}
+
+/// Declares a struct of the ABI, `Name { field: type, ... }`: a `#[repr(C)]` Rust struct and,
+/// in `AbiStruct::WGSL`, the WGSL struct of the same name, fields and doc comments. Fields are
+/// 4-byte scalars, arrays of them or other such structs, so both languages lay them out
+/// alike; `abi_tests` checks it with naga.
+macro_rules! abi_struct {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident {
+            $( $(#[doc = $field_doc:literal])* $field:ident: $ty:tt, )+
         }
-    )+) => {$(
-        $(#[$doc])*
+    ) => {
+        $(#[doc = $doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
         pub struct $name {
-            $( $(#[$field_doc])* pub $field: $ty, )+
+            $( $(#[doc = $field_doc])* pub $field: $ty, )+
         }
 
-        impl KernelParams for $name {
-            const SHADER: Shader = Shader::$shader;
-            const ENTRIES: &'static [&'static str] = &[$($entry),+];
+        impl AbiStruct for $name {
+            const WGSL: &'static str = concat!(
+                $("//", $doc, "\n",)*
+                "struct ", stringify!($name), " {\n",
+                $( $("    //", $field_doc, "\n",)* "    ", stringify!($field), ": ", wgsl_type!($ty), ",\n", )+
+                "}\n",
+            );
 
             #[cfg(test)]
             fn fields() -> Vec<Field> {
@@ -95,18 +130,53 @@ macro_rules! kernel_params {
                 }),+]
             }
         }
-    )+};
+
+        #[cfg(test)]
+        impl WgslType for $name {
+            fn wgsl() -> String {
+                stringify!($name).into()
+            }
+        }
+    };
 }
 
-kernel_params! {
-    /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
-    /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
-    ConvParams in Conv ["conv2d", "depthwise"] {
-        batch: u32,
-        in_c: u32,
+/// Declares structs of the ABI that params structs embed, declared in every shader module.
+macro_rules! shared_structs {
+    ($( $(#[doc = $doc:literal])* $name:ident $body:tt )+) => {
+        $( abi_struct!($(#[doc = $doc])* $name $body); )+
+
+        /// Their WGSL declarations.
+        const WGSL_SHARED: &[&str] = &[$( <$name as AbiStruct>::WGSL ),+];
+    };
+}
+
+/// Declares params structs, `Name in Shader [entry points] { field: type, ... }` (see
+/// `abi_struct!`), each read by the entry points listed.
+macro_rules! kernel_params {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident in $shader:ident [$($entry:literal),+] $body:tt
+    )+) => {
+        $(
+            abi_struct!($(#[doc = $doc])* $name $body);
+
+            impl KernelParams for $name {
+                const SHADER: Shader = Shader::$shader;
+                const ENTRIES: &'static [&'static str] = &[$($entry),+];
+            }
+        )+
+
+        /// Every params struct's shader and WGSL declaration.
+        const WGSL_STRUCTS: &[(Shader, &str)] = &[$( (Shader::$shader, <$name as AbiStruct>::WGSL) ),+];
+    };
+}
+
+shared_structs! {
+    /// The sliding window of a 2-D convolution or pooling: the input and output planes, the
+    /// kernel, strides, dilations, and the padding before the first row and column.
+    Window2d {
         in_h: u32,
         in_w: u32,
-        out_c: u32,
         out_h: u32,
         out_w: u32,
         kh: u32,
@@ -117,14 +187,46 @@ kernel_params! {
         dw: u32,
         pad_t: u32,
         pad_l: u32,
+    }
+}
+
+impl Window2d {
+    /// `pads`: resolved, top and left first (the window keeps those two).
+    pub fn new(
+        in_hw: [usize; 2],
+        out_hw: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: &[usize],
+    ) -> Self {
+        let [in_h, in_w] = in_hw.map(u);
+        let [out_h, out_w] = out_hw.map(u);
+        let [kh, kw] = kernel.map(u);
+        let [sh, sw] = strides.map(u);
+        let [dh, dw] = dilations.map(u);
+        Window2d { in_h, in_w, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t: u(pads[0]), pad_l: u(pads[1]) }
+    }
+}
+
+kernel_params! {
+    /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
+    /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
+    ConvParams in Conv ["conv2d", "depthwise"] {
+        batch: u32,
+        in_c: u32,
+        out_c: u32,
+        /// Channels per group, in and out; k = in_cg · kh · kw.
         in_cg: u32,
         out_cg: u32,
+        win: Window2d,
         k: u32,
+        /// Output pixels of this dispatch: images · out_h · out_w.
         pixels: u32,
         m_tiles: u32,
         p_tiles: u32,
         groups: u32,
-        /// LeakyRelu's slope.
+        /// LeakyRelu's slope (ACT == ACT_LEAKY_RELU).
         alpha: f32,
         n_base: u32,
         m_base: u32,
@@ -150,8 +252,9 @@ kernel_params! {
         batch_rank: u32,
         alpha: f32,
         beta: f32,
-        /// LeakyRelu's slope.
+        /// LeakyRelu's slope (ACT == ACT_LEAKY_RELU).
         leaky: f32,
+        /// The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
         batch_shape: [u32; MAX_BATCH_RANK],
         a_batch: [u32; MAX_BATCH_RANK],
         b_batch: [u32; MAX_BATCH_RANK],
@@ -159,21 +262,13 @@ kernel_params! {
 
     /// pool.wgsl: MaxPool and AveragePool over planes [base, base + planes).
     PoolParams in Pool ["pool2d"] {
+        /// batch · channels
         planes: u32,
-        in_h: u32,
-        in_w: u32,
-        out_h: u32,
-        out_w: u32,
-        kh: u32,
-        kw: u32,
-        sh: u32,
-        sw: u32,
-        dh: u32,
-        dw: u32,
-        pad_t: u32,
-        pad_l: u32,
+        win: Window2d,
+        /// The padding after the last row and column (which the average may count).
         pad_b: u32,
         pad_r: u32,
+        /// The first plane of this dispatch, and where the bindings of x and y start (elements).
         base: u32,
         x_sub: u32,
         y_sub: u32,
@@ -182,13 +277,15 @@ kernel_params! {
     /// pool.wgsl: GlobalMaxPool and GlobalAveragePool.
     GlobalPoolParams in Pool ["global_pool"] {
         planes: u32,
+        /// Values per plane (the product of the spatial dimensions).
         size: u32,
         base: u32,
         x_sub: u32,
         y_sub: u32,
     }
 
-    /// softmax.wgsl.
+    /// softmax.wgsl. Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements
+    /// where the bindings start (tensors larger than one binding are split by whole blocks of rows).
     SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] {
         rows: u32,
         len: u32,
@@ -237,6 +334,7 @@ kernel_params! {
     TransposeParams in Layout ["transpose"] {
         total: u32,
         rank: u32,
+        /// Output dimensions, and for each the stride of the input along it.
         shape: [u32; MAX_RANK],
         strides: [u32; MAX_RANK],
     }
@@ -249,13 +347,17 @@ kernel_params! {
         out_shape: [u32; MAX_RANK],
         in_shape: [u32; MAX_RANK],
         in_strides: [u32; MAX_RANK],
+        /// Padding before each dimension; negative crops.
         begin: [i32; MAX_RANK],
     }
 
     /// layout.wgsl: one input of a Concat.
     ConcatParams in Layout ["concat"] {
+        /// Values of this input: outer · block.
         total: u32,
+        /// Values of this input per outer index (its extent along the axis times the inner size).
         block: u32,
+        /// Values of the output per outer index, and where this input's block starts in it.
         out_block: u32,
         offset: u32,
     }
@@ -264,14 +366,18 @@ kernel_params! {
     IndexMapParams in Gather ["index_map"] {
         total: u32,
         rank: u32,
+        /// Pad's constant, for outputs with a NO_SOURCE coordinate.
         value: f32,
         out_shape: [u32; MAX_RANK],
+        /// Where each output dimension's entries start in the table: entry `table_base[d] + c`
+        /// is the input element offset contributed by coordinate c of dimension d.
         table_base: [u32; MAX_RANK],
     }
 
     /// gather.wgsl: one axis of a Resize.
     ResizeAxisParams in Gather ["resize_axis"] {
         total: u32,
+        /// The resized axis: its input and output lengths, and the values after it.
         len_in: u32,
         len_out: u32,
         inner: u32,
@@ -281,65 +387,67 @@ kernel_params! {
     ConvTransposeParams in ConvTranspose ["conv_transpose"] {
         total: u32,
         in_c: u32,
-        in_h: u32,
-        in_w: u32,
         out_c: u32,
-        out_h: u32,
-        out_w: u32,
-        kh: u32,
-        kw: u32,
-        sh: u32,
-        sw: u32,
-        dh: u32,
-        dw: u32,
-        pad_t: u32,
-        pad_l: u32,
+        /// Input and output channels per group.
         in_cg: u32,
         out_cg: u32,
+        win: Window2d,
     }
 
     /// gather.wgsl: ReduceSum and ReduceMean.
     ReduceParams in Gather ["reduce"] {
         total: u32,
         rank: u32,
+        /// Reduced values per output value.
         count: u32,
+        /// 1 for ReduceSum, 1 / count for ReduceMean.
         scale: f32,
         in_shape: [u32; MAX_RANK],
         in_strides: [u32; MAX_RANK],
+        /// 1 for the dimensions reduced.
         reduced: [u32; MAX_RANK],
     }
 }
 
-/// Declares `#[repr(u32)]` code enums mirroring WGSL constants: `Name in Shader prefix
-/// "PREFIX_" { Variant = value as "WGSL_CONSTANT", ... }`. Every WGSL constant of the shader
-/// named with the prefix must be a variant, with the same value (the reflection test checks).
+/// Declares `#[repr(u32)]` code enums and their WGSL constants: `Name in Shader prefix
+/// "PREFIX_" { Variant = value as "WGSL_CONSTANT", ... }`. The constants are declared in every
+/// shader module (`WGSL_CODES`); the reflection test checks that the module's constants with
+/// the prefix are exactly the variants.
 macro_rules! kernel_codes {
     ($(
-        $(#[$doc:meta])*
+        $(#[doc = $doc:literal])*
         $name:ident in $shader:ident prefix $prefix:literal {
-            $( $(#[$variant_doc:meta])* $variant:ident = $value:literal as $wgsl:literal, )+
+            $( $(#[doc = $variant_doc:literal])* $variant:ident = $value:literal as $wgsl:literal, )+
         }
-    )+) => {$(
-        $(#[$doc])*
-        #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $( $(#[$variant_doc])* $variant = $value, )+
-        }
+    )+) => {
+        $(
+            $(#[doc = $doc])*
+            #[repr(u32)]
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub enum $name {
+                $( $(#[doc = $variant_doc])* $variant = $value, )+
+            }
 
-        #[cfg(test)]
-        impl $name {
-            pub const SHADER: Shader = Shader::$shader;
-            pub const WGSL_PREFIX: &'static str = $prefix;
-            /// Each variant's WGSL constant and value.
-            pub const WGSL: &'static [(&'static str, u32)] = &[$( ($wgsl, $name::$variant as u32) ),+];
-        }
-    )+};
+            #[cfg(test)]
+            impl $name {
+                pub const SHADER: Shader = Shader::$shader;
+                pub const WGSL_PREFIX: &'static str = $prefix;
+                /// Each variant's WGSL constant and value.
+                pub const WGSL: &'static [(&'static str, u32)] = &[$( ($wgsl, $name::$variant as u32) ),+];
+            }
+        )+
+
+        /// Every code's WGSL declaration.
+        const WGSL_CODES: &str = concat!($(
+            $("//", $doc, "\n",)*
+            $( $("//", $variant_doc, "\n",)* "const ", $wgsl, ": u32 = ", $value, "u;\n", )+
+        )+);
+    };
 }
 
 kernel_codes! {
-    /// The activation conv2d.wgsl and gemm.wgsl fuse into their epilogue (override `ACT`;
-    /// the constants are in prelude.wgsl).
+    /// The activation conv2d.wgsl and gemm.wgsl fuse into their epilogue (override `ACT`,
+    /// applied by prelude.wgsl's `fused_activation`).
     FusedActivation in Conv prefix "ACT_" {
         None = 0 as "ACT_NONE",
         Relu = 1 as "ACT_RELU",
@@ -375,6 +483,20 @@ kernel_codes! {
         Max = 6 as "BINARY_MAX",
         Min = 7 as "BINARY_MIN",
     }
+}
+
+/// What `shader`'s file uses without declaring, as WGSL: the shared dimensions, every op
+/// code, the shared structs and the params structs of its entry points (`Shader::source`
+/// puts it before the prelude and the file).
+pub fn wgsl_declarations(shader: Shader) -> String {
+    let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
+    for decl in WGSL_SHARED {
+        wgsl.push_str(decl);
+    }
+    for (_, decl) in WGSL_STRUCTS.iter().filter(|(s, _)| *s == shader) {
+        wgsl.push_str(decl);
+    }
+    wgsl
 }
 
 /// `values` as a fixed-size WGSL array, zero-filled (callers check that they fit).

@@ -238,6 +238,22 @@ def conv_cases():
     conv_case("conv_pointwise_padded", [1, 4, 5, 6], [3, 4, 1, 1], kernel_shape=[1, 1], pads=[1, 0, 0, 2])
     conv_case("conv_kernel_1x5", [1, 3, 9, 11], [4, 3, 1, 5], kernel_shape=[1, 5], pads=[0, 2, 0, 2])
     conv_case("conv_kernel_5x1_stride_1x2", [1, 3, 11, 9], [4, 3, 5, 1], kernel_shape=[5, 1], strides=[1, 2])
+    # 16 output channels or more run on the CPU's channel kernel: in place along rows 8 wide or
+    # more at stride 1 or 2, lowered across images otherwise; 40 and 24 channels end in a
+    # partial panel.
+    for name, x_shape, w_shape, attrs in [
+        ("conv_channels_in_place", [2, 8, 13, 19], [40, 8, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_channels_stride2_asymmetric_pads", [1, 6, 21, 25], [32, 6, 3, 3], dict(strides=[2, 2], pads=[1, 0, 1, 2])),
+        ("conv_channels_narrow_across_images", [3, 20, 5, 4], [24, 20, 3, 3], dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+        ("conv_channels_one_column", [5, 16, 3, 3], [48, 16, 3, 3], dict(bias=False)),
+        ("conv_channels_stride3_dilation2", [1, 4, 30, 31], [16, 4, 3, 3], dict(strides=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])),
+        ("conv_channels_groups", [1, 12, 10, 12], [36, 6, 3, 3], dict(pads=[1, 1, 1, 1], group=2)),
+        ("conv_channels_pointwise", [2, 24, 9, 11], [64, 24, 1, 1], {}),
+        # 360 taps: two passes over the taps, the sums carried between them.
+        ("conv_channels_two_passes", [1, 40, 12, 14], [48, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_channels_three_passes_stride2", [2, 70, 17, 19], [32, 70, 3, 3], dict(strides=[2, 2])),
+    ]:
+        conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
     conv_case("conv_group3_no_bias", [2, 6, 7, 5], [9, 2, 2, 2], bias=False, kernel_shape=[2, 2], group=3)
     conv_case("conv_depthwise", [1, 6, 9, 9], [6, 1, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=6)
@@ -839,6 +855,32 @@ def fused_cases():
         helper.make_node("PRelu", ["b", "slope"], ["y"], name="prelu"),
     ]
     case(name, nodes, [("x", normal(r, 1, 4, 6, 7))], ["y"], init)
+
+    # The same activations on the channel kernel (16 channels or more).
+    name = "fused_conv_channels_prelu"
+    r, init = rng_for(name), {}
+    init["slope"] = f32(r.uniform(0.05, 0.5, (36, 1, 1)))
+    nodes = [
+        conv(r, "conv", "x", "c", 36, 5, init=init, pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+    ]
+    case(name, nodes, [("x", normal(r, 2, 5, 9, 12))], ["y"], init)
+
+    name = "fused_conv_channels_relu_narrow"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 20, 6, init=init, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    case(name, nodes, [("x", normal(r, 3, 6, 4, 4))], ["y"], init)
+
+    name = "fused_conv_channels_leaky_relu"
+    r, init = rng_for(name), {}
+    nodes = [
+        conv(r, "conv", "x", "c", 16, 3, init=init, strides=[2, 2]),
+        helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
+    ]
+    case(name, nodes, [("x", normal(r, 1, 3, 21, 23))], ["y"], init)
 
     name = "fused_conv_leaky_relu"
     r, init = rng_for(name), {}

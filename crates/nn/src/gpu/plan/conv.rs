@@ -1,13 +1,14 @@
 //! Conv (shaders/conv2d.wgsl): whole images per dispatch, or, when one image exceeds a
 //! binding, output channels split across dispatches.
 
+use super::Step;
 use super::{WG, too_large};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::kernels::KernelKey;
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{ConvParams, u};
+use crate::gpu::params::{ConvParams, Window2d, u};
 use crate::gpu::prepare::{ConvPacked, Prepared};
-use crate::ir::{Conv, Node};
+use crate::ir::Conv;
 use crate::{NnError, shape};
 
 /// One conv's operands and geometry, shared by its dispatches.
@@ -20,13 +21,8 @@ struct ConvPlan<'p> {
     out: Loc,
 }
 
-pub fn plan_conv(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    conv: &Conv,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_conv(b: &mut Builder, step: Step, conv: &Conv) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let exe = b.exe;
     let Prepared::Conv(packed) = &exe.nodes[index] else { unreachable!("Conv nodes are packed") };
     let x = b.input(node, 0)?.clone();
@@ -114,21 +110,10 @@ fn conv_dispatch(
     let params = ConvParams {
         batch: u(g.batch),
         in_c: u(g.in_channels),
-        in_h: u(g.in_hw[0]),
-        in_w: u(g.in_hw[1]),
         out_c: u(g.out_channels),
-        out_h: u(g.out_hw[0]),
-        out_w: u(g.out_hw[1]),
-        kh: u(kh),
-        kw: u(kw),
-        sh: u(conv.strides[0]),
-        sw: u(conv.strides[1]),
-        dh: u(conv.dilations[0]),
-        dw: u(conv.dilations[1]),
-        pad_t: u(g.pads[0]),
-        pad_l: u(g.pads[1]),
         in_cg: u(cin_g),
         out_cg: u(cout_g),
+        win: Window2d::new(g.in_hw, g.out_hw, conv.kernel, conv.strides, conv.dilations, &g.pads),
         k: u(cin_g * kh * kw),
         pixels: u(pixels),
         m_tiles: u(m_tiles),

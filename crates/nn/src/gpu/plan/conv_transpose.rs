@@ -1,19 +1,15 @@
 //! ConvTranspose (shaders/conv_transpose.wgsl): one dispatch, a thread per output value.
 
+use super::Step;
 use super::WG;
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{ConvTransposeParams, u};
-use crate::ir::{ConvTranspose, Node};
+use crate::gpu::params::{ConvTransposeParams, Window2d, u};
+use crate::ir::ConvTranspose;
 use crate::{NnError, shape};
 
-pub fn plan_conv_transpose(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    ct: &ConvTranspose,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_conv_transpose(b: &mut Builder, step: Step, ct: &ConvTranspose) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     let w = b.input(node, 1)?.clone();
     let bias = b.optional_input(node, 2)?.cloned();
@@ -27,21 +23,10 @@ pub fn plan_conv_transpose(
     let params = ConvTransposeParams {
         total: u(total),
         in_c: u(g.in_channels),
-        in_h: u(g.in_hw[0]),
-        in_w: u(g.in_hw[1]),
         out_c: u(g.out_channels),
-        out_h: u(g.out_hw[0]),
-        out_w: u(g.out_hw[1]),
-        kh: u(ct.kernel[0]),
-        kw: u(ct.kernel[1]),
-        sh: u(ct.strides[0]),
-        sw: u(ct.strides[1]),
-        dh: u(ct.dilations[0]),
-        dw: u(ct.dilations[1]),
-        pad_t: u(g.pads[0]),
-        pad_l: u(g.pads[1]),
         in_cg: u(g.in_channels / ct.group),
         out_cg: u(g.out_channels / ct.group),
+        win: Window2d::new(g.in_hw, g.out_hw, ct.kernel, ct.strides, ct.dilations, &g.pads),
     };
     let grid = b.grid((total as u64).div_ceil(WG))?;
     let key = b.kernel(index, node, ShapeChoice::Unknown)?;

@@ -2,20 +2,16 @@
 //! Softmax (shaders/softmax.wgsl): split by values, or by blocks of rows, when a tensor
 //! exceeds one binding.
 
+use super::Step;
 use super::{WG, merge_multi, too_large};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{BatchNormParams, BinaryParams, MAX_RANK, SoftmaxParams, UnaryParams, dims, u};
-use crate::ir::{Node, Unary};
+use crate::ir::Unary;
 use crate::{NnError, shape};
 
-pub fn plan_unary(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    op: Unary,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_unary(b: &mut Builder, step: Step, op: Unary) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let out = b.output(out_shape)?;
@@ -38,12 +34,8 @@ pub fn plan_unary(
 }
 
 /// Binary ops and PRelu (the second operand holds the slopes).
-pub fn plan_binary(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_binary(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     let y = b.input(node, 1)?.clone();
     let total: usize = out_shape.iter().product();
@@ -104,13 +96,8 @@ pub fn plan_binary(
     Ok(out)
 }
 
-pub fn plan_batch_norm(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    epsilon: f32,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_batch_norm(b: &mut Builder, step: Step, epsilon: f32) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let stats: Vec<Loc> = (1..5).map(|i| b.input(node, i).cloned()).collect::<Result<_, _>>()?;
@@ -138,14 +125,8 @@ pub fn plan_batch_norm(
     Ok(out)
 }
 
-pub fn plan_softmax(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    axis: i64,
-    coerce_2d: bool,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_softmax(b: &mut Builder, step: Step, axis: i64, coerce_2d: bool) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let s = &x.shape;

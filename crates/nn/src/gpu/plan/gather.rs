@@ -5,6 +5,7 @@
 
 use wgpu::util::DeviceExt;
 
+use super::Step;
 use super::{WG, row_major_strides};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
@@ -71,14 +72,13 @@ fn index_map(
 #[allow(clippy::too_many_arguments)] // the op's fields, as the CPU backend takes them
 pub fn plan_pad(
     b: &mut Builder,
-    index: usize,
-    node: &Node,
+    step: Step,
     pads: &[i64],
     axes: Option<&[i64]>,
     mode: PadMode,
     value: f32,
-    out_shape: Vec<usize>,
 ) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.shape.clone();
     let pads = shape::full_pads(pads, axes, x.len())?;
     let maps = shape::pad_maps(&x, &pads, mode, &out_shape)?;
@@ -88,14 +88,13 @@ pub fn plan_pad(
 #[allow(clippy::too_many_arguments)] // the op's fields, as the CPU backend takes them
 pub fn plan_slice(
     b: &mut Builder,
-    index: usize,
-    node: &Node,
+    step: Step,
     starts: &[i64],
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
-    out_shape: Vec<usize>,
 ) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.shape.clone();
     let ranges = shape::slice_ranges(&x, starts, ends, axes, steps)?;
     let maps: Vec<Vec<Option<usize>>> = ranges
@@ -105,14 +104,8 @@ pub fn plan_slice(
     index_map(b, index, node, &maps, 0.0, out_shape)
 }
 
-pub fn plan_gather(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    axis: i64,
-    indices: &[i64],
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_gather(b: &mut Builder, step: Step, axis: i64, indices: &[i64]) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.shape.clone();
     let a = shape::normalize_axis(axis, x.len(), 0)?;
     let resolved = shape::gather_indices(indices, x[a], &x)?;
@@ -133,7 +126,8 @@ pub fn plan_gather(
 }
 
 /// One dispatch per resized axis, each reading the previous one's output.
-pub fn plan_resize(b: &mut Builder, index: usize, node: &Node, r: &Resize) -> Result<Loc, NnError> {
+pub fn plan_resize(b: &mut Builder, step: Step, r: &Resize) -> Result<Loc, NnError> {
+    let Step { index, node, .. } = step;
     let mut current = b.input(node, 0)?.clone();
     let geometry = shape::resize_geometry(r, &current.shape)?;
     let key = b.kernel(index, node, ShapeChoice::Unknown)?;
@@ -175,13 +169,8 @@ pub fn plan_resize(b: &mut Builder, index: usize, node: &Node, r: &Resize) -> Re
     Ok(current)
 }
 
-pub fn plan_reduce(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    r: &Reduce,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_reduce(b: &mut Builder, step: Step, r: &Reduce) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     check_rank("Reduce", &x.shape)?;
     let axes = shape::reduce_axes(r, x.shape.len())?;

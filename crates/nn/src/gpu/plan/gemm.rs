@@ -1,23 +1,19 @@
 //! Gemm and MatMul (shaders/gemm.wgsl): one dispatch of 64 x 64 output tiles.
 
+use super::Step;
 use super::merge_multi;
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{GemmParams, MAX_BATCH_RANK, dims, u};
 use crate::gpu::prepare::Prepared;
-use crate::ir::{Gemm, Node};
+use crate::ir::Gemm;
 use crate::{NnError, shape};
 
 /// Rows and columns of one gemm.wgsl tile.
 const TILE: usize = 64;
 
-pub fn plan_gemm(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    g: &Gemm,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_gemm(b: &mut Builder, step: Step, g: &Gemm) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let exe = b.exe;
     let Prepared::Gemm(packed) = &exe.nodes[index] else { unreachable!("Gemm nodes are packed") };
     let a = b.input(node, 0)?.clone();
@@ -49,27 +45,15 @@ pub fn plan_gemm(
         let rule = format!("Gemm: fewer PRelu slopes than the {n} columns");
         return Err(NnError::invalid_argument(crate::ArgumentFault::Shapes { rule }));
     }
-    let (m_tiles, n_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
     let params = GemmParams {
-        m: u(m),
-        n: u(n),
-        k: u(k),
-        a_rs: u(a_rs),
-        a_cs: u(a_cs),
-        b_rs: u(b_rs),
-        b_cs: u(b_cs),
         c_rs: u(c_rs),
         c_cs: u(c_cs),
-        m_tiles: u(m_tiles),
-        n_tiles: u(n_tiles),
-        batches: 1,
-        batch_rank: 0,
         alpha: g.alpha,
         beta: g.beta,
         leaky: packed.alpha,
-        ..GemmParams::default()
+        ..product(m, k, n, (a_rs, a_cs), (b_rs, b_cs))
     };
-    let grid = b.grid((m_tiles * n_tiles) as u64)?;
+    let grid = b.grid(u64::from(params.m_tiles) * u64::from(params.n_tiles))?;
     let dummy = Bind { buffer: &exe.dummy, offset: 0, size: 4 };
     let c_binding = c.as_ref().map_or(dummy, Loc::whole);
     let slopes = packed.slopes.as_ref().map_or(dummy, Bind::buffer);
@@ -78,12 +62,8 @@ pub fn plan_gemm(
     Ok(out)
 }
 
-pub fn plan_matmul(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_matmul(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let a = b.input(node, 0)?.clone();
     let bm = b.input(node, 1)?.clone();
     let shape::MatmulDims { m, k, n, batch, a_batch, b_batch } = shape::matmul_dims(&a.shape, &bm.shape)?;
@@ -108,32 +88,43 @@ pub fn plan_matmul(
         );
         return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit }));
     }
-    let (m_tiles, n_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
     let params = GemmParams {
-        m: u(m),
-        n: u(n),
-        k: u(k),
-        a_rs: u(k),
-        a_cs: 1,
-        b_rs: u(n),
-        b_cs: 1,
-        c_rs: 0,
-        c_cs: 0,
-        m_tiles: u(m_tiles),
-        n_tiles: u(n_tiles),
         batches: u(batches),
         batch_rank: u(batch_dims.len()),
-        alpha: 1.0,
-        beta: 0.0,
-        leaky: 0.0,
         batch_shape: dims(batch_dims.iter().copied()),
         a_batch: dims(strides[0].iter().copied()),
         b_batch: dims(strides[1].iter().copied()),
+        ..product(m, k, n, (k, 1), (n, 1))
     };
-    let grid = b.grid((m_tiles * n_tiles * batches) as u64)?;
+    let grid = b.grid(u64::from(params.m_tiles) * u64::from(params.n_tiles) * batches as u64)?;
     let exe = b.exe;
     let dummy = Bind { buffer: &exe.dummy, offset: 0, size: 4 };
     let key = b.kernel(index, node, ShapeChoice::Unknown)?;
     b.dispatch(key, &params, &[a.whole(), bm.whole(), dummy, dummy], out.whole(), grid)?;
     Ok(out)
+}
+
+/// One m x k by k x n product, A and B read through (row, column) element strides: one batch,
+/// alpha 1, no C, no activation, for the callers to extend.
+fn product(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a_rs, a_cs): (usize, usize),
+    (b_rs, b_cs): (usize, usize),
+) -> GemmParams {
+    GemmParams {
+        m: u(m),
+        n: u(n),
+        k: u(k),
+        a_rs: u(a_rs),
+        a_cs: u(a_cs),
+        b_rs: u(b_rs),
+        b_cs: u(b_cs),
+        m_tiles: u(m.div_ceil(TILE)),
+        n_tiles: u(n.div_ceil(TILE)),
+        batches: 1,
+        alpha: 1.0,
+        ..GemmParams::default()
+    }
 }

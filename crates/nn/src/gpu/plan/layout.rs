@@ -1,19 +1,14 @@
 //! Transpose, Concat and constant Pad (shaders/layout.wgsl).
 
+use super::Step;
 use super::{WG, merge_dims, row_major_strides};
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{ConcatParams, MAX_RANK, PadParams, TransposeParams, dims, u};
-use crate::ir::Node;
 use crate::{NnError, shape};
 
-pub fn plan_transpose(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    perm: &Option<Vec<usize>>,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_transpose(b: &mut Builder, step: Step, perm: &Option<Vec<usize>>) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let perm = shape::transpose_perm(perm, x.shape.len())?;
@@ -47,13 +42,8 @@ pub fn plan_transpose(
     Ok(out)
 }
 
-pub fn plan_concat(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    axis: i64,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_concat(b: &mut Builder, step: Step, axis: i64) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let inputs: Vec<Loc> =
         node.inputs.iter().flatten().map(|&id| b.value(id).cloned()).collect::<Result<_, _>>()?;
     let axis = shape::normalize_axis(axis, out_shape.len(), 0)?;
@@ -76,14 +66,8 @@ pub fn plan_concat(
     Ok(out)
 }
 
-pub fn plan_pad(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    pads: &[i64],
-    value: f32,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_pad(b: &mut Builder, step: Step, pads: &[i64], value: f32) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
     let rank = x.shape.len();

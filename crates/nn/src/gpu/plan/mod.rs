@@ -19,39 +19,45 @@ const WG: u64 = 256;
 
 /// Adds `node`'s dispatches to the plan and returns where its output lives.
 pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -> Result<Loc, NnError> {
+    let step = Step { index, node, out_shape };
     match &node.op {
         Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
-        | Op::Unary(Unary::Identity) => Ok(b.alias(b.input(node, 0)?, out_shape)),
-        Op::Conv(conv) => conv::plan_conv(b, index, node, conv, out_shape),
-        Op::Gemm(g) => gemm::plan_gemm(b, index, node, g, out_shape),
-        Op::MatMul => gemm::plan_matmul(b, index, node, out_shape),
-        Op::Pool(pool) => pool::plan_pool(b, index, node, pool, out_shape),
-        Op::GlobalPool(_) => pool::plan_global_pool(b, index, node, out_shape),
-        Op::Unary(op) => eltwise::plan_unary(b, index, node, *op, out_shape),
-        Op::Binary(_) | Op::PRelu => eltwise::plan_binary(b, index, node, out_shape),
-        Op::BatchNorm { epsilon } => eltwise::plan_batch_norm(b, index, node, *epsilon, out_shape),
-        Op::Softmax { axis, coerce_2d } => {
-            eltwise::plan_softmax(b, index, node, *axis, *coerce_2d, out_shape)
-        }
-        Op::Transpose { perm } => layout::plan_transpose(b, index, node, perm, out_shape),
-        Op::Concat { axis } => layout::plan_concat(b, index, node, *axis, out_shape),
+        | Op::Unary(Unary::Identity) => Ok(b.alias(b.input(node, 0)?, step.out_shape)),
+        Op::Conv(conv) => conv::plan_conv(b, step, conv),
+        Op::Gemm(g) => gemm::plan_gemm(b, step, g),
+        Op::MatMul => gemm::plan_matmul(b, step),
+        Op::Pool(pool) => pool::plan_pool(b, step, pool),
+        Op::GlobalPool(_) => pool::plan_global_pool(b, step),
+        Op::Unary(op) => eltwise::plan_unary(b, step, *op),
+        Op::Binary(_) | Op::PRelu => eltwise::plan_binary(b, step),
+        Op::BatchNorm { epsilon } => eltwise::plan_batch_norm(b, step, *epsilon),
+        Op::Softmax { axis, coerce_2d } => eltwise::plan_softmax(b, step, *axis, *coerce_2d),
+        Op::Transpose { perm } => layout::plan_transpose(b, step, perm),
+        Op::Concat { axis } => layout::plan_concat(b, step, *axis),
         Op::Pad { pads, value, mode: PadMode::Constant, axes: None } => {
-            layout::plan_pad(b, index, node, pads, *value, out_shape)
+            layout::plan_pad(b, step, pads, *value)
         }
         Op::Pad { pads, value, mode, axes } => {
-            gather::plan_pad(b, index, node, pads, axes.as_deref(), *mode, *value, out_shape)
+            gather::plan_pad(b, step, pads, axes.as_deref(), *mode, *value)
         }
         Op::Slice { starts, ends, axes, steps } => {
-            gather::plan_slice(b, index, node, starts, ends, axes.as_deref(), steps.as_deref(), out_shape)
+            gather::plan_slice(b, step, starts, ends, axes.as_deref(), steps.as_deref())
         }
-        Op::Gather { axis, indices, .. } => gather::plan_gather(b, index, node, *axis, indices, out_shape),
-        Op::Resize(r) => gather::plan_resize(b, index, node, r),
-        Op::Reduce(r) => gather::plan_reduce(b, index, node, r, out_shape),
-        Op::ConvTranspose(ct) => conv_transpose::plan_conv_transpose(b, index, node, ct, out_shape),
+        Op::Gather { axis, indices, .. } => gather::plan_gather(b, step, *axis, indices),
+        Op::Resize(r) => gather::plan_resize(b, step, r),
+        Op::Reduce(r) => gather::plan_reduce(b, step, r),
+        Op::ConvTranspose(ct) => conv_transpose::plan_conv_transpose(b, step, ct),
     }
+}
+
+/// The node being planned: its index in the graph, the node, and its output's shape.
+pub struct Step<'n> {
+    index: usize,
+    node: &'n Node,
+    out_shape: Vec<usize>,
 }
 
 fn too_large(what: &str, shape: &[usize]) -> NnError {

@@ -1,23 +1,20 @@
 //! MaxPool, AveragePool and their global forms (shaders/pool.wgsl), split by planes when a
 //! tensor exceeds one binding.
 
+use super::Step;
 use super::{WG, too_large};
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{GlobalPoolParams, PoolParams, u};
-use crate::ir::{Node, Pool};
+use crate::gpu::params::{GlobalPoolParams, PoolParams, Window2d, u};
+use crate::ir::Pool;
 use crate::{NnError, shape};
 
-pub fn plan_pool(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    pool: &Pool,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_pool(b: &mut Builder, step: Step, pool: &Pool) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let total: usize = out_shape.iter().product();
     let x = b.input(node, 0)?.clone();
-    let ([oh, ow], [pt, pl, pb, pr]) = shape::pool_geometry(pool, &x.shape)?;
+    let ([oh, ow], pads) = shape::pool_geometry(pool, &x.shape)?;
+    let [_, _, pb, pr] = pads;
     let out = b.output(out_shape)?;
     let s = &x.shape;
     let (planes, in_plane, out_plane) = (s[0] * s[1], s[2] * s[3], oh * ow);
@@ -34,18 +31,7 @@ pub fn plan_pool(
         let (yb, y_sub) = b.window(&out, chunk.start * out_plane, count * out_plane);
         let params = PoolParams {
             planes: u(count),
-            in_h: u(s[2]),
-            in_w: u(s[3]),
-            out_h: u(oh),
-            out_w: u(ow),
-            kh: u(pool.kernel[0]),
-            kw: u(pool.kernel[1]),
-            sh: u(pool.strides[0]),
-            sw: u(pool.strides[1]),
-            dh: u(pool.dilations[0]),
-            dw: u(pool.dilations[1]),
-            pad_t: u(pt),
-            pad_l: u(pl),
+            win: Window2d::new([s[2], s[3]], [oh, ow], pool.kernel, pool.strides, pool.dilations, &pads),
             pad_b: u(pb),
             pad_r: u(pr),
             base: u(chunk.start),
@@ -58,12 +44,8 @@ pub fn plan_pool(
     Ok(out)
 }
 
-pub fn plan_global_pool(
-    b: &mut Builder,
-    index: usize,
-    node: &Node,
-    out_shape: Vec<usize>,
-) -> Result<Loc, NnError> {
+pub fn plan_global_pool(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
+    let Step { index, node, out_shape } = step;
     let x = b.input(node, 0)?.clone();
     let planes = x.shape[0] * x.shape[1];
     let size: usize = x.shape[2..].iter().product();

@@ -1,0 +1,248 @@
+//! The AVX-512 microkernel that vectorizes over output channels: a block of [16·V output
+//! channels × NC output columns], each accumulator one 16-lane vector of channels for one
+//! column. Every multiply-add takes a vector of weights and one input value broadcast from
+//! wherever it lies, so a column's inputs need not be contiguous: the kernel reads the input
+//! planes in place through a table of tap offsets (no im2col), at any stride, and an output
+//! of one column (a 3x3 convolution on a 3x3 map) keeps as many lanes busy as a wide one.
+//! [`super::kernel`], which vectorizes over columns, idles most of its lanes on such narrow
+//! outputs; it is kept for outputs wide enough to fill its rows and for convolutions with
+//! fewer than 16 output channels.
+//!
+//! Weights are packed once per prepared graph into panels of 16 channels, `[k][16]`.
+
+use crate::ir::Activation;
+
+/// Output channels per panel: one 16-lane vector.
+pub const LANES: usize = 16;
+/// The most columns a block holds (12 columns × 2 vectors = 24 of the 32 vector registers).
+pub const MAX_COLUMNS: usize = 12;
+
+/// A conv's weights `[groups·cout_g, k]` (row-major) as panels of [`LANES`] channels, group
+/// by group, each `[k][LANES]`; the lanes past a group's last channel hold zeros.
+#[derive(Debug)]
+pub struct ChannelPanels {
+    pub data: Vec<f32>,
+    /// Panels per group.
+    pub panels: usize,
+    pub k: usize,
+}
+
+impl ChannelPanels {
+    pub fn new(w: &[f32], groups: usize, cout_g: usize, k: usize) -> Self {
+        ChannelPanels {
+            data: super::kernel::pack_panels(w, groups, cout_g, k, LANES),
+            panels: cout_g.div_ceil(LANES),
+            k,
+        }
+    }
+
+    /// The first of the panels from `panel` on of group `group`; the next panel of the group
+    /// follows it at `k·LANES`.
+    pub fn panel(&self, group: usize, panel: usize) -> *const f32 {
+        self.data[(group * self.panels + panel) * self.k * LANES..].as_ptr()
+    }
+}
+
+/// Bias and activation of a block's 16·V channels, lane by lane (zeros past the last channel).
+pub struct ChannelEpilogue {
+    pub bias: [f32; 2 * LANES],
+    pub kind: EpilogueKind,
+    pub slopes: [f32; 2 * LANES],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EpilogueKind {
+    None,
+    Relu,
+    /// v < 0 ? v·slope : v, a slope per channel.
+    Slope,
+}
+
+impl ChannelEpilogue {
+    /// The epilogue of channels [first, first + rows) (rows ≤ 2·LANES).
+    pub fn new(bias: &[f32], activation: &Activation, first: usize, rows: usize) -> Self {
+        let mut lanes = [0.0; 2 * LANES];
+        lanes[..rows].copy_from_slice(&bias[first..first + rows]);
+        let mut slopes = [0.0; 2 * LANES];
+        let kind = match activation {
+            Activation::None => EpilogueKind::None,
+            Activation::Relu => EpilogueKind::Relu,
+            Activation::LeakyRelu(alpha) => {
+                slopes = [*alpha; 2 * LANES];
+                EpilogueKind::Slope
+            }
+            Activation::PRelu(s) => {
+                slopes[..rows].copy_from_slice(&s.data()[first..first + rows]);
+                EpilogueKind::Slope
+            }
+        };
+        ChannelEpilogue { bias: lanes, kind, slopes }
+    }
+}
+
+/// Where a block reads its inputs: column j's value of tap kk lies at
+/// `src + offsets[kk] + j·S`.
+pub struct Source {
+    pub src: *const f32,
+    pub offsets: *const usize,
+}
+
+/// Where a block writes.
+pub enum Destination<'a> {
+    /// Column j's channel r at `base + j + r·stride` (columns along one output row).
+    Contiguous { base: *mut f32, stride: usize, rows: usize },
+    /// Column j's channel r at `columns[j] + r·stride` (columns of several images).
+    Scattered { columns: &'a [*mut f32], stride: usize, rows: usize },
+}
+
+impl Destination<'_> {
+    /// The same destination from column `j` on.
+    pub fn from_column(&self, j: usize) -> Self {
+        match *self {
+            Destination::Contiguous { base, stride, rows } => {
+                Destination::Contiguous { base: base.wrapping_add(j), stride, rows }
+            }
+            Destination::Scattered { columns, stride, rows } => {
+                Destination::Scattered { columns: &columns[j..], stride, rows }
+            }
+        }
+    }
+}
+
+/// Where a block's accumulators start: the bias, or the partial sums an earlier range of
+/// taps left (`[NC][2·LANES]` values).
+#[derive(Clone, Copy)]
+pub enum Start {
+    Bias,
+    Partial(*const f32),
+}
+
+/// Where a block's accumulators go: partial sums for a later range of taps (`[NC][2·LANES]`
+/// values), or through the epilogue into the output.
+pub enum Finish<'a> {
+    Partial(*mut f32),
+    Store(Destination<'a>),
+}
+
+/// Runs one block of `V` panels (`panels` as [`ChannelPanels::panel`] gives them, `k` taps
+/// each) over NC columns, for the taps in `taps`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `panels` holds V panels of `k·LANES` values, `k·LANES` apart;
+/// `source.offsets` holds `k` offsets, and every `src + offsets[kk] + j·S` (j < NC, kk in
+/// `taps`) is readable; partial sums hold NC·2·LANES values; a destination's
+/// `columns[j] + r·stride` for r < rows is writable and accessed by nothing else meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
+    k: usize,
+    taps: std::ops::Range<usize>,
+    panels: *const f32,
+    source: &Source,
+    start: Start,
+    epilogue: &ChannelEpilogue,
+    finish: &Finish,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; NC];
+    for (j, column) in acc.iter_mut().enumerate() {
+        for (v, lane) in column.iter_mut().enumerate() {
+            // SAFETY: bias holds 2·LANES values and v < V ≤ 2; partial sums as the contract says.
+            *lane = unsafe {
+                match start {
+                    Start::Bias => _mm512_loadu_ps(epilogue.bias.as_ptr().add(v * LANES)),
+                    Start::Partial(sums) => _mm512_loadu_ps(sums.add((2 * j + v) * LANES)),
+                }
+            };
+        }
+    }
+    for kk in taps {
+        // SAFETY: kk < k: the offset, the panels' row kk and the columns' values are in
+        // bounds by the caller's contract.
+        unsafe {
+            let p = source.src.add(*source.offsets.add(kk));
+            let mut w = [_mm512_setzero_ps(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                *w = _mm512_loadu_ps(panels.add(v * k * LANES + kk * LANES));
+            }
+            for (j, column) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*p.add(j * S));
+                for v in 0..V {
+                    column[v] = _mm512_fmadd_ps(w[v], b, column[v]);
+                }
+            }
+        }
+    }
+    match finish {
+        Finish::Partial(sums) => {
+            for (j, column) in acc.iter().enumerate() {
+                for (v, lane) in column.iter().enumerate() {
+                    // SAFETY: partial sums hold NC·2·LANES values (caller's contract).
+                    unsafe { _mm512_storeu_ps(sums.add((2 * j + v) * LANES), *lane) };
+                }
+            }
+        }
+        // SAFETY: caller's contract.
+        Finish::Store(destination) => unsafe { store::<V, NC>(&mut acc, epilogue, destination) },
+    }
+}
+
+/// Applies the activation and writes the block, channel by channel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store<const V: usize, const NC: usize>(
+    acc: &mut [[std::arch::x86_64::__m512; V]; NC],
+    epilogue: &ChannelEpilogue,
+    destination: &Destination,
+) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    let mut block = [[0.0f32; 2 * LANES]; NC];
+    for (j, column) in acc.iter_mut().enumerate() {
+        for (v, lane) in column.iter_mut().enumerate() {
+            let x = match epilogue.kind {
+                EpilogueKind::None => *lane,
+                // max(v, 0) returns 0 for NaN, as f32::max does.
+                EpilogueKind::Relu => _mm512_max_ps(*lane, zero),
+                EpilogueKind::Slope => {
+                    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*lane, zero);
+                    // SAFETY: slopes holds 2·LANES values, v < 2.
+                    let slopes = unsafe { _mm512_loadu_ps(epilogue.slopes.as_ptr().add(v * LANES)) };
+                    _mm512_mask_mul_ps(*lane, negative, *lane, slopes)
+                }
+            };
+            // SAFETY: block[j] holds 2·LANES floats and v < 2.
+            unsafe { _mm512_storeu_ps(block[j].as_mut_ptr().add(v * LANES), x) };
+        }
+    }
+    match *destination {
+        Destination::Contiguous { base, stride, rows } => {
+            // Channel r of every column: lanes j·2·LANES + r of the block, gathered into one
+            // vector and stored as one row of the output.
+            let index = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(2 * LANES as i32),
+            );
+            let mask: __mmask16 = ((1u32 << NC) - 1) as u16;
+            let values = block.as_ptr() as *const f32;
+            for r in 0..rows {
+                // SAFETY: the gathered lanes j < NC lie inside `block`; the stored ones are
+                // this block's to write (caller's contract).
+                unsafe {
+                    let row =
+                        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, index, values.add(r).cast());
+                    _mm512_mask_storeu_ps(base.add(r * stride), mask, row);
+                }
+            }
+        }
+        Destination::Scattered { columns, stride, rows } => {
+            for (column, values) in columns[..NC].iter().zip(&block) {
+                for (r, &value) in values[..rows].iter().enumerate() {
+                    // SAFETY: caller's contract: columns[j] + r·stride is this block's to write.
+                    unsafe { *column.add(r * stride) = value };
+                }
+            }
+        }
+    }
+}

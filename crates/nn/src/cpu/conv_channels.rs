@@ -1,0 +1,431 @@
+//! 2-D convolution on the channel kernel ([`super::channel_kernel`]).
+//!
+//! Two ways to feed it, chosen by the output's width:
+//! - **in place**: blocks run along output rows, reading the input planes (a zero-padded copy
+//!   when the conv pads) through a table of tap offsets, at stride 1 or 2;
+//! - **lowered**: for outputs narrower than a block (late layers of 4x4 or 1x1) the columns of
+//!   every image are lowered together into one `[k][columns]` matrix, so that a block is full
+//!   whatever the output's size, and each column is written back to its own image.
+//!
+//! Work is split into items (image, group, a range of output rows, a share of the panels);
+//! the panels are shared out only when there are too few rows to keep every thread busy.
+
+use rayon::prelude::*;
+
+use super::channel_kernel::{
+    self as ck, ChannelEpilogue, ChannelPanels, Destination, Finish, LANES, MAX_COLUMNS, Source, Start,
+};
+use super::{SyncPtr, for_each_item};
+use crate::Deadline;
+use crate::ir::Conv;
+use crate::shape::ConvGeometry;
+
+/// Outputs at least this wide run in place; narrower ones are lowered.
+const IN_PLACE_MIN_WIDTH: usize = 8;
+/// The most values a lowered matrix holds at once (16 MiB); more columns are lowered in turns.
+const LOWERED_VALUES: usize = 4 << 20;
+
+/// Whether the channel kernel runs this conv: enough output channels to fill its vectors.
+pub fn suits(cout_g: usize) -> bool {
+    cout_g >= LANES
+}
+
+/// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights. Past
+/// `deadline` the items not yet started are skipped, leaving `out` incomplete: the caller
+/// checks the deadline and discards it.
+#[cfg(target_arch = "x86_64")]
+pub fn conv2d(
+    x: &[f32],
+    packed: &ChannelPanels,
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    deadline: &Deadline,
+) {
+    let [_, sw] = conv.strides;
+    let ow = g.out_hw[1];
+    let padded = Padded::new(x, g);
+    let plan = Plan::new(packed, bias, conv, g, SyncPtr(out.as_mut_ptr()));
+    if ow >= IN_PLACE_MIN_WIDTH && (sw == 1 || sw == 2) {
+        plan.in_place(&padded, deadline);
+    } else {
+        plan.lowered(&padded, deadline);
+    }
+}
+
+/// The input with the conv's padding made explicit (the input itself when it has none).
+struct Padded<'a> {
+    data: std::borrow::Cow<'a, [f32]>,
+    /// [H + top + bottom, W + left + right]
+    hw: [usize; 2],
+}
+
+impl<'a> Padded<'a> {
+    fn new(x: &'a [f32], g: &ConvGeometry) -> Self {
+        let [h, w] = g.in_hw;
+        let [top, left, bottom, right] = g.pads;
+        let hw = [h + top + bottom, w + left + right];
+        if g.pads == [0; 4] {
+            return Padded { data: std::borrow::Cow::Borrowed(x), hw };
+        }
+        let planes = g.batch * g.in_channels;
+        let mut data = vec![0.0; planes * hw[0] * hw[1]];
+        data.par_chunks_mut(hw[0] * hw[1]).enumerate().for_each(|(plane, dst)| {
+            let src = &x[plane * h * w..][..h * w];
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                dst[(y + top) * hw[1] + left..][..w].copy_from_slice(row);
+            }
+        });
+        Padded { data: std::borrow::Cow::Owned(data), hw }
+    }
+
+    fn plane_len(&self) -> usize {
+        self.hw[0] * self.hw[1]
+    }
+}
+
+/// The most weights one pass over a row of blocks runs with (32 KiB: inside L1).
+const PASS_WEIGHTS: usize = 8 * 1024;
+
+thread_local! {
+    /// Each worker's partial sums between passes, kept between calls.
+    static PARTIAL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// What every item of one conv shares.
+struct Plan<'a> {
+    packed: &'a ChannelPanels,
+    bias: &'a [f32],
+    conv: &'a Conv,
+    g: &'a ConvGeometry,
+    out: SyncPtr,
+    cin_g: usize,
+    cout_g: usize,
+    /// Output positions per image and channel.
+    p: usize,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        packed: &'a ChannelPanels,
+        bias: &'a [f32],
+        conv: &'a Conv,
+        g: &'a ConvGeometry,
+        out: SyncPtr,
+    ) -> Self {
+        Plan {
+            packed,
+            bias,
+            conv,
+            g,
+            out,
+            cin_g: g.in_channels / conv.group,
+            cout_g: g.out_channels / conv.group,
+            p: g.out_hw[0] * g.out_hw[1],
+        }
+    }
+
+    /// Tap offsets into one group's padded planes, in the order of the packed weights.
+    fn tap_offsets(&self, hw: [usize; 2]) -> Vec<usize> {
+        let [kh, kw] = self.conv.kernel;
+        let [dh, dw] = self.conv.dilations;
+        let mut offsets = Vec::with_capacity(self.packed.k);
+        for c in 0..self.cin_g {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    offsets.push(c * hw[0] * hw[1] + ky * dh * hw[1] + kx * dw);
+                }
+            }
+        }
+        offsets
+    }
+
+    /// How many shares the panels are split into, in pairs (a block takes two), so that
+    /// `units` items of rows or columns times the shares keep every thread busy.
+    fn shares(&self, units: usize) -> usize {
+        let pairs = self.packed.panels.div_ceil(2);
+        let wanted = 2 * rayon::current_num_threads();
+        if units >= wanted { 1 } else { wanted.div_ceil(units).min(pairs).max(1) }
+    }
+
+    /// Panels [first, end) of share `share` of `shares`.
+    fn share_panels(&self, share: usize, shares: usize) -> std::ops::Range<usize> {
+        let pairs = self.packed.panels.div_ceil(2);
+        let per = pairs.div_ceil(shares);
+        (2 * share * per).min(self.packed.panels)..(2 * (share + 1) * per).min(self.packed.panels)
+    }
+
+    /// Blocks along output rows, reading the padded input in place.
+    #[cfg(target_arch = "x86_64")]
+    fn in_place(&self, padded: &Padded, deadline: &Deadline) {
+        let g = self.g;
+        let [oh, ow] = g.out_hw;
+        let [sh, sw] = self.conv.strides;
+        let groups = self.conv.group;
+        let offsets = self.tap_offsets(padded.hw);
+        let images = g.batch * groups;
+        // Rows per item: enough items for every thread, each of a few blocks at least.
+        let wanted = 4 * rayon::current_num_threads();
+        let rows_per_item = (images * oh / wanted).clamp(1, oh.max(1));
+        let row_items = oh.div_ceil(rows_per_item);
+        let shares = self.shares(images * row_items);
+        let count = images * row_items * shares;
+        let passes = self.passes();
+        for_each_item(count, deadline, |item| {
+            let share = item % shares;
+            let rows = (item / shares) % row_items;
+            let image = item / (shares * row_items);
+            let (n, group) = (image / groups, image % groups);
+            let plane0 = (n * g.in_channels + group * self.cin_g) * padded.plane_len();
+            let first_row = rows * rows_per_item;
+            let item_rows = first_row..(first_row + rows_per_item).min(oh);
+            let mut partial = PARTIAL.take();
+            if passes.len() > 1 {
+                partial.resize(item_rows.len() * ow * 2 * LANES, 0.0);
+            }
+            // Panels, then ranges of taps, outer: the weights of a pass stay in L1 over the
+            // item's rows, and the input planes it reads stay few.
+            for (panel, v) in self.pairs(self.share_panels(share, shares)) {
+                let (channel, epilogue) = self.epilogue(group, panel, v);
+                let weights = self.packed.panel(group, panel);
+                for taps in &passes {
+                    for (row, oy) in item_rows.clone().enumerate() {
+                        let src = padded.data[plane0 + oy * sh * padded.hw[1]..].as_ptr();
+                        let source = Source { src, offsets: offsets.as_ptr() };
+                        let destination = Destination::Contiguous {
+                            // SAFETY: inside `out`: image n, channel `channel`, row oy.
+                            base: unsafe {
+                                self.out.get().add((n * g.out_channels + channel) * self.p + oy * ow)
+                            },
+                            stride: self.p,
+                            rows: (v * LANES).min(self.cout_g - panel * LANES),
+                        };
+                        let pass = Pass {
+                            taps: taps.clone(),
+                            partial: partial.as_mut_ptr().wrapping_add(row * ow * 2 * LANES),
+                            destination,
+                        };
+                        // SAFETY: items write disjoint (image, channel, row) outputs; the
+                        // row's taps lie inside the padded input; `partial` holds the row's
+                        // sums when there is more than one pass.
+                        unsafe { self.columns(&source, sw, ow, weights, v, &epilogue, &pass) };
+                    }
+                }
+            }
+            PARTIAL.set(partial);
+        });
+    }
+
+    /// Lowers the columns of every image together and runs full blocks over them.
+    #[cfg(target_arch = "x86_64")]
+    fn lowered(&self, padded: &Padded, deadline: &Deadline) {
+        let g = self.g;
+        let [_, ow] = g.out_hw;
+        let [sh, sw] = self.conv.strides;
+        let k = self.packed.k;
+        let total = g.batch * self.p;
+        let chunk = (LOWERED_VALUES / k.max(1)).max(MAX_COLUMNS).min(total);
+        let taps = self.tap_offsets(padded.hw);
+        let mut matrix = Vec::new();
+        for group in 0..self.conv.group {
+            for first in (0..total).step_by(chunk.max(1)) {
+                if deadline.expired() {
+                    return;
+                }
+                let cols = chunk.min(total - first);
+                let blocks = cols.div_ceil(MAX_COLUMNS);
+                matrix.resize(blocks * k * MAX_COLUMNS, 0.0);
+                // Block b of the matrix is [k][MAX_COLUMNS]: tap kk of its columns side by
+                // side, so that the kernel reads it as one stream.
+                let column_origin = |c: usize| {
+                    let (n, q) = (c / self.p, c % self.p);
+                    let (oy, ox) = (q / ow, q % ow);
+                    (n * g.in_channels + group * self.cin_g) * padded.plane_len()
+                        + oy * sh * padded.hw[1]
+                        + ox * sw
+                };
+                matrix.par_chunks_mut(k * MAX_COLUMNS).enumerate().for_each(|(b, block)| {
+                    let j0 = b * MAX_COLUMNS;
+                    let n_cols = MAX_COLUMNS.min(cols - j0);
+                    let mut origins = [0; MAX_COLUMNS];
+                    for (j, origin) in origins.iter_mut().enumerate().take(n_cols) {
+                        *origin = column_origin(first + j0 + j);
+                    }
+                    for (row, &tap) in block.chunks_exact_mut(MAX_COLUMNS).zip(&taps) {
+                        for (value, &origin) in row.iter_mut().zip(&origins[..n_cols]) {
+                            *value = padded.data[origin + tap];
+                        }
+                    }
+                });
+                let offsets: Vec<usize> = (0..k).map(|kk| kk * MAX_COLUMNS).collect();
+                // Items of a few blocks each, panels outer inside an item.
+                let per_item = blocks.div_ceil(2 * rayon::current_num_threads()).clamp(1, 8);
+                let ranges = blocks.div_ceil(per_item);
+                let shares = self.shares(ranges);
+                for_each_item(ranges * shares, deadline, |item| {
+                    let (range, share) = (item / shares, item % shares);
+                    let item_blocks = range * per_item..((range + 1) * per_item).min(blocks);
+                    for (panel, v) in self.pairs(self.share_panels(share, shares)) {
+                        let (channel, epilogue) = self.epilogue(group, panel, v);
+                        let weights = self.packed.panel(group, panel);
+                        for b in item_blocks.clone() {
+                            let b0 = b * MAX_COLUMNS;
+                            let n_cols = MAX_COLUMNS.min(cols - b0);
+                            let mut columns = [std::ptr::null_mut(); MAX_COLUMNS];
+                            for (j, column) in columns.iter_mut().enumerate().take(n_cols) {
+                                let (n, q) = ((first + b0 + j) / self.p, (first + b0 + j) % self.p);
+                                // SAFETY: inside `out`: image n, channel `channel`, position q.
+                                *column = unsafe {
+                                    self.out.get().add((n * g.out_channels + channel) * self.p + q)
+                                };
+                            }
+                            let destination = Destination::Scattered {
+                                columns: &columns[..n_cols],
+                                stride: self.p,
+                                rows: (v * LANES).min(self.cout_g - panel * LANES),
+                            };
+                            let source = Source {
+                                src: matrix[b * k * MAX_COLUMNS..].as_ptr(),
+                                offsets: offsets.as_ptr(),
+                            };
+                            // SAFETY: items write disjoint (column, channel) outputs; block b
+                            // of the matrix holds k rows of MAX_COLUMNS values.
+                            let pass = Pass { taps: 0..k, partial: std::ptr::null_mut(), destination };
+                            unsafe { self.columns(&source, 1, n_cols, weights, v, &epilogue, &pass) };
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// The taps split into passes of whole input channels, each pass's weights (two panels)
+    /// within [`PASS_WEIGHTS`] values: read in place, the taps of a block visit a line of
+    /// every input plane they cover, so fewer planes per pass also keep the lines and pages
+    /// a block touches few.
+    fn passes(&self) -> Vec<std::ops::Range<usize>> {
+        let k = self.packed.k;
+        let per_channel = (k / self.cin_g.max(1)).max(1);
+        let count = (2 * LANES * k).div_ceil(PASS_WEIGHTS).clamp(1, self.cin_g.max(1));
+        let channels = self.cin_g.div_ceil(count).max(1);
+        (0..self.cin_g)
+            .step_by(channels)
+            .map(|c| c * per_channel..((c + channels) * per_channel).min(k))
+            .collect()
+    }
+
+    /// The panels of a range as (first panel, panels in the block): pairs, and a single last.
+    fn pairs(&self, panels: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+        panels.clone().step_by(2).map(move |panel| (panel, (panels.end - panel).min(2)))
+    }
+
+    /// The first output channel and the epilogue of the block at `panel` of `group`.
+    fn epilogue(&self, group: usize, panel: usize, v: usize) -> (usize, ChannelEpilogue) {
+        let first_row = panel * LANES;
+        let rows = (v * LANES).min(self.cout_g - first_row);
+        let channel = group * self.cout_g + first_row;
+        (channel, ChannelEpilogue::new(self.bias, &self.conv.activation, channel, rows))
+    }
+
+    /// Runs `cols` columns (any number) as blocks of 12, 8, 4, 2 and 1, over the taps of `pass`.
+    ///
+    /// # Safety
+    /// As for [`ck::block`], for every column j < cols; `pass.partial` holds cols·2·LANES
+    /// values unless the pass is both first and last.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn columns(
+        &self,
+        source: &Source,
+        stride: usize,
+        cols: usize,
+        weights: *const f32,
+        v: usize,
+        epilogue: &ChannelEpilogue,
+        pass: &Pass,
+    ) {
+        let mut j = 0;
+        while j < cols {
+            let n = match cols - j {
+                12.. => 12,
+                8.. => 8,
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            let source = Source { src: source.src.wrapping_add(j * stride), offsets: source.offsets };
+            let sums = pass.partial.wrapping_add(j * 2 * LANES);
+            let start = if pass.taps.start == 0 { Start::Bias } else { Start::Partial(sums) };
+            let finish = if pass.taps.end == self.packed.k {
+                Finish::Store(pass.destination.from_column(j))
+            } else {
+                Finish::Partial(sums)
+            };
+            // SAFETY: caller's contract.
+            unsafe {
+                dispatch(
+                    stride,
+                    v,
+                    n,
+                    self.packed.k,
+                    pass.taps.clone(),
+                    weights,
+                    &source,
+                    start,
+                    epilogue,
+                    &finish,
+                )
+            };
+            j += n;
+        }
+    }
+}
+
+/// One pass of a row of blocks over a range of taps, and where its sums go between passes.
+struct Pass<'a> {
+    taps: std::ops::Range<usize>,
+    /// `[columns][2·LANES]` partial sums, carried from one range of taps to the next.
+    partial: *mut f32,
+    destination: Destination<'a>,
+}
+
+/// Calls the kernel instance for this stride, panel count and column count.
+///
+/// # Safety
+/// As for [`ck::block`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch(
+    stride: usize,
+    v: usize,
+    n: usize,
+    k: usize,
+    taps: std::ops::Range<usize>,
+    weights: *const f32,
+    source: &Source,
+    start: Start,
+    epilogue: &ChannelEpilogue,
+    finish: &Finish,
+) {
+    macro_rules! by_columns {
+        ($s:literal, $v:literal) => {
+            // SAFETY: caller's contract.
+            unsafe {
+                match n {
+                    12 => ck::block::<$s, $v, 12>(k, taps, weights, source, start, epilogue, finish),
+                    8 => ck::block::<$s, $v, 8>(k, taps, weights, source, start, epilogue, finish),
+                    4 => ck::block::<$s, $v, 4>(k, taps, weights, source, start, epilogue, finish),
+                    2 => ck::block::<$s, $v, 2>(k, taps, weights, source, start, epilogue, finish),
+                    _ => ck::block::<$s, $v, 1>(k, taps, weights, source, start, epilogue, finish),
+                }
+            }
+        };
+    }
+    match (stride, v) {
+        (1, 2) => by_columns!(1, 2),
+        (1, _) => by_columns!(1, 1),
+        (_, 2) => by_columns!(2, 2),
+        _ => by_columns!(2, 1),
+    }
+}
