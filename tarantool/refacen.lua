@@ -267,31 +267,37 @@ function refacen.search(name, query, k, metric)
     local dist = ffi.new('double[?]', k + 1)
     local ids = ffi.new('uint64_t[?]', k + 1)
     local size = 0
+    -- A max-heap of the k nearest so far, the farthest on top; ties go by id.
+    local function nearer(a, b)
+        return dist[a] < dist[b] or (dist[a] == dist[b] and ids[a] < ids[b])
+    end
+    local function swap(a, b)
+        dist[a], dist[b] = dist[b], dist[a]
+        ids[a], ids[b] = ids[b], ids[a]
+    end
     local function sift_down(i)
         while true do
             local c = 2 * i
             if c > size then
                 return
             end
-            if c < size and (dist[c + 1] > dist[c] or (dist[c + 1] == dist[c] and ids[c + 1] > ids[c])) then
+            if c < size and nearer(c, c + 1) then
                 c = c + 1
             end
-            if dist[c] < dist[i] or (dist[c] == dist[i] and ids[c] < ids[i]) then
+            if nearer(c, i) then
                 return
             end
-            dist[i], dist[c] = dist[c], dist[i]
-            ids[i], ids[c] = ids[c], ids[i]
+            swap(i, c)
             i = c
         end
     end
     local function sift_up(i)
         while i > 1 do
             local p = bit.rshift(i, 1)
-            if dist[p] > dist[i] or (dist[p] == dist[i] and ids[p] > ids[i]) then
+            if nearer(i, p) then
                 return
             end
-            dist[i], dist[p] = dist[p], dist[i]
-            ids[i], ids[p] = ids[p], ids[i]
+            swap(i, p)
             i = p
         end
     end

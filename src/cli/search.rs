@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::GuestArgs;
-use super::stores::{ExistingFaceStoreArgs, SearchStoreArgs};
+use super::stores::ExistingStoresArgs;
 use refacen_face::{Metric, parse_params};
 use refacen_imaging::{DecodeLimits, align, decode_rgb};
 use refacen_pipeline::model_input;
@@ -52,10 +52,7 @@ pub struct SearchArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub face_store: ExistingFaceStoreArgs,
-
-    #[command(flatten)]
-    pub search_store: SearchStoreArgs,
+    pub stores: ExistingStoresArgs,
 
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -63,12 +60,7 @@ pub struct SearchArgs {
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (store, search) = tokio.block_on(async {
-        anyhow::Ok((
-            args.face_store.open().await?,
-            args.search_store.open(&args.face_store.store.retry).await?,
-        ))
-    })?;
+    let (store, search) = tokio.block_on(args.stores.open())?;
 
     let model = match &args.model {
         Some(model) => model.clone(),

@@ -126,6 +126,34 @@ impl SearchStoreArgs {
     }
 }
 
+/// An existing face store and the search store beside it, for the commands that read both
+/// (`search`, `sync-search`); the search store retries as the face store does.
+#[derive(Args, Debug, Clone)]
+pub struct ExistingStoresArgs {
+    #[command(flatten)]
+    pub face_store: ExistingFaceStoreArgs,
+
+    #[command(flatten)]
+    pub search_store: SearchStoreArgs,
+}
+
+impl ExistingStoresArgs {
+    /// The face store, and the search store when `--tarantool` is given.
+    pub async fn open(&self) -> anyhow::Result<(Arc<dyn FaceStore>, Option<Arc<TarantoolStore>>)> {
+        let store = self.face_store.open().await?;
+        Ok((store, self.search_store.open(&self.face_store.store.retry).await?))
+    }
+
+    /// Both stores, for a `command` that cannot do without the search store.
+    pub async fn open_required(
+        &self,
+        command: &str,
+    ) -> anyhow::Result<(Arc<dyn FaceStore>, Arc<TarantoolStore>)> {
+        let store = self.face_store.open().await?;
+        Ok((store, self.search_store.open_required(command, &self.face_store.store.retry).await?))
+    }
+}
+
 /// Where a run keeps its state, derived from the options.
 pub struct StateLayout {
     pub state_dir: PathBuf,

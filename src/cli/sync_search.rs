@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 
-use super::stores::{ExistingFaceStoreArgs, SearchStoreArgs};
+use super::stores::ExistingStoresArgs;
 use refacen_store::tarantool::{Checkpoint, TarantoolStore};
 use refacen_store::{FaceId, FacePages, FaceRecord, FaceStore};
 
@@ -47,10 +47,7 @@ pub struct SyncSearchArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub face_store: ExistingFaceStoreArgs,
-
-    #[command(flatten)]
-    pub search_store: SearchStoreArgs,
+    pub stores: ExistingStoresArgs,
 }
 
 /// What a sync did.
@@ -80,8 +77,7 @@ struct SyncSummary {
 pub fn run(args: &SyncSearchArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let store = args.face_store.open().await?;
-        let search = args.search_store.open_required("sync-search", &args.face_store.store.retry).await?;
+        let (store, search) = args.stores.open_required("sync-search").await?;
         let summary = sync(args, store.as_ref(), &search).await?;
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
         eprintln!(

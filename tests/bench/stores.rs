@@ -18,9 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use refacen::store::tarantool::{Checkpoint, Metric, TarantoolStore};
-use refacen::store::{
-    DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore, PhotoRecord,
-};
+use refacen::store::{DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore};
+use refacen_test_support::records::photo_record;
 use refacen_test_support::repo;
 use refacen_test_support::tarantool::{TarantoolServer, free_port};
 
@@ -165,16 +164,7 @@ async fn main() {
         let path = format!("{:03}/photo-{photo:06}.jpg", photo / 1000);
         let ids = store.allocate_ids(&path, 2).await.unwrap();
         let records: Vec<FaceRecord> = ids.iter().map(|&id| record(id, &path, &model, &detector)).collect();
-        let photo_record = PhotoRecord {
-            path,
-            orientation: Some(1),
-            sha256: "0".repeat(64),
-            faces: ids,
-            detector: detector.clone(),
-            outputs: vec!["facens".into()],
-            detected_at: 0,
-        };
-        store.commit_photo(photo_record, records).await.unwrap();
+        store.commit_photo(photo_record(path, ids, &detector), records).await.unwrap();
     }
     let committed = faces / 2 * 2;
     println!(

@@ -2,12 +2,9 @@
 //! embedded by refacen must give dlib's descriptors (reference.json, `num_jitters=0`), and
 //! tell the same people apart as dlib does (identities.json).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use serde_json::Value;
-
-use crate::support::{f32s, guest, refacen, reference, repo};
+use crate::support::{embed_aligned, f32s, reference, repo};
 
 const MODEL: &str = "dlib-resnet-128";
 /// dlib's same-person threshold on the L2 distance of descriptors.
@@ -49,31 +46,10 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
 }
 
-/// `refacen embed --model dlib-resnet-128 --aligned <chips> --json`: the facen of each chip,
-/// by path.
-fn embed(chips: &[&Chip]) -> HashMap<PathBuf, Vec<f32>> {
-    guest(MODEL); // fails with "run `cargo xtask guests`" when missing
-    let mut args =
-        vec!["embed".to_string(), "--model".into(), MODEL.into(), "--json".into(), "--aligned".into()];
-    args.extend(chips.iter().map(|c| c.path.display().to_string()));
-    let out = refacen(&args);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    let lines = out.json_lines();
-    assert_eq!(lines.len(), chips.len(), "one line per chip: {}", out.stdout);
-    lines
-        .iter()
-        .map(|line: &Value| {
-            let image = PathBuf::from(line["image"].as_str().unwrap_or_else(|| panic!("no image in {line}")));
-            let facen = f32s(&line["facen"]);
-            (image, facen)
-        })
-        .collect()
-}
-
 #[test]
 fn dlib_resnet_128_gives_dlibs_descriptors() {
     let chips = chips();
-    let facens = embed(&chips.iter().collect::<Vec<_>>());
+    let facens = embed_aligned(MODEL, chips.iter().map(|c| c.path.as_path()));
     let mut worst = 0f32;
     for chip in &chips {
         let facen = facens.get(&chip.path).unwrap_or_else(|| panic!("no facen for {}", chip.path.display()));
@@ -98,7 +74,7 @@ fn dlib_resnet_128_tells_people_apart() {
     let chips: Vec<Chip> =
         chips().into_iter().filter(|c| !(c.photo == "astronaut.png" && c.face == 1)).collect();
     assert_eq!(chips.len(), 6);
-    let facens = embed(&chips.iter().collect::<Vec<_>>());
+    let facens = embed_aligned(MODEL, chips.iter().map(|c| c.path.as_path()));
 
     let mut pairs = 0;
     for (i, a) in chips.iter().enumerate() {

@@ -10,7 +10,6 @@
 //! To regenerate the fixtures: `cargo test --release -p refacen --test e2e write_facenet_crops
 //! -- --ignored`, then `target/facenet-venv/bin/python tests/fixtures/facenet/reference.py`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use refacen::face::AlignmentTemplate;
@@ -18,7 +17,7 @@ use refacen::imaging::{CANONICAL, decode_rgb};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{f32s, guest, refacen, repo};
+use crate::support::{embed_aligned, f32s, repo};
 
 const MODEL: &str = "facenet-512";
 const FACEN_SIZE: usize = 512;
@@ -84,25 +83,6 @@ fn model_input(chip: &Path) -> image::RgbImage {
     refacen::pipeline::model_input(&chip, &template()).expect("the chip warps to the template")
 }
 
-/// `refacen embed --model facenet-512 --json --aligned <chips>`: the facen of each chip.
-fn embed(chips: &[PathBuf]) -> HashMap<PathBuf, Vec<f32>> {
-    guest(MODEL); // fails with "run `cargo xtask guests`" when missing
-    let mut args =
-        vec!["embed".to_string(), "--model".into(), MODEL.into(), "--json".into(), "--aligned".into()];
-    args.extend(chips.iter().map(|c| c.display().to_string()));
-    let out = refacen(&args);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    let lines = out.json_lines();
-    assert_eq!(lines.len(), chips.len(), "one line per chip: {}", out.stdout);
-    lines
-        .iter()
-        .map(|line| {
-            let image = PathBuf::from(line["image"].as_str().unwrap_or_else(|| panic!("no image in {line}")));
-            (image, f32s(&line["facen"]))
-        })
-        .collect()
-}
-
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -131,7 +111,7 @@ fn facenet_crops_are_what_the_guest_receives() {
 fn facenet_512_matches_opencv() {
     let refs = references();
     let chips: Vec<PathBuf> = refs.iter().map(|r| chip_of(&r.crop)).collect();
-    let facens = embed(&chips);
+    let facens = embed_aligned(MODEL, chips.iter().map(PathBuf::as_path));
     let mut worst = 1f32;
     for (r, chip) in refs.iter().zip(&chips) {
         let facen = facens.get(chip).unwrap_or_else(|| panic!("no facen for {}", chip.display()));
@@ -171,7 +151,7 @@ fn facenet_512_tells_people_apart() {
         .collect();
     assert_eq!(chips.len(), 6);
     let paths: Vec<PathBuf> = chips.iter().map(|(_, c)| c.clone()).collect();
-    let facens = embed(&paths);
+    let facens = embed_aligned(MODEL, paths.iter().map(PathBuf::as_path));
     let (mut farthest_same, mut nearest_different) = (0f32, f32::INFINITY);
     for (i, (a, pa)) in chips.iter().enumerate() {
         for (b, pb) in &chips[i + 1..] {

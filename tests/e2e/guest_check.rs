@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{Output, guest_dir, refacen, repo, test_guest};
+use crate::support::{Output, guest_dir, refacen, repo, test_guest, trigger_chip};
 
 /// `refacen guests check --json GUEST args`: the exit status and the report.
 fn check(guest: &Path, args: &[&str]) -> (Output, Value) {
@@ -183,16 +183,6 @@ fn each_hostile_detector_mode_fails_for_its_own_reason() {
         }
         println!("guest check: hostile mode={mode}: {} ({})", reason, failed.len());
     }
-}
-
-/// A 150x150 face on which `hostile-embedder` does its mode number `mode` (see its source).
-fn trigger_chip(dir: &Path, mode: u8) -> String {
-    let mut chip = image::RgbImage::from_pixel(150, 150, image::Rgb([120, 100, 90]));
-    chip.put_pixel(0, 0, image::Rgb([255, 0, 0]));
-    chip.put_pixel(1, 0, image::Rgb([mode, 0, 0]));
-    let path = dir.join(format!("trigger-{mode}.png"));
-    chip.save(&path).unwrap();
-    path.display().to_string()
 }
 
 #[test]

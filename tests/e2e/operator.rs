@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use refacen::store::tarantool::TarantoolStore;
-use refacen::store::{
-    DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore, PhotoRecord,
-};
+use refacen::store::{DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore};
 
 use crate::regenerate::Uploads;
 use crate::servers::{MongoServer, TarantoolServer};
 use crate::support::{Output, photo, refacen, refacen_command};
+use refacen_test_support::records::photo_record;
 
 fn run_with_stdout_closed(args: &[String]) -> Output {
     let mut child = refacen_command(args).spawn().expect("refacen starts");
@@ -96,16 +95,7 @@ fn fill_mongo(uri: &str, database: &str, count: u64) {
                     search_pending: false,
                 })
                 .collect();
-            let record = PhotoRecord {
-                path,
-                orientation: Some(1),
-                sha256: "0".repeat(64),
-                faces: ids,
-                detector: detector.clone(),
-                outputs: vec!["facens".into()],
-                detected_at: 0,
-            };
-            store.commit_photo(record, faces).await.unwrap();
+            store.commit_photo(photo_record(path, ids, &detector), faces).await.unwrap();
         }
     });
 }

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::regenerate::{Uploads, count};
-use crate::support::{f32s, refacen, repo, test_guest};
+use crate::support::{Output, f32s, refacen, repo, test_guest};
 
 /// The detector settings before and after the swap: a stricter final stage first (the weak
 /// faces are not found), then the default one with a larger smallest face, which finds a weak
@@ -31,6 +31,15 @@ fn take_snapshot(uploads: &Uploads, out: &Path) {
         &out.display().to_string(),
     ]);
     assert_eq!(result.code, 0, "{}", result.stderr);
+}
+
+/// `refacen report` of two snapshots into `out`, with `options`.
+fn run_report(before: &Path, after: &Path, out: &Path, options: &[&str]) -> Output {
+    let (before, after, out) =
+        (before.display().to_string(), after.display().to_string(), out.display().to_string());
+    let mut args = vec!["report", "--before", &before, "--after", &after, "--out", &out];
+    args.extend_from_slice(options);
+    refacen(&args)
 }
 
 fn read_json(path: &Path) -> Value {
@@ -198,19 +207,9 @@ fn report_shows_what_a_detector_and_model_swap_changes() {
     // The report, with identities.
     let report_dir = work.path().join("report");
     let identities = repo().join("tests/fixtures/faces/identities.json");
-    let result = refacen(&[
-        "report",
-        "--before",
-        &snap_before.display().to_string(),
-        "--after",
-        &snap_after.display().to_string(),
-        "--out",
-        &report_dir.display().to_string(),
-        "--identities",
-        &identities.display().to_string(),
-        "--top",
-        "5",
-    ]);
+    let identities = identities.display().to_string();
+    let result =
+        run_report(&snap_before, &snap_after, &report_dir, &["--identities", &identities, "--top", "5"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     let report = read_json(&report_dir.join("report.json"));
     let d = &report["detector"];
@@ -310,34 +309,14 @@ fn report_shows_what_a_detector_and_model_swap_changes() {
 
     // Against the capped snapshot only the photos it covers are compared.
     let capped_dir = work.path().join("capped-report");
-    let result = refacen(&[
-        "report",
-        "--before",
-        &capped.display().to_string(),
-        "--after",
-        &snap_after.display().to_string(),
-        "--out",
-        &capped_dir.display().to_string(),
-    ]);
+    let result = run_report(&capped, &snap_after, &capped_dir, &[]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     let capped_report = read_json(&capped_dir.join("report.json"));
     assert_eq!(capped_report["detector"]["photos"], 2);
     assert_eq!(capped_report["detector"]["lost"], 0, "the same records on both sides");
 
     // Cosine, a smaller K and no identities: pairs by photo.
-    let result = refacen(&[
-        "report",
-        "--before",
-        &snap_before.display().to_string(),
-        "--after",
-        &snap_after.display().to_string(),
-        "--out",
-        &report_dir.display().to_string(),
-        "--metric",
-        "cosine",
-        "--top",
-        "2",
-    ]);
+    let result = run_report(&snap_before, &snap_after, &report_dir, &["--metric", "cosine", "--top", "2"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     let m = read_json(&report_dir.join("report.json"))["model"].clone();
     assert_eq!(
@@ -357,19 +336,15 @@ fn missing_and_damaged_snapshots_are_named() {
     let damaged = work.path().join("damaged.json");
     std::fs::write(&damaged, "{\"format\": \"refacen-snapshot\", \"version\": 1, \"faces\": [").unwrap();
     let missing = work.path().join("missing.json");
-    let out = work.path().join("r").display().to_string();
-    let report = |before: &Path, after: &Path| {
-        let (before, after) = (before.display().to_string(), after.display().to_string());
-        refacen(&["report", "--before", &before, "--after", &after, "--out", &out])
-    };
-    let result = report(&damaged, &missing);
+    let out = work.path().join("r");
+    let result = run_report(&damaged, &missing, &out, &[]);
     assert_eq!(result.code, 2);
     assert!(
         result.stderr.contains("damaged.json") && result.stderr.contains("not a refacen snapshot"),
         "{}",
         result.stderr
     );
-    let result = report(&missing, &damaged);
+    let result = run_report(&missing, &damaged, &out, &[]);
     assert_eq!(result.code, 2);
     assert!(
         result.stderr.contains("missing.json") && result.stderr.contains("refacen snapshot"),

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::support::{faces, photo, refacen, test_guest};
+use crate::support::{faces, photo, refacen, test_guest, trigger_chip};
 
 fn red_photo(dir: &std::path::Path) -> String {
     let mut image = image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 150]));
@@ -183,16 +183,6 @@ fn a_huge_answer_is_cut_off() {
         "{error}"
     );
     assert_eq!(faces(&lines[1]).len(), 1, "the next photo is processed: {}", lines[1]);
-}
-
-/// A 150x150 face on which `hostile-embedder` does `MODES[mode]` (see its source).
-fn trigger_chip(dir: &std::path::Path, mode: u8) -> String {
-    let mut chip = image::RgbImage::from_pixel(150, 150, image::Rgb([120, 100, 90]));
-    chip.put_pixel(0, 0, image::Rgb([255, 0, 0]));
-    chip.put_pixel(1, 0, image::Rgb([mode, 0, 0]));
-    let path = dir.join(format!("trigger-{mode}.png"));
-    chip.save(&path).unwrap();
-    path.display().to_string()
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Running the binary, finding fixtures and guests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -183,4 +183,37 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write fixture");
     path.display().to_string()
+}
+
+/// A 150x150 face on which `hostile-embedder` does `MODES[mode]` (see its source): a red
+/// pixel at (0, 0), then the mode in the red of (1, 0).
+pub fn trigger_chip(dir: &Path, mode: u8) -> String {
+    let mut chip = image::RgbImage::from_pixel(150, 150, image::Rgb([120, 100, 90]));
+    chip.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    chip.put_pixel(1, 0, image::Rgb([mode, 0, 0]));
+    let path = dir.join(format!("trigger-{mode}.png"));
+    chip.save(&path).unwrap();
+    path.display().to_string()
+}
+
+/// `refacen embed --model <model> --json --aligned <chips>`: the facen of each chip, by path.
+pub fn embed_aligned<'a>(
+    model: &str,
+    chips: impl IntoIterator<Item = &'a Path>,
+) -> HashMap<PathBuf, Vec<f32>> {
+    guest(model); // fails with "run `cargo xtask guests`" when missing
+    let chips: Vec<String> = chips.into_iter().map(|c| c.display().to_string()).collect();
+    let mut args = vec!["embed", "--model", model, "--json", "--aligned"];
+    args.extend(chips.iter().map(String::as_str));
+    let out = refacen(&args);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), chips.len(), "one line per chip: {}", out.stdout);
+    lines
+        .iter()
+        .map(|line| {
+            let image = PathBuf::from(line["image"].as_str().unwrap_or_else(|| panic!("no image in {line}")));
+            (image, f32s(&line["facen"]))
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 //! wasi-nn host refuses a compute over its ceilings before spending either.
 
 use super::ir::{Graph, Node, Op};
-use super::{NnError, element_count, shape};
+use super::{Excess, NnError, element_count, shape};
 
 /// The estimated cost of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +48,9 @@ impl Graph {
         let last_use = self.last_uses();
         let bytes = |shape: &[usize]| {
             element_count(shape).and_then(|n| {
-                (n as u64).checked_mul(4).ok_or_else(|| NnError::TooLarge(format!("tensor shape {shape:?}")))
+                (n as u64)
+                    .checked_mul(4)
+                    .ok_or_else(|| NnError::too_large(Excess::Bytes { shape: shape.to_vec() }))
             })
         };
         let mut live = 0u64;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{NnError, Tensor};
+use super::{ArgumentFault, NnError, Tensor};
 
 pub type ValueId = usize;
 
@@ -48,7 +48,7 @@ impl Node {
             .get(i)
             .copied()
             .flatten()
-            .ok_or_else(|| NnError::InvalidArgument(format!("missing input {i}")))
+            .ok_or_else(|| NnError::invalid_argument(ArgumentFault::MissingInput { index: i }))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cost;
 #[cfg(feature = "cpu")]
 pub mod cpu;
 mod device;
+mod error;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod ir;
@@ -22,6 +23,7 @@ use std::time::Instant;
 
 pub use cost::Cost;
 pub use device::{ChosenBackend, Device, DeviceError, choose_backend, set_threads};
+pub use error::{ArgumentFault, Excess, GraphFault, NodeRef, RuntimeFault};
 pub use ir::Graph;
 pub use optimize::optimize;
 pub use tensor::{Tensor, element_count, zeroed_values};
@@ -36,10 +38,14 @@ pub enum NnError {
     /// "initializer" (then `node` is the value's name).
     #[error("{}", unsupported_message(.op, .node, .detail))]
     UnsupportedOp { op: String, node: String, detail: Unsupported },
-    #[error("invalid graph: {0}")]
-    InvalidGraph(String),
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    /// The graph itself is malformed (found at import or a backend's prepare); `node` is the
+    /// node at fault where there is one.
+    #[error("invalid graph: {}", error::with_node_first(.node, .fault))]
+    InvalidGraph { node: Option<NodeRef>, fault: GraphFault },
+    /// What a run handed an op (the graph's inputs, or the values a node receives) that the op
+    /// cannot take. [`NnError::at`] wraps it in [`NnError::Node`] with the node.
+    #[error("invalid argument: {fault}")]
+    InvalidArgument { fault: ArgumentFault },
     /// A run given another number of inputs than the graph takes.
     #[error("invalid argument: graph `{graph}` takes {expected} inputs, got {got}")]
     InputCount { graph: String, expected: usize, got: usize },
@@ -47,16 +53,20 @@ pub enum NnError {
     /// any length).
     #[error("invalid argument: input `{input}` must have shape [{}], got {got:?}", dims_pattern(.expected))]
     InputShape { input: String, expected: Vec<Option<usize>>, got: Vec<usize> },
-    #[error("too large: {0}")]
-    TooLarge(String),
+    /// A size past what the host or the GPU can hold; `node` is the node whose sizes it is,
+    /// where known.
+    #[error("too large: {excess}{}", error::node_after(.node))]
+    TooLarge { node: Option<NodeRef>, excess: Excess },
     /// A run would create a tensor over its limit ([`RunLimits`], on the GPU also 2^32 - 1
     /// elements); `producer` says what would create it (a node, or a graph input).
     #[error(
         "too large: {producer} would create a tensor of shape {shape:?} ({elements} values; the limit is {limit})"
     )]
     TensorLimit { producer: String, shape: Vec<usize>, elements: usize, limit: usize },
-    #[error("{0}")]
-    Runtime(String),
+    /// A backend failed to run what it prepared. [`NnError::at`] wraps it in
+    /// [`NnError::Node`] with the node.
+    #[error("{fault}")]
+    Runtime { fault: RuntimeFault },
     #[error("the run passed its deadline and was stopped")]
     DeadlineExceeded,
     /// A node failed while its graph ran; `source` says how.
@@ -65,15 +75,38 @@ pub enum NnError {
 }
 
 impl NnError {
-    /// This error as raised by `node` while its graph ran: wrapped with the node, unless it
-    /// already names what it refuses (limits, deadlines, unsupported ops).
+    /// This error as raised by `node` while its graph ran: wrapped with the node, or the node
+    /// filled in where the error has a place for it, unless it already names what it refuses
+    /// (limits, deadlines, unsupported ops).
     pub fn at(self, node: &ir::Node) -> NnError {
         match self {
-            NnError::InvalidArgument(_) | NnError::Runtime(_) => {
+            NnError::InvalidArgument { .. } | NnError::Runtime { .. } => {
                 NnError::Node { op: node.op.onnx_name(), node: node.name.clone(), source: Box::new(self) }
+            }
+            NnError::InvalidGraph { node: None, fault } => {
+                NnError::InvalidGraph { node: Some(NodeRef::of(node)), fault }
+            }
+            NnError::TooLarge { node: None, excess } => {
+                NnError::TooLarge { node: Some(NodeRef::of(node)), excess }
             }
             other => other,
         }
+    }
+
+    pub fn invalid_graph(fault: GraphFault) -> NnError {
+        NnError::InvalidGraph { node: None, fault }
+    }
+
+    pub fn invalid_argument(fault: ArgumentFault) -> NnError {
+        NnError::InvalidArgument { fault }
+    }
+
+    pub fn too_large(excess: Excess) -> NnError {
+        NnError::TooLarge { node: None, excess }
+    }
+
+    pub fn runtime(fault: RuntimeFault) -> NnError {
+        NnError::Runtime { fault }
     }
 }
 

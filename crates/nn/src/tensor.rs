@@ -1,6 +1,6 @@
 //! The dense f32 tensor every backend computes with.
 
-use super::NnError;
+use super::{ArgumentFault, Excess, NnError};
 
 /// A dense, row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -14,10 +14,11 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, NnError> {
         let expected = element_count(&shape)?;
         if expected != data.len() {
-            return Err(NnError::InvalidArgument(format!(
-                "tensor of shape {shape:?} needs {expected} values, got {}",
-                data.len()
-            )));
+            return Err(NnError::invalid_argument(ArgumentFault::ValueCount {
+                shape,
+                expected,
+                got: data.len(),
+            }));
         }
         Ok(Tensor { shape, data })
     }
@@ -64,11 +65,11 @@ impl Tensor {
     /// The same data under another shape with the same number of elements.
     pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Self, NnError> {
         if element_count(&shape)? != self.data.len() {
-            return Err(NnError::InvalidArgument(format!(
-                "cannot reshape {:?} ({} values) to {shape:?}",
-                self.shape,
-                self.data.len()
-            )));
+            return Err(NnError::invalid_argument(ArgumentFault::Reshape {
+                from: self.shape,
+                values: self.data.len(),
+                to: shape,
+            }));
         }
         self.shape = shape;
         Ok(self)
@@ -77,18 +78,19 @@ impl Tensor {
 
 /// The number of elements of `shape`, refusing shapes whose size overflows.
 pub fn element_count(shape: &[usize]) -> Result<usize, NnError> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-        NnError::TooLarge(format!("tensor shape {shape:?} has more elements than fit in memory"))
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| NnError::too_large(Excess::Elements { shape: shape.to_vec() }))
 }
 
 /// `n` zeros, allocated fallibly: sizes a guest's graph decides must not abort the host when
 /// the machine runs short.
 pub fn zeroed_values(n: usize) -> Result<Vec<f32>, NnError> {
     let mut values = Vec::new();
-    values.try_reserve_exact(n).map_err(|_| {
-        NnError::TooLarge(format!("{} MiB of values cannot be allocated", (n as u64).saturating_mul(4) >> 20))
-    })?;
+    values
+        .try_reserve_exact(n)
+        .map_err(|_| NnError::too_large(Excess::Allocation { bytes: (n as u64).saturating_mul(4) }))?;
     values.resize(n, 0.0);
     Ok(values)
 }

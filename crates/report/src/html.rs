@@ -92,53 +92,62 @@ fn short(sha256: &str) -> &str {
 }
 
 fn detector_cell(uses: &[DetectorUse]) -> String {
-    if uses.is_empty() {
-        return "<td>none</td>".into();
-    }
-    let mut cell = String::from("<td>");
-    for (i, u) in uses.iter().enumerate() {
-        let d = &u.detector;
-        let params: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = write!(
-            cell,
-            "{}<b>{}</b> {} <code>{}</code><br><code>{}</code>{}",
-            if i > 0 { "<hr>" } else { "" },
-            escape(&d.name),
-            escape(&d.version),
-            escape(short(&d.sha256)),
-            escape(&params.join(" ")),
-            if uses.len() > 1 {
-                format!("<br><span class=note>{} faces</span>", u.faces)
-            } else {
-                String::new()
-            }
-        );
-    }
-    cell.push_str("</td>");
-    cell
+    uses_cell(
+        uses,
+        "none",
+        |u| u.faces,
+        |u| {
+            let d = &u.detector;
+            let params: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "<b>{}</b> {} <code>{}</code><br><code>{}</code>",
+                escape(&d.name),
+                escape(&d.version),
+                escape(short(&d.sha256)),
+                escape(&params.join(" "))
+            )
+        },
+    )
 }
 
 fn model_cell(uses: &[ModelUse]) -> String {
+    uses_cell(
+        uses,
+        "no facens",
+        |u| u.faces,
+        |u| {
+            let m = &u.model;
+            format!(
+                "<b>{}</b> {} <code>{}</code>, {} values",
+                escape(&m.name),
+                escape(&m.version),
+                escape(short(&m.sha256)),
+                m.facen_size
+            )
+        },
+    )
+}
+
+/// A cell listing the detectors or models of a snapshot (`none` when it used none), one
+/// `describe`d per rule, each with its count of faces when there are several.
+fn uses_cell<U, N: std::fmt::Display>(
+    uses: &[U],
+    none: &str,
+    faces: impl Fn(&U) -> N,
+    describe: impl Fn(&U) -> String,
+) -> String {
     if uses.is_empty() {
-        return "<td>no facens</td>".into();
+        return format!("<td>{none}</td>");
     }
     let mut cell = String::from("<td>");
     for (i, u) in uses.iter().enumerate() {
-        let m = &u.model;
-        let _ = write!(
-            cell,
-            "{}<b>{}</b> {} <code>{}</code>, {} values{}",
-            if i > 0 { "<hr>" } else { "" },
-            escape(&m.name),
-            escape(&m.version),
-            escape(short(&m.sha256)),
-            m.facen_size,
-            if uses.len() > 1 {
-                format!("<br><span class=note>{} faces</span>", u.faces)
-            } else {
-                String::new()
-            }
-        );
+        if i > 0 {
+            cell.push_str("<hr>");
+        }
+        cell.push_str(&describe(u));
+        if uses.len() > 1 {
+            let _ = write!(cell, "<br><span class=note>{} faces</span>", faces(u));
+        }
     }
     cell.push_str("</td>");
     cell
@@ -229,42 +238,40 @@ fn detector_section(out: &mut String, report: &Report, faces: &mut Faces) {
         );
         for kept in &photo.kept {
             let (b, a) = (faces.before.get(&kept.id).copied(), faces.after.get(&kept.id).copied());
-            let _ = write!(
-                out,
-                "<figure class=\"face kept\" data-face-id=\"{}\">{}{}<figcaption>#{} kept · box IoU {:.2} · score {:.3}→{:.3}</figcaption></figure>",
-                kept.id,
-                faces.img(b, "before"),
-                faces.img(a, "after"),
-                kept.id,
-                kept.box_iou,
-                kept.score_before,
-                kept.score_after
+            let caption = format!(
+                "kept · box IoU {:.2} · score {:.3}→{:.3}",
+                kept.box_iou, kept.score_before, kept.score_after
             );
+            face_figure(out, "kept", kept.id, &faces.img(b, "before"), &faces.img(a, "after"), &caption);
         }
-        for id in &photo.lost {
-            let b = faces.before.get(id).copied();
-            let _ = write!(
-                out,
-                "<figure class=\"face lost\" data-face-id=\"{id}\">{}<span class=\"absent\"></span><figcaption>#{id} lost</figcaption></figure>",
-                faces.img(b, "before")
-            );
+        for &id in &photo.lost {
+            let b = faces.before.get(&id).copied();
+            face_figure(out, "lost", id, &faces.img(b, "before"), ABSENT, "lost");
         }
-        for id in &photo.gained {
-            let a = faces.after.get(id).copied();
-            let _ = write!(
-                out,
-                "<figure class=\"face gained\" data-face-id=\"{id}\"><span class=\"absent\"></span>{}<figcaption>#{id} gained</figcaption></figure>",
-                faces.img(a, "after")
-            );
+        for &id in &photo.gained {
+            let a = faces.after.get(&id).copied();
+            face_figure(out, "gained", id, ABSENT, &faces.img(a, "after"), "gained");
         }
         out.push_str("</div></div>");
     }
-    if d.per_photo.len() > MAX_PHOTOS_SHOWN {
-        let _ = write!(
-            out,
-            "<p class=\"note\">{} more photos (without changes first) are in report.json.</p>",
-            d.per_photo.len() - MAX_PHOTOS_SHOWN
-        );
+    end_section(out, d.per_photo.len(), MAX_PHOTOS_SHOWN, "photos (without changes first)");
+}
+
+/// Where a face is missing on one side of a before | after figure.
+const ABSENT: &str = "<span class=\"absent\"></span>";
+
+/// A face as before | after (`kind`: kept, lost or gained), captioned `#id caption`.
+fn face_figure(out: &mut String, kind: &str, id: FaceId, before: &str, after: &str, caption: &str) {
+    let _ = write!(
+        out,
+        "<figure class=\"face {kind}\" data-face-id=\"{id}\">{before}{after}<figcaption>#{id} {caption}</figcaption></figure>"
+    );
+}
+
+/// Closes a section that listed at most `shown` of `total` rows, saying where the rest are.
+fn end_section(out: &mut String, total: usize, shown: usize, rows: &str) {
+    if total > shown {
+        let _ = write!(out, "<p class=\"note\">{} more {rows} are in report.json.</p>", total - shown);
     }
     out.push_str("</section>");
 }
@@ -393,14 +400,7 @@ fn model_section(out: &mut String, m: &ModelComparison, thumbnail_css: &mut BTre
         neighbour_row(out, n);
     }
     out.push_str("</table>");
-    if m.neighbours.len() > MAX_NEIGHBOUR_ROWS {
-        let _ = write!(
-            out,
-            "<p class=\"note\">{} more faces are in report.json.</p>",
-            m.neighbours.len() - MAX_NEIGHBOUR_ROWS
-        );
-    }
-    out.push_str("</section>");
+    end_section(out, m.neighbours.len(), MAX_NEIGHBOUR_ROWS, "faces");
 }
 
 fn neighbour_row(out: &mut String, n: &FaceNeighbours) {

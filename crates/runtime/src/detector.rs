@@ -4,56 +4,37 @@ use std::sync::Arc;
 
 use super::bindings::detector::DetectorPre;
 use super::bindings::{detector as wit, types};
-use super::contract::{check_detector_info, check_faces};
+use super::contract::{Violation, check_detector_info, check_faces};
 use super::error::{GuestError, GuestFailure, Reported};
-use super::session::{CallStats, Session, world_bindings};
-use super::wasi_nn::NnUsage;
+use super::loaded::{DeclaredInfo, Loaded};
+use super::session::world_bindings;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
 
 world_bindings!(wit::Detector, DetectorPre, "detector", World::Detector);
 
 /// A detector ready to run. Not `Sync`: give each worker its own (they share compiled code).
-pub struct Detector {
-    session: Session<wit::Detector>,
-    info: DetectorInfo,
+pub type Detector = Loaded<wit::Detector, DetectorInfo>;
+
+impl DeclaredInfo for DetectorInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        check_detector_info(self)
+    }
 }
 
 impl Detector {
     pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
-        let mut session = Session::new(runtime, component)?;
-        let info = session.call("info", |b: &wit::Detector, s| b.call_info(s))?;
-        let info = DetectorInfo {
+        let ask = |b: &wit::Detector, s: &mut _| b.call_info(s);
+        Loaded::load(runtime, component, ask, |info| DetectorInfo {
             name: info.name,
             version: info.version,
             description: info.description,
             params: info.params.into_iter().map(param_spec).collect(),
-        };
-        session.name = info.name.clone();
-        let detector = Detector { session, info };
-        check_detector_info(&detector.info).map_err(|violation| {
-            LoadError::Call(detector.error_in("info", GuestFailure::InvalidAnswer(violation)))
-        })?;
-        Ok(detector)
-    }
-
-    pub fn info(&self) -> &DetectorInfo {
-        &self.info
-    }
-
-    pub fn component(&self) -> &Arc<GuestComponent> {
-        &self.session.component
-    }
-
-    /// Timing of the last `detect`.
-    pub fn last_call(&self) -> CallStats {
-        self.session.last_call
-    }
-
-    /// What the live instance holds in the host through wasi-nn (`None` before the first
-    /// call and after a failed one, when there is no instance).
-    pub fn nn_usage(&self) -> Option<NnUsage> {
-        self.session.nn_usage()
+        })
     }
 
     /// Faces in an RGB image. `params` hold only what the operator set (validated with
@@ -71,24 +52,11 @@ impl Detector {
             .collect();
         let answer =
             self.session.call("detect", |b: &wit::Detector, s| b.call_detect(s, &wit_image, &wit_params))?;
-        let faces = answer.map_err(|e| self.error(GuestFailure::Reported(reported(e))))?;
+        let faces = answer.map_err(|e| self.error("detect", GuestFailure::Reported(reported(e))))?;
         let faces = from_wit_faces(faces);
         check_faces(&faces, image.width(), image.height())
-            .map_err(|violation| self.error(GuestFailure::InvalidAnswer(violation)))?;
+            .map_err(|violation| self.error("detect", GuestFailure::InvalidAnswer(violation)))?;
         Ok(faces)
-    }
-
-    fn error(&self, failure: GuestFailure) -> GuestError {
-        self.error_in("detect", failure)
-    }
-
-    fn error_in(&self, call: &'static str, failure: GuestFailure) -> GuestError {
-        GuestError {
-            guest: self.info.name.clone(),
-            file: self.session.component.path.display().to_string(),
-            call,
-            failure,
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use super::sandbox::GuestState;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 
 /// The typed bindings of one world.
-pub(crate) trait WorldBindings: Sized {
+pub trait WorldBindings: Sized {
     type Pre;
     /// The world's name in the WIT package.
     const WORLD: &'static str;

@@ -11,10 +11,8 @@
 //! length, norms around 1.4); two faces are the same person when their L2 distance is below
 //! 0.6.
 
-use std::cell::OnceCell;
-
 use kit::embedder::{EmbedderInfo, Guest, GuestError, Image};
-use kit::{EmbedderNetwork, Tensor, WasiNnNetwork};
+use kit::{EmbedderNetwork, Tensor};
 
 const SIZE: u32 = 150;
 const FACEN_SIZE: usize = 128;
@@ -30,11 +28,6 @@ const NETWORK: EmbedderNetwork = EmbedderNetwork {
 struct DlibResnet;
 
 kit::export_embedder!(DlibResnet);
-
-thread_local! {
-    /// Loaded on the first `embed` and kept for the instance's life.
-    static LOADED: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
-}
 
 /// The batch `[N, 3, 150, 150]`: each face's interleaved RGB bytes as planar float values.
 fn batch(faces: &[Image]) -> Tensor {
@@ -68,7 +61,7 @@ impl Guest for DlibResnet {
     }
 
     fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
-        let facens = NETWORK.embed(&LOADED, faces, batch)?;
+        let facens = NETWORK.embed(faces, batch)?;
         Ok(facens.data.chunks_exact(FACEN_SIZE).map(<[f32]>::to_vec).collect())
     }
 }

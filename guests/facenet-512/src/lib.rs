@@ -26,10 +26,8 @@
 //! canonical chip shows the face at the scale FaceNet's crops do (the mean face's width is 2/3
 //! of the side there, the MTCNN box's 3/4 to 4/5 in FaceNet's) with a little more forehead.
 
-use std::cell::OnceCell;
-
 use kit::embedder::{AlignmentTemplate, EmbedderInfo, Guest, GuestError, Image};
-use kit::{EmbedderNetwork, Tensor, WasiNnNetwork};
+use kit::{EmbedderNetwork, Tensor};
 
 const SIZE: u32 = 160;
 const FACEN_SIZE: usize = 512;
@@ -47,11 +45,6 @@ const NORM_SQUARED_FLOOR: f32 = 1e-10;
 struct FaceNet;
 
 kit::export_embedder!(FaceNet);
-
-thread_local! {
-    /// Loaded on the first `embed` and kept for the instance's life.
-    static LOADED: OnceCell<WasiNnNetwork> = const { OnceCell::new() };
-}
 
 /// refacen's canonical template (dlib's chip geometry) scaled to 160x160.
 fn template() -> AlignmentTemplate {
@@ -121,7 +114,7 @@ impl Guest for FaceNet {
     }
 
     fn embed(faces: Vec<Image>) -> Result<Vec<Vec<f32>>, GuestError> {
-        let bottleneck = NETWORK.embed(&LOADED, faces, batch)?;
+        let bottleneck = NETWORK.embed(faces, batch)?;
         Ok(bottleneck.data.chunks_exact(FACEN_SIZE).map(normalize).collect())
     }
 }

@@ -241,14 +241,19 @@ pub struct EmbedderNetwork {
     pub facen_size: usize,
 }
 
+thread_local! {
+    /// The embedder's network, loaded on the first `embed` and kept for the instance's life,
+    /// with the address of the graph it was loaded from.
+    static LOADED_EMBEDDER: std::cell::OnceCell<(usize, WasiNnNetwork)> = const { std::cell::OnceCell::new() };
+}
+
 impl EmbedderNetwork {
     /// An embedder's `embed`: checks that every face is the template's size, lays all of them
-    /// out as one batch with `batch`, runs it in one wasi-nn compute on the network `loaded`
-    /// holds (loaded on first use, for the instance's life) and returns the output, checked to
-    /// be `[faces, facen_size]`.
+    /// out as one batch with `batch`, runs it in one wasi-nn compute on the network (loaded on
+    /// first use, for the instance's life; one `EmbedderNetwork` per guest) and returns the
+    /// output, checked to be `[faces, facen_size]`.
     pub fn embed(
         &self,
-        loaded: &'static std::thread::LocalKey<std::cell::OnceCell<WasiNnNetwork>>,
         faces: Vec<Image>,
         batch: impl FnOnce(&[Image]) -> Tensor,
     ) -> Result<Tensor, GuestError> {
@@ -262,12 +267,18 @@ impl EmbedderNetwork {
         }
         let input = batch(&faces);
         drop(faces);
-        let outputs = loaded.with(|cell| {
+        let graph = self.onnx.as_ptr() as usize;
+        let outputs = LOADED_EMBEDDER.with(|cell| {
             if cell.get().is_none() {
                 let network = WasiNnNetwork::load(self.onnx, self.input_name).map_err(GuestError::Nn)?;
-                let _ = cell.set(network);
+                let _ = cell.set((graph, network));
             }
-            cell.get().expect("set above").run(input).map_err(GuestError::Nn)
+            match cell.get().expect("set above") {
+                (loaded, network) if *loaded == graph => network.run(input).map_err(GuestError::Nn),
+                _ => Err(GuestError::Internal(
+                    "kit::EmbedderNetwork keeps one network per guest; this guest embeds with two".into(),
+                )),
+            }
         })?;
         match outputs.into_iter().next() {
             Some(t) if t.dims == [count, facen_size] && t.data.len() == count * facen_size => Ok(t),

@@ -24,38 +24,14 @@ impl Check<'_> {
         probes.extend(samples::photos());
 
         // First run: every probe; the answers each later run is compared with.
-        let mut first: Vec<Option<Vec<Face>>> = Vec::new();
-        for probe in &probes {
-            let answer = detector.detect(&probe.image, &base);
-            let stats = detector.last_call();
-            first.push(match answer {
-                Ok(faces) => {
-                    rec.pass("detect", Some(&probe.name), format!("{} face(s)", faces.len()));
-                    rec.stats(stats, true);
-                    Some(faces)
-                }
-                Err(e) => {
-                    rec.call_failed("detect", probe, &e, stats);
-                    None
-                }
-            });
-        }
+        let mut detect = |probe: &Probe| (detector.detect(&probe.image, &base), detector.last_call());
+        let first =
+            first_run(rec, "detect", &probes, &mut detect, |faces| format!("{} face(s)", faces.len()));
         let answered: Vec<(&Probe, &Vec<Face>)> =
             probes.iter().zip(&first).filter_map(|(p, f)| f.as_ref().map(|f| (p, f))).collect();
 
         // Second run: the same answers.
-        let mut differences = Vec::new();
-        for (probe, faces) in &answered {
-            match detector.detect(&probe.image, &base) {
-                Ok(again) => {
-                    rec.observe(detector.last_call(), || format!("detect again {}", probe.name));
-                    if let Some(d) = faces_difference(faces, &again) {
-                        differences.push((probe.name.clone(), d));
-                    }
-                }
-                Err(e) => rec.call_failed("detect again", probe, &e, detector.last_call()),
-            }
-        }
+        let differences = second_run(rec, "detect again", &answered, detect, |a, b| faces_difference(a, b));
         determinism(rec, answered.len(), &differences, 1e-3);
 
         // Each parameter at another value than in the first run.

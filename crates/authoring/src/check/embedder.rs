@@ -19,46 +19,26 @@ impl Check<'_> {
 
         let probes = self.model_probes(t, rec)?;
 
-        let mut first: Vec<Option<Vec<f32>>> = Vec::new();
-        for probe in &probes {
-            let answer = embedder.embed(std::slice::from_ref(&probe.image));
-            let stats = embedder.last_call();
-            first.push(match answer {
-                Ok(mut facens) => {
-                    let facen = facens.pop().expect("checked: one facen per face");
-                    let norm = facen.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    rec.pass(
-                        "embed",
-                        Some(&probe.name),
-                        format!("{} values, L2 norm {norm:.4}", facen.len()),
-                    );
-                    rec.stats(stats, true);
-                    Some(facen)
-                }
-                Err(e) => {
-                    rec.call_failed("embed", probe, &e, stats);
-                    None
-                }
-            });
-        }
+        let first = first_run(
+            rec,
+            "embed",
+            &probes,
+            |probe| embed_one(&mut embedder, probe),
+            |facen| {
+                let norm = facen.iter().map(|v| v * v).sum::<f32>().sqrt();
+                format!("{} values, L2 norm {norm:.4}", facen.len())
+            },
+        );
         let answered: Vec<(&Probe, &Vec<f32>)> =
             probes.iter().zip(&first).filter_map(|(p, f)| f.as_ref().map(|f| (p, f))).collect();
 
         check_batch(&mut embedder, &answered, rec);
 
-        let mut differences = Vec::new();
-        for (probe, facen) in &answered {
-            match embedder.embed(std::slice::from_ref(&probe.image)) {
-                Ok(again) => {
-                    rec.observe(embedder.last_call(), || format!("embed again {}", probe.name));
-                    let d = facen_difference(facen, &again[0]);
-                    if d > 0.0 {
-                        differences.push((probe.name.clone(), d));
-                    }
-                }
-                Err(e) => rec.call_failed("embed again", probe, &e, embedder.last_call()),
-            }
-        }
+        let again = |probe: &Probe| embed_one(&mut embedder, probe);
+        let differences = second_run(rec, "embed again", &answered, again, |facen, again| {
+            let d = facen_difference(facen, again);
+            (d > 0.0).then_some(d)
+        });
         determinism(rec, answered.len(), &differences, 1e-5);
         self.limits(rec, embedder.nn_usage());
         Ok((info.name, info.version))
@@ -164,4 +144,10 @@ fn check_batch(embedder: &mut Embedder, answered: &[(&Probe, &Vec<f32>)], rec: &
         Ok(_) => rec.pass("batch", Some("no faces"), "no facens".into()),
         Err(e) => rec.fail("batch", Some("no faces"), Reason::Guest(e.failure.kind()), e.failure.to_string()),
     }
+}
+
+/// One face's facen, and the call's timing.
+fn embed_one(embedder: &mut Embedder, probe: &Probe) -> (Result<Vec<f32>, GuestError>, CallStats) {
+    let facens = embedder.embed(std::slice::from_ref(&probe.image));
+    (facens.map(|mut facens| facens.pop().expect("checked: one facen per face")), embedder.last_call())
 }

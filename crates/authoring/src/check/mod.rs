@@ -225,6 +225,58 @@ fn lint_info(rec: &mut Recorder, version: &str, description: &str, params: &[Par
     }
 }
 
+/// The first run: `call` (named `check`) on every probe, recording each answer as
+/// `describe` puts it; the answers each later run is compared with.
+fn first_run<T>(
+    rec: &mut Recorder,
+    check: &'static str,
+    probes: &[Probe],
+    mut call: impl FnMut(&Probe) -> (Result<T, GuestError>, CallStats),
+    describe: impl Fn(&T) -> String,
+) -> Vec<Option<T>> {
+    let mut answers = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let (answer, stats) = call(probe);
+        answers.push(match answer {
+            Ok(answer) => {
+                rec.pass(check, Some(&probe.name), describe(&answer));
+                rec.stats(stats, true);
+                Some(answer)
+            }
+            Err(e) => {
+                rec.call_failed(check, probe, &e, stats);
+                None
+            }
+        });
+    }
+    answers
+}
+
+/// The second run: `call` (named `check`) again on every probe the first run answered, and
+/// by how much each answer differs from the first (`difference`: `None` when it does not).
+fn second_run<T, A>(
+    rec: &mut Recorder,
+    check: &'static str,
+    answered: &[(&Probe, &T)],
+    mut call: impl FnMut(&Probe) -> (Result<A, GuestError>, CallStats),
+    difference: impl Fn(&T, &A) -> Option<f32>,
+) -> Vec<(String, f32)> {
+    let mut differences = Vec::new();
+    for (probe, first) in answered {
+        let (answer, stats) = call(probe);
+        match answer {
+            Ok(again) => {
+                rec.observe(stats, || format!("{check} {}", probe.name));
+                if let Some(d) = difference(first, &again) {
+                    differences.push((probe.name.clone(), d));
+                }
+            }
+            Err(e) => rec.call_failed(check, probe, &e, stats),
+        }
+    }
+    differences
+}
+
 /// The determinism row: how far the second run's answers were from the first's.
 fn determinism(rec: &mut Recorder, inputs: usize, differences: &[(String, f32)], rounding: f32) {
     let worst = differences.iter().fold(None::<&(String, f32)>, |w, d| match w {

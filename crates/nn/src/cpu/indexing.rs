@@ -3,7 +3,7 @@
 
 use crate::ir::{PadMode, Reduce, ReduceKind};
 use crate::shape::{self, SliceRange};
-use crate::{NnError, Tensor, zeroed_values};
+use crate::{ArgumentFault, NnError, Tensor, zeroed_values};
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
@@ -63,9 +63,7 @@ pub fn gather(x: &Tensor, axis: usize, indices: &[i64], out_shape: Vec<usize>) -
         .map(|&i| {
             let r = if i < 0 { i + dim as i64 } else { i };
             usize::try_from(r).ok().filter(|&r| r < dim).ok_or_else(|| {
-                NnError::InvalidArgument(format!(
-                    "Gather index {i} is out of range for dimension {dim} of {s:?}"
-                ))
+                NnError::invalid_argument(ArgumentFault::IndexOutOfRange { index: i, dim, shape: s.to_vec() })
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

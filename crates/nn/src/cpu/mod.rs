@@ -15,7 +15,10 @@ mod resample;
 use std::sync::Arc;
 
 use super::ir::{Graph, Op, PadMode, ValueId};
-use super::{Backend, Deadline, Executable, NnError, NodeTiming, RunLimits, Tensor, element_count, shape};
+use super::{
+    ArgumentFault, Backend, Deadline, Executable, GraphFault, NnError, NodeTiming, RunLimits, RuntimeFault,
+    Tensor, element_count, shape,
+};
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
@@ -104,23 +107,17 @@ impl CpuExecutable {
             conv_bias.push(match &node.op {
                 Op::Conv(_) => {
                     let w = node.inputs[1].and_then(|id| graph.constant(id)).ok_or_else(|| {
-                        NnError::InvalidGraph(format!("Conv node `{}` has no constant weights", node.name))
+                        NnError::invalid_graph(GraphFault::NotConstant { what: "weights tensor" }).at(node)
                     })?;
                     let channels = w.shape()[0];
                     Some(match node.inputs.get(2).copied().flatten() {
                         Some(b) => {
                             let b = graph.constant(b).ok_or_else(|| {
-                                NnError::InvalidGraph(format!(
-                                    "Conv node `{}` has a non-constant bias",
-                                    node.name
-                                ))
+                                NnError::invalid_graph(GraphFault::NotConstant { what: "bias" }).at(node)
                             })?;
                             if b.len() != channels {
-                                return Err(NnError::InvalidGraph(format!(
-                                    "Conv node `{}` has {} biases for {channels} channels",
-                                    node.name,
-                                    b.len()
-                                )));
+                                let fault = GraphFault::PerChannel { what: "biases", got: b.len(), channels };
+                                return Err(NnError::invalid_graph(fault).at(node));
                             }
                             b.data().to_vec()
                         }
@@ -187,9 +184,9 @@ impl CpuExecutable {
             .map(|&id| match std::mem::replace(&mut slots[id], Slot::Empty) {
                 Slot::Owned(t) => Ok(t),
                 Slot::Const(t) => Ok(t.clone()),
-                Slot::Empty => {
-                    Err(NnError::Runtime(format!("output `{}` was not computed", graph.value_name(id))))
-                }
+                Slot::Empty => Err(NnError::runtime(RuntimeFault::NotComputed {
+                    output: graph.value_name(id).to_string(),
+                })),
             })
             .collect()
     }
@@ -357,7 +354,7 @@ impl CpuExecutable {
         id: Option<ValueId>,
         slots: &mut [Slot],
     ) -> Result<Tensor, NnError> {
-        let id = id.ok_or_else(|| NnError::InvalidArgument("missing input 0".into()))?;
+        let id = id.ok_or_else(|| NnError::invalid_argument(ArgumentFault::MissingInput { index: 0 }))?;
         // Only an owned intermediate may be moved out: replacing a constant's slot would lose
         // the constant (a Relu or Reshape of an initializer).
         if self.last_use[id] == index
@@ -374,7 +371,7 @@ fn value<'s>(slots: &'s [Slot], id: ValueId) -> Result<&'s Tensor, NnError> {
     match &slots[id] {
         Slot::Const(t) => Ok(t),
         Slot::Owned(t) => Ok(t),
-        Slot::Empty => Err(NnError::Runtime(format!("value #{id} is read before it is computed"))),
+        Slot::Empty => Err(NnError::runtime(RuntimeFault::ReadBeforeComputed { value: id })),
     }
 }
 

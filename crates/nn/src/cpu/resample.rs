@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::ir::{ConvTranspose, Resize};
 use crate::shape;
-use crate::{Deadline, NnError, Tensor, zeroed_values};
+use crate::{ArgumentFault, Deadline, NnError, Tensor, zeroed_values};
 
 /// Resize as one 1-D pass per resized axis (nearest and multilinear interpolation are
 /// separable, so this computes what ONNX's N-D definition does).
@@ -16,7 +16,9 @@ pub fn resize(r: &Resize, x: &Tensor) -> Result<Tensor, NnError> {
             continue;
         }
         if axis.input == 0 {
-            return Err(NnError::InvalidArgument(format!("Resize of an empty dimension of {:?}", x.shape())));
+            return Err(NnError::invalid_argument(ArgumentFault::EmptyResizeAxis {
+                shape: x.shape().to_vec(),
+            }));
         }
         let taps = shape::resize_taps(r, axis);
         let s = current.shape().to_vec();

@@ -95,17 +95,16 @@ impl Builder<'_> {
     pub fn value(&self, id: ValueId) -> Result<&Loc, NnError> {
         self.locs[id]
             .as_ref()
-            .ok_or_else(|| NnError::Runtime(format!("value #{id} is read before it is computed")))
+            .ok_or_else(|| NnError::runtime(crate::RuntimeFault::ReadBeforeComputed { value: id }))
     }
 
     /// A fresh intermediate for a value of `shape`.
     pub fn output(&mut self, shape: Vec<usize>) -> Result<Loc, NnError> {
         let bytes = (shape.iter().product::<usize>() as u64 * 4).max(4);
         if bytes > self.ctx.limits.max_buffer_size {
-            return Err(NnError::TooLarge(format!(
-                "a tensor of shape {shape:?} ({bytes} bytes) exceeds the largest buffer of the GPU ({} bytes)",
-                self.ctx.limits.max_buffer_size
-            )));
+            let what = format!("a tensor of shape {shape:?}");
+            let limit = self.ctx.limits.max_buffer_size;
+            return Err(NnError::too_large(crate::Excess::GpuBuffer { what, bytes, limit }));
         }
         // The smallest idle buffer that fits, unless it is more than twice the need.
         let fit = self
@@ -163,8 +162,9 @@ impl Builder<'_> {
 
     /// The kernel node `index` dispatches (see [`kernel_key`]).
     pub fn kernel(&self, index: usize, node: &Node, choice: ShapeChoice) -> Result<KernelKey, NnError> {
-        kernel_key(node, &self.exe.nodes[index], choice)
-            .ok_or_else(|| NnError::Runtime(format!("no GPU kernel for this node ({choice:?})")))
+        kernel_key(node, &self.exe.nodes[index], choice).ok_or_else(|| {
+            NnError::runtime(crate::RuntimeFault::NoGpuKernel { choice: format!("{choice:?}") })
+        })
     }
 
     /// Adds a dispatch of `key` over `grid` with `params`, reading `inputs`, writing `output`.
@@ -184,12 +184,9 @@ impl Builder<'_> {
         );
         for bind in inputs.iter().chain([&output]) {
             if bind.size > self.ctx.max_binding() {
-                return Err(NnError::TooLarge(format!(
-                    "an operand of {} bytes exceeds the largest buffer binding of the GPU ({} bytes), and the \
-                     GPU backend does not split this op",
-                    bind.size,
-                    self.ctx.max_binding()
-                )));
+                let what = format!("an operand of {} bytes", bind.size);
+                let limit = Some(self.ctx.max_binding());
+                return Err(NnError::too_large(crate::Excess::GpuBinding { what, limit }));
             }
         }
         let kernel = self.ctx.kernels.get(&self.ctx.device, &key)?;
@@ -277,11 +274,9 @@ impl<'e> Builder<'e> {
             let elements = self.check_size(shape, "input", graph.value_name(input.value))?;
             let bytes = (elements as u64 * 4).max(4);
             if bytes > ctx.limits.max_buffer_size {
-                return Err(NnError::TooLarge(format!(
-                    "input `{}` of shape {shape:?} exceeds the largest buffer of the GPU ({} bytes)",
-                    graph.value_name(input.value),
-                    ctx.limits.max_buffer_size
-                )));
+                let what = format!("input `{}` of shape {shape:?}", graph.value_name(input.value));
+                let limit = ctx.limits.max_buffer_size;
+                return Err(NnError::too_large(crate::Excess::GpuBuffer { what, bytes, limit }));
             }
             let buffer = ctx.pool.acquire(&ctx.device, bytes);
             self.locs[input.value] =
@@ -361,7 +356,9 @@ impl<'e> Builder<'e> {
         let mut staging_bytes = 0u64;
         for &id in &graph.outputs {
             let loc = self.locs[id].as_ref().ok_or_else(|| {
-                NnError::Runtime(format!("output `{}` was not computed", graph.value_name(id)))
+                NnError::runtime(crate::RuntimeFault::NotComputed {
+                    output: graph.value_name(id).to_string(),
+                })
             })?;
             match &loc.constant {
                 Some(t) => outputs.push(Output::Constant(t.clone())),

@@ -49,9 +49,7 @@ impl Ctx {
         }
         let y = workgroups.div_ceil(max);
         if y > max {
-            return Err(NnError::TooLarge(format!(
-                "a dispatch of {workgroups} workgroups exceeds the GPU's grid of {max} x {max}"
-            )));
+            return Err(NnError::too_large(crate::Excess::GpuGrid { workgroups, max }));
         }
         Ok([max as u32, y as u32, 1])
     }
@@ -64,7 +62,7 @@ impl Ctx {
 }
 
 /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error
-/// into `NnError::Runtime` (out of memory: `NnError::TooLarge`).
+/// into `NnError::Runtime` (out of memory: `NnError::TooLarge`); `what` says what ran.
 pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Result<T, NnError> {
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -72,10 +70,14 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
     let invalid = pollster::block_on(validation.pop());
     let out_of_memory = pollster::block_on(oom.pop());
     if let Some(e) = out_of_memory {
-        return Err(NnError::TooLarge(format!("{what}: the GPU is out of memory: {e}")));
+        let excess = crate::Excess::GpuOutOfMemory { during: what.to_string(), error: e.to_string() };
+        return Err(NnError::too_large(excess));
     }
     if let Some(e) = invalid {
-        return Err(NnError::Runtime(format!("{what}: GPU error: {e}")));
+        return Err(NnError::runtime(crate::RuntimeFault::Gpu {
+            during: what.to_string(),
+            error: e.to_string(),
+        }));
     }
     Ok(value)
 }

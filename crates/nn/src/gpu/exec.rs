@@ -101,10 +101,11 @@ impl GpuExecutable {
                         constants[id] = Some(upload(device, &graph.values[id].name, tensor.data()));
                     }
                     nodes.push(prepare::prepare(&ctx, &graph, node).map_err(|e| match e {
-                        NnError::InvalidArgument(msg) | NnError::Runtime(msg) => NnError::InvalidGraph(
-                            format!("{} node `{}`: {msg}", node.op.onnx_name(), node.name),
-                        ),
-                        other => other,
+                        NnError::InvalidArgument { .. } | NnError::Runtime { .. } => NnError::InvalidGraph {
+                            node: Some(crate::NodeRef::of(node)),
+                            fault: crate::GraphFault::Unpreparable { source: Box::new(e) },
+                        },
+                        other => other.at(node),
                     })?);
                 }
                 Ok::<_, NnError>((constants, nodes))
@@ -172,7 +173,10 @@ impl GpuExecutable {
         })
         .and_then(|r| r);
         let result = match self.ctx.take_uncaptured() {
-            Some(e) => Err(NnError::Runtime(format!("GPU error: {e}"))),
+            Some(e) => Err(NnError::runtime(crate::RuntimeFault::Gpu {
+                during: "running the graph".into(),
+                error: e,
+            })),
             None => result,
         };
         // A plan whose run failed may hold a half-written state; only good plans are kept.

@@ -69,8 +69,8 @@ fn fused_activation(activation: &Activation) -> (FusedActivation, f32, Option<&A
     }
 }
 
-fn graph_error(msg: String) -> NnError {
-    NnError::InvalidGraph(msg)
+fn graph_error(fault: crate::GraphFault) -> NnError {
+    NnError::invalid_graph(fault)
 }
 
 /// Packs `node`'s weights and compiles the kernel its attributes choose (kernels that input
@@ -103,20 +103,25 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
         .copied()
         .flatten()
         .and_then(|id| graph.constant(id))
-        .ok_or_else(|| graph_error("the weights are not a constant".into()))?;
+        .ok_or_else(|| graph_error(crate::GraphFault::NotConstant { what: "weights tensor" }))?;
     let ws = w.shape();
     if ws.len() != 4 {
-        return Err(graph_error(format!("weights of shape {ws:?} are not 4-D")));
+        return Err(graph_error(crate::GraphFault::Weights {
+            shape: ws.to_vec(),
+            problem: "are not 4-D".into(),
+        }));
     }
     let (m, cin_g) = (ws[0], ws[1]);
     let groups = conv.group;
     if groups == 0 || !m.is_multiple_of(groups) {
-        return Err(graph_error(format!("{m} output channels do not split into {groups} groups")));
+        let problem = format!("has {m} output channels, which do not split into {groups} groups");
+        return Err(graph_error(crate::GraphFault::Weights { shape: ws.to_vec(), problem }));
     }
     let [kh, kw] = conv.kernel;
     let k = cin_g * kh * kw;
     if w.len() != m * k {
-        return Err(graph_error(format!("weights of shape {ws:?} do not match the kernel {kh}x{kw}")));
+        let problem = format!("do not match the kernel {kh}x{kw}");
+        return Err(graph_error(crate::GraphFault::Weights { shape: ws.to_vec(), problem }));
     }
     let mg = m / groups;
     let depthwise = cin_g == 1 && mg == 1;
@@ -138,9 +143,12 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
     };
     let mut chan = match node.inputs.get(2).copied().flatten() {
         Some(id) => {
-            let bias = graph.constant(id).ok_or_else(|| graph_error("the bias is not a constant".into()))?;
+            let bias = graph
+                .constant(id)
+                .ok_or_else(|| graph_error(crate::GraphFault::NotConstant { what: "bias" }))?;
             if bias.len() != m {
-                return Err(graph_error(format!("{} biases for {m} channels", bias.len())));
+                let fault = crate::GraphFault::PerChannel { what: "biases", got: bias.len(), channels: m };
+                return Err(graph_error(fault));
             }
             bias.data().to_vec()
         }
@@ -149,7 +157,9 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
     let (act, alpha, slopes) = fused_activation(&conv.activation);
     if let Some(slopes) = slopes {
         if slopes.len() != m {
-            return Err(graph_error(format!("{} PRelu slopes for {m} channels", slopes.len())));
+            let fault =
+                crate::GraphFault::PerChannel { what: "PRelu slopes", got: slopes.len(), channels: m };
+            return Err(graph_error(fault));
         }
         chan.extend_from_slice(slopes.data());
     }

@@ -208,7 +208,7 @@ fn wait(ctx: &Ctx) -> Result<(), NnError> {
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map(|_| ())
-        .map_err(|e| NnError::Runtime(format!("waiting for the GPU: {e}")))
+        .map_err(|e| gpu_failed("waiting for the GPU", e))
 }
 
 /// Maps `buffer` (after the submitted work), copies its bytes out and unmaps it.
@@ -219,12 +219,13 @@ fn map_read(ctx: &Ctx, buffer: &wgpu::Buffer) -> Result<Vec<u8>, NnError> {
     });
     wait(ctx)?;
     rx.recv()
-        .map_err(|_| NnError::Runtime("the GPU never finished mapping the outputs".into()))?
-        .map_err(|e| NnError::Runtime(format!("reading the outputs back from the GPU: {e}")))?;
-    let bytes = buffer
-        .get_mapped_range(..)
-        .map_err(|e| NnError::Runtime(format!("reading the outputs back from the GPU: {e}")))?
-        .to_vec();
+        .map_err(|_| gpu_failed("reading the outputs back", "the mapping never finished"))?
+        .map_err(|e| gpu_failed("reading the outputs back", e))?;
+    let bytes = buffer.get_mapped_range(..).map_err(|e| gpu_failed("reading the outputs back", e))?.to_vec();
     buffer.unmap();
     Ok(bytes)
+}
+
+fn gpu_failed(during: &str, error: impl std::fmt::Display) -> NnError {
+    NnError::runtime(crate::RuntimeFault::Gpu { during: during.to_string(), error: error.to_string() })
 }

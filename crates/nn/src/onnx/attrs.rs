@@ -2,7 +2,7 @@
 
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::ir::Padding;
-use crate::{NnError, Unsupported};
+use crate::{GraphFault, NnError, NodeRef, Unsupported};
 
 /// A node's attributes, and its name for errors.
 pub(super) struct Attrs<'a> {
@@ -16,8 +16,10 @@ impl Attrs<'_> {
         NnError::UnsupportedOp { op: self.node.op_type.clone(), node: self.name.to_string(), detail }
     }
 
-    pub(super) fn error(&self, msg: &str) -> NnError {
-        NnError::InvalidGraph(format!("{} node `{}` {msg}", self.node.op_type, self.name))
+    /// The node is malformed; `fault` says how.
+    pub(super) fn error(&self, fault: GraphFault) -> NnError {
+        let node = NodeRef { op: self.node.op_type.clone(), name: self.name.to_string() };
+        NnError::InvalidGraph { node: Some(node), fault }
     }
 
     pub(super) fn get(&self, name: &str) -> Option<&AttributeProto> {
@@ -29,7 +31,9 @@ impl Attrs<'_> {
     }
 
     pub(super) fn int_required(&self, name: &str) -> Result<i64, NnError> {
-        self.get(name).map(|a| a.i).ok_or_else(|| self.error(&format!("needs attribute `{name}`")))
+        self.get(name)
+            .map(|a| a.i)
+            .ok_or_else(|| self.error(GraphFault::Missing { what: format!("attribute `{name}`") }))
     }
 
     pub(super) fn float(&self, name: &str, default: f32) -> Result<f32, NnError> {
@@ -47,8 +51,9 @@ impl Attrs<'_> {
     pub(super) fn string(&self, name: &str) -> Result<Option<String>, NnError> {
         self.get(name)
             .map(|a| {
-                String::from_utf8(a.s.clone())
-                    .map_err(|_| self.error(&format!("attribute `{name}` is not UTF-8")))
+                String::from_utf8(a.s.clone()).map_err(|_| {
+                    self.error(GraphFault::Attribute { name: name.into(), problem: "is not UTF-8".into() })
+                })
             })
             .transpose()
     }
@@ -56,7 +61,7 @@ impl Attrs<'_> {
     pub(super) fn tensor(&self, name: &str) -> Result<&TensorProto, NnError> {
         self.get(name)
             .and_then(|a| a.t.as_ref())
-            .ok_or_else(|| self.error(&format!("needs tensor attribute `{name}`")))
+            .ok_or_else(|| self.error(GraphFault::Missing { what: format!("tensor attribute `{name}`") }))
     }
 
     pub(super) fn pair_or(&self, name: &str, default: [usize; 2]) -> Result<[usize; 2], NnError> {
@@ -80,9 +85,15 @@ impl Attrs<'_> {
                     bottom: p[2] as usize,
                     right: p[3] as usize,
                 }),
-                Some(p) => Err(self.error(&format!("has invalid pads {p:?}"))),
+                Some(p) => Err(self.error(GraphFault::Attribute {
+                    name: "pads".into(),
+                    problem: format!("is invalid: {p:?}"),
+                })),
             },
-            other => Err(self.error(&format!("has unknown auto_pad `{other}`"))),
+            other => Err(self.error(GraphFault::Attribute {
+                name: "auto_pad".into(),
+                problem: format!("has the unknown value `{other}`"),
+            })),
         }
     }
 }
@@ -90,6 +101,9 @@ impl Attrs<'_> {
 pub(super) fn pair(values: &[i64], attrs: &Attrs, name: &str) -> Result<[usize; 2], NnError> {
     match values {
         [a, b] if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
-        _ => Err(attrs.error(&format!("attribute `{name}` must be two positive values, got {values:?}"))),
+        _ => Err(attrs.error(GraphFault::Attribute {
+            name: name.into(),
+            problem: format!("must be two positive values, got {values:?}"),
+        })),
     }
 }

@@ -4,7 +4,7 @@ use super::Importer;
 use super::attrs::{Attrs, pair};
 use super::proto::NodeProto;
 use crate::ir::{Conv, ConvTranspose, Op, Pool, PoolKind};
-use crate::{NnError, Unsupported};
+use crate::{GraphFault, NnError, Unsupported};
 
 impl Importer {
     pub(super) fn conv(&self, node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
@@ -50,7 +50,12 @@ impl Importer {
         let output_padding = match attrs.ints("output_padding")? {
             None => [0, 0],
             Some(p) if p.len() == 2 && p.iter().all(|&v| v >= 0) => [p[0] as usize, p[1] as usize],
-            Some(p) => return Err(attrs.error(&format!("has invalid output_padding {p:?}"))),
+            Some(p) => {
+                return Err(attrs.error(GraphFault::Attribute {
+                    name: "output_padding".into(),
+                    problem: format!("is invalid: {p:?}"),
+                }));
+            }
         };
         let output_shape = match attrs.ints("output_shape")? {
             None => None,
@@ -59,7 +64,12 @@ impl Importer {
                 let hw = &s[s.len() - 2..];
                 Some(pair(hw, attrs, "output_shape")?)
             }
-            Some(s) => return Err(attrs.error(&format!("has invalid output_shape {s:?}"))),
+            Some(s) => {
+                return Err(attrs.error(GraphFault::Attribute {
+                    name: "output_shape".into(),
+                    problem: format!("is invalid: {s:?}"),
+                }));
+            }
         };
         let padding = attrs.padding()?;
         Ok((
@@ -79,7 +89,9 @@ impl Importer {
 
 /// A node's pooling op.
 pub(super) fn pool(node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
-    let kernel = attrs.ints("kernel_shape")?.ok_or_else(|| attrs.error("needs kernel_shape"))?;
+    let kernel = attrs
+        .ints("kernel_shape")?
+        .ok_or_else(|| attrs.error(GraphFault::Missing { what: "kernel_shape".into() }))?;
     if kernel.len() != 2 {
         return Err(attrs.unsupported(Unsupported::Attribute {
             name: "kernel_shape".into(),

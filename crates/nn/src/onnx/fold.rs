@@ -6,11 +6,11 @@ use super::proto::{DataType, NodeProto};
 use super::tensor::{data_type_name, decode_tensor};
 use super::{ConstValue, Importer, IntConst};
 use crate::ir::{Op, Unary};
-use crate::{NnError, Tensor, Unsupported, shape};
+use crate::{GraphFault, NnError, Tensor, Unsupported, shape};
 
 impl Importer {
     pub(super) fn constant(&mut self, node: &NodeProto, attrs: &Attrs) -> Result<(), NnError> {
-        let out = node.output.first().ok_or_else(|| attrs.error("has no output"))?;
+        let out = node.output.first().ok_or_else(|| attrs.error(GraphFault::NoOutput))?;
         let value = match node.attribute.first().map(|a| a.name.as_str()) {
             Some("value") => decode_tensor(attrs.tensor("value")?)?,
             Some("value_float") => ConstValue::Float(Tensor::scalar(attrs.float("value_float", 0.0)?)),
@@ -42,7 +42,8 @@ impl Importer {
         let op = node.op_type.as_str();
         Ok(match op {
             "Shape" => {
-                let input = node.input.first().ok_or_else(|| attrs.error("has no input"))?;
+                let input =
+                    node.input.first().ok_or_else(|| attrs.error(GraphFault::MissingInput { index: 0 }))?;
                 let dims: Vec<usize> =
                     match (int(0), self.ids.get(input).and_then(|id| self.static_shapes.get(id))) {
                         (Some(c), _) => c.dims.clone(),
@@ -88,7 +89,7 @@ impl Importer {
                         .map(|&i| {
                             let r = if i < 0 { i + n } else { i };
                             data.values.get(r as usize).copied().filter(|_| r >= 0).ok_or_else(|| {
-                                attrs.error(&format!("index {i} is out of range for {n} values"))
+                                attrs.error(GraphFault::IndexOutOfRange { index: i, len: data.values.len() })
                             })
                         })
                         .collect::<Result<_, _>>()?;
@@ -139,7 +140,7 @@ impl Importer {
     fn cast(&self, node: &NodeProto, attrs: &Attrs) -> Result<Option<ConstValue>, NnError> {
         let to_code = attrs.int_required("to")? as i32;
         let to = DataType::try_from(to_code).unwrap_or(DataType::Undefined);
-        let input = node.input.first().ok_or_else(|| attrs.error("has no input"))?;
+        let input = node.input.first().ok_or_else(|| attrs.error(GraphFault::MissingInput { index: 0 }))?;
         let refuse = || {
             attrs.unsupported(Unsupported::Attribute {
                 name: "to".into(),

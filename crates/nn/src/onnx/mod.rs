@@ -16,7 +16,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::ir::{Graph, GraphInput, Node, Op, Value, ValueId};
-use super::{Encoding, NnError, Tensor, Unsupported, shape};
+use super::{Encoding, GraphFault, NnError, Tensor, Unsupported, shape};
 use attrs::Attrs;
 use proto::{DataType, DimensionValue, NodeProto};
 use tensor::{data_type_name, decode_tensor};
@@ -128,7 +128,7 @@ impl Importer {
 
     fn define(&mut self, name: &str, constant: Option<Tensor>) -> Result<ValueId, NnError> {
         if self.ids.contains_key(name) {
-            return Err(NnError::InvalidGraph(format!("value `{name}` is defined twice")));
+            return Err(NnError::invalid_graph(GraphFault::DefinedTwice { value: name.to_string() }));
         }
         if let Some(t) = &constant {
             self.static_shapes.insert(self.graph.values.len(), t.shape().to_vec());
@@ -198,12 +198,12 @@ impl Importer {
                 });
             }
             let id = *self.ids.get(&output.name).ok_or_else(|| {
-                NnError::InvalidGraph(format!("graph output `{}` is never computed", output.name))
+                NnError::invalid_graph(GraphFault::OutputNeverComputed { output: output.name.clone() })
             })?;
             self.graph.outputs.push(id);
         }
         if self.graph.outputs.is_empty() {
-            return Err(NnError::InvalidGraph("the graph has no outputs".into()));
+            return Err(NnError::invalid_graph(GraphFault::NoOutputs));
         }
         Ok(self.graph)
     }
@@ -240,7 +240,7 @@ impl Importer {
             .output
             .first()
             .filter(|o| !o.is_empty())
-            .ok_or_else(|| attrs.error("has no output"))?
+            .ok_or_else(|| attrs.error(GraphFault::NoOutput))?
             .clone();
         if node.op_type == "Constant" {
             return self.constant(node, &attrs);
@@ -314,19 +314,19 @@ impl Importer {
                         elem_type: "INT64 (an integer constant)".into(),
                     })
                 } else {
-                    attrs.error(&format!("input `{input_name}` is not defined before this node"))
+                    attrs.error(GraphFault::UndefinedInput { input: input_name.clone() })
                 }
             })?;
             inputs.push(Some(id));
         }
         if inputs.first().copied().flatten().is_none() {
-            return Err(attrs.error("has no input"));
+            return Err(attrs.error(GraphFault::MissingInput { index: 0 }));
         }
         Ok(inputs)
     }
 
     fn float_constant(&self, node: &NodeProto, index: usize, attrs: &Attrs) -> Result<Arc<Tensor>, NnError> {
-        let name = node.input.get(index).ok_or_else(|| attrs.error(&format!("needs input {index}")))?;
+        let name = node.input.get(index).ok_or_else(|| attrs.error(GraphFault::MissingInput { index }))?;
         if let Some(c) = self.int_constants.get(name) {
             return Ok(Arc::new(Tensor::new(c.dims.clone(), c.values.iter().map(|&v| v as f32).collect())?));
         }
@@ -337,7 +337,7 @@ impl Importer {
     }
 
     fn int_input(&self, node: &NodeProto, index: usize, attrs: &Attrs) -> Result<IntConst, NnError> {
-        let name = node.input.get(index).ok_or_else(|| attrs.error(&format!("needs input {index}")))?;
+        let name = node.input.get(index).ok_or_else(|| attrs.error(GraphFault::MissingInput { index }))?;
         self.int_constants
             .get(name)
             .cloned()
@@ -351,7 +351,7 @@ impl Importer {
                 let t = self.float_constant(node, index, attrs)?;
                 match t.data() {
                     [v] => Ok(Some(*v)),
-                    _ => Err(attrs.error(&format!("input {index} must be a scalar"))),
+                    _ => Err(attrs.error(GraphFault::NotScalar { index })),
                 }
             }
         }

@@ -8,7 +8,7 @@ use super::attrs::Attrs;
 use super::conv::pool;
 use super::proto::NodeProto;
 use crate::ir::{Binary, Gemm, Op, PadMode, PoolKind, Reduce, ReduceKind, Unary, ValueId};
-use crate::{NnError, Unsupported};
+use crate::{GraphFault, NnError, Unsupported};
 
 impl Importer {
     /// Clip's bounds when both are constants (or absent).
@@ -192,11 +192,13 @@ impl Importer {
         let (values, tensor_inputs) = self.attribute_or_input(node, attrs, attribute, as_input_from)?;
         let op = match node.op_type.as_str() {
             "Reshape" => Op::Reshape {
-                shape: values.ok_or_else(|| attrs.error("needs a shape"))?,
+                shape: values.ok_or_else(|| attrs.error(GraphFault::Missing { what: "a shape".into() }))?,
                 allow_zero: attrs.int("allowzero", 0)? != 0,
             },
             "Squeeze" => Op::Squeeze { axes: values },
-            _ => Op::Unsqueeze { axes: values.ok_or_else(|| attrs.error("needs axes"))? },
+            _ => Op::Unsqueeze {
+                axes: values.ok_or_else(|| attrs.error(GraphFault::Missing { what: "axes".into() }))?,
+            },
         };
         Ok((op, tensor_inputs))
     }
@@ -240,8 +242,12 @@ impl Importer {
 
     pub(super) fn slice(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
         if self.opset < 10 {
-            let starts = attrs.ints("starts")?.ok_or_else(|| attrs.error("needs starts"))?;
-            let ends = attrs.ints("ends")?.ok_or_else(|| attrs.error("needs ends"))?;
+            let starts = attrs
+                .ints("starts")?
+                .ok_or_else(|| attrs.error(GraphFault::Missing { what: "starts".into() }))?;
+            let ends = attrs
+                .ints("ends")?
+                .ok_or_else(|| attrs.error(GraphFault::Missing { what: "ends".into() }))?;
             return Ok((Op::Slice { starts, ends, axes: attrs.ints("axes")?, steps: None }, usize::MAX));
         }
         let optional = |i: usize| -> Result<Option<Vec<i64>>, NnError> {

@@ -4,7 +4,7 @@ use super::Importer;
 use super::attrs::Attrs;
 use super::proto::NodeProto;
 use crate::ir::{AspectPolicy, CoordinateMode, NearestMode, Op, Resize, ResizeMode, ResizeTarget};
-use crate::{NnError, Unsupported};
+use crate::{GraphFault, NnError, Unsupported};
 
 impl Importer {
     pub(super) fn resize(&self, node: &NodeProto, attrs: &Attrs) -> Result<(Op, usize), NnError> {
@@ -71,7 +71,11 @@ impl Importer {
         };
         let present = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).is_some();
         let target = if upsample && self.opset < 9 {
-            ResizeTarget::Scales(attrs.floats("scales")?.ok_or_else(|| attrs.error("needs scales"))?)
+            ResizeTarget::Scales(
+                attrs
+                    .floats("scales")?
+                    .ok_or_else(|| attrs.error(GraphFault::Missing { what: "scales".into() }))?,
+            )
         } else {
             // Upsample-9 and Resize-10: X, scales. Resize-11+: X, roi, scales, sizes.
             let scales_at = if legacy { 1 } else { 2 };
@@ -80,7 +84,7 @@ impl Importer {
             match scales.filter(|s| !s.is_empty()) {
                 Some(s) => ResizeTarget::Scales(s.data().to_vec()),
                 None if !legacy && present(3) => ResizeTarget::Sizes(self.int_input(node, 3, attrs)?.values),
-                None => return Err(attrs.error("needs scales or sizes")),
+                None => return Err(attrs.error(GraphFault::Missing { what: "scales or sizes".into() })),
             }
         };
         let axes = attrs.ints("axes")?;

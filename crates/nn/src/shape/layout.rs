@@ -3,7 +3,7 @@
 
 use super::{invalid, normalize_axis};
 use crate::ir::{PadMode, Reduce};
-use crate::{NnError, element_count};
+use crate::{Excess, NnError, element_count};
 
 /// Resolves ONNX Reshape's 0 and -1 entries.
 pub fn reshape(input: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>, NnError> {
@@ -52,7 +52,9 @@ pub(super) fn concat(axis: i64, x: &[usize], others: &[Option<&[usize]>]) -> Res
             return Err(invalid(format!("Concat inputs {x:?} and {other:?} differ off axis {a}")));
         }
         out[a] = out[a].checked_add(other[a]).ok_or_else(|| {
-            NnError::TooLarge(format!("Concat of {x:?} and {other:?} overflows on axis {a}"))
+            NnError::too_large(Excess::Overflow {
+                computation: format!("Concat of {x:?} and {other:?} on axis {a}"),
+            })
         })?;
     }
     Ok(out)
@@ -67,7 +69,9 @@ pub(super) fn pad(pads: &[i64], x: &[usize]) -> Result<Vec<usize>, NnError> {
         let size = i64::try_from(d)
             .ok()
             .and_then(|d| d.checked_add(pads[i])?.checked_add(pads[i + x.len()]))
-            .ok_or_else(|| NnError::TooLarge(format!("Pad {pads:?} of {x:?} overflows")))?;
+            .ok_or_else(|| {
+                NnError::too_large(Excess::Overflow { computation: format!("Pad {pads:?} of {x:?}") })
+            })?;
         if size < 0 {
             return Err(invalid(format!("Pad {pads:?} removes more than {x:?} holds")));
         }

@@ -7,7 +7,7 @@ mod resize;
 mod window;
 
 use super::ir::Op;
-use super::{NnError, element_count};
+use super::{ArgumentFault, NnError, element_count};
 pub use layout::{
     SliceRange, full_pads, gather_indices, pad_maps, reduce_axes, reshape, slice_ranges, transpose_perm,
 };
@@ -20,8 +20,9 @@ pub use window::{
     window_axis,
 };
 
-fn invalid(msg: String) -> NnError {
-    NnError::InvalidArgument(msg)
+/// Input shapes that break an op's rule; `rule` names the op, the shapes and the rule.
+fn invalid(rule: String) -> NnError {
+    NnError::invalid_argument(ArgumentFault::Shapes { rule })
 }
 
 /// Resolves a possibly negative ONNX axis against `rank`. `extra` = 1 also accepts

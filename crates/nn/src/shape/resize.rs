@@ -1,8 +1,8 @@
 //! Resize geometry: output lengths, scales, and the input taps of each output coordinate.
 
 use super::{invalid, normalize_axis};
-use crate::NnError;
 use crate::ir::{AspectPolicy, CoordinateMode, NearestMode, Resize, ResizeMode, ResizeTarget};
+use crate::{Excess, NnError};
 
 /// How one axis of a Resize maps: input and output lengths and the scale that relates them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,7 +21,8 @@ pub fn resize_geometry(r: &Resize, x: &[usize]) -> Result<Vec<ResizeAxis>, NnErr
     };
     let mut geometry: Vec<ResizeAxis> =
         x.iter().map(|&d| ResizeAxis { input: d, output: d, scale: 1.0 }).collect();
-    let too_large = || NnError::TooLarge(format!("Resize of {x:?} by {:?} overflows", r.target));
+    let too_large =
+        || NnError::too_large(Excess::Overflow { computation: format!("Resize of {x:?} by {:?}", r.target) });
     match &r.target {
         ResizeTarget::Scales(scales) => {
             if scales.len() != axes.len() {

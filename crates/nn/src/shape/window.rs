@@ -1,8 +1,8 @@
 //! Window ops' geometry: output sizes and resolved padding of Conv, ConvTranspose and pooling.
 
 use super::invalid;
-use crate::NnError;
 use crate::ir::{Conv, ConvTranspose, Padding, Pool};
+use crate::{Excess, NnError};
 
 /// Output length and (begin, end) padding of one spatial axis of a window op.
 pub fn window_axis(
@@ -16,10 +16,12 @@ pub fn window_axis(
     // Guest graphs choose these numbers: every step is checked, a window too large to
     // express is refused rather than wrapped into a small one.
     let overflow = || {
-        NnError::TooLarge(format!(
-            "a window of {kernel} taps dilated {dilation} over {input} values padded {}+{} overflows",
-            pad.0, pad.1
-        ))
+        NnError::too_large(Excess::Overflow {
+            computation: format!(
+                "a window of {kernel} taps dilated {dilation} over {input} values padded {}+{}",
+                pad.0, pad.1
+            ),
+        })
     };
     let span = kernel
         .checked_sub(1)
@@ -156,7 +158,11 @@ pub fn conv_transpose_geometry(
             "ConvTranspose input {x:?} does not match weights {w:?} with group {group}"
         )));
     }
-    let overflow = || NnError::TooLarge(format!("ConvTranspose of {x:?} with weights {w:?} overflows"));
+    let overflow = || {
+        NnError::too_large(Excess::Overflow {
+            computation: format!("ConvTranspose of {x:?} with weights {w:?}"),
+        })
+    };
     let mut out_hw = [0; 2];
     let mut pads = [0; 2];
     for i in 0..2 {

@@ -164,6 +164,19 @@ def case(name, nodes, inputs, outputs, initializers=None, opset=DEFAULT_OPSET, *
         np.save(os.path.join(out_dir, f"output_{i}.npy"), f32(r))
 
 
+def x_case(name, x, outputs=("y",), **options):
+    """Writes the case `name` on one graph input "x" of shape `x`: the decorated function returns
+    the nodes and puts the weights it draws from the case's generator `r` into `init`. options: as
+    for case (opset, model options)."""
+
+    def write(build):
+        r, init = rng_for(name), {}
+        nodes = build(r, init)
+        case(name, nodes, [("x", normal(r, *x))], list(outputs), init, **options)
+
+    return write
+
+
 def refusal(name, nodes, inputs, outputs, output_shapes, initializers=None, opset=DEFAULT_OPSET):
     """Writes a model refacen must refuse (no reference outputs; still a checked, valid model)."""
     inputs = [(n, f32(a)) for n, a in inputs]
@@ -374,30 +387,25 @@ def pool_case(name, op, x_shape, opset=DEFAULT_OPSET, **attrs):
 
 
 def pool_cases():
+    # The window most cases slide: 3x3, stride 2.
+    k3s2 = dict(kernel_shape=[3, 3], strides=[2, 2])
+    pads1 = dict(pads=[1, 1, 1, 1])
     pool_case("maxpool_2x2_s2", "MaxPool", [1, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2])
     pool_case("maxpool_2x2_s2_odd_floor", "MaxPool", [1, 2, 7, 9], kernel_shape=[2, 2], strides=[2, 2])
-    pool_case("maxpool_3x3_s2", "MaxPool", [2, 2, 9, 11], kernel_shape=[3, 3], strides=[2, 2])
-    pool_case("maxpool_3x3_s2_ceil", "MaxPool", [1, 2, 8, 10], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    pool_case("maxpool_3x3_s2", "MaxPool", [2, 2, 9, 11], **k3s2)
+    pool_case("maxpool_3x3_s2_ceil", "MaxPool", [1, 2, 8, 10], **k3s2, ceil_mode=1)
     pool_case("maxpool_2x2_s2_ceil_odd", "MaxPool", [1, 2, 7, 9], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
-    pool_case("maxpool_pads", "MaxPool", [1, 2, 7, 7], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    pool_case("maxpool_pads", "MaxPool", [1, 2, 7, 7], **k3s2, **pads1)
     pool_case("maxpool_asymmetric_pads", "MaxPool", [1, 2, 6, 7], kernel_shape=[3, 2], pads=[0, 1, 2, 0])
     # The last window would start inside the end padding: onnxruntime drops it.
-    pool_case(
-        "maxpool_ceil_pads", "MaxPool", [1, 2, 6, 6], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1
-    )
-    pool_case("maxpool_same_upper", "MaxPool", [1, 3, 9, 10], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    pool_case("maxpool_ceil_pads", "MaxPool", [1, 2, 6, 6], **k3s2, **pads1, ceil_mode=1)
+    pool_case("maxpool_same_upper", "MaxPool", [1, 3, 9, 10], **k3s2, auto_pad="SAME_UPPER")
     pool_case("maxpool_same_upper_2x2_odd", "MaxPool", [1, 3, 11, 7], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
     pool_case("maxpool_same_lower", "MaxPool", [1, 3, 9, 10], kernel_shape=[4, 3], strides=[2, 2], auto_pad="SAME_LOWER")
     pool_case("maxpool_valid", "MaxPool", [1, 2, 8, 7], kernel_shape=[3, 2], strides=[2, 2], auto_pad="VALID")
     pool_case("maxpool_dilation2", "MaxPool", [1, 2, 10, 10], kernel_shape=[2, 2], dilations=[2, 2])
     pool_case(
-        "maxpool_dilation2_stride2_pads",
-        "MaxPool",
-        [1, 2, 11, 9],
-        kernel_shape=[3, 2],
-        strides=[2, 2],
-        dilations=[2, 2],
-        pads=[1, 1, 1, 1],
+        "maxpool_dilation2_stride2_pads", "MaxPool", [1, 2, 11, 9], kernel_shape=[3, 2], strides=[2, 2], dilations=[2, 2], **pads1
     )
     pool_case(
         "maxpool_same_upper_stride_gt_kernel", "MaxPool", [1, 2, 11, 10], kernel_shape=[2, 2], strides=[3, 3], auto_pad="SAME_UPPER"
@@ -406,65 +414,17 @@ def pool_cases():
     pool_case("maxpool_1x1_map", "MaxPool", [1, 4, 1, 1], kernel_shape=[1, 1])
 
     pool_case("avgpool_2x2_s2", "AveragePool", [1, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2])
+    pool_case("avgpool_pads_exclude_pad", "AveragePool", [1, 2, 7, 7], **k3s2, **pads1, count_include_pad=0)
+    pool_case("avgpool_pads_include_pad", "AveragePool", [1, 2, 7, 7], **k3s2, **pads1, count_include_pad=1)
     pool_case(
-        "avgpool_pads_exclude_pad",
-        "AveragePool",
-        [1, 2, 7, 7],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-        count_include_pad=0,
+        "avgpool_asymmetric_pads_include_pad", "AveragePool", [1, 2, 6, 7],
+        kernel_shape=[3, 3], pads=[0, 2, 1, 0], count_include_pad=1,
     )
-    pool_case(
-        "avgpool_pads_include_pad",
-        "AveragePool",
-        [1, 2, 7, 7],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-        count_include_pad=1,
-    )
-    pool_case(
-        "avgpool_asymmetric_pads_include_pad",
-        "AveragePool",
-        [1, 2, 6, 7],
-        kernel_shape=[3, 3],
-        pads=[0, 2, 1, 0],
-        count_include_pad=1,
-    )
-    pool_case("avgpool_ceil", "AveragePool", [1, 2, 8, 10], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
-    pool_case(
-        "avgpool_ceil_pads_exclude_pad",
-        "AveragePool",
-        [1, 2, 6, 9],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-        ceil_mode=1,
-        count_include_pad=0,
-    )
-    pool_case(
-        "avgpool_ceil_pads_include_pad",
-        "AveragePool",
-        [1, 2, 6, 9],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-        ceil_mode=1,
-        count_include_pad=1,
-    )
-    pool_case(
-        "avgpool_same_upper", "AveragePool", [1, 3, 9, 10], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"
-    )
-    pool_case(
-        "avgpool_same_upper_include_pad",
-        "AveragePool",
-        [1, 3, 9, 10],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        auto_pad="SAME_UPPER",
-        count_include_pad=1,
-    )
+    pool_case("avgpool_ceil", "AveragePool", [1, 2, 8, 10], **k3s2, ceil_mode=1)
+    pool_case("avgpool_ceil_pads_exclude_pad", "AveragePool", [1, 2, 6, 9], **k3s2, **pads1, ceil_mode=1, count_include_pad=0)
+    pool_case("avgpool_ceil_pads_include_pad", "AveragePool", [1, 2, 6, 9], **k3s2, **pads1, ceil_mode=1, count_include_pad=1)
+    pool_case("avgpool_same_upper", "AveragePool", [1, 3, 9, 10], **k3s2, auto_pad="SAME_UPPER")
+    pool_case("avgpool_same_upper_include_pad", "AveragePool", [1, 3, 9, 10], **k3s2, auto_pad="SAME_UPPER", count_include_pad=1)
     pool_case("avgpool_nonsquare_batch2", "AveragePool", [2, 3, 7, 11], kernel_shape=[3, 2], strides=[2, 3])
 
     pool_case("global_avgpool", "GlobalAveragePool", [2, 3, 5, 7])
@@ -537,8 +497,8 @@ def binary_cases():
 
 
 def gemm_cases():
-    def gemm(name, a_shape, b_shape, c_shape=None, b_const=True, **attrs):
-        r = rng_for(name)
+    def a_and_b(r, a_shape, b_shape, b_const):
+        """The graph inputs and initializers for the operands "a" (an input) and "b"."""
         inputs = [("a", normal(r, *a_shape))]
         init = {}
         b = normal(r, *b_shape)
@@ -546,6 +506,11 @@ def gemm_cases():
             init["b"] = b
         else:
             inputs.append(("b", b))
+        return inputs, init
+
+    def gemm(name, a_shape, b_shape, c_shape=None, b_const=True, **attrs):
+        r = rng_for(name)
+        inputs, init = a_and_b(r, a_shape, b_shape, b_const)
         node_inputs = ["a", "b"]
         if c_shape is not None:
             init["c"] = normal(r, *c_shape)
@@ -570,14 +535,7 @@ def gemm_cases():
     gemm("gemm_vector_rows", [1, 17], [17, 9], [9])
 
     def matmul(name, a_shape, b_shape, b_const=False):
-        r = rng_for(name)
-        inputs = [("a", normal(r, *a_shape))]
-        init = {}
-        b = normal(r, *b_shape)
-        if b_const:
-            init["b"] = b
-        else:
-            inputs.append(("b", b))
+        inputs, init = a_and_b(rng_for(name), a_shape, b_shape, b_const)
         case(name, [helper.make_node("MatMul", ["a", "b"], ["y"], name="matmul")], inputs, ["y"], init)
 
     matmul("matmul_2d", [3, 5], [5, 4])
@@ -647,19 +605,14 @@ def layout_cases():
     ):
         single(name, "Reshape", [2, 3, 4, 5], ["shape"], {"shape": i64(spec)})
     # Shape from a Constant node rather than an initializer.
-    name = "reshape_shape_from_constant"
-    r = rng_for(name)
-    case(
-        name,
-        [
+    @x_case("reshape_shape_from_constant", x=[2, 3, 4])
+    def _(r, init):
+        return [
             helper.make_node(
                 "Constant", [], ["shape"], name="shape_const", value=numpy_helper.from_array(i64([3, -1]), "v")
             ),
             helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape"),
-        ],
-        [("x", normal(r, 2, 3, 4))],
-        ["y"],
-    )
+        ]
 
     for name, shape, perm in (
         ("transpose_nchw_to_nhwc", [2, 3, 4, 5], [0, 2, 3, 1]),
@@ -757,41 +710,28 @@ def layout_cases():
     single("unsqueeze_opset13_to_nchw", "Unsqueeze", [5], ["axes"], {"axes": i64([0, 2, 3])})
 
     # Constant feeding an Add (and a Mul with the value_float form).
-    name = "constant_tensor_add"
-    r = rng_for(name)
-    case(
-        name,
-        [
+    @x_case("constant_tensor_add", x=[2, 3, 4])
+    def _(r, init):
+        return [
             helper.make_node(
                 "Constant", [], ["c"], name="const", value=numpy_helper.from_array(normal(r, 3, 1), "c_value")
             ),
             helper.make_node("Add", ["x", "c"], ["y"], name="add"),
-        ],
-        [("x", normal(r, 2, 3, 4))],
-        ["y"],
-    )
-    name = "constant_value_float_mul"
-    r = rng_for(name)
-    case(
-        name,
-        [
+        ]
+
+    @x_case("constant_value_float_mul", x=[2, 5])
+    def _(r, init):
+        return [
             helper.make_node("Constant", [], ["c"], name="const", value_float=-2.5),
             helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
-        ],
-        [("x", normal(r, 2, 5))],
-        ["y"],
-    )
-    name = "constant_value_floats_sub"
-    r = rng_for(name)
-    case(
-        name,
-        [
+        ]
+
+    @x_case("constant_value_floats_sub", x=[4, 3])
+    def _(r, init):
+        return [
             helper.make_node("Constant", [], ["c"], name="const", value_floats=[0.5, -1.0, 2.0]),
             helper.make_node("Sub", ["c", "x"], ["y"], name="sub"),
-        ],
-        [("x", normal(r, 4, 3))],
-        ["y"],
-    )
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -823,187 +763,156 @@ def fused_cases():
             epsilon=1e-3,
         )
 
-    name = "fused_conv_bn_relu"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
-        bn(r, "bn", "c", "b", 6, init),
-        helper.make_node("Relu", ["b"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 2, 3, 7, 8))], ["y"], init)
+    def conv_then(r, init, cout, k, op, const, value, **attrs):
+        """A Conv from "x", then `op` of its output and the initializer `const` (= `value`) into "y"."""
+        init[const] = value
+        return [
+            conv(r, "conv", "x", "c", cout, k, init=init, **attrs),
+            helper.make_node(op, ["c", const], ["y"], name=op.lower()),
+        ]
 
-    name = "fused_conv_nobias_bn"
-    r, init = rng_for(name), {}
-    nodes = [conv(r, "conv", "x", "c", 5, 4, bias=False, init=init, strides=[2, 2]), bn(r, "bn", "c", "y", 5, init)]
-    case(name, nodes, [("x", normal(r, 1, 4, 9, 9))], ["y"], init)
+    @x_case("fused_conv_bn_relu", x=[2, 3, 7, 8])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
+            bn(r, "bn", "c", "b", 6, init),
+            helper.make_node("Relu", ["b"], ["y"], name="relu"),
+        ]
 
-    name = "fused_conv_prelu"
-    r, init = rng_for(name), {}
-    init["slope"] = f32(r.uniform(0.05, 0.5, (8, 1, 1)))
-    nodes = [
-        conv(r, "conv", "x", "c", 8, 3, init=init),
-        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 10, 12))], ["y"], init)
+    @x_case("fused_conv_nobias_bn", x=[1, 4, 9, 9])
+    def _(r, init):
+        return [conv(r, "conv", "x", "c", 5, 4, bias=False, init=init, strides=[2, 2]), bn(r, "bn", "c", "y", 5, init)]
 
-    name = "fused_depthwise_bn_prelu_scalar"
-    r, init = rng_for(name), {}
-    init["slope"] = f32([0.2])
-    nodes = [
-        conv(r, "dw", "x", "c", 4, 1, bias=False, init=init, group=4, pads=[1, 1, 1, 1]),
-        bn(r, "bn", "c", "b", 4, init),
-        helper.make_node("PRelu", ["b", "slope"], ["y"], name="prelu"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 4, 6, 7))], ["y"], init)
+    @x_case("fused_conv_prelu", x=[1, 3, 10, 12])
+    def _(r, init):
+        return conv_then(r, init, 8, 3, "PRelu", "slope", f32(r.uniform(0.05, 0.5, (8, 1, 1))))
+
+    @x_case("fused_depthwise_bn_prelu_scalar", x=[1, 4, 6, 7])
+    def _(r, init):
+        init["slope"] = f32([0.2])
+        return [
+            conv(r, "dw", "x", "c", 4, 1, bias=False, init=init, group=4, pads=[1, 1, 1, 1]),
+            bn(r, "bn", "c", "b", 4, init),
+            helper.make_node("PRelu", ["b", "slope"], ["y"], name="prelu"),
+        ]
 
     # The same activations on the channel kernel (16 channels or more).
-    name = "fused_conv_channels_prelu"
-    r, init = rng_for(name), {}
-    init["slope"] = f32(r.uniform(0.05, 0.5, (36, 1, 1)))
-    nodes = [
-        conv(r, "conv", "x", "c", 36, 5, init=init, pads=[1, 1, 1, 1]),
-        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
-    ]
-    case(name, nodes, [("x", normal(r, 2, 5, 9, 12))], ["y"], init)
+    @x_case("fused_conv_channels_prelu", x=[2, 5, 9, 12])
+    def _(r, init):
+        return conv_then(r, init, 36, 5, "PRelu", "slope", f32(r.uniform(0.05, 0.5, (36, 1, 1))), pads=[1, 1, 1, 1])
 
-    name = "fused_conv_channels_relu_narrow"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 20, 6, init=init, pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 3, 6, 4, 4))], ["y"], init)
+    @x_case("fused_conv_channels_relu_narrow", x=[3, 6, 4, 4])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 20, 6, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ]
 
-    name = "fused_conv_channels_leaky_relu"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 16, 3, init=init, strides=[2, 2]),
-        helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 21, 23))], ["y"], init)
+    @x_case("fused_conv_channels_leaky_relu", x=[1, 3, 21, 23])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 16, 3, init=init, strides=[2, 2]),
+            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
+        ]
 
-    name = "fused_conv_leaky_relu"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init),
-        helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y"], init)
+    @x_case("fused_conv_leaky_relu", x=[1, 3, 6, 6])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 4, 3, init=init),
+            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
+        ]
 
-    name = "fused_conv_mul_add"
-    r, init = rng_for(name), {}
-    init["mul_c"] = f32(r.uniform(0.5, 2.0, (1, 6, 1, 1)))
-    init["add_c"] = normal(r, 6, 1, 1)
-    nodes = [
-        conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
-        helper.make_node("Mul", ["c", "mul_c"], ["m"], name="mul"),
-        helper.make_node("Add", ["m", "add_c"], ["y"], name="add"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 7, 5))], ["y"], init)
+    @x_case("fused_conv_mul_add", x=[1, 3, 7, 5])
+    def _(r, init):
+        init["mul_c"] = f32(r.uniform(0.5, 2.0, (1, 6, 1, 1)))
+        init["add_c"] = normal(r, 6, 1, 1)
+        return [
+            conv(r, "conv", "x", "c", 6, 3, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Mul", ["c", "mul_c"], ["m"], name="mul"),
+            helper.make_node("Add", ["m", "add_c"], ["y"], name="add"),
+        ]
 
-    name = "fused_conv_add_scalar_relu"
-    r, init = rng_for(name), {}
-    init["add_c"] = f32(np.array(-0.3))
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 2, init=init),
-        helper.make_node("Add", ["c", "add_c"], ["a"], name="add"),
-        helper.make_node("Relu", ["a"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 2, 6, 6))], ["y"], init)
+    @x_case("fused_conv_add_scalar_relu", x=[1, 2, 6, 6])
+    def _(r, init):
+        init["add_c"] = f32(np.array(-0.3))
+        return [
+            conv(r, "conv", "x", "c", 4, 2, init=init),
+            helper.make_node("Add", ["c", "add_c"], ["a"], name="add"),
+            helper.make_node("Relu", ["a"], ["y"], name="relu"),
+        ]
 
     # Traps for the per-channel folding: a constant as long as the channel count but laid
     # along the last axis (W == C), and a full-size constant. Neither may be folded.
-    name = "conv_mul_last_axis_not_folded"
-    r, init = rng_for(name), {}
-    init["mul_c"] = f32(r.uniform(0.5, 2.0, (4,)))
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init, pads=[1, 1, 1, 1]),
-        helper.make_node("Mul", ["c", "mul_c"], ["y"], name="mul"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 5, 4))], ["y"], init)
+    @x_case("conv_mul_last_axis_not_folded", x=[1, 3, 5, 4])
+    def _(r, init):
+        return conv_then(r, init, 4, 3, "Mul", "mul_c", f32(r.uniform(0.5, 2.0, (4,))), pads=[1, 1, 1, 1])
 
-    name = "conv_prelu_last_axis_not_folded"
-    r, init = rng_for(name), {}
-    init["slope"] = f32(r.uniform(0.05, 0.5, (4,)))
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init, pads=[1, 1, 1, 1]),
-        helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 5, 4))], ["y"], init)
+    @x_case("conv_prelu_last_axis_not_folded", x=[1, 3, 5, 4])
+    def _(r, init):
+        return conv_then(r, init, 4, 3, "PRelu", "slope", f32(r.uniform(0.05, 0.5, (4,))), pads=[1, 1, 1, 1])
 
-    name = "conv_add_full_tensor_not_folded"
-    r, init = rng_for(name), {}
-    init["add_c"] = normal(r, 1, 3, 4, 4)
-    nodes = [
-        conv(r, "conv", "x", "c", 3, 2, init=init),
-        helper.make_node("Add", ["c", "add_c"], ["y"], name="add"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 2, 6, 6))], ["y"], init)
+    @x_case("conv_add_full_tensor_not_folded", x=[1, 2, 6, 6])
+    def _(r, init):
+        return conv_then(r, init, 3, 2, "Add", "add_c", normal(r, 1, 3, 4, 4))
 
     # The conv output is read twice: nothing may be fused into it.
-    name = "conv_shared_output_not_fused"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init),
-        helper.make_node("Relu", ["c"], ["y0"], name="relu"),
-        bn(r, "bn", "c", "y1", 4, init),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y0", "y1"], init)
+    @x_case("conv_shared_output_not_fused", x=[1, 3, 6, 6], outputs=["y0", "y1"])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 4, 3, init=init),
+            helper.make_node("Relu", ["c"], ["y0"], name="relu"),
+            bn(r, "bn", "c", "y1", 4, init),
+        ]
 
     # The conv output is a graph output and also feeds a Relu.
-    name = "conv_output_also_graph_output"
-    r, init = rng_for(name), {}
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init),
-        helper.make_node("Relu", ["c"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["c", "y"], init)
+    @x_case("conv_output_also_graph_output", x=[1, 3, 6, 6], outputs=["c", "y"])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 4, 3, init=init),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ]
 
-    name = "fused_mlp_head"
-    r, init = rng_for(name), {}
-    init["w"] = normal(r, 48, 10, scale=1 / np.sqrt(48))
-    init["b"] = normal(r, 10)
-    init["slope"] = f32(r.uniform(0.05, 0.5, (10,)))
-    nodes = [
-        helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
-        helper.make_node("MatMul", ["f", "w"], ["mm"], name="fc"),
-        helper.make_node("Add", ["mm", "b"], ["fc_out"], name="fc_bias"),
-        helper.make_node("PRelu", ["fc_out", "slope"], ["y"], name="prelu"),
-    ]
-    case(name, nodes, [("x", normal(r, 2, 3, 4, 4))], ["y"], init)
+    @x_case("fused_mlp_head", x=[2, 3, 4, 4])
+    def _(r, init):
+        init["w"] = normal(r, 48, 10, scale=1 / np.sqrt(48))
+        init["b"] = normal(r, 10)
+        init["slope"] = f32(r.uniform(0.05, 0.5, (10,)))
+        return [
+            helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
+            helper.make_node("MatMul", ["f", "w"], ["mm"], name="fc"),
+            helper.make_node("Add", ["mm", "b"], ["fc_out"], name="fc_bias"),
+            helper.make_node("PRelu", ["fc_out", "slope"], ["y"], name="prelu"),
+        ]
 
-    name = "fused_matmul_add_2d_input_relu"
-    r, init = rng_for(name), {}
-    init["w"] = normal(r, 6, 5)
-    init["b"] = normal(r, 1, 5)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
-        helper.make_node("Add", ["mm", "b"], ["a"], name="fc_bias"),
-        helper.make_node("Relu", ["a"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 3, 6))], ["y"], init)
+    @x_case("fused_matmul_add_2d_input_relu", x=[3, 6])
+    def _(r, init):
+        init["w"] = normal(r, 6, 5)
+        init["b"] = normal(r, 1, 5)
+        return [
+            helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
+            helper.make_node("Add", ["mm", "b"], ["a"], name="fc_bias"),
+            helper.make_node("Relu", ["a"], ["y"], name="relu"),
+        ]
 
-    name = "fused_gemm_prelu_relu_chain"
-    r, init = rng_for(name), {}
-    init["w"] = normal(r, 7, 6)
-    init["b"] = normal(r, 7)
-    init["slope"] = f32(r.uniform(0.05, 0.5, (1, 7)))
-    nodes = [
-        helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=1),
-        helper.make_node("PRelu", ["g", "slope"], ["p"], name="prelu"),
-        helper.make_node("Relu", ["p"], ["y"], name="relu"),
-    ]
-    case(name, nodes, [("x", normal(r, 4, 6))], ["y"], init)
+    @x_case("fused_gemm_prelu_relu_chain", x=[4, 6])
+    def _(r, init):
+        init["w"] = normal(r, 7, 6)
+        init["b"] = normal(r, 7)
+        init["slope"] = f32(r.uniform(0.05, 0.5, (1, 7)))
+        return [
+            helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=1),
+            helper.make_node("PRelu", ["g", "slope"], ["p"], name="prelu"),
+            helper.make_node("Relu", ["p"], ["y"], name="relu"),
+        ]
 
-    name = "fused_gemm_leaky_relu"
-    r, init = rng_for(name), {}
-    init["w"] = normal(r, 6, 7)
-    init["b"] = normal(r, 7)
-    nodes = [
-        helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm"),
-        helper.make_node("LeakyRelu", ["g"], ["y"], name="leaky", alpha=0.3),
-    ]
-    case(name, nodes, [("x", normal(r, 4, 6))], ["y"], init)
+    @x_case("fused_gemm_leaky_relu", x=[4, 6])
+    def _(r, init):
+        init["w"] = normal(r, 6, 7)
+        init["b"] = normal(r, 7)
+        return [
+            helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm"),
+            helper.make_node("LeakyRelu", ["g"], ["y"], name="leaky", alpha=0.3),
+        ]
 
     # Gemm whose B is a graph input (column count unknown at load time), then PRelu.
     name = "gemm_b_input_prelu_scalar"
@@ -1025,15 +934,14 @@ def fused_cases():
     )
 
     # An activation already fused: the following per-channel Add must stay separate.
-    name = "conv_relu_then_add_not_folded"
-    r, init = rng_for(name), {}
-    init["add_c"] = normal(r, 4, 1, 1)
-    nodes = [
-        conv(r, "conv", "x", "c", 4, 3, init=init),
-        helper.make_node("Relu", ["c"], ["a"], name="relu"),
-        helper.make_node("Add", ["a", "add_c"], ["y"], name="add"),
-    ]
-    case(name, nodes, [("x", normal(r, 1, 3, 6, 6))], ["y"], init)
+    @x_case("conv_relu_then_add_not_folded", x=[1, 3, 6, 6])
+    def _(r, init):
+        init["add_c"] = normal(r, 4, 1, 1)
+        return [
+            conv(r, "conv", "x", "c", 4, 3, init=init),
+            helper.make_node("Relu", ["c"], ["a"], name="relu"),
+            helper.make_node("Add", ["a", "add_c"], ["y"], name="add"),
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1068,42 +976,26 @@ def import_cases():
     )
 
     # Initializers in float_data / int64_data rather than raw_data.
-    name = "initializers_in_typed_fields"
-    r, init = rng_for(name), {}
-    init["w"] = conv_weights(r, 4, 2, 3, 3)
-    init["b"] = normal(r, 4)
-    init["shape"] = i64([0, -1])
-    case(
-        name,
-        [
+    @x_case("initializers_in_typed_fields", x=[1, 2, 5, 6], raw_initializers=False)
+    def _(r, init):
+        init["w"] = conv_weights(r, 4, 2, 3, 3)
+        init["b"] = normal(r, 4)
+        init["shape"] = i64([0, -1])
+        return [
             helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3]),
             helper.make_node("Reshape", ["c", "shape"], ["y"], name="reshape"),
-        ],
-        [("x", normal(r, 1, 2, 5, 6))],
-        ["y"],
-        init,
-        raw_initializers=False,
-    )
+        ]
 
     # IR 3: every initializer is also listed as a graph input.
-    name = "initializers_listed_as_inputs_ir3"
-    r, init = rng_for(name), {}
-    init["w"] = conv_weights(r, 3, 2, 3, 3)
-    init["b"] = normal(r, 3)
-    init["slope"] = f32(r.uniform(0.05, 0.5, (3, 1, 1)))
-    case(
-        name,
-        [
+    @x_case("initializers_listed_as_inputs_ir3", x=[1, 2, 6, 5], opset=7, ir_version=3, initializers_as_inputs=True)
+    def _(r, init):
+        init["w"] = conv_weights(r, 3, 2, 3, 3)
+        init["b"] = normal(r, 3)
+        init["slope"] = f32(r.uniform(0.05, 0.5, (3, 1, 1)))
+        return [
             helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3]),
             helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
-        ],
-        [("x", normal(r, 1, 2, 6, 5))],
-        ["y"],
-        init,
-        opset=7,
-        ir_version=3,
-        initializers_as_inputs=True,
-    )
+        ]
 
     # Optional inputs omitted with an empty name.
     name = "conv_empty_bias_name"
@@ -1137,29 +1029,20 @@ def import_cases():
     )
 
     # Shapes and bounds from Constant nodes in their other forms.
-    name = "reshape_shape_from_constant_value_ints"
-    r = rng_for(name)
-    case(
-        name,
-        [
+    @x_case("reshape_shape_from_constant_value_ints", x=[2, 3, 4])
+    def _(r, init):
+        return [
             helper.make_node("Constant", [], ["shape"], name="shape_const", value_ints=[2, -1, 3]),
             helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape"),
-        ],
-        [("x", normal(r, 2, 3, 4))],
-        ["y"],
-    )
-    name = "clip_bounds_from_constant_nodes"
-    r = rng_for(name)
-    case(
-        name,
-        [
+        ]
+
+    @x_case("clip_bounds_from_constant_nodes", x=[3, 5])
+    def _(r, init):
+        return [
             helper.make_node("Constant", [], ["lo"], name="lo", value_float=-0.25),
             helper.make_node("Constant", [], ["hi"], name="hi", value=numpy_helper.from_array(f32(np.array(0.5)), "hi")),
             helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip"),
-        ],
-        [("x", normal(r, 3, 5))],
-        ["y"],
-    )
+        ]
 
     # One value read twice by the same node.
     name = "mul_same_input_twice"

@@ -209,7 +209,10 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                 Ok(tensor) => {
                     by_name.insert(name, tensor);
                 }
-                Err(e) => return self.fail(NnError::InvalidArgument(format!("input `{name}`: {e}"))),
+                Err(problem) => {
+                    let fault = nn::ArgumentFault::Input { input: name.clone(), problem };
+                    return self.fail(NnError::invalid_argument(fault));
+                }
             }
         }
         let mut ordered = Vec::with_capacity(graph.graph.inputs.len());
@@ -218,15 +221,17 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                 Some(t) => ordered.push(t),
                 None => {
                     let expected: Vec<&str> = graph.graph.input_names().collect();
-                    return self.fail(NnError::InvalidArgument(format!(
-                        "graph `{}` needs input `{name}` (its inputs: {expected:?})",
-                        graph.graph.name
-                    )));
+                    return self.fail(NnError::invalid_argument(nn::ArgumentFault::MissingGraphInput {
+                        graph: graph.graph.name.clone(),
+                        input: name.to_string(),
+                        inputs: expected.iter().map(|s| s.to_string()).collect(),
+                    }));
                 }
             }
         }
         if let Some(extra) = by_name.keys().next() {
-            return self.fail(NnError::InvalidArgument(format!("graph has no input named `{extra}`")));
+            let fault = nn::ArgumentFault::UnknownGraphInput { input: extra.clone() };
+            return self.fail(NnError::invalid_argument(fault));
         }
         if let Err(e) = graph.graph.check_inputs(&ordered) {
             return self.fail(e);
@@ -332,7 +337,7 @@ fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
     }
     let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
     let expected = nn::element_count(&shape)
-        .and_then(|n| n.checked_mul(4).ok_or_else(|| NnError::TooLarge(format!("{n} FP32 values"))))
+        .and_then(|n| n.checked_mul(4).ok_or_else(|| NnError::too_large(nn::Excess::Fp32Values { count: n })))
         .map_err(|e| format!("dimensions {:?}: {e}", t.dimensions))?;
     if t.data.byte_len() != expected {
         return Err(format!(

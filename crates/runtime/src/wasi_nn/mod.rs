@@ -304,13 +304,15 @@ impl ErrorResource {
 impl From<NnError> for ErrorResource {
     fn from(e: NnError) -> Self {
         let code = match e {
-            NnError::InvalidEncoding(_) | NnError::InvalidGraph(_) => ErrorCode::InvalidEncoding,
+            NnError::InvalidEncoding(_) | NnError::InvalidGraph { .. } => ErrorCode::InvalidEncoding,
             NnError::UnsupportedOp { .. } => ErrorCode::UnsupportedOperation,
-            NnError::InvalidArgument(_) | NnError::InputCount { .. } | NnError::InputShape { .. } => {
+            NnError::InvalidArgument { .. } | NnError::InputCount { .. } | NnError::InputShape { .. } => {
                 ErrorCode::InvalidArgument
             }
-            NnError::TooLarge(_) | NnError::TensorLimit { .. } => ErrorCode::TooLarge,
-            NnError::Runtime(_) | NnError::DeadlineExceeded | NnError::Node { .. } => ErrorCode::RuntimeError,
+            NnError::TooLarge { .. } | NnError::TensorLimit { .. } => ErrorCode::TooLarge,
+            NnError::Runtime { .. } | NnError::DeadlineExceeded | NnError::Node { .. } => {
+                ErrorCode::RuntimeError
+            }
         };
         ErrorResource::new(code, e.to_string())
     }

@@ -52,13 +52,15 @@ pub fn plan_binary(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
         merge_multi(&out_shape, &strides)
     };
     if shape.len() > MAX_RANK {
-        return Err(NnError::InvalidArgument(format!(
-            "the GPU backend broadcasts over at most {MAX_RANK} separate blocks of dimensions; {:?} with \
-             {:?} needs {}",
-            x.shape,
-            y.shape,
-            shape.len()
-        )));
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
+            limit: format!(
+                "the GPU backend broadcasts over at most {MAX_RANK} separate blocks of dimensions; {:?} with \
+                 {:?} needs {}",
+                x.shape,
+                y.shape,
+                shape.len()
+            ),
+        }));
     }
     let key = b.kernel(index, node, ShapeChoice::SameShape(same_shape))?;
     for chunk in b.chunks(total, 1, total).expect("single values fit") {

@@ -17,9 +17,8 @@ const NO_SOURCE: u32 = u32::MAX;
 
 fn check_rank(op: &str, s: &[usize]) -> Result<(), NnError> {
     if s.len() > MAX_RANK {
-        return Err(NnError::InvalidArgument(format!(
-            "the GPU backend's {op} takes rank ≤ {MAX_RANK}, got {s:?}"
-        )));
+        let limit = format!("the GPU backend's {op} takes rank ≤ {MAX_RANK}, got {s:?}");
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit }));
     }
     Ok(())
 }
@@ -138,10 +137,8 @@ pub fn plan_resize(b: &mut Builder, step: Step, r: &Resize) -> Result<Loc, NnErr
             continue;
         }
         if axis.input == 0 {
-            return Err(NnError::InvalidArgument(format!(
-                "Resize of an empty dimension of {:?}",
-                current.shape
-            )));
+            let fault = crate::ArgumentFault::EmptyResizeAxis { shape: current.shape.clone() };
+            return Err(NnError::invalid_argument(fault));
         }
         let mut out_shape = current.shape.clone();
         out_shape[d] = axis.output;

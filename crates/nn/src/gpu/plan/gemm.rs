@@ -42,7 +42,8 @@ pub fn plan_gemm(b: &mut Builder, step: Step, g: &Gemm) -> Result<Loc, NnError> 
     if let Some(slopes) = &packed.slopes
         && slopes.size() < n as u64 * 4
     {
-        return Err(NnError::InvalidArgument(format!("Gemm: fewer PRelu slopes than the {n} columns")));
+        let rule = format!("Gemm: fewer PRelu slopes than the {n} columns");
+        return Err(NnError::invalid_argument(crate::ArgumentFault::Shapes { rule }));
     }
     let params = GemmParams {
         c_rs: u(c_rs),
@@ -78,13 +79,14 @@ pub fn plan_matmul(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
         shape::broadcast_strides(&b_batch, &batch).into_iter().map(|s| s * k * n).collect();
     let (batch_dims, strides) = merge_multi(&batch, &[a_strides, b_strides]);
     if batch_dims.len() > MAX_BATCH_RANK {
-        return Err(NnError::InvalidArgument(format!(
+        let limit = format!(
             "the GPU backend broadcasts MatMul over at most {MAX_BATCH_RANK} separate blocks of batch \
              dimensions; {:?} x {:?} needs {}",
             a.shape,
             bm.shape,
             batch_dims.len()
-        )));
+        );
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit }));
     }
     let params = GemmParams {
         batches: u(batches),

@@ -20,12 +20,14 @@ pub fn plan_transpose(b: &mut Builder, step: Step, perm: &Option<Vec<usize>>) ->
         return Ok(b.alias(&x, out_shape));
     }
     if moved.len() > MAX_RANK {
-        return Err(NnError::InvalidArgument(format!(
-            "the GPU backend transposes at most {MAX_RANK} separate blocks of dimensions; {perm:?} \
-             on {:?} needs {}",
-            x.shape,
-            moved.len()
-        )));
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
+            limit: format!(
+                "the GPU backend transposes at most {MAX_RANK} separate blocks of dimensions; {perm:?} \
+                 on {:?} needs {}",
+                x.shape,
+                moved.len()
+            ),
+        }));
     }
     let out = b.output(out_shape)?;
     let params = TransposeParams {
@@ -70,17 +72,16 @@ pub fn plan_pad(b: &mut Builder, step: Step, pads: &[i64], value: f32) -> Result
     let x = b.input(node, 0)?.clone();
     let rank = x.shape.len();
     if rank > MAX_RANK {
-        return Err(NnError::InvalidArgument(format!(
-            "the GPU backend pads tensors of rank ≤ {MAX_RANK}, got {:?}",
-            x.shape
-        )));
+        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
+            limit: format!("the GPU backend pads tensors of rank ≤ {MAX_RANK}, got {:?}", x.shape),
+        }));
     }
     let out = b.output(out_shape.clone())?;
     if total > 0 {
         let mut begin = [0i32; MAX_RANK];
         for (slot, &p) in begin.iter_mut().zip(&pads[..rank]) {
             *slot = i32::try_from(p)
-                .map_err(|_| NnError::InvalidArgument(format!("Pad: padding {p} is out of range")))?;
+                .map_err(|_| NnError::invalid_argument(crate::ArgumentFault::PadOutOfRange { pad: p }))?;
         }
         let params = PadParams {
             total: u(total),

@@ -61,9 +61,10 @@ pub struct Step<'n> {
 }
 
 fn too_large(what: &str, shape: &[usize]) -> NnError {
-    NnError::TooLarge(format!(
-        "{what} of a tensor of shape {shape:?} exceeds the largest buffer binding of the GPU"
-    ))
+    NnError::too_large(crate::Excess::GpuBinding {
+        what: format!("{what} of a tensor of shape {shape:?}"),
+        limit: None,
+    })
 }
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
