@@ -305,6 +305,15 @@ impl<'a> PackedItems<'a> {
         }
     }
 
+    /// The item's panels as (panel, its rows, its first output channel).
+    fn panels(&self, item: &Item) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (cout_g, group) = (self.job.cout_g, item.group);
+        item.panels.clone().map(move |panel| {
+            let first_row = panel * kernel::MR;
+            (panel, kernel::MR.min(cout_g - first_row), group * cout_g + first_row)
+        })
+    }
+
     /// Blocks along output rows, each reading its inputs in place.
     fn run_direct(&self, direct: &kernel::DirectGeometry, input: &[f32], item: &Item) {
         let (p, ow) = (self.job.p, self.job.g.out_hw[1]);
@@ -313,10 +322,7 @@ impl<'a> PackedItems<'a> {
         while q < end {
             let (oy, ox) = (q / ow, q % ow);
             let block_cols = kernel::NR.min(ow - ox).min(end - q);
-            for panel in item.panels.clone() {
-                let first_row = panel * kernel::MR;
-                let rows = kernel::MR.min(self.job.cout_g - first_row);
-                let channel = item.group * self.job.cout_g + first_row;
+            for (panel, rows, channel) in self.panels(item) {
                 // SAFETY: as for the im2col blocks in run_lowered; `input` holds this group's
                 // planes, and (oy, ox..ox + block_cols) lies inside the output.
                 unsafe {
@@ -359,10 +365,7 @@ impl<'a> PackedItems<'a> {
         };
         for c0 in (0..cols).step_by(kernel::NR) {
             let block_cols = kernel::NR.min(cols - c0);
-            for panel in item.panels.clone() {
-                let first_row = panel * kernel::MR;
-                let rows = kernel::MR.min(self.job.cout_g - first_row);
-                let channel = item.group * self.job.cout_g + first_row;
+            for (panel, rows, channel) in self.panels(item) {
                 // SAFETY: every item writes only rows [channel, +rows) of image n, columns
                 // [p0, p0 + cols), disjoint from every other item's; `col` holds k rows of
                 // `cols` values from column c0 on, `col_stride` apart (the im2col tile, or the
