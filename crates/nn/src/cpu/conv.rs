@@ -53,7 +53,7 @@ pub fn conv2d(
     let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
     if let Some(packed) = packed {
-        if conv_channels::suits(cout_g) && !reads_rows_in_place(conv, g) {
+        if conv_channels::suits(cout_g, k) && !reads_rows_in_place(conv, g) {
             let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
             return conv_channels::conv2d(x, panels, ConvJob::new(bias, conv, g, out), deadline);
         }

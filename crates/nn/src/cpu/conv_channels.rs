@@ -4,8 +4,8 @@
 //! - **in place**: blocks run along output rows, reading the input planes (a zero-padded copy
 //!   when the conv pads) through a table of tap offsets, at stride 1 or 2;
 //! - **lowered**: for outputs narrower than a block (late layers of 4x4 or 1x1) the columns of
-//!   every image are lowered together into one `[k][columns]` matrix, so that a block is full
-//!   whatever the output's size, and each column is written back to its own image.
+//!   every image are lowered together into `[k][12]` blocks, so that a block is full whatever
+//!   the output's size, and each column is written back to its own image.
 //!
 //! Work is split into items (image, group, a range of output rows, a share of the panels);
 //! the panels are shared out only when there are too few rows to keep every thread busy.
@@ -25,9 +25,10 @@ const IN_PLACE_MIN_WIDTH: usize = 8;
 /// The most values a lowered matrix holds at once (16 MiB); more columns are lowered in turns.
 const LOWERED_VALUES: usize = 4 << 20;
 
-/// Whether the channel kernel runs this conv: enough output channels to fill its vectors.
-pub fn suits(cout_g: usize) -> bool {
-    cout_g >= LANES
+/// Whether the channel kernel runs this conv: enough output channels to fill its vectors,
+/// and at least one tap (a conv over no input channels is its bias, left to the other path).
+pub fn suits(cout_g: usize, k: usize) -> bool {
+    cout_g >= LANES && k > 0
 }
 
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights. Past
@@ -262,9 +263,9 @@ impl Plan<'_> {
                                 src: matrix[b * k * MAX_COLUMNS..].as_ptr(),
                                 offsets: offsets.as_ptr(),
                             };
+                            let pass = Pass { taps: 0..k, partial: std::ptr::null_mut(), destination };
                             // SAFETY: items write disjoint (column, channel) outputs; block b
                             // of the matrix holds k rows of MAX_COLUMNS values.
-                            let pass = Pass { taps: 0..k, partial: std::ptr::null_mut(), destination };
                             unsafe { self.columns(&source, 1, n_cols, weights, v, &epilogue, &pass) };
                         }
                     }
