@@ -169,7 +169,10 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
             let (c, ky, kx) = (kk / (kh * kw), kk / kw % kh, kk % kw);
             taps.extend([c, ky * conv.dilations[0], kx * conv.dilations[1], 0].map(|v| v as u32));
         }
-    } else {
+    }
+    if taps.is_empty() {
+        // The shader binds the taps as vec4s: depthwise convs and convs over no input
+        // channels read none, but the binding must hold one.
         taps.extend([0; 4]);
     }
     let name = &node.name;

@@ -197,7 +197,7 @@ def away_from_zero(r, *shape):
 
 
 def conv_weights(r, m, c_per_group, kh, kw):
-    return normal(r, m, c_per_group, kh, kw, scale=1.0 / np.sqrt(c_per_group * kh * kw))
+    return normal(r, m, c_per_group, kh, kw, scale=1.0 / np.sqrt(max(1, c_per_group * kh * kw)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +265,8 @@ def conv_cases():
         # 360 taps: two passes over the taps, the sums carried between them.
         ("conv_channels_two_passes", [1, 40, 12, 14], [48, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_channels_three_passes_stride2", [2, 70, 17, 19], [32, 70, 3, 3], dict(strides=[2, 2])),
+        # No input channels: the output is the bias.
+        ("conv_no_input_channels", [1, 0, 4, 5], [16, 0, 3, 3], dict(pads=[1, 1, 1, 1])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
