@@ -43,6 +43,10 @@ pub fn conv2d(
     out: &mut [f32],
     deadline: &Deadline,
 ) {
+    if out.is_empty() {
+        // An empty batch or output: nothing to write, and no items to split work into.
+        return;
+    }
     let groups = conv.group;
     let cin_g = g.in_channels / groups;
     let cout_g = g.out_channels / groups;

@@ -267,6 +267,8 @@ def conv_cases():
         ("conv_channels_three_passes_stride2", [2, 70, 17, 19], [32, 70, 3, 3], dict(strides=[2, 2])),
         # No input channels: the output is the bias.
         ("conv_no_input_channels", [1, 0, 4, 5], [16, 0, 3, 3], dict(pads=[1, 1, 1, 1])),
+        # An empty batch: an empty output.
+        ("conv_empty_batch", [0, 3, 4, 9], [16, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
