@@ -738,6 +738,23 @@ def layout_cases():
         ]
 
 
+def empty_batch_cases():
+    """A batch of no images through the ops a face model uses: empty outputs, no failure."""
+    mk = helper.make_node
+    for name, nodes in [
+        ("empty_batch_max_pool", [mk("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]),
+        ("empty_batch_average_pool", [mk("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]),
+        ("empty_batch_global_average_pool", [mk("GlobalAveragePool", ["x"], ["y"])]),
+        ("empty_batch_relu", [mk("Relu", ["x"], ["y"])]),
+        ("empty_batch_softmax", [mk("Softmax", ["x"], ["y"], axis=1)]),
+        ("empty_batch_flatten", [mk("Flatten", ["x"], ["y"])]),
+    ]:
+        r = rng_for(name)
+        case(name, nodes, [("x", normal(r, 0, 4, 7, 6))], ["y"])
+    r = rng_for("empty_batch_matmul")
+    case("empty_batch_matmul", [mk("MatMul", ["x", "w"], ["y"])], [("x", normal(r, 0, 8))], ["y"], {"w": normal(r, 8, 5)})
+
+
 # ---------------------------------------------------------------------------------------------
 # Fused graphs (exercise optimize.rs)
 
@@ -1335,6 +1352,7 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
     conv_cases()
+    empty_batch_cases()
     activation_cases()
     pool_cases()
     binary_cases()
