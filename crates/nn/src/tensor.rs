@@ -85,12 +85,24 @@ pub fn element_count(shape: &[usize]) -> Result<usize, NnError> {
 }
 
 /// `n` zeros, allocated fallibly: sizes a guest's graph decides must not abort the host when
-/// the machine runs short.
+/// the machine runs short. The memory comes zeroed from the allocator (`calloc`), which for
+/// the large outputs of a network's layers maps fresh pages the kernel has already zeroed,
+/// instead of writing every byte once more (7% of a detection's time was that `memset`).
 pub fn zeroed_values(n: usize) -> Result<Vec<f32>, NnError> {
-    let mut values = Vec::new();
-    values
-        .try_reserve_exact(n)
-        .map_err(|_| NnError::too_large(Excess::Allocation { bytes: (n as u64).saturating_mul(4) }))?;
-    values.resize(n, 0.0);
-    Ok(values)
+    let too_large = || NnError::too_large(Excess::Allocation { bytes: (n as u64).saturating_mul(4) });
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| too_large())?;
+    // SAFETY: `layout` has a non-zero size (n > 0). A non-null pointer from `alloc_zeroed`
+    // with the layout of `[f32; n]` is what `Vec::from_raw_parts` asks for: allocated by the
+    // global allocator with f32's alignment and `n * 4` bytes, capacity and length `n`, and
+    // every value initialized (all-zero bytes are 0.0).
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        if ptr.is_null() {
+            return Err(too_large());
+        }
+        Ok(Vec::from_raw_parts(ptr, n, n))
+    }
 }

@@ -26,7 +26,35 @@ pub fn add_to_linker<T: 'static>(
     tensor::add_to_linker::<_, HasNnView>(linker, view)?;
     inference::add_to_linker::<_, HasNnView>(linker, view)?;
     errors::add_to_linker::<_, HasNnView>(linker, view)?;
-    Ok(())
+    add_tensor_constructor(linker, view)
+}
+
+/// The tensor constructor again, over the generated one: that one lifts the guest's bytes into
+/// a host `Vec<u8>` before the host sees them, and the host then copied them into FP32 values
+/// for the compute, two copies of every input (each level of a detector's image pyramid). This
+/// one reads the bytes where they lie in the guest's memory and copies them once, straight into
+/// the values the compute takes, after checking that the guest has room for them.
+fn add_tensor_constructor<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
+    type Params = (Vec<u32>, TensorType, WasmList<u8>);
+    linker.allow_shadowing(true);
+    let defined = linker.instance(TENSOR_INTERFACE)?.func_wrap(
+        "[constructor]tensor",
+        move |mut store: StoreContextMut<'_, T>, (dimensions, ty, data): Params| {
+            let room = view(store.data_mut()).tensor_room();
+            if data.len() > room {
+                return Err(view(store.data_mut()).too_many_tensor_bytes(data.len()));
+            }
+            let data = TensorData::from_guest(ty, data.as_le_slice(&store))?;
+            let tensor =
+                view(store.data_mut()).push_tensor(TensorResource { dimensions, ty, data, hold: None })?;
+            Ok((tensor,))
+        },
+    );
+    linker.allow_shadowing(false);
+    defined
 }
 
 type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
@@ -55,15 +83,25 @@ impl NnView<'_> {
 
     /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
     /// or a compute's outputs) alive traps at the limit instead of growing the host.
+    /// Bytes of tensor data the guest may still hand over before it holds its limit.
+    fn tensor_room(&self) -> usize {
+        self.state.host.limits.max_live_tensor_bytes.saturating_sub(self.state.usage.tensor_bytes)
+    }
+
+    fn too_many_tensor_bytes(&self, more: usize) -> wasmtime::Error {
+        let live = self.state.usage.tensor_bytes.saturating_add(more);
+        let limit = self.state.host.limits.max_live_tensor_bytes;
+        wasmtime::format_err!(
+            "the guest keeps {live} bytes of tensors alive in the host, over the limit of {limit} bytes"
+        )
+    }
+
     fn push_tensor(&mut self, mut tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
         self.check_handles()?;
-        let live = self.state.usage.tensor_bytes + tensor.data.byte_len();
-        let limit = self.state.host.limits.max_live_tensor_bytes;
-        if live > limit {
-            wasmtime::bail!(
-                "the guest keeps {live} bytes of tensors alive in the host, over the limit of {limit} bytes"
-            );
+        if tensor.data.byte_len() > self.tensor_room() {
+            return Err(self.too_many_tensor_bytes(tensor.data.byte_len()));
         }
+        let live = self.state.usage.tensor_bytes + tensor.data.byte_len();
         let bytes = tensor.data.byte_len();
         tensor.hold =
             Some(self.process_hold(bytes as u64, 1, || format!("a tensor of {} MiB", bytes >> 20))?);
@@ -205,7 +243,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         let graph = self.table.get(&context)?.graph.clone();
         let mut by_name: HashMap<String, Tensor> = HashMap::new();
         for (name, t) in handed_over {
-            match to_tensor(&t) {
+            match to_tensor(t) {
                 Ok(tensor) => {
                     by_name.insert(name, tensor);
                 }
@@ -288,7 +326,9 @@ impl tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<TensorResource>> {
-        self.push_tensor(TensorResource { dimensions, ty, data: TensorData::Bytes(data), hold: None })
+        // Shadowed by `add_tensor_constructor`'s, which takes the bytes from the guest's memory.
+        let data = TensorData::from_guest(ty, &data)?;
+        self.push_tensor(TensorResource { dimensions, ty, data, hold: None })
     }
 
     fn dimensions(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u32>> {
@@ -331,7 +371,7 @@ impl errors::HostError for NnView<'_> {
     }
 }
 
-fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
+fn to_tensor(t: TensorResource) -> Result<Tensor, String> {
     if !matches!(t.ty, TensorType::Fp32) {
         return Err(format!("element type {:?} is not supported; refacen computes in FP32", t.ty));
     }
@@ -346,14 +386,13 @@ fn to_tensor(t: &TensorResource) -> Result<Tensor, String> {
             t.data.byte_len()
         ));
     }
-    let data = match &t.data {
-        // One pass into memory that is written once: collecting with `pod_collect_to_vec`
-        // zeroed the whole buffer first (1% of a sandboxed detection in memset).
+    let data = match t.data {
+        // Made FP32 when the guest handed it over, or a compute's output handed back as an
+        // input: either way the guest gave it up, so it moves.
+        TensorData::Fp32(values) => values,
         TensorData::Bytes(bytes) => {
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         }
-        // A compute's output handed back as an input.
-        TensorData::Fp32(values) => values.clone(),
     };
     Tensor::new(shape, data).map_err(|e| e.to_string())
 }

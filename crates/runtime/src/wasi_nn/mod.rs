@@ -12,11 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasData, Resource, ResourceTable, WasmList};
 
 use super::nn_ledger::{GraphHold, Hold, NnLedger, ProcessNnLimits, ProcessNnUsage};
 use refacen_nn as nn;
 use refacen_nn::{Backend, Deadline, Executable, Graph, NnError, Tensor};
+
+/// The interface whose tensor constructor `host::add_tensor_constructor` defines.
+const TENSOR_INTERFACE: &str = "wasi:nn/tensor@0.2.0-rc-2024-10-28";
 
 pub(crate) mod generated {
     wasmtime::component::bindgen!({
@@ -270,6 +274,18 @@ enum TensorData {
 }
 
 impl TensorData {
+    /// A guest's tensor bytes, as FP32 values when they are (the form a compute takes, so that
+    /// it takes them without another copy), else as they came, for `compute` to refuse with
+    /// the reason.
+    fn from_guest(ty: TensorType, bytes: &[u8]) -> Result<TensorData, NnError> {
+        if !matches!(ty, TensorType::Fp32) || bytes.len() % 4 != 0 || cfg!(target_endian = "big") {
+            return Ok(TensorData::Bytes(bytes.to_vec()));
+        }
+        let mut values = nn::zeroed_values(bytes.len() / 4)?;
+        bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(bytes);
+        Ok(TensorData::Fp32(values))
+    }
+
     fn byte_len(&self) -> usize {
         match self {
             TensorData::Bytes(bytes) => bytes.len(),
