@@ -24,6 +24,7 @@ use refacen_nn::ir::{
     Value,
 };
 use refacen_nn::{Backend, Excess, NnError, RunLimits, Tensor};
+use refacen_test_support::random::unit_floats;
 use vulkan::vulkan_environment;
 
 /// The backend every test shares (kernels compile once).
@@ -101,15 +102,7 @@ fn without_software_adapters_new_explains_what_it_found() {
 
 /// Deterministic values in [-1, 1).
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    unit_floats(seed).take(n).map(|v| 2.0 * v - 1.0).collect()
 }
 
 fn tensor(shape: &[usize], seed: u64) -> Tensor {

@@ -58,6 +58,41 @@ impl Attrs<'_> {
             .transpose()
     }
 
+    /// String attribute `name` as one of `values`, which `names` names in order (comma-separated:
+    /// the list an error shows); the first value when the attribute is absent.
+    pub(super) fn choice<T: Copy, const N: usize>(
+        &self,
+        name: &str,
+        names: &'static str,
+        values: [T; N],
+    ) -> Result<T, NnError> {
+        debug_assert_eq!(names.split(", ").count(), N, "`{name}`: one name per value");
+        let Some(given) = self.string(name)? else {
+            return Ok(values[0]);
+        };
+        match names.split(", ").position(|choice| choice == given) {
+            Some(i) => Ok(values[i]),
+            None => Err(self.unsupported(Unsupported::Attribute {
+                name: name.into(),
+                value: given,
+                supported: names,
+            })),
+        }
+    }
+
+    /// Refuses the node unless int attribute `name` is absent or 0, the only value refacen
+    /// supports (`supported` says what 0 means, e.g. "0 (inference)").
+    pub(super) fn only_zero(&self, name: &str, supported: &'static str) -> Result<(), NnError> {
+        match self.int(name, 0)? {
+            0 => Ok(()),
+            other => Err(self.unsupported(Unsupported::Attribute {
+                name: name.into(),
+                value: other.to_string(),
+                supported,
+            })),
+        }
+    }
+
     pub(super) fn tensor(&self, name: &str) -> Result<&TensorProto, NnError> {
         self.get(name)
             .and_then(|a| a.t.as_ref())

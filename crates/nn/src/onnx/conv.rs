@@ -99,14 +99,7 @@ pub(super) fn pool(node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
             supported: "2-D pooling",
         }));
     }
-    let storage_order = attrs.int("storage_order", 0)?;
-    if storage_order != 0 {
-        return Err(attrs.unsupported(Unsupported::Attribute {
-            name: "storage_order".into(),
-            value: storage_order.to_string(),
-            supported: "0",
-        }));
-    }
+    attrs.only_zero("storage_order", "0")?;
     Ok(Op::Pool(Pool {
         kind: if node.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average },
         kernel: pair(&kernel, attrs, "kernel_shape")?,

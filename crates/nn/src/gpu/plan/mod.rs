@@ -10,7 +10,9 @@ mod gemm;
 mod layout;
 mod pool;
 
-use super::builder::{Builder, Loc};
+use super::builder::{Bind, Builder, Loc};
+use super::keys::ShapeChoice;
+use super::params::{KernelParams, u};
 use crate::NnError;
 use crate::ir::{Node, Op, PadMode, Unary};
 
@@ -58,6 +60,24 @@ pub struct Step<'n> {
     index: usize,
     node: &'n Node,
     out_shape: Vec<usize>,
+}
+
+/// `step`'s output, written by its kernel with one invocation per value, none for an empty
+/// output: `params` makes the kernel's parameters from the number of values.
+fn per_value<P: KernelParams>(
+    b: &mut Builder,
+    step: Step,
+    inputs: &[Bind],
+    params: impl FnOnce(u32) -> P,
+) -> Result<Loc, NnError> {
+    let total: usize = step.out_shape.iter().product();
+    let out = b.output(step.out_shape)?;
+    if total > 0 {
+        let grid = b.grid((total as u64).div_ceil(WG))?;
+        let key = b.kernel(step.index, step.node, ShapeChoice::Unknown)?;
+        b.dispatch(key, &params(u(total)), inputs, out.whole(), grid)?;
+    }
+    Ok(out)
 }
 
 fn too_large(what: &str, shape: &[usize]) -> NnError {
