@@ -18,7 +18,7 @@
 // Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
 // the number of output channels per group; BM · BN = 256 · 16 always.
 
-@group(0) @binding(0) var<storage, read> prm: ConvParams;
+// Parameters: `prm` (ConvParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 // bias[out_c], then the PRelu slopes[out_c] when ACT == ACT_PRELU.

@@ -6,9 +6,8 @@
 // The table entry meaning "no input value here" (Pad's constant).
 const NO_SOURCE: u32 = 0xffffffffu;
 
-@group(0) @binding(0) var<storage, read> mprm: IndexMapParams;
-@group(0) @binding(0) var<storage, read> aprm: ResizeAxisParams;
-@group(0) @binding(0) var<storage, read> rprm: ReduceParams;
+// Parameters, bound by the declarations params.rs prepends: `mprm` (IndexMapParams), `aprm`
+// (ResizeAxisParams), `rprm` (ReduceParams).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // index_map: u32 offsets. resize_axis: per output coordinate (i0, i1, bits of w0, bits of w1).
 @group(0) @binding(2) var<storage, read> table: array<u32>;

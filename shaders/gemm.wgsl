@@ -9,7 +9,7 @@
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
 // loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
 
-@group(0) @binding(0) var<storage, read> prm: GemmParams;
+// Parameters: `prm` (GemmParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> c: array<f32>;
@@ -41,6 +41,24 @@ fn activate(v: f32, col: u32) -> f32 {
     return fused_activation(ACT, v, prm.leaky, slope);
 }
 
+// Position i of a slice of BK × `len` values (len: BM rows of A or BN columns of B) as
+// (k, row or column, index in the staged slice): k varies fastest when the operand is
+// contiguous along k, so that neighbouring threads read neighbouring addresses.
+fn slice_position(i: u32, k_fast: bool, len: u32) -> vec3<u32> {
+    let p = select(vec2<u32>(i / len, i % len), vec2<u32>(i % BK, i / BK), k_fast);
+    return vec3<u32>(p, p.x * len + p.y);
+}
+
+// A[m, k] of the batch at element `off`, and B[k, n]: 0 outside the matrices (the read itself
+// may then fall outside the binding, which the compiled shader's bounds checks make harmless).
+fn a_at(off: u32, m: u32, k: u32) -> f32 {
+    return select(0.0, a[off + m * prm.a_rs + k * prm.a_cs], m < prm.m && k < prm.k);
+}
+
+fn b_at(off: u32, k: u32, n: u32) -> f32 {
+    return select(0.0, b[off + k * prm.b_rs + n * prm.b_cs], k < prm.k && n < prm.n);
+}
+
 @compute @workgroup_size(256)
 fn gemm(inv: Invocation) {
     let lid = inv.lid;
@@ -69,43 +87,12 @@ fn gemm(inv: Invocation) {
     var acc: array<vec4<f32>, 4>;
 
     for (var k0 = 0u; k0 < prm.k; k0 += BK) {
+        // One pass stages both slices (BM == BN).
         for (var i = lid; i < BK * BM; i += WG) {
-            var kk: u32;
-            var mm: u32;
-            if A_K_FAST {
-                kk = i % BK;
-                mm = i / BK;
-            } else {
-                kk = i / BM;
-                mm = i % BM;
-            }
-            let k = k0 + kk;
-            let m = m0 + mm;
-            var v = 0.0;
-            if k < prm.k && m < prm.m {
-                v = a[a_off + m * prm.a_rs + k * prm.a_cs];
-            }
-            let at = kk * BM + mm;
-            tile_a[at / 4u][at % 4u] = v;
-        }
-        for (var i = lid; i < BK * BN; i += WG) {
-            var kk: u32;
-            var nn: u32;
-            if B_K_FAST {
-                kk = i % BK;
-                nn = i / BK;
-            } else {
-                kk = i / BN;
-                nn = i % BN;
-            }
-            let k = k0 + kk;
-            let n = n0 + nn;
-            var v = 0.0;
-            if k < prm.k && n < prm.n {
-                v = b[b_off + k * prm.b_rs + n * prm.b_cs];
-            }
-            let at = kk * BN + nn;
-            tile_b[at / 4u][at % 4u] = v;
+            let pa = slice_position(i, A_K_FAST, BM);
+            let pb = slice_position(i, B_K_FAST, BN);
+            tile_a[pa.z / 4u][pa.z % 4u] = a_at(a_off, m0 + pa.y, k0 + pa.x);
+            tile_b[pb.z / 4u][pb.z % 4u] = b_at(b_off, k0 + pb.x, n0 + pb.y);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {

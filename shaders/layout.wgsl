@@ -5,9 +5,8 @@
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
 
-@group(0) @binding(0) var<storage, read> tprm: TransposeParams;
-@group(0) @binding(0) var<storage, read> pprm: PadParams;
-@group(0) @binding(0) var<storage, read> cprm: ConcatParams;
+// Parameters, bound by the declarations params.rs prepends: `tprm` (TransposeParams), `pprm`
+// (PadParams), `cprm` (ConcatParams).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 

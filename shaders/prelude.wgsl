@@ -1,8 +1,8 @@
 // Shared by every kernel file: prepended to each file when its shader module is created
 // (crates/nn/src/gpu/kernels.rs), so the files use these names without declaring them.
 // Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK,
-// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*), the struct Window2d and the file's
-// params structs.
+// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*), the struct Window2d, the file's
+// params structs and their binding-0 variables.
 
 // Invocations per workgroup, in every kernel.
 const WG: u32 = 256u;

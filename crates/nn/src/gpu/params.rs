@@ -150,12 +150,13 @@ macro_rules! shared_structs {
     };
 }
 
-/// Declares params structs, `Name in Shader [entry points] { field: type, ... }` (see
-/// `abi_struct!`), each read by the entry points listed.
+/// Declares params structs, `Name in Shader [entry points] as var { field: type, ... }` (see
+/// `abi_struct!`), each read by the entry points listed, through the WGSL variable `var` that
+/// the declarations bind at binding 0 of group 0 (the files do not declare it either).
 macro_rules! kernel_params {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident in $shader:ident [$($entry:literal),+] $body:tt
+        $name:ident in $shader:ident [$($entry:literal),+] as $var:ident $body:tt
     )+) => {
         $(
             abi_struct!($(#[doc = $doc])* $name $body);
@@ -166,8 +167,12 @@ macro_rules! kernel_params {
             }
         )+
 
-        /// Every params struct's shader and WGSL declaration.
-        const WGSL_STRUCTS: &[(Shader, &str)] = &[$( (Shader::$shader, <$name as AbiStruct>::WGSL) ),+];
+        /// Every params struct's shader, WGSL declaration and binding.
+        const WGSL_STRUCTS: &[(Shader, &str, &str)] = &[$((
+            Shader::$shader,
+            <$name as AbiStruct>::WGSL,
+            concat!("@group(0) @binding(0) var<storage, read> ", stringify!($var), ": ", stringify!($name), ";\n"),
+        )),+];
     };
 }
 
@@ -212,7 +217,7 @@ impl Window2d {
 kernel_params! {
     /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
     /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
-    ConvParams in Conv ["conv2d", "depthwise"] {
+    ConvParams in Conv ["conv2d", "depthwise"] as prm {
         batch: u32,
         in_c: u32,
         out_c: u32,
@@ -236,7 +241,7 @@ kernel_params! {
     }
 
     /// gemm.wgsl: Gemm, and MatMul with broadcast batch dimensions.
-    GemmParams in Gemm ["gemm"] {
+    GemmParams in Gemm ["gemm"] as prm {
         m: u32,
         n: u32,
         k: u32,
@@ -261,7 +266,7 @@ kernel_params! {
     }
 
     /// pool.wgsl: MaxPool and AveragePool over planes [base, base + planes).
-    PoolParams in Pool ["pool2d"] {
+    PoolParams in Pool ["pool2d"] as prm {
         /// batch · channels
         planes: u32,
         win: Window2d,
@@ -275,7 +280,7 @@ kernel_params! {
     }
 
     /// pool.wgsl: GlobalMaxPool and GlobalAveragePool.
-    GlobalPoolParams in Pool ["global_pool"] {
+    GlobalPoolParams in Pool ["global_pool"] as gprm {
         planes: u32,
         /// Values per plane (the product of the spatial dimensions).
         size: u32,
@@ -286,7 +291,7 @@ kernel_params! {
 
     /// softmax.wgsl. Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements
     /// where the bindings start (tensors larger than one binding are split by whole blocks of rows).
-    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] {
+    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] as prm {
         rows: u32,
         len: u32,
         inner: u32,
@@ -296,7 +301,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl.
-    UnaryParams in Eltwise ["unary"] {
+    UnaryParams in Eltwise ["unary"] as uprm {
         total: u32,
         alpha: f32,
         lo: f32,
@@ -307,7 +312,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: Add, Sub, Mul, Div and PRelu, broadcast through per-dimension strides.
-    BinaryParams in Eltwise ["binary"] {
+    BinaryParams in Eltwise ["binary"] as bprm {
         total: u32,
         rank: u32,
         shape: [u32; MAX_RANK],
@@ -320,7 +325,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: inference BatchNormalization.
-    BatchNormParams in Eltwise ["batch_norm"] {
+    BatchNormParams in Eltwise ["batch_norm"] as nprm {
         total: u32,
         channels: u32,
         plane: u32,
@@ -331,7 +336,7 @@ kernel_params! {
     }
 
     /// layout.wgsl.
-    TransposeParams in Layout ["transpose"] {
+    TransposeParams in Layout ["transpose"] as tprm {
         total: u32,
         rank: u32,
         /// Output dimensions, and for each the stride of the input along it.
@@ -340,7 +345,7 @@ kernel_params! {
     }
 
     /// layout.wgsl: constant Pad; a negative `begin` crops.
-    PadParams in Layout ["pad"] {
+    PadParams in Layout ["pad"] as pprm {
         total: u32,
         rank: u32,
         value: f32,
@@ -352,7 +357,7 @@ kernel_params! {
     }
 
     /// layout.wgsl: one input of a Concat.
-    ConcatParams in Layout ["concat"] {
+    ConcatParams in Layout ["concat"] as cprm {
         /// Values of this input: outer · block.
         total: u32,
         /// Values of this input per outer index (its extent along the axis times the inner size).
@@ -363,7 +368,7 @@ kernel_params! {
     }
 
     /// gather.wgsl: Slice, Gather and Pad through per-dimension offset tables.
-    IndexMapParams in Gather ["index_map"] {
+    IndexMapParams in Gather ["index_map"] as mprm {
         total: u32,
         rank: u32,
         /// Pad's constant, for outputs with a NO_SOURCE coordinate.
@@ -375,7 +380,7 @@ kernel_params! {
     }
 
     /// gather.wgsl: one axis of a Resize.
-    ResizeAxisParams in Gather ["resize_axis"] {
+    ResizeAxisParams in Gather ["resize_axis"] as aprm {
         total: u32,
         /// The resized axis: its input and output lengths, and the values after it.
         len_in: u32,
@@ -384,7 +389,7 @@ kernel_params! {
     }
 
     /// conv_transpose.wgsl.
-    ConvTransposeParams in ConvTranspose ["conv_transpose"] {
+    ConvTransposeParams in ConvTranspose ["conv_transpose"] as prm {
         total: u32,
         in_c: u32,
         out_c: u32,
@@ -395,7 +400,7 @@ kernel_params! {
     }
 
     /// gather.wgsl: ReduceSum and ReduceMean.
-    ReduceParams in Gather ["reduce"] {
+    ReduceParams in Gather ["reduce"] as rprm {
         total: u32,
         rank: u32,
         /// Reduced values per output value.
@@ -486,15 +491,17 @@ kernel_codes! {
 }
 
 /// What `shader`'s file uses without declaring, as WGSL: the shared dimensions, every op
-/// code, the shared structs and the params structs of its entry points (`Shader::source`
+/// code, the shared structs, and the params structs of its entry points with their bindings
+/// (`Shader::source`
 /// puts it before the prelude and the file).
 pub fn wgsl_declarations(shader: Shader) -> String {
     let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
     for decl in WGSL_SHARED {
         wgsl.push_str(decl);
     }
-    for (_, decl) in WGSL_STRUCTS.iter().filter(|(s, _)| *s == shader) {
+    for (_, decl, binding) in WGSL_STRUCTS.iter().filter(|(s, ..)| *s == shader) {
         wgsl.push_str(decl);
+        wgsl.push_str(binding);
     }
     wgsl
 }
