@@ -49,7 +49,6 @@ fn host_params() -> Vec<HostParams> {
         host::<BinaryParams>(),
         host::<BatchNormParams>(),
         host::<TransposeParams>(),
-        host::<PadParams>(),
         host::<ConcatParams>(),
         host::<IndexMapParams>(),
         host::<ResizeAxisParams>(),

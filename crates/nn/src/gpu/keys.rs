@@ -5,7 +5,7 @@
 use super::kernels::{KernelKey, Shader};
 use super::params::{BinaryOp, FusedActivation, UnaryOp};
 use super::prepare::{ConvPacked, Prepared};
-use crate::ir::{Binary, Conv, Node, Op, PadMode, Padding, PoolKind, Unary};
+use crate::ir::{Binary, Conv, Node, Op, Padding, PoolKind, Unary};
 
 /// What the input shapes decide about a node's kernel.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +74,6 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         }
         Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose", 1),
         Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
-        Op::Pad { mode: PadMode::Constant, axes: None, .. } => KernelKey::new(Shader::Layout, "pad", 1),
         Op::Pad { .. } | Op::Slice { .. } | Op::Gather { .. } => {
             KernelKey::new(Shader::Gather, "index_map", 2)
         }

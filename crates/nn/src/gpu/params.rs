@@ -344,18 +344,6 @@ kernel_params! {
         strides: [u32; MAX_RANK],
     }
 
-    /// layout.wgsl: constant Pad; a negative `begin` crops.
-    PadParams in Layout ["pad"] as pprm {
-        total: u32,
-        rank: u32,
-        value: f32,
-        out_shape: [u32; MAX_RANK],
-        in_shape: [u32; MAX_RANK],
-        in_strides: [u32; MAX_RANK],
-        /// Padding before each dimension; negative crops.
-        begin: [i32; MAX_RANK],
-    }
-
     /// layout.wgsl: one input of a Concat.
     ConcatParams in Layout ["concat"] as cprm {
         /// Values of this input: outer · block.
@@ -399,18 +387,20 @@ kernel_params! {
         win: Window2d,
     }
 
-    /// gather.wgsl: ReduceSum and ReduceMean.
+    /// gather.wgsl: ReduceSum and ReduceMean. An output index decodes over the kept dimensions
+    /// (in order), a reduced value's number over the reduced ones; each has its input stride.
     ReduceParams in Gather ["reduce"] as rprm {
         total: u32,
-        rank: u32,
         /// Reduced values per output value.
         count: u32,
         /// 1 for ReduceSum, 1 / count for ReduceMean.
         scale: f32,
-        in_shape: [u32; MAX_RANK],
-        in_strides: [u32; MAX_RANK],
-        /// 1 for the dimensions reduced.
-        reduced: [u32; MAX_RANK],
+        kept_rank: u32,
+        reduced_rank: u32,
+        kept_shape: [u32; MAX_RANK],
+        kept_strides: [u32; MAX_RANK],
+        reduced_shape: [u32; MAX_RANK],
+        reduced_strides: [u32; MAX_RANK],
     }
 }
 

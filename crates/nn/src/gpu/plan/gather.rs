@@ -174,16 +174,22 @@ pub fn plan_reduce(b: &mut Builder, step: Step, r: &Reduce) -> Result<Loc, NnErr
     check_rank("Reduce", &x.shape)?;
     let axes = shape::reduce_axes(r, x.shape.len())?;
     let count: usize = axes.iter().map(|&a| x.shape[a]).product();
+    let strides = row_major_strides(&x.shape);
+    let (reduced, kept): (Vec<usize>, Vec<usize>) = (0..x.shape.len()).partition(|d| axes.contains(d));
+    let shape_of = |ds: &[usize]| dims(ds.iter().map(|&d| x.shape[d]));
+    let strides_of = |ds: &[usize]| dims(ds.iter().map(|&d| strides[d]));
     per_value(b, step, &[x.whole()], |total| ReduceParams {
         total,
-        rank: u(x.shape.len()),
         count: u(count),
         scale: match r.kind {
             ReduceKind::Sum => 1.0,
             ReduceKind::Mean => 1.0 / count as f32,
         },
-        in_shape: dims(x.shape.iter().copied()),
-        in_strides: dims(row_major_strides(&x.shape)),
-        reduced: dims((0..x.shape.len()).map(|d| axes.contains(&d) as usize)),
+        kept_rank: u(kept.len()),
+        reduced_rank: u(reduced.len()),
+        kept_shape: shape_of(&kept),
+        kept_strides: strides_of(&kept),
+        reduced_shape: shape_of(&reduced),
+        reduced_strides: strides_of(&reduced),
     })
 }

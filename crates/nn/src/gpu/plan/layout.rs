@@ -1,10 +1,10 @@
-//! Transpose, Concat and constant Pad (shaders/layout.wgsl).
+//! Transpose and Concat (shaders/layout.wgsl).
 
 use super::Step;
 use super::{WG, merge_dims, per_value, row_major_strides};
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{ConcatParams, MAX_RANK, PadParams, TransposeParams, dims, u};
+use crate::gpu::params::{ConcatParams, MAX_RANK, TransposeParams, dims, u};
 use crate::{NnError, shape};
 
 pub fn plan_transpose(b: &mut Builder, step: Step, perm: &Option<Vec<usize>>) -> Result<Loc, NnError> {
@@ -55,39 +55,6 @@ pub fn plan_concat(b: &mut Builder, step: Step, axis: i64) -> Result<Loc, NnErro
             b.dispatch(key.clone(), &params, &[x.whole()], out.whole(), grid)?;
         }
         offset += block;
-    }
-    Ok(out)
-}
-
-pub fn plan_pad(b: &mut Builder, step: Step, pads: &[i64], value: f32) -> Result<Loc, NnError> {
-    let Step { index, node, out_shape } = step;
-    let total: usize = out_shape.iter().product();
-    let x = b.input(node, 0)?.clone();
-    let rank = x.shape.len();
-    if rank > MAX_RANK {
-        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
-            limit: format!("the GPU backend pads tensors of rank ≤ {MAX_RANK}, got {:?}", x.shape),
-        }));
-    }
-    let out = b.output(out_shape.clone())?;
-    if total > 0 {
-        let mut begin = [0i32; MAX_RANK];
-        for (slot, &p) in begin.iter_mut().zip(&pads[..rank]) {
-            *slot = i32::try_from(p)
-                .map_err(|_| NnError::invalid_argument(crate::ArgumentFault::PadOutOfRange { pad: p }))?;
-        }
-        let params = PadParams {
-            total: u(total),
-            rank: u(rank),
-            value,
-            out_shape: dims(out_shape.iter().copied()),
-            in_shape: dims(x.shape.iter().copied()),
-            in_strides: dims(row_major_strides(&x.shape)),
-            begin,
-        };
-        let grid = b.grid((total as u64).div_ceil(WG))?;
-        let key = b.kernel(index, node, ShapeChoice::Unknown)?;
-        b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
     }
     Ok(out)
 }

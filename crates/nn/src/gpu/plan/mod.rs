@@ -14,7 +14,7 @@ use super::builder::{Bind, Builder, Loc};
 use super::keys::ShapeChoice;
 use super::params::{KernelParams, u};
 use crate::NnError;
-use crate::ir::{Node, Op, PadMode, Unary};
+use crate::ir::{Node, Op, Unary};
 
 /// Invocations per workgroup (`WG` in shaders/prelude.wgsl).
 const WG: u64 = 256;
@@ -39,9 +39,6 @@ pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -
         Op::Softmax { axis, coerce_2d } => eltwise::plan_softmax(b, step, *axis, *coerce_2d),
         Op::Transpose { perm } => layout::plan_transpose(b, step, perm),
         Op::Concat { axis } => layout::plan_concat(b, step, *axis),
-        Op::Pad { pads, value, mode: PadMode::Constant, axes: None } => {
-            layout::plan_pad(b, step, pads, *value)
-        }
         Op::Pad { pads, value, mode, axes } => {
             gather::plan_pad(b, step, pads, axes.as_deref(), *mode, *value)
         }
