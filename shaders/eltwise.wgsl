@@ -103,8 +103,9 @@ fn binary(inv: Invocation) {
     var ai = i;
     var bi = i;
     if !SAME_SHAPE {
-        ai = strided_offset(i, bprm.rank, bprm.shape, bprm.a_strides);
-        bi = strided_offset(i, bprm.rank, bprm.shape, bprm.b_strides);
+        let offsets = broadcast_offsets(i, bprm.operands);
+        ai = offsets.x;
+        bi = offsets.y;
     }
     let a = in0[ai - bprm.a_sub];
     let b = in1[bi - bprm.b_sub];

@@ -71,15 +71,9 @@ fn gemm(inv: Invocation) {
     let m0 = t.y * BM;
     let batch = t.z;
 
-    var a_off = 0u;
-    var b_off = 0u;
-    var left = batch;
-    for (var d = i32(prm.batch_rank) - 1; d >= 0; d--) {
-        let coord = left % prm.batch_shape[d];
-        left = left / prm.batch_shape[d];
-        a_off += coord * prm.a_batch[d];
-        b_off += coord * prm.b_batch[d];
-    }
+    let offsets = broadcast_offsets(batch, prm.batch_dims);
+    let a_off = offsets.x;
+    let b_off = offsets.y;
 
     // This thread's 4 x 4 outputs: rows m0 + 4·tm + i, columns n0 + 4·tn + j.
     let tn = lid % (BN / 4u);

@@ -40,6 +40,13 @@ fn host_params() -> Vec<HostParams> {
             size: size_of::<Window2d>(),
             fields: Window2d::fields(),
         },
+        HostParams {
+            shader: Shader::Conv,
+            name: "Broadcast",
+            entries: &[],
+            size: size_of::<Broadcast>(),
+            fields: Broadcast::fields(),
+        },
         host::<ConvParams>(),
         host::<GemmParams>(),
         host::<PoolParams>(),

@@ -22,10 +22,8 @@ macro_rules! shared_dims {
 }
 
 shared_dims! {
-    /// Dimensions the index-decoding kernels (binary, transpose, pad, gather) handle.
+    /// Dimensions the index-decoding kernels (binary, MatMul's batch, transpose, gather) handle.
     MAX_RANK = 8;
-    /// Broadcast batch dimensions of MatMul.
-    MAX_BATCH_RANK = 6;
 }
 
 /// A struct of the ABI, declared once for both languages by `abi_struct!`.
@@ -193,6 +191,16 @@ shared_structs! {
         pad_t: u32,
         pad_l: u32,
     }
+
+    /// A shape read by two operands, A and B, through per-dimension element strides (0 along
+    /// a dimension an operand broadcasts over), adjacent dimensions merged where both allow:
+    /// a binary op's output, MatMul's batch. prelude.wgsl's `broadcast_offsets` decodes it.
+    Broadcast {
+        rank: u32,
+        shape: [u32; MAX_RANK],
+        a_strides: [u32; MAX_RANK],
+        b_strides: [u32; MAX_RANK],
+    }
 }
 
 impl Window2d {
@@ -254,15 +262,12 @@ kernel_params! {
         m_tiles: u32,
         n_tiles: u32,
         batches: u32,
-        batch_rank: u32,
         alpha: f32,
         beta: f32,
         /// LeakyRelu's slope (ACT == ACT_LEAKY_RELU).
         leaky: f32,
-        /// The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
-        batch_shape: [u32; MAX_BATCH_RANK],
-        a_batch: [u32; MAX_BATCH_RANK],
-        b_batch: [u32; MAX_BATCH_RANK],
+        /// The output's batch dimensions, and where each batch starts in A and in B.
+        batch_dims: Broadcast,
     }
 
     /// pool.wgsl: MaxPool and AveragePool over planes [base, base + planes).
@@ -314,10 +319,8 @@ kernel_params! {
     /// eltwise.wgsl: Add, Sub, Mul, Div and PRelu, broadcast through per-dimension strides.
     BinaryParams in Eltwise ["binary"] as bprm {
         total: u32,
-        rank: u32,
-        shape: [u32; MAX_RANK],
-        a_strides: [u32; MAX_RANK],
-        b_strides: [u32; MAX_RANK],
+        /// The output's dimensions, read by the two operands (unused with SAME_SHAPE).
+        operands: Broadcast,
         base: u32,
         a_sub: u32,
         b_sub: u32,

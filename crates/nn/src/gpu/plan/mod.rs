@@ -12,7 +12,7 @@ mod pool;
 
 use super::builder::{Bind, Builder, Loc};
 use super::keys::ShapeChoice;
-use super::params::{KernelParams, u};
+use super::params::{Broadcast, KernelParams, MAX_RANK, dims, u};
 use crate::NnError;
 use crate::ir::{Node, Op, Unary};
 
@@ -103,6 +103,21 @@ fn merge_dims(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+/// `shape` read by two operands through per-dimension `strides`, merged as far as both allow,
+/// as kernel parameters; `Err` with the number of blocks left when more than MAX_RANK remain.
+fn broadcast(shape: &[usize], strides: &[Vec<usize>; 2]) -> Result<Broadcast, usize> {
+    let (shape, strides) = merge_multi(shape, strides);
+    if shape.len() > MAX_RANK {
+        return Err(shape.len());
+    }
+    Ok(Broadcast {
+        rank: u(shape.len()),
+        shape: dims(shape),
+        a_strides: dims(strides[0].iter().copied()),
+        b_strides: dims(strides[1].iter().copied()),
+    })
 }
 
 /// As [`merge_dims`] for an output shape read by several operands, each with its own strides.
