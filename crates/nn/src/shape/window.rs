@@ -83,16 +83,18 @@ pub fn window_2d(
     Ok(([oh, ow], [t, l, b, r]))
 }
 
-/// Geometry of a convolution on given input and weight shapes.
+/// Geometry of a convolution (`PADS` = 4) or a transposed convolution (`PADS` = 2,
+/// [`ConvTransposeGeometry`]) on given input and weight shapes.
 #[derive(Clone, Copy, Debug)]
-pub struct ConvGeometry {
+pub struct ConvGeometry<const PADS: usize = 4> {
     pub batch: usize,
     pub in_channels: usize,
     pub in_hw: [usize; 2],
     pub out_channels: usize,
     pub out_hw: [usize; 2],
-    /// [top, left, bottom, right]
-    pub pads: [usize; 4],
+    /// A convolution's [top, left, bottom, right] padding; a transposed convolution's [top,
+    /// left] padding removed from the full output.
+    pub pads: [usize; PADS],
 }
 
 pub fn conv_geometry(conv: &Conv, x: &[usize], w: &[usize]) -> Result<ConvGeometry, NnError> {
@@ -116,16 +118,7 @@ pub fn pool_geometry(pool: &Pool, x: &[usize]) -> Result<([usize; 2], [usize; 4]
 }
 
 /// Geometry of a transposed convolution on given input and weight shapes.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvTransposeGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub in_hw: [usize; 2],
-    pub out_channels: usize,
-    pub out_hw: [usize; 2],
-    /// [top, left] padding removed from the full output.
-    pub pads: [usize; 2],
-}
+pub type ConvTransposeGeometry = ConvGeometry<2>;
 
 /// The geometry, checking the weights against `kernel_shape` and the bias (of shape `bias`)
 /// against the output channels.
