@@ -7,7 +7,8 @@
 // numpy MatMul broadcasting needs no copies. C (Gemm only) is read through strides too, with
 // stride 0 along a broadcast dimension. A workgroup of 256 threads computes a 64 × 64 tile,
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
-// loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
+// loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST). The
+// tiling and the fused activation (override ACT) are tiled_product.wgsl's.
 
 // Parameters: `prm` (GemmParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -18,8 +19,6 @@
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override HAS_C: bool = false;
-// Fused activation: an ACT_* code (prelude.wgsl); PRelu has a slope per column.
-override ACT: u32 = ACT_NONE;
 // A's k index is contiguous (a_cs == 1): stage A walking k first. Likewise B (b_rs == 1).
 override A_K_FAST: bool = true;
 override B_K_FAST: bool = false;
@@ -33,12 +32,9 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<vec4<f32>, 256>; // BK · BM / 4
 var<workgroup> tile_b: array<vec4<f32>, 256>; // BK · BN / 4
 
-fn activate(v: f32, col: u32) -> f32 {
-    var slope = 0.0;
-    if ACT == ACT_PRELU {
-        slope = slopes[col];
-    }
-    return fused_activation(ACT, v, prm.leaky, slope);
+// PRelu has a slope per column.
+fn prelu_slope(col: u32) -> f32 {
+    return slopes[col];
 }
 
 // Position i of a slice of BK × `len` values (len: BM rows of A or BN columns of B) as
@@ -61,59 +57,44 @@ fn b_at(off: u32, k: u32, n: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn gemm(inv: Invocation) {
-    let lid = inv.lid;
-    let tile = workgroup_index(inv);
-    if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
+    if workgroup_index(inv) >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }
-    let t = tile_coords(tile, prm.n_tiles, prm.m_tiles);
-    let n0 = t.x * BN;
-    let m0 = t.y * BM;
-    let batch = t.z;
-
-    let offsets = broadcast_offsets(batch, prm.batch_dims);
+    let t = tile_thread(inv, prm.n_tiles, prm.m_tiles);
+    let offsets = broadcast_offsets(t.z, prm.batch_dims);
     let a_off = offsets.x;
     let b_off = offsets.y;
 
-    // This thread's 4 x 4 outputs: rows m0 + 4·tm + i, columns n0 + 4·tn + j.
-    let tn = lid % (BN / 4u);
-    let tm = lid / (BN / 4u);
     var acc: array<vec4<f32>, 4>;
-
     for (var k0 = 0u; k0 < prm.k; k0 += BK) {
         // One pass stages both slices (BM == BN).
-        for (var i = lid; i < BK * BM; i += WG) {
+        for (var i = inv.lid; i < BK * BM; i += WG) {
             let pa = slice_position(i, A_K_FAST, BM);
             let pb = slice_position(i, B_K_FAST, BN);
-            tile_a[pa.z / 4u][pa.z % 4u] = a_at(a_off, m0 + pa.y, k0 + pa.x);
-            tile_b[pb.z / 4u][pb.z % 4u] = b_at(b_off, k0 + pb.x, n0 + pb.y);
+            tile_a[pa.z / 4u][pa.z % 4u] = a_at(a_off, t.row0 + pa.y, k0 + pa.x);
+            tile_b[pb.z / 4u][pb.z % 4u] = b_at(b_off, k0 + pb.x, t.col0 + pb.y);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let av = tile_a[kk * (BM / 4u) + tm];
-            let bv = tile_b[kk * (BN / 4u) + tn];
-            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+            accumulate_outer(&acc, tile_a[kk * (BM / 4u) + t.tm], tile_b[kk * (BN / 4u) + t.tn]);
         }
         workgroupBarrier();
     }
 
-    let out_base = batch * prm.m * prm.n;
+    let out_base = t.z * prm.m * prm.n;
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + tm * 4u + i;
+        let m = t.row0 + t.tm * 4u + i;
         if m >= prm.m {
             continue;
         }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tn * 4u + j;
+            let n = t.col0 + t.tn * 4u + j;
             if n < prm.n {
                 var v = prm.alpha * acc[i][j];
                 if HAS_C {
                     v += prm.beta * c[m * prm.c_rs + n * prm.c_cs];
                 }
-                out[out_base + m * prm.n + n] = activate(v, n);
+                out[out_base + m * prm.n + n] = activate(v, n, prm.leaky);
             }
         }
     }
