@@ -92,8 +92,8 @@ fn conv_key(conv: &Conv, packed: &ConvPacked) -> KernelKey {
         return KernelKey::new(Shader::Conv, "depthwise", 4).with("ACT", packed.act as u32);
     }
     // SAME padding of a 1x1 stride-1 kernel is no padding.
-    let unpadded = matches!(conv.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
-    let pointwise = conv.kernel == [1, 1] && conv.strides == [1, 1] && unpadded;
+    let unpadded = matches!(conv.window.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
+    let pointwise = conv.window.kernel == [1, 1] && conv.window.strides == [1, 1] && unpadded;
     KernelKey::new(Shader::Conv, "conv2d", 4)
         .with("BM", packed.tile.bm)
         .with("BN", packed.tile.bn)

@@ -9,6 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::kernels::Shader;
+use crate::ir::Window;
 
 /// Declares constants shared with the WGSL: each a Rust `usize` and a WGSL `u32` of the same
 /// name (the params structs size their arrays with them).
@@ -204,20 +205,14 @@ shared_structs! {
 }
 
 impl Window2d {
-    /// `pads`: resolved, top and left first (the window keeps those two).
-    pub fn new(
-        in_hw: [usize; 2],
-        out_hw: [usize; 2],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads: &[usize],
-    ) -> Self {
+    /// `window` from `in_hw` to `out_hw`; `pads`: resolved, top and left first (the window
+    /// keeps those two).
+    pub fn new(in_hw: [usize; 2], out_hw: [usize; 2], window: &Window, pads: &[usize]) -> Self {
         let [in_h, in_w] = in_hw.map(u);
         let [out_h, out_w] = out_hw.map(u);
-        let [kh, kw] = kernel.map(u);
-        let [sh, sw] = strides.map(u);
-        let [dh, dw] = dilations.map(u);
+        let [kh, kw] = window.kernel.map(u);
+        let [sh, sw] = window.strides.map(u);
+        let [dh, dw] = window.dilations.map(u);
         Window2d { in_h, in_w, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t: u(pads[0]), pad_l: u(pads[1]) }
     }
 }

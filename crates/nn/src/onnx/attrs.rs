@@ -1,7 +1,7 @@
 //! A node's attributes read with defaults, and the errors that name the node.
 
 use super::proto::{AttributeProto, NodeProto, TensorProto};
-use crate::ir::Padding;
+use crate::ir::{Padding, Window};
 use crate::{GraphFault, NnError, NodeRef, Unsupported};
 
 /// A node's attributes, and its name for errors.
@@ -104,6 +104,16 @@ impl Attrs<'_> {
             None => Ok(default),
             Some(v) => pair(&v, self, name),
         }
+    }
+
+    /// A convolution's or pooling's window of `kernel`: strides, dilations and padding.
+    pub(super) fn window(&self, kernel: [usize; 2]) -> Result<Window, NnError> {
+        Ok(Window {
+            kernel,
+            strides: self.pair_or("strides", [1, 1])?,
+            dilations: self.pair_or("dilations", [1, 1])?,
+            padding: self.padding()?,
+        })
     }
 
     pub(super) fn padding(&self) -> Result<Padding, NnError> {

@@ -20,6 +20,6 @@ pub fn plan_conv_transpose(b: &mut Builder, step: Step, ct: &ConvTranspose) -> R
         out_c: u(g.out_channels),
         in_cg: u(g.in_channels / ct.group),
         out_cg: u(g.out_channels / ct.group),
-        win: Window2d::new(g.in_hw, g.out_hw, ct.kernel, ct.strides, ct.dilations, &g.pads),
+        win: Window2d::new(g.in_hw, g.out_hw, &ct.window, &g.pads),
     })
 }
