@@ -16,9 +16,10 @@
 // W-slice loads are coalesced; for depthwise that is the ONNX layout [C][kh·kw] unchanged.
 //
 // Tiles: (BM, BN, BK) ∈ {(64, 64, 16), (32, 128, 16), (16, 256, 8)}, chosen on the host by
-// the number of output channels per group; BM · BN = 256 · 16 always.
+// the number of output channels per group; BM · BN = 256 · 16 always. The tiling and the
+// fused activation (override ACT) are tiled_product.wgsl's.
 
-@group(0) @binding(0) var<storage, read> prm: ConvParams;
+// Parameters: `prm` (ConvParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 // bias[out_c], then the PRelu slopes[out_c] when ACT == ACT_PRELU.
@@ -34,8 +35,6 @@ override BM: u32 = 64u;
 override BN: u32 = 64u;
 // Depth of one staged slice.
 override BK: u32 = 16u;
-// Fused activation: an ACT_* code (prelude.wgsl); PRelu has per-channel slopes.
-override ACT: u32 = ACT_NONE;
 // 1x1 kernel, stride 1, no padding: X[k, p] is input channel k at pixel p.
 override POINTWISE: bool = false;
 
@@ -44,24 +43,18 @@ override POINTWISE: bool = false;
 var<workgroup> tile_w: array<vec4<f32>, 256>;
 var<workgroup> tile_x: array<vec4<f32>, 512>;
 
-fn activate(v: f32, c: u32) -> f32 {
-    var slope = 0.0;
-    if ACT == ACT_PRELU {
-        slope = chan[prm.out_c + c];
-    }
-    return fused_activation(ACT, v, prm.alpha, slope);
+// PRelu slopes follow the bias in `chan`.
+fn prelu_slope(c: u32) -> f32 {
+    return chan[prm.out_c + c];
 }
 
 @compute @workgroup_size(256)
 fn conv2d(inv: Invocation) {
-    let lid = inv.lid;
-    let tile = workgroup_index(inv);
-    if tile >= prm.p_tiles * prm.m_tiles * prm.groups {
+    if workgroup_index(inv) >= prm.p_tiles * prm.m_tiles * prm.groups {
         return;
     }
-    let t = tile_coords(tile, prm.p_tiles, prm.m_tiles);
-    let p0 = t.x * BN;
-    let m0 = t.y * BM;
+    // Rows: the group's output channels from t.row0; columns: pixels from t.col0.
+    let t = tile_thread(inv, prm.p_tiles, prm.m_tiles);
     let g = t.z;
 
     let plane = prm.win.out_h * prm.win.out_w;
@@ -69,7 +62,7 @@ fn conv2d(inv: Invocation) {
 
     // The output pixel whose im2col column this thread gathers (the same for every slice,
     // since BN divides the workgroup size).
-    let p_load = p0 + lid % BN;
+    let p_load = t.col0 + inv.lid % BN;
     let p_ok = p_load < prm.pixels;
     let n_l = prm.n_base + p_load / plane;
     let pix_l = p_load % plane;
@@ -79,23 +72,19 @@ fn conv2d(inv: Invocation) {
     let x_base = (n_l * prm.in_c + g * prm.in_cg) * in_plane - prm.x_sub;
     let w_base = g * prm.k;
 
-    // This thread's 4 x 4 outputs: channels m0 + 4·tm + i, pixels p0 + 4·tn + j;
-    // acc[i] holds the 4 pixels of channel i.
-    let tn = lid % (BN / 4u);
-    let tm = lid / (BN / 4u);
+    // acc[i] holds the 4 pixels of the thread's channel i.
     var acc: array<vec4<f32>, 4>;
-
     for (var k0 = 0u; k0 < prm.k; k0 += BK) {
-        for (var i = lid; i < BK * BM; i += WG) {
+        for (var i = inv.lid; i < BK * BM; i += WG) {
             let k = k0 + i / BM;
-            let m = m0 + i % BM;
+            let m = t.row0 + i % BM;
             var v = 0.0;
             if k < prm.k && m < prm.m_count {
                 v = wt[(w_base + k) * prm.out_cg + prm.m_base + m];
             }
             tile_w[i / 4u][i % 4u] = v;
         }
-        for (var i = lid; i < BK * BN; i += WG) {
+        for (var i = inv.lid; i < BK * BN; i += WG) {
             let k = k0 + i / BN;
             var v = 0.0;
             if p_ok && k < prm.k {
@@ -114,28 +103,23 @@ fn conv2d(inv: Invocation) {
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let a = tile_w[kk * (BM / 4u) + tm];
-            let b = tile_x[kk * (BN / 4u) + tn];
-            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
-            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
-            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
-            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+            accumulate_outer(&acc, tile_w[kk * (BM / 4u) + t.tm], tile_x[kk * (BN / 4u) + t.tn]);
         }
         workgroupBarrier();
     }
 
     for (var j = 0u; j < 4u; j++) {
-        let p = p0 + tn * 4u + j;
+        let p = t.col0 + t.tn * 4u + j;
         if p >= prm.pixels {
             continue;
         }
         let n = prm.n_base + p / plane;
         let pix = p % plane;
         for (var i = 0u; i < 4u; i++) {
-            let m = m0 + tm * 4u + i;
+            let m = t.row0 + t.tm * 4u + i;
             if m < prm.m_count {
                 let c = g * prm.out_cg + prm.m_base + m;
-                y[(n * prm.out_c + c) * plane + pix - prm.y_sub] = activate(acc[i][j] + chan[c], c);
+                y[(n * prm.out_c + c) * plane + pix - prm.y_sub] = activate(acc[i][j] + chan[c], c, prm.alpha);
             }
         }
     }
@@ -170,5 +154,5 @@ fn depthwise(inv: Invocation) {
             }
         }
     }
-    y[(n * prm.out_c + c) * plane + oy * prm.win.out_w + ox - prm.y_sub] = activate(acc, c);
+    y[(n * prm.out_c + c) * plane + oy * prm.win.out_w + ox - prm.y_sub] = activate(acc, c, prm.alpha);
 }

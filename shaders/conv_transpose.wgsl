@@ -5,7 +5,7 @@
 // Whether binding 3 holds a bias (otherwise it is a placeholder).
 override HAS_BIAS: bool = false;
 
-@group(0) @binding(0) var<storage, read> prm: ConvTransposeParams;
+// Parameters: `prm` (ConvTransposeParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // [in_c, out_cg, kh, kw]
 @group(0) @binding(2) var<storage, read> w: array<f32>;

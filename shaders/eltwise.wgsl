@@ -16,9 +16,8 @@ override SAME_SHAPE: bool = false;
 // Every kernel here may cover only values [base, base + total) of its output (tensors larger
 // than one buffer binding are split so); *_sub is the element where a binding starts.
 
-@group(0) @binding(0) var<storage, read> uprm: UnaryParams;
-@group(0) @binding(0) var<storage, read> bprm: BinaryParams;
-@group(0) @binding(0) var<storage, read> nprm: BatchNormParams;
+// Parameters, bound by the declarations params.rs prepends: `uprm` (UnaryParams), `bprm`
+// (BinaryParams), `nprm` (BatchNormParams).
 
 // unary: x, out. binary: a, b, out. batch_norm: x, scale, bias, mean, var, out.
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
@@ -104,8 +103,9 @@ fn binary(inv: Invocation) {
     var ai = i;
     var bi = i;
     if !SAME_SHAPE {
-        ai = strided_offset(i, bprm.rank, bprm.shape, bprm.a_strides);
-        bi = strided_offset(i, bprm.rank, bprm.shape, bprm.b_strides);
+        let offsets = broadcast_offsets(i, bprm.operands);
+        ai = offsets.x;
+        bi = offsets.y;
     }
     let a = in0[ai - bprm.a_sub];
     let b = in1[bi - bprm.b_sub];

@@ -6,9 +6,8 @@
 // The table entry meaning "no input value here" (Pad's constant).
 const NO_SOURCE: u32 = 0xffffffffu;
 
-@group(0) @binding(0) var<storage, read> mprm: IndexMapParams;
-@group(0) @binding(0) var<storage, read> aprm: ResizeAxisParams;
-@group(0) @binding(0) var<storage, read> rprm: ReduceParams;
+// Parameters, bound by the declarations params.rs prepends: `mprm` (IndexMapParams), `aprm`
+// (ResizeAxisParams), `rprm` (ReduceParams).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // index_map: u32 offsets. resize_axis: per output coordinate (i0, i1, bits of w0, bits of w1).
 @group(0) @binding(2) var<storage, read> table: array<u32>;
@@ -56,26 +55,10 @@ fn reduce(inv: Invocation) {
     if i >= rprm.total {
         return;
     }
-    // The kept dimensions' part of the input offset, from the output index.
-    var base = 0u;
-    var rest = i;
-    for (var d = i32(rprm.rank) - 1; d >= 0; d--) {
-        if rprm.reduced[d] == 0u {
-            base += (rest % rprm.in_shape[d]) * rprm.in_strides[d];
-            rest = rest / rprm.in_shape[d];
-        }
-    }
+    let base = strided_offset(i, rprm.kept_rank, rprm.kept_shape, rprm.kept_strides);
     var sum = 0.0;
     for (var k = 0u; k < rprm.count; k++) {
-        var offset = base;
-        var r = k;
-        for (var d = i32(rprm.rank) - 1; d >= 0; d--) {
-            if rprm.reduced[d] != 0u {
-                offset += (r % rprm.in_shape[d]) * rprm.in_strides[d];
-                r = r / rprm.in_shape[d];
-            }
-        }
-        sum += x[offset];
+        sum += x[base + strided_offset(k, rprm.reduced_rank, rprm.reduced_shape, rprm.reduced_strides)];
     }
     reduce_out[i] = sum * rprm.scale;
 }

@@ -7,9 +7,10 @@
 // numpy MatMul broadcasting needs no copies. C (Gemm only) is read through strides too, with
 // stride 0 along a broadcast dimension. A workgroup of 256 threads computes a 64 × 64 tile,
 // 4 × 4 values per thread, staging 16-deep slices of A and B in workgroup memory. The slice
-// loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST).
+// loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST). The
+// tiling and the fused activation (override ACT) are tiled_product.wgsl's.
 
-@group(0) @binding(0) var<storage, read> prm: GemmParams;
+// Parameters: `prm` (GemmParams, bound by the declarations params.rs prepends).
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> c: array<f32>;
@@ -18,8 +19,6 @@
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override HAS_C: bool = false;
-// Fused activation: an ACT_* code (prelude.wgsl); PRelu has a slope per column.
-override ACT: u32 = ACT_NONE;
 // A's k index is contiguous (a_cs == 1): stage A walking k first. Likewise B (b_rs == 1).
 override A_K_FAST: bool = true;
 override B_K_FAST: bool = false;
@@ -33,106 +32,69 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<vec4<f32>, 256>; // BK · BM / 4
 var<workgroup> tile_b: array<vec4<f32>, 256>; // BK · BN / 4
 
-fn activate(v: f32, col: u32) -> f32 {
-    var slope = 0.0;
-    if ACT == ACT_PRELU {
-        slope = slopes[col];
-    }
-    return fused_activation(ACT, v, prm.leaky, slope);
+// PRelu has a slope per column.
+fn prelu_slope(col: u32) -> f32 {
+    return slopes[col];
+}
+
+// Position i of a slice of BK × `len` values (len: BM rows of A or BN columns of B) as
+// (k, row or column, index in the staged slice): k varies fastest when the operand is
+// contiguous along k, so that neighbouring threads read neighbouring addresses.
+fn slice_position(i: u32, k_fast: bool, len: u32) -> vec3<u32> {
+    let p = select(vec2<u32>(i / len, i % len), vec2<u32>(i % BK, i / BK), k_fast);
+    return vec3<u32>(p, p.x * len + p.y);
+}
+
+// A[m, k] of the batch at element `off`, and B[k, n]: 0 outside the matrices (the read itself
+// may then fall outside the binding, which the compiled shader's bounds checks make harmless).
+fn a_at(off: u32, m: u32, k: u32) -> f32 {
+    return select(0.0, a[off + m * prm.a_rs + k * prm.a_cs], m < prm.m && k < prm.k);
+}
+
+fn b_at(off: u32, k: u32, n: u32) -> f32 {
+    return select(0.0, b[off + k * prm.b_rs + n * prm.b_cs], k < prm.k && n < prm.n);
 }
 
 @compute @workgroup_size(256)
 fn gemm(inv: Invocation) {
-    let lid = inv.lid;
-    let tile = workgroup_index(inv);
-    if tile >= prm.n_tiles * prm.m_tiles * prm.batches {
+    if workgroup_index(inv) >= prm.n_tiles * prm.m_tiles * prm.batches {
         return;
     }
-    let t = tile_coords(tile, prm.n_tiles, prm.m_tiles);
-    let n0 = t.x * BN;
-    let m0 = t.y * BM;
-    let batch = t.z;
+    let t = tile_thread(inv, prm.n_tiles, prm.m_tiles);
+    let offsets = broadcast_offsets(t.z, prm.batch_dims);
+    let a_off = offsets.x;
+    let b_off = offsets.y;
 
-    var a_off = 0u;
-    var b_off = 0u;
-    var left = batch;
-    for (var d = i32(prm.batch_rank) - 1; d >= 0; d--) {
-        let coord = left % prm.batch_shape[d];
-        left = left / prm.batch_shape[d];
-        a_off += coord * prm.a_batch[d];
-        b_off += coord * prm.b_batch[d];
-    }
-
-    // This thread's 4 x 4 outputs: rows m0 + 4·tm + i, columns n0 + 4·tn + j.
-    let tn = lid % (BN / 4u);
-    let tm = lid / (BN / 4u);
     var acc: array<vec4<f32>, 4>;
-
     for (var k0 = 0u; k0 < prm.k; k0 += BK) {
-        for (var i = lid; i < BK * BM; i += WG) {
-            var kk: u32;
-            var mm: u32;
-            if A_K_FAST {
-                kk = i % BK;
-                mm = i / BK;
-            } else {
-                kk = i / BM;
-                mm = i % BM;
-            }
-            let k = k0 + kk;
-            let m = m0 + mm;
-            var v = 0.0;
-            if k < prm.k && m < prm.m {
-                v = a[a_off + m * prm.a_rs + k * prm.a_cs];
-            }
-            let at = kk * BM + mm;
-            tile_a[at / 4u][at % 4u] = v;
-        }
-        for (var i = lid; i < BK * BN; i += WG) {
-            var kk: u32;
-            var nn: u32;
-            if B_K_FAST {
-                kk = i % BK;
-                nn = i / BK;
-            } else {
-                kk = i / BN;
-                nn = i % BN;
-            }
-            let k = k0 + kk;
-            let n = n0 + nn;
-            var v = 0.0;
-            if k < prm.k && n < prm.n {
-                v = b[b_off + k * prm.b_rs + n * prm.b_cs];
-            }
-            let at = kk * BN + nn;
-            tile_b[at / 4u][at % 4u] = v;
+        // One pass stages both slices (BM == BN).
+        for (var i = inv.lid; i < BK * BM; i += WG) {
+            let pa = slice_position(i, A_K_FAST, BM);
+            let pb = slice_position(i, B_K_FAST, BN);
+            tile_a[pa.z / 4u][pa.z % 4u] = a_at(a_off, t.row0 + pa.y, k0 + pa.x);
+            tile_b[pb.z / 4u][pb.z % 4u] = b_at(b_off, k0 + pb.x, t.col0 + pb.y);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let av = tile_a[kk * (BM / 4u) + tm];
-            let bv = tile_b[kk * (BN / 4u) + tn];
-            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+            accumulate_outer(&acc, tile_a[kk * (BM / 4u) + t.tm], tile_b[kk * (BN / 4u) + t.tn]);
         }
         workgroupBarrier();
     }
 
-    let out_base = batch * prm.m * prm.n;
+    let out_base = t.z * prm.m * prm.n;
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + tm * 4u + i;
+        let m = t.row0 + t.tm * 4u + i;
         if m >= prm.m {
             continue;
         }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tn * 4u + j;
+            let n = t.col0 + t.tn * 4u + j;
             if n < prm.n {
                 var v = prm.alpha * acc[i][j];
                 if HAS_C {
                     v += prm.beta * c[m * prm.c_rs + n * prm.c_cs];
                 }
-                out[out_base + m * prm.n + n] = activate(v, n);
+                out[out_base + m * prm.n + n] = activate(v, n, prm.leaky);
             }
         }
     }

@@ -1,13 +1,13 @@
-// Layout changes (crates/nn/src/gpu/plan/layout.rs: `Op::Transpose`, `Op::Concat`, `Op::Pad`).
+// Layout changes (crates/nn/src/gpu/plan/layout.rs: `Op::Transpose`, `Op::Concat`; Pad, in every
+// mode, is gather.wgsl's `index_map`).
 // One thread per output value (Concat: per value of one input). Reshape, Flatten, Squeeze,
 // Unsqueeze and Identity never reach the GPU: the host aliases the buffer.
 //
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
 
-@group(0) @binding(0) var<storage, read> tprm: TransposeParams;
-@group(0) @binding(0) var<storage, read> pprm: PadParams;
-@group(0) @binding(0) var<storage, read> cprm: ConcatParams;
+// Parameters, bound by the declarations params.rs prepends: `tprm` (TransposeParams), `cprm`
+// (ConcatParams).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -18,31 +18,6 @@ fn transpose(inv: Invocation) {
         return;
     }
     y[i] = x[strided_offset(i, tprm.rank, tprm.shape, tprm.strides)];
-}
-
-@compute @workgroup_size(256)
-fn pad(inv: Invocation) {
-    let i = linear_index(inv);
-    if i >= pprm.total {
-        return;
-    }
-    var src = 0u;
-    var inside = true;
-    var rest = i;
-    for (var d = i32(pprm.rank) - 1; d >= 0; d--) {
-        let coord = i32(rest % pprm.out_shape[d]) - pprm.begin[d];
-        rest = rest / pprm.out_shape[d];
-        if coord < 0 || coord >= i32(pprm.in_shape[d]) {
-            inside = false;
-        } else {
-            src += u32(coord) * pprm.in_strides[d];
-        }
-    }
-    var v = pprm.value;
-    if inside {
-        v = x[src];
-    }
-    y[i] = v;
 }
 
 @compute @workgroup_size(256)

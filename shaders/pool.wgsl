@@ -7,8 +7,10 @@
 //   by the number inside the DECLARED padding (taps in the ceil_mode overhang beyond the end
 //   padding never count), at least 1;
 // - padding and output sizes come resolved from crates/nn/src/shape.rs (ceil_mode, SAME_*).
+//
+// Parameters, bound by the declarations params.rs prepends: `prm` (PoolParams), `gprm`
+// (GlobalPoolParams).
 
-@group(0) @binding(0) var<storage, read> prm: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -70,8 +72,6 @@ fn pool2d(inv: Invocation) {
     }
     y[prm.base * out_plane + index - prm.y_sub] = acc;
 }
-
-@group(0) @binding(0) var<storage, read> gprm: GlobalPoolParams;
 
 // One workgroup per plane: a strided pass, then a tree reduction in workgroup memory.
 @compute @workgroup_size(256)

@@ -1,8 +1,8 @@
 // Shared by every kernel file: prepended to each file when its shader module is created
 // (crates/nn/src/gpu/kernels.rs), so the files use these names without declaring them.
-// Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK,
-// MAX_BATCH_RANK, the op codes (ACT_*, UNARY_*, BINARY_*), the struct Window2d and the file's
-// params structs.
+// Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK, the op codes
+// (ACT_*, UNARY_*, BINARY_*), the structs Window2d and Broadcast, the file's params structs
+// and their binding-0 variables.
 
 // Invocations per workgroup, in every kernel.
 const WG: u32 = 256u;
@@ -51,6 +51,14 @@ fn strided_offset(
         rest = rest / shape[d];
     }
     return offset;
+}
+
+// The element offsets in A and in B of row-major index `index` of a broadcast shape.
+fn broadcast_offsets(index: u32, bc: Broadcast) -> vec2<u32> {
+    return vec2<u32>(
+        strided_offset(index, bc.rank, bc.shape, bc.a_strides),
+        strided_offset(index, bc.rank, bc.shape, bc.b_strides),
+    );
 }
 
 // Scratch of `workgroup_reduce`.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use refacen::store::tarantool::{Checkpoint, Metric, TarantoolStore};
 use refacen::store::{DetectorProvenance, FaceRecord, FaceStore, Facen, ModelProvenance, MongoStore};
+use refacen_test_support::random::unit_floats;
 use refacen_test_support::records::photo_record;
 use refacen_test_support::repo;
 use refacen_test_support::tarantool::{TarantoolServer, free_port};
@@ -69,15 +70,7 @@ impl Drop for Mongo {
 
 /// Deterministic facens of norm ~1.4 (as dlib's).
 fn facen(i: u64) -> Vec<f32> {
-    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..SIZE)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.43
-        })
-        .collect()
+    unit_floats(i).take(SIZE).map(|v| (v - 0.5) * 0.43).collect()
 }
 
 fn record(id: u64, photo: &str, model: &ModelProvenance, detector: &DetectorProvenance) -> FaceRecord {

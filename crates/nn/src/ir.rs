@@ -279,13 +279,11 @@ pub struct Resize {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTranspose {
-    pub kernel: [usize; 2],
-    pub strides: [usize; 2],
-    pub dilations: [usize; 2],
+    /// The padding: explicit [top, left, bottom, right] pads, or SAME_* computed from the
+    /// output shape.
+    pub window: Window,
     pub group: usize,
     pub output_padding: [usize; 2],
-    /// Explicit [top, left, bottom, right] pads, or SAME_* computed from the output shape.
-    pub padding: Padding,
     /// ONNX `output_shape` (spatial), which decides the padding when given.
     pub output_shape: Option<[usize; 2]>,
 }
@@ -327,12 +325,18 @@ impl Op {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Conv {
+/// The sliding window of a 2-D convolution or pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
     pub kernel: [usize; 2],
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
     pub padding: Padding,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub window: Window,
     pub group: usize,
     /// Applied to the output after the bias; set by `optimize`.
     pub activation: Activation,
@@ -357,10 +361,7 @@ pub enum PoolKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool {
     pub kind: PoolKind,
-    pub kernel: [usize; 2],
-    pub strides: [usize; 2],
-    pub dilations: [usize; 2],
-    pub padding: Padding,
+    pub window: Window,
     pub ceil_mode: bool,
     /// AveragePool: count padded cells in the divisor.
     pub count_include_pad: bool,

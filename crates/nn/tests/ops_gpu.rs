@@ -21,9 +21,10 @@ use refacen_nn::cpu::CpuBackend;
 use refacen_nn::gpu::{GpuBackend, GpuError, GpuOptions};
 use refacen_nn::ir::{
     Activation, Binary, Conv, Gemm, Graph, GraphInput, Node, Op, PadMode, Padding, Pool, PoolKind, Unary,
-    Value,
+    Value, Window,
 };
 use refacen_nn::{Backend, Excess, NnError, RunLimits, Tensor};
+use refacen_test_support::random::unit_floats;
 use vulkan::vulkan_environment;
 
 /// The backend every test shares (kernels compile once).
@@ -101,15 +102,7 @@ fn without_software_adapters_new_explains_what_it_found() {
 
 /// Deterministic values in [-1, 1).
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    unit_floats(seed).take(n).map(|v| 2.0 * v - 1.0).collect()
 }
 
 fn tensor(shape: &[usize], seed: u64) -> Tensor {
@@ -177,7 +170,7 @@ impl ConvCase {
         let ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation } = self;
         let w = tensor(&[m, x[1] / group, kernel[0], kernel[1]], 2);
         let bias = tensor(&[m], 3);
-        let op = Op::Conv(Conv { kernel, strides, dilations, padding, group, activation });
+        let op = Op::Conv(Conv { window: Window { kernel, strides, dilations, padding }, group, activation });
         check(what, single(op, vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)]), vec![tensor(&x, 1)]);
     }
 }
@@ -314,7 +307,12 @@ fn gemm_and_matmul_match_cpu() {
 #[test]
 fn pooling_softmax_and_layout_match_cpu() {
     let pool = |kind, kernel, strides, padding, ceil_mode, count_include_pad| {
-        Op::Pool(Pool { kind, kernel, strides, dilations: [1, 1], padding, ceil_mode, count_include_pad })
+        Op::Pool(Pool {
+            kind,
+            window: Window { kernel, strides, dilations: [1, 1], padding },
+            ceil_mode,
+            count_include_pad,
+        })
     };
     for (what, op) in [
         ("maxpool 3x3 s2 ceil", pool(PoolKind::Max, [3, 3], [2, 2], Padding::NONE, true, false)),
@@ -427,10 +425,7 @@ fn chain_graph() -> Graph {
         outputs: vec![output],
     };
     let conv = Conv {
-        kernel: [3, 3],
-        strides: [1, 1],
-        dilations: [1, 1],
-        padding: Padding::SameUpper,
+        window: Window { kernel: [3, 3], strides: [1, 1], dilations: [1, 1], padding: Padding::SameUpper },
         group: 1,
         activation: Activation::None,
     };
@@ -444,10 +439,7 @@ fn chain_graph() -> Graph {
             "pool",
             Op::Pool(Pool {
                 kind: PoolKind::Max,
-                kernel: [2, 2],
-                strides: [2, 2],
-                dilations: [1, 1],
-                padding: Padding::NONE,
+                window: Window { kernel: [2, 2], strides: [2, 2], dilations: [1, 1], padding: Padding::NONE },
                 ceil_mode: true,
                 count_include_pad: false,
             }),
@@ -498,10 +490,7 @@ fn too_large_tensors_are_refused_like_on_the_cpu() {
         other => panic!("expected TensorLimit, got {other:?}"),
     }
     let conv = Op::Conv(Conv {
-        kernel: [1, 1],
-        strides: [1, 1],
-        dilations: [1, 1],
-        padding: Padding::NONE,
+        window: Window { kernel: [1, 1], strides: [1, 1], dilations: [1, 1], padding: Padding::NONE },
         group: 1,
         activation: Activation::None,
     });
@@ -534,10 +523,12 @@ fn tensors_larger_than_a_binding_are_split() {
         };
     let conv_graph = |c: usize, m: usize, group: usize, activation: Activation| {
         let op = Op::Conv(Conv {
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            padding: Padding::SameUpper,
+            window: Window {
+                kernel: [3, 3],
+                strides: [1, 1],
+                dilations: [1, 1],
+                padding: Padding::SameUpper,
+            },
             group,
             activation,
         });
@@ -558,10 +549,7 @@ fn tensors_larger_than_a_binding_are_split() {
     );
     let pool = Op::Pool(Pool {
         kind: PoolKind::Average,
-        kernel: [3, 3],
-        strides: [2, 2],
-        dilations: [1, 1],
-        padding: pads(1, 1, 1, 1),
+        window: Window { kernel: [3, 3], strides: [2, 2], dilations: [1, 1], padding: pads(1, 1, 1, 1) },
         ceil_mode: true,
         count_include_pad: false,
     });

@@ -59,42 +59,31 @@ pub fn node(
 
 /// An INT attribute.
 pub fn attr_int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Int, AttributeProto { i: value, ..Default::default() })
 }
 
 /// An INTS attribute.
 pub fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Ints as i32,
-        ints: values.to_vec(),
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Ints, AttributeProto { ints: values.to_vec(), ..Default::default() })
 }
 
 /// A FLOAT attribute.
 pub fn attr_float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Float as i32,
-        f: value,
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Float, AttributeProto { f: value, ..Default::default() })
 }
 
 /// A STRING attribute.
 pub fn attr_string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::String as i32,
-        s: value.as_bytes().to_vec(),
-        ..Default::default()
-    }
+    attribute(
+        name,
+        AttributeType::String,
+        AttributeProto { s: value.as_bytes().to_vec(), ..Default::default() },
+    )
+}
+
+/// `value` (which holds only the field of `r#type`) named `name`, its type set.
+fn attribute(name: &str, r#type: AttributeType, value: AttributeProto) -> AttributeProto {
+    AttributeProto { name: name.to_string(), r#type: r#type as i32, ..value }
 }
 
 /// A dimension of a value info: fixed or symbolic (e.g. a batch size `N`).

@@ -1,8 +1,9 @@
 //! What refacen's tests and benchmarks share: the repository's paths, real test servers
 //! (Tarantool; MongoDB's wire protocol through smongo lives with the end-to-end tests), synthetic
-//! Uploads made from the sample photos, synthetic store records, and memory-sampled runs of the
+//! Uploads made from the sample photos, synthetic store records, deterministic random values, and memory-sampled runs of the
 //! binary.
 
+pub mod random;
 pub mod records;
 pub mod soak;
 pub mod tarantool;

@@ -53,7 +53,7 @@ pub fn conv2d(
     if is_depthwise(cin_g, cout_g) {
         return depthwise(x, w, bias, conv, g, deadline, out);
     }
-    let [kh, kw] = conv.kernel;
+    let [kh, kw] = conv.window.kernel;
     let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
     if let Some(packed) = packed {
@@ -66,7 +66,7 @@ pub fn conv2d(
     }
     let _ = packed;
     let p = g.out_hw[0] * g.out_hw[1];
-    let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
+    let pointwise = kh == 1 && kw == 1 && conv.window.strides == [1, 1] && g.pads == [0, 0, 0, 0];
     let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192).min(p);
     let tiles = p.div_ceil(tile);
     let items = g.batch * groups * tiles;
@@ -152,8 +152,8 @@ pub fn conv2d(
 /// faster than the channel kernel. On narrow outputs (17 or 35 columns: blocks of 32 + 3)
 /// most of its lanes would idle.
 fn reads_rows_in_place(conv: &Conv, g: &ConvGeometry) -> bool {
-    let [kh, kw] = conv.kernel;
-    let stride_1 = conv.strides == [1, 1] && conv.dilations == [1, 1];
+    let [kh, kw] = conv.window.kernel;
+    let stride_1 = conv.window.strides == [1, 1] && conv.window.dilations == [1, 1];
     let pointwise = kh == 1 && kw == 1 && stride_1 && g.pads == [0; 4];
     let [oh, ow] = g.out_hw;
     let full_lanes = |width: usize| 4 * width >= 3 * width.div_ceil(kernel::NR) * kernel::NR;
@@ -251,9 +251,9 @@ impl<'a> PackedItems<'a> {
     ) -> Self {
         let job = ConvJob::new(bias, conv, g, out);
         let (cin_g, p) = (job.cin_g, job.p);
-        let [kh, kw] = conv.kernel;
+        let [kh, kw] = conv.window.kernel;
         let k = cin_g * kh * kw;
-        let pointwise = kh == 1 && kw == 1 && conv.strides == [1, 1] && g.pads == [0, 0, 0, 0];
+        let pointwise = kh == 1 && kw == 1 && conv.window.strides == [1, 1] && g.pads == [0, 0, 0, 0];
         let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
         let tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
         let tiles = p.div_ceil(tile);
@@ -454,9 +454,9 @@ fn im2col(
     cols: usize,
     col: &mut [f32],
 ) {
-    let [kh, kw] = conv.kernel;
-    let [sh, sw] = conv.strides;
-    let [dh, dw] = conv.dilations;
+    let [kh, kw] = conv.window.kernel;
+    let [sh, sw] = conv.window.strides;
+    let [dh, dw] = conv.window.dilations;
     let [h, w] = g.in_hw;
     let ow = g.out_hw[1];
     let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
@@ -521,9 +521,9 @@ fn depthwise(
     deadline: &Deadline,
     out: &mut [f32],
 ) {
-    let [kh, kw] = conv.kernel;
-    let [sh, sw] = conv.strides;
-    let [dh, dw] = conv.dilations;
+    let [kh, kw] = conv.window.kernel;
+    let [sh, sw] = conv.window.strides;
+    let [dh, dw] = conv.window.dilations;
     let [h, iw] = g.in_hw;
     let [oh, ow] = g.out_hw;
     let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);

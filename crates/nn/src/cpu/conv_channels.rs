@@ -36,7 +36,7 @@ pub fn suits(cout_g: usize, k: usize) -> bool {
 /// checks the deadline and discards it.
 #[cfg(target_arch = "x86_64")]
 pub fn conv2d(x: &[f32], packed: &ChannelPanels, job: ConvJob, deadline: &Deadline) {
-    let [_, sw] = job.conv.strides;
+    let [_, sw] = job.conv.window.strides;
     let ow = job.g.out_hw[1];
     let padded = Padded::new(x, job.g);
     let plan = Plan { packed, job };
@@ -95,8 +95,8 @@ struct Plan<'a> {
 impl Plan<'_> {
     /// Tap offsets into one group's padded planes, in the order of the packed weights.
     fn tap_offsets(&self, hw: [usize; 2]) -> Vec<usize> {
-        let [kh, kw] = self.job.conv.kernel;
-        let [dh, dw] = self.job.conv.dilations;
+        let [kh, kw] = self.job.conv.window.kernel;
+        let [dh, dw] = self.job.conv.window.dilations;
         let mut offsets = Vec::with_capacity(self.packed.k);
         for c in 0..self.job.cin_g {
             for ky in 0..kh {
@@ -128,7 +128,7 @@ impl Plan<'_> {
     fn in_place(&self, padded: &Padded, deadline: &Deadline) {
         let g = self.job.g;
         let [oh, ow] = g.out_hw;
-        let [sh, sw] = self.job.conv.strides;
+        let [sh, sw] = self.job.conv.window.strides;
         let groups = self.job.conv.group;
         let offsets = self.tap_offsets(padded.hw);
         let images = g.batch * groups;
@@ -193,7 +193,7 @@ impl Plan<'_> {
     fn lowered(&self, padded: &Padded, deadline: &Deadline) {
         let g = self.job.g;
         let [_, ow] = g.out_hw;
-        let [sh, sw] = self.job.conv.strides;
+        let [sh, sw] = self.job.conv.window.strides;
         let k = self.packed.k;
         let total = g.batch * self.job.p;
         let chunk = (LOWERED_VALUES / k.max(1)).max(MAX_COLUMNS).min(total);

@@ -22,9 +22,9 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
     let s = x.shape();
     let ([oh, ow], [pt, pl, pb, pr]) = shape::pool_geometry(pool, s)?;
     let (h, w) = (s[2], s[3]);
-    let [kh, kw] = pool.kernel;
-    let [sh, sw] = pool.strides;
-    let [dh, dw] = pool.dilations;
+    let [kh, kw] = pool.window.kernel;
+    let [sh, sw] = pool.window.strides;
+    let [dh, dw] = pool.window.dilations;
     // Per output row/column: the kernel taps that land inside the image, and (for
     // count_include_pad) how many land inside the declared padding. Computed once per axis so
     // the inner loops need no bounds checks.

@@ -54,7 +54,7 @@ pub fn conv_transpose(
     deadline: &Deadline,
 ) -> Result<Tensor, NnError> {
     let g = shape::conv_transpose_geometry(ct, x.shape(), w.shape(), bias.map(|b| b.shape()))?;
-    let [kh, kw] = ct.kernel;
+    let [kh, kw] = ct.window.kernel;
     let [ih, iw] = g.in_hw;
     let [oh, ow] = g.out_hw;
     let cin_g = g.in_channels / ct.group;
@@ -75,14 +75,15 @@ pub fn conv_transpose(
                 for kx in 0..kw {
                     let k = kernel[ky * kw + kx];
                     for iy in 0..ih {
-                        let oy = (iy * ct.strides[0] + ky * ct.dilations[0]) as isize - g.pads[0] as isize;
+                        let oy = (iy * ct.window.strides[0] + ky * ct.window.dilations[0]) as isize
+                            - g.pads[0] as isize;
                         if oy < 0 || oy >= oh as isize {
                             continue;
                         }
                         let row = &mut dst[oy as usize * ow..][..ow];
                         for ix in 0..iw {
-                            let ox =
-                                (ix * ct.strides[1] + kx * ct.dilations[1]) as isize - g.pads[1] as isize;
+                            let ox = (ix * ct.window.strides[1] + kx * ct.window.dilations[1]) as isize
+                                - g.pads[1] as isize;
                             if ox >= 0 && ox < ow as isize {
                                 row[ox as usize] += src[iy * iw + ix] * k;
                             }

@@ -28,6 +28,8 @@ pub enum Shader {
 
 /// The helpers every kernel file uses.
 const PRELUDE: &str = include_str!("../../../../shaders/prelude.wgsl");
+/// The tiling of the kernels that compute a matrix product (conv2d.wgsl and gemm.wgsl).
+const TILED_PRODUCT: &str = include_str!("../../../../shaders/tiled_product.wgsl");
 
 macro_rules! shader_file {
     ($file:literal) => {
@@ -49,11 +51,14 @@ impl Shader {
     ];
 
     /// The module's WGSL: what params.rs declares for it (shared dimensions, op codes, its
-    /// params structs), the prelude, then the file. Compiler messages count lines from the
-    /// declarations' first.
+    /// params structs), the prelude, tiled_product.wgsl for the matrix-product kernels, then
+    /// the file. Compiler messages count lines from the declarations' first.
     pub fn source(self) -> String {
         let mut wgsl = params::wgsl_declarations(self);
         wgsl.push_str(PRELUDE);
+        if matches!(self, Shader::Conv | Shader::Gemm) {
+            wgsl.push_str(TILED_PRODUCT);
+        }
         wgsl.push_str(self.file_source());
         wgsl
     }

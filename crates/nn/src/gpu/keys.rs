@@ -5,7 +5,7 @@
 use super::kernels::{KernelKey, Shader};
 use super::params::{BinaryOp, FusedActivation, UnaryOp};
 use super::prepare::{ConvPacked, Prepared};
-use crate::ir::{Binary, Conv, Node, Op, PadMode, Padding, PoolKind, Unary};
+use crate::ir::{Binary, Conv, Node, Op, Padding, PoolKind, Unary};
 
 /// What the input shapes decide about a node's kernel.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +74,6 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         }
         Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose", 1),
         Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
-        Op::Pad { mode: PadMode::Constant, axes: None, .. } => KernelKey::new(Shader::Layout, "pad", 1),
         Op::Pad { .. } | Op::Slice { .. } | Op::Gather { .. } => {
             KernelKey::new(Shader::Gather, "index_map", 2)
         }
@@ -93,8 +92,8 @@ fn conv_key(conv: &Conv, packed: &ConvPacked) -> KernelKey {
         return KernelKey::new(Shader::Conv, "depthwise", 4).with("ACT", packed.act as u32);
     }
     // SAME padding of a 1x1 stride-1 kernel is no padding.
-    let unpadded = matches!(conv.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
-    let pointwise = conv.kernel == [1, 1] && conv.strides == [1, 1] && unpadded;
+    let unpadded = matches!(conv.window.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
+    let pointwise = conv.window.kernel == [1, 1] && conv.window.strides == [1, 1] && unpadded;
     KernelKey::new(Shader::Conv, "conv2d", 4)
         .with("BM", packed.tile.bm)
         .with("BN", packed.tile.bn)

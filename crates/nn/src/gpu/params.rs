@@ -9,6 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::kernels::Shader;
+use crate::ir::Window;
 
 /// Declares constants shared with the WGSL: each a Rust `usize` and a WGSL `u32` of the same
 /// name (the params structs size their arrays with them).
@@ -22,10 +23,8 @@ macro_rules! shared_dims {
 }
 
 shared_dims! {
-    /// Dimensions the index-decoding kernels (binary, transpose, pad, gather) handle.
+    /// Dimensions the index-decoding kernels (binary, MatMul's batch, transpose, gather) handle.
     MAX_RANK = 8;
-    /// Broadcast batch dimensions of MatMul.
-    MAX_BATCH_RANK = 6;
 }
 
 /// A struct of the ABI, declared once for both languages by `abi_struct!`.
@@ -150,12 +149,13 @@ macro_rules! shared_structs {
     };
 }
 
-/// Declares params structs, `Name in Shader [entry points] { field: type, ... }` (see
-/// `abi_struct!`), each read by the entry points listed.
+/// Declares params structs, `Name in Shader [entry points] as var { field: type, ... }` (see
+/// `abi_struct!`), each read by the entry points listed, through the WGSL variable `var` that
+/// the declarations bind at binding 0 of group 0 (the files do not declare it either).
 macro_rules! kernel_params {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident in $shader:ident [$($entry:literal),+] $body:tt
+        $name:ident in $shader:ident [$($entry:literal),+] as $var:ident $body:tt
     )+) => {
         $(
             abi_struct!($(#[doc = $doc])* $name $body);
@@ -166,8 +166,12 @@ macro_rules! kernel_params {
             }
         )+
 
-        /// Every params struct's shader and WGSL declaration.
-        const WGSL_STRUCTS: &[(Shader, &str)] = &[$( (Shader::$shader, <$name as AbiStruct>::WGSL) ),+];
+        /// Every params struct's shader, WGSL declaration and binding.
+        const WGSL_STRUCTS: &[(Shader, &str, &str)] = &[$((
+            Shader::$shader,
+            <$name as AbiStruct>::WGSL,
+            concat!("@group(0) @binding(0) var<storage, read> ", stringify!($var), ": ", stringify!($name), ";\n"),
+        )),+];
     };
 }
 
@@ -188,23 +192,27 @@ shared_structs! {
         pad_t: u32,
         pad_l: u32,
     }
+
+    /// A shape read by two operands, A and B, through per-dimension element strides (0 along
+    /// a dimension an operand broadcasts over), adjacent dimensions merged where both allow:
+    /// a binary op's output, MatMul's batch. prelude.wgsl's `broadcast_offsets` decodes it.
+    Broadcast {
+        rank: u32,
+        shape: [u32; MAX_RANK],
+        a_strides: [u32; MAX_RANK],
+        b_strides: [u32; MAX_RANK],
+    }
 }
 
 impl Window2d {
-    /// `pads`: resolved, top and left first (the window keeps those two).
-    pub fn new(
-        in_hw: [usize; 2],
-        out_hw: [usize; 2],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads: &[usize],
-    ) -> Self {
+    /// `window` from `in_hw` to `out_hw`; `pads`: resolved, top and left first (the window
+    /// keeps those two).
+    pub fn new(in_hw: [usize; 2], out_hw: [usize; 2], window: &Window, pads: &[usize]) -> Self {
         let [in_h, in_w] = in_hw.map(u);
         let [out_h, out_w] = out_hw.map(u);
-        let [kh, kw] = kernel.map(u);
-        let [sh, sw] = strides.map(u);
-        let [dh, dw] = dilations.map(u);
+        let [kh, kw] = window.kernel.map(u);
+        let [sh, sw] = window.strides.map(u);
+        let [dh, dw] = window.dilations.map(u);
         Window2d { in_h, in_w, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t: u(pads[0]), pad_l: u(pads[1]) }
     }
 }
@@ -212,7 +220,7 @@ impl Window2d {
 kernel_params! {
     /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
     /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
-    ConvParams in Conv ["conv2d", "depthwise"] {
+    ConvParams in Conv ["conv2d", "depthwise"] as prm {
         batch: u32,
         in_c: u32,
         out_c: u32,
@@ -236,7 +244,7 @@ kernel_params! {
     }
 
     /// gemm.wgsl: Gemm, and MatMul with broadcast batch dimensions.
-    GemmParams in Gemm ["gemm"] {
+    GemmParams in Gemm ["gemm"] as prm {
         m: u32,
         n: u32,
         k: u32,
@@ -249,19 +257,16 @@ kernel_params! {
         m_tiles: u32,
         n_tiles: u32,
         batches: u32,
-        batch_rank: u32,
         alpha: f32,
         beta: f32,
         /// LeakyRelu's slope (ACT == ACT_LEAKY_RELU).
         leaky: f32,
-        /// The output's batch dimensions and, for each, the stride of A and of B (0: broadcast).
-        batch_shape: [u32; MAX_BATCH_RANK],
-        a_batch: [u32; MAX_BATCH_RANK],
-        b_batch: [u32; MAX_BATCH_RANK],
+        /// The output's batch dimensions, and where each batch starts in A and in B.
+        batch_dims: Broadcast,
     }
 
     /// pool.wgsl: MaxPool and AveragePool over planes [base, base + planes).
-    PoolParams in Pool ["pool2d"] {
+    PoolParams in Pool ["pool2d"] as prm {
         /// batch · channels
         planes: u32,
         win: Window2d,
@@ -275,7 +280,7 @@ kernel_params! {
     }
 
     /// pool.wgsl: GlobalMaxPool and GlobalAveragePool.
-    GlobalPoolParams in Pool ["global_pool"] {
+    GlobalPoolParams in Pool ["global_pool"] as gprm {
         planes: u32,
         /// Values per plane (the product of the spatial dimensions).
         size: u32,
@@ -286,7 +291,7 @@ kernel_params! {
 
     /// softmax.wgsl. Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements
     /// where the bindings start (tensors larger than one binding are split by whole blocks of rows).
-    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] {
+    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] as prm {
         rows: u32,
         len: u32,
         inner: u32,
@@ -296,7 +301,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl.
-    UnaryParams in Eltwise ["unary"] {
+    UnaryParams in Eltwise ["unary"] as uprm {
         total: u32,
         alpha: f32,
         lo: f32,
@@ -307,12 +312,10 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: Add, Sub, Mul, Div and PRelu, broadcast through per-dimension strides.
-    BinaryParams in Eltwise ["binary"] {
+    BinaryParams in Eltwise ["binary"] as bprm {
         total: u32,
-        rank: u32,
-        shape: [u32; MAX_RANK],
-        a_strides: [u32; MAX_RANK],
-        b_strides: [u32; MAX_RANK],
+        /// The output's dimensions, read by the two operands (unused with SAME_SHAPE).
+        operands: Broadcast,
         base: u32,
         a_sub: u32,
         b_sub: u32,
@@ -320,7 +323,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: inference BatchNormalization.
-    BatchNormParams in Eltwise ["batch_norm"] {
+    BatchNormParams in Eltwise ["batch_norm"] as nprm {
         total: u32,
         channels: u32,
         plane: u32,
@@ -331,7 +334,7 @@ kernel_params! {
     }
 
     /// layout.wgsl.
-    TransposeParams in Layout ["transpose"] {
+    TransposeParams in Layout ["transpose"] as tprm {
         total: u32,
         rank: u32,
         /// Output dimensions, and for each the stride of the input along it.
@@ -339,20 +342,8 @@ kernel_params! {
         strides: [u32; MAX_RANK],
     }
 
-    /// layout.wgsl: constant Pad; a negative `begin` crops.
-    PadParams in Layout ["pad"] {
-        total: u32,
-        rank: u32,
-        value: f32,
-        out_shape: [u32; MAX_RANK],
-        in_shape: [u32; MAX_RANK],
-        in_strides: [u32; MAX_RANK],
-        /// Padding before each dimension; negative crops.
-        begin: [i32; MAX_RANK],
-    }
-
     /// layout.wgsl: one input of a Concat.
-    ConcatParams in Layout ["concat"] {
+    ConcatParams in Layout ["concat"] as cprm {
         /// Values of this input: outer · block.
         total: u32,
         /// Values of this input per outer index (its extent along the axis times the inner size).
@@ -363,7 +354,7 @@ kernel_params! {
     }
 
     /// gather.wgsl: Slice, Gather and Pad through per-dimension offset tables.
-    IndexMapParams in Gather ["index_map"] {
+    IndexMapParams in Gather ["index_map"] as mprm {
         total: u32,
         rank: u32,
         /// Pad's constant, for outputs with a NO_SOURCE coordinate.
@@ -375,7 +366,7 @@ kernel_params! {
     }
 
     /// gather.wgsl: one axis of a Resize.
-    ResizeAxisParams in Gather ["resize_axis"] {
+    ResizeAxisParams in Gather ["resize_axis"] as aprm {
         total: u32,
         /// The resized axis: its input and output lengths, and the values after it.
         len_in: u32,
@@ -384,7 +375,7 @@ kernel_params! {
     }
 
     /// conv_transpose.wgsl.
-    ConvTransposeParams in ConvTranspose ["conv_transpose"] {
+    ConvTransposeParams in ConvTranspose ["conv_transpose"] as prm {
         total: u32,
         in_c: u32,
         out_c: u32,
@@ -394,18 +385,20 @@ kernel_params! {
         win: Window2d,
     }
 
-    /// gather.wgsl: ReduceSum and ReduceMean.
-    ReduceParams in Gather ["reduce"] {
+    /// gather.wgsl: ReduceSum and ReduceMean. An output index decodes over the kept dimensions
+    /// (in order), a reduced value's number over the reduced ones; each has its input stride.
+    ReduceParams in Gather ["reduce"] as rprm {
         total: u32,
-        rank: u32,
         /// Reduced values per output value.
         count: u32,
         /// 1 for ReduceSum, 1 / count for ReduceMean.
         scale: f32,
-        in_shape: [u32; MAX_RANK],
-        in_strides: [u32; MAX_RANK],
-        /// 1 for the dimensions reduced.
-        reduced: [u32; MAX_RANK],
+        kept_rank: u32,
+        reduced_rank: u32,
+        kept_shape: [u32; MAX_RANK],
+        kept_strides: [u32; MAX_RANK],
+        reduced_shape: [u32; MAX_RANK],
+        reduced_strides: [u32; MAX_RANK],
     }
 }
 
@@ -486,15 +479,17 @@ kernel_codes! {
 }
 
 /// What `shader`'s file uses without declaring, as WGSL: the shared dimensions, every op
-/// code, the shared structs and the params structs of its entry points (`Shader::source`
+/// code, the shared structs, and the params structs of its entry points with their bindings
+/// (`Shader::source`
 /// puts it before the prelude and the file).
 pub fn wgsl_declarations(shader: Shader) -> String {
     let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
     for decl in WGSL_SHARED {
         wgsl.push_str(decl);
     }
-    for (_, decl) in WGSL_STRUCTS.iter().filter(|(s, _)| *s == shader) {
+    for (_, decl, binding) in WGSL_STRUCTS.iter().filter(|(s, ..)| *s == shader) {
         wgsl.push_str(decl);
+        wgsl.push_str(binding);
     }
     wgsl
 }

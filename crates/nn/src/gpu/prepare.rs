@@ -117,7 +117,7 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
         let problem = format!("has {m} output channels, which do not split into {groups} groups");
         return Err(graph_error(crate::GraphFault::Weights { shape: ws.to_vec(), problem }));
     }
-    let [kh, kw] = conv.kernel;
+    let [kh, kw] = conv.window.kernel;
     let k = cin_g * kh * kw;
     if w.len() != m * k {
         let problem = format!("do not match the kernel {kh}x{kw}");
@@ -167,7 +167,9 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
     if !depthwise {
         for kk in 0..k {
             let (c, ky, kx) = (kk / (kh * kw), kk / kw % kh, kk % kw);
-            taps.extend([c, ky * conv.dilations[0], kx * conv.dilations[1], 0].map(|v| v as u32));
+            taps.extend(
+                [c, ky * conv.window.dilations[0], kx * conv.window.dilations[1], 0].map(|v| v as u32),
+            );
         }
     }
     if taps.is_empty() {

@@ -1,7 +1,7 @@
 //! A node's attributes read with defaults, and the errors that name the node.
 
 use super::proto::{AttributeProto, NodeProto, TensorProto};
-use crate::ir::Padding;
+use crate::ir::{Padding, Window};
 use crate::{GraphFault, NnError, NodeRef, Unsupported};
 
 /// A node's attributes, and its name for errors.
@@ -58,6 +58,41 @@ impl Attrs<'_> {
             .transpose()
     }
 
+    /// String attribute `name` as one of `values`, which `names` names in order (comma-separated:
+    /// the list an error shows); the first value when the attribute is absent.
+    pub(super) fn choice<T: Copy, const N: usize>(
+        &self,
+        name: &str,
+        names: &'static str,
+        values: [T; N],
+    ) -> Result<T, NnError> {
+        debug_assert_eq!(names.split(", ").count(), N, "`{name}`: one name per value");
+        let Some(given) = self.string(name)? else {
+            return Ok(values[0]);
+        };
+        match names.split(", ").position(|choice| choice == given) {
+            Some(i) => Ok(values[i]),
+            None => Err(self.unsupported(Unsupported::Attribute {
+                name: name.into(),
+                value: given,
+                supported: names,
+            })),
+        }
+    }
+
+    /// Refuses the node unless int attribute `name` is absent or 0, the only value refacen
+    /// supports (`supported` says what 0 means, e.g. "0 (inference)").
+    pub(super) fn only_zero(&self, name: &str, supported: &'static str) -> Result<(), NnError> {
+        match self.int(name, 0)? {
+            0 => Ok(()),
+            other => Err(self.unsupported(Unsupported::Attribute {
+                name: name.into(),
+                value: other.to_string(),
+                supported,
+            })),
+        }
+    }
+
     pub(super) fn tensor(&self, name: &str) -> Result<&TensorProto, NnError> {
         self.get(name)
             .and_then(|a| a.t.as_ref())
@@ -69,6 +104,16 @@ impl Attrs<'_> {
             None => Ok(default),
             Some(v) => pair(&v, self, name),
         }
+    }
+
+    /// A convolution's or pooling's window of `kernel`: strides, dilations and padding.
+    pub(super) fn window(&self, kernel: [usize; 2]) -> Result<Window, NnError> {
+        Ok(Window {
+            kernel,
+            strides: self.pair_or("strides", [1, 1])?,
+            dilations: self.pair_or("dilations", [1, 1])?,
+            padding: self.padding()?,
+        })
     }
 
     pub(super) fn padding(&self) -> Result<Padding, NnError> {

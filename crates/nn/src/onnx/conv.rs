@@ -10,10 +10,7 @@ impl Importer {
     pub(super) fn conv(&self, node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
         let kernel = self.kernel_2d(node, attrs)?;
         Ok(Op::Conv(Conv {
-            kernel,
-            strides: attrs.pair_or("strides", [1, 1])?,
-            dilations: attrs.pair_or("dilations", [1, 1])?,
-            padding: attrs.padding()?,
+            window: attrs.window(kernel)?,
             group: attrs.int("group", 1)?.max(1) as usize,
             activation: Default::default(),
         }))
@@ -71,15 +68,11 @@ impl Importer {
                 }));
             }
         };
-        let padding = attrs.padding()?;
         Ok((
             Op::ConvTranspose(ConvTranspose {
-                kernel,
-                strides: attrs.pair_or("strides", [1, 1])?,
-                dilations: attrs.pair_or("dilations", [1, 1])?,
+                window: attrs.window(kernel)?,
                 group: attrs.int("group", 1)?.max(1) as usize,
                 output_padding,
-                padding,
                 output_shape,
             }),
             usize::MAX,
@@ -99,20 +92,10 @@ pub(super) fn pool(node: &NodeProto, attrs: &Attrs) -> Result<Op, NnError> {
             supported: "2-D pooling",
         }));
     }
-    let storage_order = attrs.int("storage_order", 0)?;
-    if storage_order != 0 {
-        return Err(attrs.unsupported(Unsupported::Attribute {
-            name: "storage_order".into(),
-            value: storage_order.to_string(),
-            supported: "0",
-        }));
-    }
+    attrs.only_zero("storage_order", "0")?;
     Ok(Op::Pool(Pool {
         kind: if node.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average },
-        kernel: pair(&kernel, attrs, "kernel_shape")?,
-        strides: attrs.pair_or("strides", [1, 1])?,
-        dilations: attrs.pair_or("dilations", [1, 1])?,
-        padding: attrs.padding()?,
+        window: attrs.window(pair(&kernel, attrs, "kernel_shape")?)?,
         ceil_mode: attrs.int("ceil_mode", 0)? != 0,
         count_include_pad: attrs.int("count_include_pad", 0)? != 0,
     }))

@@ -98,14 +98,7 @@ impl Importer {
             "Div" => Op::Binary(Binary::Div),
             "Pow" => Op::Binary(Binary::Pow),
             "BatchNormalization" => {
-                let training = attrs.int("training_mode", 0)?;
-                if training != 0 {
-                    return Err(attrs.unsupported(Unsupported::Attribute {
-                        name: "training_mode".into(),
-                        value: training.to_string(),
-                        supported: "0 (inference)",
-                    }));
-                }
+                attrs.only_zero("training_mode", "0 (inference)")?;
                 Op::BatchNorm { epsilon: attrs.float("epsilon", 1e-5)? }
             }
             "Softmax" => {

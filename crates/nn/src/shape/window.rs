@@ -1,7 +1,7 @@
 //! Window ops' geometry: output sizes and resolved padding of Conv, ConvTranspose and pooling.
 
 use super::invalid;
-use crate::ir::{Conv, ConvTranspose, Padding, Pool};
+use crate::ir::{Conv, ConvTranspose, Padding, Pool, Window};
 use crate::{Excess, NnError};
 
 /// Output length and (begin, end) padding of one spatial axis of a window op.
@@ -61,12 +61,10 @@ pub fn window_axis(
 /// Spatial output shape and resolved [top, left, bottom, right] padding of a 2-D window op.
 pub fn window_2d(
     input_hw: [usize; 2],
-    kernel: [usize; 2],
-    strides: [usize; 2],
-    dilations: [usize; 2],
-    padding: Padding,
+    window: &Window,
     ceil_mode: bool,
 ) -> Result<([usize; 2], [usize; 4]), NnError> {
+    let Window { kernel, strides, dilations, padding } = *window;
     let pad_of = |axis: usize| match padding {
         Padding::Explicit { top, left, bottom, right } => {
             if axis == 0 {
@@ -83,16 +81,18 @@ pub fn window_2d(
     Ok(([oh, ow], [t, l, b, r]))
 }
 
-/// Geometry of a convolution on given input and weight shapes.
+/// Geometry of a convolution (`PADS` = 4) or a transposed convolution (`PADS` = 2,
+/// [`ConvTransposeGeometry`]) on given input and weight shapes.
 #[derive(Clone, Copy, Debug)]
-pub struct ConvGeometry {
+pub struct ConvGeometry<const PADS: usize = 4> {
     pub batch: usize,
     pub in_channels: usize,
     pub in_hw: [usize; 2],
     pub out_channels: usize,
     pub out_hw: [usize; 2],
-    /// [top, left, bottom, right]
-    pub pads: [usize; 4],
+    /// A convolution's [top, left, bottom, right] padding; a transposed convolution's [top,
+    /// left] padding removed from the full output.
+    pub pads: [usize; PADS],
 }
 
 pub fn conv_geometry(conv: &Conv, x: &[usize], w: &[usize]) -> Result<ConvGeometry, NnError> {
@@ -103,8 +103,7 @@ pub fn conv_geometry(conv: &Conv, x: &[usize], w: &[usize]) -> Result<ConvGeomet
     if x[1] != w[1] * group || !w[0].is_multiple_of(group) {
         return Err(invalid(format!("Conv input {x:?} does not match weights {w:?} with group {group}")));
     }
-    let (out_hw, pads) =
-        window_2d([x[2], x[3]], conv.kernel, conv.strides, conv.dilations, conv.padding, false)?;
+    let (out_hw, pads) = window_2d([x[2], x[3]], &conv.window, false)?;
     Ok(ConvGeometry { batch: x[0], in_channels: x[1], in_hw: [x[2], x[3]], out_channels: w[0], out_hw, pads })
 }
 
@@ -112,20 +111,11 @@ pub fn pool_geometry(pool: &Pool, x: &[usize]) -> Result<([usize; 2], [usize; 4]
     if x.len() != 4 {
         return Err(invalid(format!("2-D pooling needs a 4-D input, got {x:?}")));
     }
-    window_2d([x[2], x[3]], pool.kernel, pool.strides, pool.dilations, pool.padding, pool.ceil_mode)
+    window_2d([x[2], x[3]], &pool.window, pool.ceil_mode)
 }
 
 /// Geometry of a transposed convolution on given input and weight shapes.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvTransposeGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub in_hw: [usize; 2],
-    pub out_channels: usize,
-    pub out_hw: [usize; 2],
-    /// [top, left] padding removed from the full output.
-    pub pads: [usize; 2],
-}
+pub type ConvTransposeGeometry = ConvGeometry<2>;
 
 /// The geometry, checking the weights against `kernel_shape` and the bias (of shape `bias`)
 /// against the output channels.
@@ -138,10 +128,10 @@ pub fn conv_transpose_geometry(
     if x.len() != 4 || w.len() != 4 {
         return Err(invalid(format!("ConvTranspose needs 4-D input and weights, got {x:?} and {w:?}")));
     }
-    if w[2..] != ct.kernel {
+    if w[2..] != ct.window.kernel {
         return Err(invalid(format!(
             "ConvTranspose kernel_shape {:?} differs from the weights {w:?}",
-            ct.kernel
+            ct.window.kernel
         )));
     }
     if let Some(b) = bias
@@ -166,18 +156,18 @@ pub fn conv_transpose_geometry(
     let mut out_hw = [0; 2];
     let mut pads = [0; 2];
     for i in 0..2 {
-        let span = (ct.kernel[i] - 1).checked_mul(ct.dilations[i]).ok_or_else(overflow)? + 1;
+        let span = (ct.window.kernel[i] - 1).checked_mul(ct.window.dilations[i]).ok_or_else(overflow)? + 1;
         // The output before padding is cut away.
         let full = x[2 + i]
             .saturating_sub(1)
-            .checked_mul(ct.strides[i])
+            .checked_mul(ct.window.strides[i])
             .and_then(|v| v.checked_add(span + ct.output_padding[i]))
             .ok_or_else(overflow)?;
         // As ONNX's reference: SAME_* pads split what exceeds `output_shape` (or input ·
         // stride); otherwise the explicit begin pad is cut and the output is `output_shape`
         // (cropped or extended with the bias) or what the pads leave.
-        let same = matches!(ct.padding, Padding::SameUpper | Padding::SameLower);
-        let explicit = |i: usize| match ct.padding {
+        let same = matches!(ct.window.padding, Padding::SameUpper | Padding::SameLower);
+        let explicit = |i: usize| match ct.window.padding {
             Padding::Explicit { top, left, bottom, right } => {
                 if i == 0 {
                     (top, bottom)
@@ -190,12 +180,12 @@ pub fn conv_transpose_geometry(
         let (begin, out) = if same {
             let wanted = match ct.output_shape {
                 Some(shape) => shape[i],
-                None => x[2 + i].checked_mul(ct.strides[i]).ok_or_else(overflow)?,
+                None => x[2 + i].checked_mul(ct.window.strides[i]).ok_or_else(overflow)?,
             };
             let total = full.checked_sub(wanted).ok_or_else(|| {
                 invalid(format!("ConvTranspose: output size {wanted} exceeds the full output {full}"))
             })?;
-            let begin = if ct.padding == Padding::SameUpper { total / 2 } else { total - total / 2 };
+            let begin = if ct.window.padding == Padding::SameUpper { total / 2 } else { total - total / 2 };
             (begin, wanted)
         } else {
             let (begin, end) = explicit(i);

@@ -556,34 +556,22 @@ def gemm_cases():
     matmul("matmul_1d_lhs_2d_rhs", [4], [4, 6])
     matmul("matmul_large", [64, 70], [70, 80], b_const=True)
 
-    # MatMul + Add that must not become a Gemm: 3-D input, and a full (non-row) bias.
-    name = "matmul_add_3d_input"
-    r = rng_for(name)
-    case(
-        name,
-        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["t", "b"], ["y"], name="add")],
-        [("x", normal(r, 2, 3, 5))],
-        ["y"],
-        {"w": normal(r, 5, 4), "b": normal(r, 4)},
-    )
-    name = "matmul_add_full_bias"
-    r = rng_for(name)
-    case(
-        name,
-        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["t", "b"], ["y"], name="add")],
-        [("x", normal(r, 3, 5))],
-        ["y"],
-        {"w": normal(r, 5, 4), "b": normal(r, 3, 4)},
-    )
-    name = "matmul_add_bias_first"
-    r = rng_for(name)
-    case(
-        name,
-        [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), helper.make_node("Add", ["b", "t"], ["y"], name="add")],
-        [("x", normal(r, 3, 5))],
-        ["y"],
-        {"w": normal(r, 5, 4), "b": normal(r, 4)},
-    )
+    # MatMul + Add that must not become a Gemm (a 3-D input, a full non-row bias), and one with
+    # the bias as the Add's first operand.
+    for name, x, b, bias_first in (
+        ("matmul_add_3d_input", (2, 3, 5), (4,), False),
+        ("matmul_add_full_bias", (3, 5), (3, 4), False),
+        ("matmul_add_bias_first", (3, 5), (4,), True),
+    ):
+        r = rng_for(name)
+        add = helper.make_node("Add", ["b", "t"] if bias_first else ["t", "b"], ["y"], name="add")
+        case(
+            name,
+            [helper.make_node("MatMul", ["x", "w"], ["t"], name="mm"), add],
+            [("x", normal(r, *x))],
+            ["y"],
+            {"w": normal(r, 5, 4), "b": normal(r, *b)},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -785,6 +773,14 @@ def fused_cases():
             epsilon=1e-3,
         )
 
+    def fc(init, x, y, w, b):
+        """A dense layer from `x` into `y`: MatMul by the initializer "w" (= `w`), then Add of "b" (= `b`)."""
+        init["w"], init["b"] = w, b
+        return [
+            helper.make_node("MatMul", [x, "w"], ["mm"], name="fc"),
+            helper.make_node("Add", ["mm", "b"], [y], name="fc_bias"),
+        ]
+
     def conv_then(r, init, cout, k, op, const, value, **attrs):
         """A Conv from "x", then `op` of its output and the initializer `const` (= `value`) into "y"."""
         init[const] = value
@@ -896,25 +892,18 @@ def fused_cases():
 
     @x_case("fused_mlp_head", x=[2, 3, 4, 4])
     def _(r, init):
-        init["w"] = normal(r, 48, 10, scale=1 / np.sqrt(48))
-        init["b"] = normal(r, 10)
+        dense = fc(init, "f", "fc_out", normal(r, 48, 10, scale=1 / np.sqrt(48)), normal(r, 10))
         init["slope"] = f32(r.uniform(0.05, 0.5, (10,)))
         return [
             helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
-            helper.make_node("MatMul", ["f", "w"], ["mm"], name="fc"),
-            helper.make_node("Add", ["mm", "b"], ["fc_out"], name="fc_bias"),
+            *dense,
             helper.make_node("PRelu", ["fc_out", "slope"], ["y"], name="prelu"),
         ]
 
     @x_case("fused_matmul_add_2d_input_relu", x=[3, 6])
     def _(r, init):
-        init["w"] = normal(r, 6, 5)
-        init["b"] = normal(r, 1, 5)
-        return [
-            helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
-            helper.make_node("Add", ["mm", "b"], ["a"], name="fc_bias"),
-            helper.make_node("Relu", ["a"], ["y"], name="relu"),
-        ]
+        dense = fc(init, "x", "a", normal(r, 6, 5), normal(r, 1, 5))
+        return [*dense, helper.make_node("Relu", ["a"], ["y"], name="relu")]
 
     @x_case("fused_gemm_prelu_relu_chain", x=[4, 6])
     def _(r, init):

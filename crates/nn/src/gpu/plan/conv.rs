@@ -84,7 +84,7 @@ fn conv_dispatch(
     m_count: usize,
 ) -> Result<(), NnError> {
     let ConvPlan { conv, packed, g, .. } = p;
-    let [kh, kw] = conv.kernel;
+    let [kh, kw] = conv.window.kernel;
     let groups = conv.group;
     let (cin_g, cout_g) = (g.in_channels / groups, g.out_channels / groups);
     let in_plane = g.in_hw[0] * g.in_hw[1];
@@ -113,7 +113,7 @@ fn conv_dispatch(
         out_c: u(g.out_channels),
         in_cg: u(cin_g),
         out_cg: u(cout_g),
-        win: Window2d::new(g.in_hw, g.out_hw, conv.kernel, conv.strides, conv.dilations, &g.pads),
+        win: Window2d::new(g.in_hw, g.out_hw, &conv.window, &g.pads),
         k: u(cin_g * kh * kw),
         pixels: u(pixels),
         m_tiles: u(m_tiles),

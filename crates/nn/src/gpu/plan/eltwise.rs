@@ -3,10 +3,10 @@
 //! exceeds one binding.
 
 use super::Step;
-use super::{WG, merge_multi, too_large};
+use super::{WG, broadcast, too_large};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{BatchNormParams, BinaryParams, MAX_RANK, SoftmaxParams, UnaryParams, dims, u};
+use crate::gpu::params::{BatchNormParams, BinaryParams, Broadcast, MAX_RANK, SoftmaxParams, UnaryParams, u};
 use crate::ir::Unary;
 use crate::{NnError, shape};
 
@@ -44,24 +44,21 @@ pub fn plan_binary(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
         return Ok(out);
     }
     let same_shape = x.shape == y.shape;
-    let (shape, strides) = if same_shape {
-        (vec![], vec![vec![], vec![]])
+    let operands = if same_shape {
+        Broadcast::default()
     } else {
         let strides =
             [shape::broadcast_strides(&x.shape, &out_shape), shape::broadcast_strides(&y.shape, &out_shape)];
-        merge_multi(&out_shape, &strides)
+        broadcast(&out_shape, &strides).map_err(|blocks| {
+            NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
+                limit: format!(
+                    "the GPU backend broadcasts over at most {MAX_RANK} separate blocks of dimensions; {:?} \
+                     with {:?} needs {blocks}",
+                    x.shape, y.shape
+                ),
+            })
+        })?
     };
-    if shape.len() > MAX_RANK {
-        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
-            limit: format!(
-                "the GPU backend broadcasts over at most {MAX_RANK} separate blocks of dimensions; {:?} with \
-                 {:?} needs {}",
-                x.shape,
-                y.shape,
-                shape.len()
-            ),
-        }));
-    }
     let key = b.kernel(index, node, ShapeChoice::SameShape(same_shape))?;
     for chunk in b.chunks(total, 1, total).expect("single values fit") {
         let count = chunk.len();
@@ -79,17 +76,7 @@ pub fn plan_binary(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
         let (xb, a_sub) = operand(b, &x, &out_shape, chunk.start, count);
         let (yb, b_sub) = operand(b, &y, &out_shape, chunk.start, count);
         let (ob, y_sub) = b.window(&out, chunk.start, count);
-        let params = BinaryParams {
-            total: u(count),
-            rank: u(shape.len()),
-            shape: dims(shape.iter().copied()),
-            a_strides: dims(strides[0].iter().copied()),
-            b_strides: dims(strides[1].iter().copied()),
-            base: u(chunk.start),
-            a_sub,
-            b_sub,
-            y_sub,
-        };
+        let params = BinaryParams { total: u(count), operands, base: u(chunk.start), a_sub, b_sub, y_sub };
         let grid = b.grid((count as u64).div_ceil(WG))?;
         b.dispatch(key.clone(), &params, &[xb, yb], ob, grid)?;
     }

@@ -6,7 +6,7 @@
 use wgpu::util::DeviceExt;
 
 use super::Step;
-use super::{WG, row_major_strides};
+use super::{WG, per_value, row_major_strides};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
 use crate::gpu::params::{IndexMapParams, MAX_RANK, ReduceParams, ResizeAxisParams, dims, u};
@@ -170,30 +170,26 @@ pub fn plan_resize(b: &mut Builder, step: Step, r: &Resize) -> Result<Loc, NnErr
 }
 
 pub fn plan_reduce(b: &mut Builder, step: Step, r: &Reduce) -> Result<Loc, NnError> {
-    let Step { index, node, out_shape } = step;
-    let x = b.input(node, 0)?.clone();
+    let x = b.input(step.node, 0)?.clone();
     check_rank("Reduce", &x.shape)?;
     let axes = shape::reduce_axes(r, x.shape.len())?;
     let count: usize = axes.iter().map(|&a| x.shape[a]).product();
-    let total: usize = out_shape.iter().product();
-    let out = b.output(out_shape)?;
-    if total == 0 {
-        return Ok(out);
-    }
-    let params = ReduceParams {
-        total: u(total),
-        rank: u(x.shape.len()),
+    let strides = row_major_strides(&x.shape);
+    let (reduced, kept): (Vec<usize>, Vec<usize>) = (0..x.shape.len()).partition(|d| axes.contains(d));
+    let shape_of = |ds: &[usize]| dims(ds.iter().map(|&d| x.shape[d]));
+    let strides_of = |ds: &[usize]| dims(ds.iter().map(|&d| strides[d]));
+    per_value(b, step, &[x.whole()], |total| ReduceParams {
+        total,
         count: u(count),
         scale: match r.kind {
             ReduceKind::Sum => 1.0,
             ReduceKind::Mean => 1.0 / count as f32,
         },
-        in_shape: dims(x.shape.iter().copied()),
-        in_strides: dims(row_major_strides(&x.shape)),
-        reduced: dims((0..x.shape.len()).map(|d| axes.contains(&d) as usize)),
-    };
-    let grid = b.grid((total as u64).div_ceil(WG))?;
-    let key = b.kernel(index, node, ShapeChoice::Unknown)?;
-    b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
-    Ok(out)
+        kept_rank: u(kept.len()),
+        reduced_rank: u(reduced.len()),
+        kept_shape: shape_of(&kept),
+        kept_strides: strides_of(&kept),
+        reduced_shape: shape_of(&reduced),
+        reduced_strides: strides_of(&reduced),
+    })
 }

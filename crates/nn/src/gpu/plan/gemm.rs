@@ -1,10 +1,9 @@
 //! Gemm and MatMul (shaders/gemm.wgsl): one dispatch of 64 x 64 output tiles.
 
-use super::Step;
-use super::merge_multi;
+use super::{Step, broadcast};
 use crate::gpu::builder::{Bind, Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{GemmParams, MAX_BATCH_RANK, dims, u};
+use crate::gpu::params::{GemmParams, MAX_RANK, u};
 use crate::gpu::prepare::Prepared;
 use crate::ir::Gemm;
 use crate::{NnError, shape};
@@ -77,25 +76,15 @@ pub fn plan_matmul(b: &mut Builder, step: Step) -> Result<Loc, NnError> {
         shape::broadcast_strides(&a_batch, &batch).into_iter().map(|s| s * m * k).collect();
     let b_strides: Vec<usize> =
         shape::broadcast_strides(&b_batch, &batch).into_iter().map(|s| s * k * n).collect();
-    let (batch_dims, strides) = merge_multi(&batch, &[a_strides, b_strides]);
-    if batch_dims.len() > MAX_BATCH_RANK {
+    let batch_dims = broadcast(&batch, &[a_strides, b_strides]).map_err(|blocks| {
         let limit = format!(
-            "the GPU backend broadcasts MatMul over at most {MAX_BATCH_RANK} separate blocks of batch \
-             dimensions; {:?} x {:?} needs {}",
-            a.shape,
-            bm.shape,
-            batch_dims.len()
+            "the GPU backend broadcasts MatMul over at most {MAX_RANK} separate blocks of batch \
+             dimensions; {:?} x {:?} needs {blocks}",
+            a.shape, bm.shape
         );
-        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit }));
-    }
-    let params = GemmParams {
-        batches: u(batches),
-        batch_rank: u(batch_dims.len()),
-        batch_shape: dims(batch_dims.iter().copied()),
-        a_batch: dims(strides[0].iter().copied()),
-        b_batch: dims(strides[1].iter().copied()),
-        ..product(m, k, n, (k, 1), (n, 1))
-    };
+        NnError::invalid_argument(crate::ArgumentFault::GpuLimit { limit })
+    })?;
+    let params = GemmParams { batches: u(batches), batch_dims, ..product(m, k, n, (k, 1), (n, 1)) };
     let grid = b.grid(u64::from(params.m_tiles) * u64::from(params.n_tiles) * batches as u64)?;
     let exe = b.exe;
     let dummy = Bind { buffer: &exe.dummy, offset: 0, size: 4 };

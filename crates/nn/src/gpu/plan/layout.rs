@@ -1,23 +1,21 @@
-//! Transpose, Concat and constant Pad (shaders/layout.wgsl).
+//! Transpose and Concat (shaders/layout.wgsl).
 
 use super::Step;
-use super::{WG, merge_dims, row_major_strides};
+use super::{WG, merge_dims, per_value, row_major_strides};
 use crate::gpu::builder::{Builder, Loc};
 use crate::gpu::keys::ShapeChoice;
-use crate::gpu::params::{ConcatParams, MAX_RANK, PadParams, TransposeParams, dims, u};
+use crate::gpu::params::{ConcatParams, MAX_RANK, TransposeParams, dims, u};
 use crate::{NnError, shape};
 
 pub fn plan_transpose(b: &mut Builder, step: Step, perm: &Option<Vec<usize>>) -> Result<Loc, NnError> {
-    let Step { index, node, out_shape } = step;
-    let total: usize = out_shape.iter().product();
-    let x = b.input(node, 0)?.clone();
+    let x = b.input(step.node, 0)?.clone();
     let perm = shape::transpose_perm(perm, x.shape.len())?;
     let in_strides = row_major_strides(&x.shape);
     let moved: Vec<(usize, usize)> = perm.iter().map(|&p| (x.shape[p], in_strides[p])).collect();
     let moved = merge_dims(&moved);
     if moved.is_empty() || moved.len() == 1 && moved[0].1 == 1 {
         // The permutation keeps the memory order: no data moves.
-        return Ok(b.alias(&x, out_shape));
+        return Ok(b.alias(&x, step.out_shape));
     }
     if moved.len() > MAX_RANK {
         return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
@@ -29,17 +27,12 @@ pub fn plan_transpose(b: &mut Builder, step: Step, perm: &Option<Vec<usize>>) ->
             ),
         }));
     }
-    let out = b.output(out_shape)?;
-    let params = TransposeParams {
-        total: u(total),
+    per_value(b, step, &[x.whole()], |total| TransposeParams {
+        total,
         rank: u(moved.len()),
         shape: dims(moved.iter().map(|d| d.0)),
         strides: dims(moved.iter().map(|d| d.1)),
-    };
-    let grid = b.grid((total as u64).div_ceil(WG))?;
-    let key = b.kernel(index, node, ShapeChoice::Unknown)?;
-    b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
-    Ok(out)
+    })
 }
 
 pub fn plan_concat(b: &mut Builder, step: Step, axis: i64) -> Result<Loc, NnError> {
@@ -62,39 +55,6 @@ pub fn plan_concat(b: &mut Builder, step: Step, axis: i64) -> Result<Loc, NnErro
             b.dispatch(key.clone(), &params, &[x.whole()], out.whole(), grid)?;
         }
         offset += block;
-    }
-    Ok(out)
-}
-
-pub fn plan_pad(b: &mut Builder, step: Step, pads: &[i64], value: f32) -> Result<Loc, NnError> {
-    let Step { index, node, out_shape } = step;
-    let total: usize = out_shape.iter().product();
-    let x = b.input(node, 0)?.clone();
-    let rank = x.shape.len();
-    if rank > MAX_RANK {
-        return Err(NnError::invalid_argument(crate::ArgumentFault::GpuLimit {
-            limit: format!("the GPU backend pads tensors of rank ≤ {MAX_RANK}, got {:?}", x.shape),
-        }));
-    }
-    let out = b.output(out_shape.clone())?;
-    if total > 0 {
-        let mut begin = [0i32; MAX_RANK];
-        for (slot, &p) in begin.iter_mut().zip(&pads[..rank]) {
-            *slot = i32::try_from(p)
-                .map_err(|_| NnError::invalid_argument(crate::ArgumentFault::PadOutOfRange { pad: p }))?;
-        }
-        let params = PadParams {
-            total: u(total),
-            rank: u(rank),
-            value,
-            out_shape: dims(out_shape.iter().copied()),
-            in_shape: dims(x.shape.iter().copied()),
-            in_strides: dims(row_major_strides(&x.shape)),
-            begin,
-        };
-        let grid = b.grid((total as u64).div_ceil(WG))?;
-        let key = b.kernel(index, node, ShapeChoice::Unknown)?;
-        b.dispatch(key, &params, &[x.whole()], out.whole(), grid)?;
     }
     Ok(out)
 }

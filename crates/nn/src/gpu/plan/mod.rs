@@ -10,9 +10,11 @@ mod gemm;
 mod layout;
 mod pool;
 
-use super::builder::{Builder, Loc};
+use super::builder::{Bind, Builder, Loc};
+use super::keys::ShapeChoice;
+use super::params::{Broadcast, KernelParams, MAX_RANK, dims, u};
 use crate::NnError;
-use crate::ir::{Node, Op, PadMode, Unary};
+use crate::ir::{Node, Op, Unary};
 
 /// Invocations per workgroup (`WG` in shaders/prelude.wgsl).
 const WG: u64 = 256;
@@ -37,9 +39,6 @@ pub fn plan(b: &mut Builder, index: usize, node: &Node, out_shape: Vec<usize>) -
         Op::Softmax { axis, coerce_2d } => eltwise::plan_softmax(b, step, *axis, *coerce_2d),
         Op::Transpose { perm } => layout::plan_transpose(b, step, perm),
         Op::Concat { axis } => layout::plan_concat(b, step, *axis),
-        Op::Pad { pads, value, mode: PadMode::Constant, axes: None } => {
-            layout::plan_pad(b, step, pads, *value)
-        }
         Op::Pad { pads, value, mode, axes } => {
             gather::plan_pad(b, step, pads, axes.as_deref(), *mode, *value)
         }
@@ -58,6 +57,24 @@ pub struct Step<'n> {
     index: usize,
     node: &'n Node,
     out_shape: Vec<usize>,
+}
+
+/// `step`'s output, written by its kernel with one invocation per value, none for an empty
+/// output: `params` makes the kernel's parameters from the number of values.
+fn per_value<P: KernelParams>(
+    b: &mut Builder,
+    step: Step,
+    inputs: &[Bind],
+    params: impl FnOnce(u32) -> P,
+) -> Result<Loc, NnError> {
+    let total: usize = step.out_shape.iter().product();
+    let out = b.output(step.out_shape)?;
+    if total > 0 {
+        let grid = b.grid((total as u64).div_ceil(WG))?;
+        let key = b.kernel(step.index, step.node, ShapeChoice::Unknown)?;
+        b.dispatch(key, &params(u(total)), inputs, out.whole(), grid)?;
+    }
+    Ok(out)
 }
 
 fn too_large(what: &str, shape: &[usize]) -> NnError {
@@ -86,6 +103,21 @@ fn merge_dims(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+/// `shape` read by two operands through per-dimension `strides`, merged as far as both allow,
+/// as kernel parameters; `Err` with the number of blocks left when more than MAX_RANK remain.
+fn broadcast(shape: &[usize], strides: &[Vec<usize>; 2]) -> Result<Broadcast, usize> {
+    let (shape, strides) = merge_multi(shape, strides);
+    if shape.len() > MAX_RANK {
+        return Err(shape.len());
+    }
+    Ok(Broadcast {
+        rank: u(shape.len()),
+        shape: dims(shape),
+        a_strides: dims(strides[0].iter().copied()),
+        b_strides: dims(strides[1].iter().copied()),
+    })
 }
 
 /// As [`merge_dims`] for an output shape read by several operands, each with its own strides.

@@ -31,7 +31,7 @@ pub fn plan_pool(b: &mut Builder, step: Step, pool: &Pool) -> Result<Loc, NnErro
         let (yb, y_sub) = b.window(&out, chunk.start * out_plane, count * out_plane);
         let params = PoolParams {
             planes: u(count),
-            win: Window2d::new([s[2], s[3]], [oh, ow], pool.kernel, pool.strides, pool.dilations, &pads),
+            win: Window2d::new([s[2], s[3]], [oh, ow], &pool.window, &pads),
             pad_b: u(pb),
             pad_r: u(pr),
             base: u(chunk.start),
