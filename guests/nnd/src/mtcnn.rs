@@ -231,15 +231,13 @@ struct Crops {
     batch: Tensor,
 }
 
+/// The candidates a refining network ran on, with its `K` outputs for them.
+type Refined<const K: usize> = (Vec<Candidate>, [Tensor; K]);
+
 impl Crops {
-    /// Runs `net` (named `name` in messages), which has `K` outputs, on the crops: the
-    /// candidates with the outputs for them, or `None` when no candidate is left (and the
-    /// network does not run).
-    fn run<const K: usize>(
-        self,
-        net: &impl Network,
-        name: &str,
-    ) -> Result<Option<(Vec<Candidate>, [Tensor; K])>, String> {
+    /// Runs `net` (named `name` in messages), which has `K` outputs, on the crops; `None`
+    /// when no candidate is left (and the network does not run).
+    fn run<const K: usize>(self, net: &impl Network, name: &str) -> Result<Option<Refined<K>>, String> {
         if self.candidates.is_empty() {
             return Ok(None);
         }
