@@ -32,36 +32,50 @@ use crate::guests::human_size;
 /// Changes whenever this file changes what a build produces from the same inputs.
 const BUILD_RECIPE: &str = "other-languages 2";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Language {
     Python,
     JavaScript,
 }
 
+/// Where a language's guests, their sources and its toolchain are.
+struct LanguageLayout {
+    /// The directory under guests/ holding this language's guests and its toolchain pin.
+    dir: &'static str,
+    /// The guest's entry point in its directory.
+    entry: &'static str,
+    /// The files that pin the toolchain, relative to guests/<dir>; the last one is the file
+    /// an installed toolchain is checked against.
+    pins: &'static [&'static str],
+    /// The toolchain's name, for messages.
+    toolchain: &'static str,
+    /// The toolchain's directory under target/toolchains/.
+    toolchain_dir: &'static str,
+    /// The command it runs, relative to its directory.
+    tool: &'static str,
+}
+
 impl Language {
     const ALL: [Language; 2] = [Language::Python, Language::JavaScript];
 
-    /// The directory under guests/ holding this language's guests and its toolchain pin.
-    fn dir(self) -> &'static str {
+    fn layout(self) -> &'static LanguageLayout {
         match self {
-            Language::Python => "python",
-            Language::JavaScript => "js",
-        }
-    }
-
-    /// The guest's entry point in its directory.
-    fn entry(self) -> &'static str {
-        match self {
-            Language::Python => "app.py",
-            Language::JavaScript => "guest.js",
-        }
-    }
-
-    /// The files that pin the toolchain, relative to guests/<dir>.
-    fn pins(self) -> &'static [&'static str] {
-        match self {
-            Language::Python => &["requirements.txt"],
-            Language::JavaScript => &["package.json", "package-lock.json"],
+            Language::Python => &LanguageLayout {
+                dir: "python",
+                entry: "app.py",
+                pins: &["requirements.txt"],
+                toolchain: "componentize-py",
+                toolchain_dir: "componentize-py",
+                tool: "bin/componentize-py",
+            },
+            Language::JavaScript => &LanguageLayout {
+                dir: "js",
+                entry: "guest.js",
+                pins: &["package.json", "package-lock.json"],
+                toolchain: "componentize-js",
+                toolchain_dir: "js",
+                tool: "node_modules/@bytecodealliance/componentize-js/src/cli.js",
+            },
         }
     }
 }
@@ -89,7 +103,7 @@ struct Guest {
 pub fn build(root: &Path, guests_dir: &Path) -> Result<Vec<PathBuf>> {
     let guests = find(root)?;
     let mut outputs = Vec::new();
-    let mut toolchains = Toolchains { root, python: None, js: None };
+    let mut toolchains = Toolchains { root, installed: BTreeMap::new() };
     for guest in &guests {
         let output = guests_dir.join(format!("{}.wasm", guest.name));
         let work_dir = root.join("target/other-guests").join(&guest.name);
@@ -108,8 +122,10 @@ pub fn build(root: &Path, guests_dir: &Path) -> Result<Vec<PathBuf>> {
             fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
             let partial = work_dir.join(format!("{}.wasm", guest.name));
             match guest.language {
-                Language::Python => build_python(root, guest, toolchains.python()?, &partial)?,
-                Language::JavaScript => build_js(root, guest, toolchains.js()?, &work_dir, &partial)?,
+                Language::Python => build_python(root, guest, toolchains.get(guest.language)?, &partial)?,
+                Language::JavaScript => {
+                    build_js(root, guest, toolchains.get(guest.language)?, &work_dir, &partial)?
+                }
             }
             fs::rename(&partial, &output)
                 .with_context(|| format!("cannot move {} to {}", partial.display(), output.display()))?;
@@ -119,7 +135,7 @@ pub fn build(root: &Path, guests_dir: &Path) -> Result<Vec<PathBuf>> {
                 "  {:<40} {} ({}, built in {:.0} s)",
                 display_path(&output).display(),
                 human_size(size),
-                guest.language.dir(),
+                guest.language.layout().dir,
                 started.elapsed().as_secs_f64()
             );
         }
@@ -132,7 +148,7 @@ pub fn build(root: &Path, guests_dir: &Path) -> Result<Vec<PathBuf>> {
 fn find(root: &Path) -> Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for language in Language::ALL {
-        let dir = root.join("guests").join(language.dir());
+        let dir = root.join("guests").join(language.layout().dir);
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         let mut dirs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,7 +167,7 @@ fn find(root: &Path) -> Result<Vec<Guest>> {
                 display_path(&manifest_path).display(),
                 manifest.world
             );
-            let entry = source_dir.join(language.entry());
+            let entry = source_dir.join(language.layout().entry);
             ensure!(entry.is_file(), "{} is missing", display_path(&entry).display());
             let name =
                 source_dir.file_name().context("guest directory has no name")?.to_string_lossy().into_owned();
@@ -172,8 +188,9 @@ fn inputs_digest(root: &Path, guest: &Guest) -> Result<String> {
     };
     add_dir(&guest.source_dir)?;
     add_dir(&root.join("wit"))?;
-    for pin in guest.language.pins() {
-        let path = root.join("guests").join(guest.language.dir()).join(pin);
+    let layout = guest.language.layout();
+    for pin in layout.pins {
+        let path = root.join("guests").join(layout.dir).join(pin);
         files.insert(path.strip_prefix(root).unwrap_or(&path).to_path_buf(), path);
     }
     for embedded in &guest.manifest.embed {
@@ -216,87 +233,75 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The toolchains, installed on first use.
 struct Toolchains<'a> {
     root: &'a Path,
-    python: Option<PathBuf>,
-    js: Option<PathBuf>,
+    /// The command of each toolchain checked or installed so far.
+    installed: BTreeMap<Language, PathBuf>,
 }
 
 impl Toolchains<'_> {
-    /// componentize-py from a venv in target/toolchains/componentize-py.
-    fn python(&mut self) -> Result<&Path> {
-        if self.python.is_none() {
-            let venv = self.root.join("target/toolchains/componentize-py");
-            let pin = self.root.join("guests/python/requirements.txt");
-            let installed = venv.join("installed-requirements.txt");
-            let tool = venv.join("bin/componentize-py");
+    /// `language`'s toolchain command, installed into target/toolchains/ unless it is there,
+    /// installed from its pin as the pin is now (a copy of the pin, `installed-<pin>`, beside
+    /// it says what it was installed from).
+    fn get(&mut self, language: Language) -> Result<&Path> {
+        if !self.installed.contains_key(&language) {
+            let layout = language.layout();
+            let dir = self.root.join("target/toolchains").join(layout.toolchain_dir);
+            let pins = self.root.join("guests").join(layout.dir);
+            let pin_name = layout.pins.last().expect("every language pins its toolchain");
+            let pin = pins.join(pin_name);
+            let installed = dir.join(format!("installed-{pin_name}"));
+            let tool = dir.join(layout.tool);
             if !(tool.is_file() && same_contents(&pin, &installed)?) {
                 println!(
-                    "installing componentize-py ({}) into {}",
+                    "installing {} ({}) into {}",
+                    layout.toolchain,
                     display_path(&pin).display(),
-                    display_path(&venv).display()
-                );
-                if venv.exists() {
-                    fs::remove_dir_all(&venv).with_context(|| format!("cannot clear {}", venv.display()))?;
-                }
-                run(
-                    Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                    "python3 -m venv (install python3-venv)",
-                )?;
-                run(
-                    Command::new(venv.join("bin/pip"))
-                        .args([
-                            "install",
-                            "--quiet",
-                            "--disable-pip-version-check",
-                            "--require-hashes",
-                            "--no-deps",
-                            "-r",
-                        ])
-                        .arg(&pin),
-                    "pip install componentize-py",
-                )?;
-                fs::copy(&pin, &installed)
-                    .with_context(|| format!("cannot write {}", installed.display()))?;
-            }
-            self.python = Some(tool);
-        }
-        Ok(self.python.as_deref().expect("set above"))
-    }
-
-    /// componentize-js's command line, from `npm ci` in target/toolchains/js.
-    fn js(&mut self) -> Result<&Path> {
-        if self.js.is_none() {
-            let dir = self.root.join("target/toolchains/js");
-            let pins = self.root.join("guests/js");
-            let lock = pins.join("package-lock.json");
-            let installed = dir.join("installed-package-lock.json");
-            let cli = dir.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
-            if !(cli.is_file() && same_contents(&lock, &installed)?) {
-                println!(
-                    "installing componentize-js ({}) into {}",
-                    display_path(&lock).display(),
                     display_path(&dir).display()
                 );
                 if dir.exists() {
                     fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
                 }
-                fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                for file in ["package.json", "package-lock.json"] {
-                    fs::copy(pins.join(file), dir.join(file))
-                        .with_context(|| format!("cannot copy guests/js/{file} to {}", dir.display()))?;
+                match language {
+                    Language::Python => install_componentize_py(&dir, &pin)?,
+                    Language::JavaScript => install_componentize_js(&dir, &pins)?,
                 }
-                run(
-                    Command::new("npm")
-                        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                        .current_dir(&dir),
-                    "npm ci (install nodejs and npm)",
-                )?;
-                fs::copy(&lock, &installed)
+                fs::copy(&pin, &installed)
                     .with_context(|| format!("cannot write {}", installed.display()))?;
             }
-            self.js = Some(cli);
+            self.installed.insert(language, tool);
         }
-        Ok(self.js.as_deref().expect("set above"))
+        Ok(&self.installed[&language])
     }
+}
+
+/// componentize-py into the venv `venv`, from the hashes of `requirements`.
+fn install_componentize_py(venv: &Path, requirements: &Path) -> Result<()> {
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv), "python3 -m venv (install python3-venv)")?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "--no-deps",
+                "-r",
+            ])
+            .arg(requirements),
+        "pip install componentize-py",
+    )
+}
+
+/// componentize-js into `dir`, by `npm ci` from the package files in `pins` (guests/js).
+fn install_componentize_js(dir: &Path, pins: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for file in Language::JavaScript.layout().pins {
+        fs::copy(pins.join(file), dir.join(file))
+            .with_context(|| format!("cannot copy guests/js/{file} to {}", dir.display()))?;
+    }
+    run(
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(dir),
+        "npm ci (install nodejs and npm)",
+    )
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool> {

@@ -1,10 +1,8 @@
 //! The `detector` world implemented with dlib's CNN face detector and shape predictor.
 
-use std::cell::OnceCell;
-
-use kit::WasiNnNetwork;
 use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
+use kit::{Loaded, WasiNnNetwork};
 
 use crate::Settings;
 use crate::shape::ShapePredictor;
@@ -20,7 +18,7 @@ struct Models {
 
 thread_local! {
     /// Loaded on the first `detect` and kept for the instance's life.
-    static MODELS: OnceCell<Models> = const { OnceCell::new() };
+    static MODELS: Loaded<Models> = const { Loaded::new() };
 }
 
 fn param_specs() -> Vec<ParamSpec> {
@@ -83,13 +81,9 @@ impl Guest for Dlib {
 
     fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
         let settings = settings(&params)?;
-        kit::check_image(&image)?;
-        let (w, h) = (image.width as usize, image.height as usize);
-        MODELS.with(|cell| {
-            if cell.get().is_none() {
-                let _ = cell.set(load()?);
-            }
-            let models = cell.get().expect("set above");
+        let (w, h) = kit::check_image(&image)?;
+        MODELS.with(|models| {
+            let models = models.get_or_load(load)?;
             let found = crate::detect(&models.network, &models.predictor, &image.rgb, w, h, &settings)
                 .map_err(GuestError::Nn)?;
             Ok(found

@@ -134,8 +134,9 @@ pub fn canonical_template() -> types::AlignmentTemplate {
     }
 }
 
-/// Checks that `image` holds `width * height * 3` bytes, as `detect` requires.
-pub fn check_image(image: &Image) -> Result<(), GuestError> {
+/// Checks that `image` holds `width * height * 3` bytes, as `detect` requires, and returns
+/// its width and height.
+pub fn check_image(image: &Image) -> Result<(usize, usize), GuestError> {
     let (w, h) = (image.width as usize, image.height as usize);
     if w.checked_mul(h).and_then(|p| p.checked_mul(3)) != Some(image.rgb.len()) {
         return Err(GuestError::InvalidInput(format!(
@@ -145,7 +146,34 @@ pub fn check_image(image: &Image) -> Result<(), GuestError> {
             image.rgb.len()
         )));
     }
-    Ok(())
+    Ok((w, h))
+}
+
+/// What a guest loads on its first call and keeps for the instance's life (its networks,
+/// parsed models). Declare it in a `thread_local!`: a component instance runs one call at a
+/// time, on one thread.
+pub struct Loaded<T>(std::cell::OnceCell<T>);
+
+impl<T> Loaded<T> {
+    pub const fn new() -> Self {
+        Loaded(std::cell::OnceCell::new())
+    }
+
+    /// The loaded value: `load` runs on the first call, and again on the next one when it
+    /// failed.
+    pub fn get_or_load<E>(&self, load: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+        if let Some(loaded) = self.0.get() {
+            return Ok(loaded);
+        }
+        let loaded = load()?;
+        Ok(self.0.get_or_init(|| loaded))
+    }
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A detected face: box `[x1, y1, x2, y2]`, score, and the five landmarks in the WIT order
@@ -244,7 +272,7 @@ pub struct EmbedderNetwork {
 thread_local! {
     /// The embedder's network, loaded on the first `embed` and kept for the instance's life,
     /// with the address of the graph it was loaded from.
-    static LOADED_EMBEDDER: std::cell::OnceCell<(usize, WasiNnNetwork)> = const { std::cell::OnceCell::new() };
+    static LOADED_EMBEDDER: Loaded<(usize, WasiNnNetwork)> = const { Loaded::new() };
 }
 
 impl EmbedderNetwork {
@@ -268,12 +296,9 @@ impl EmbedderNetwork {
         let input = batch(&faces);
         drop(faces);
         let graph = self.onnx.as_ptr() as usize;
-        let outputs = LOADED_EMBEDDER.with(|cell| {
-            if cell.get().is_none() {
-                let network = WasiNnNetwork::load(self.onnx, self.input_name).map_err(GuestError::Nn)?;
-                let _ = cell.set((graph, network));
-            }
-            match cell.get().expect("set above") {
+        let outputs = LOADED_EMBEDDER.with(|embedder| {
+            let load = || WasiNnNetwork::load(self.onnx, self.input_name).map(|network| (graph, network));
+            match embedder.get_or_load(load).map_err(GuestError::Nn)? {
                 (loaded, network) if *loaded == graph => network.run(input).map_err(GuestError::Nn),
                 _ => Err(GuestError::Internal(
                     "kit::EmbedderNetwork keeps one network per guest; this guest embeds with two".into(),

@@ -1,10 +1,8 @@
 //! The `detector` world implemented with the MTCNN cascade.
 
-use std::cell::OnceCell;
-
-use kit::WasiNnNetwork;
 use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
+use kit::{Loaded, WasiNnNetwork};
 
 use crate::mtcnn::{Cascade, Settings};
 
@@ -14,7 +12,7 @@ kit::export_detector!(Nnd);
 
 thread_local! {
     /// Loaded on the first `detect` and kept for the instance's life.
-    static CASCADE: OnceCell<Cascade<WasiNnNetwork>> = const { OnceCell::new() };
+    static CASCADE: Loaded<Cascade<WasiNnNetwork>> = const { Loaded::new() };
 }
 
 fn param_specs() -> Vec<ParamSpec> {
@@ -80,15 +78,10 @@ impl Guest for Nnd {
 
     fn detect(image: Image, params: Vec<Param>) -> Result<Vec<Face>, GuestError> {
         let settings = settings(&params)?;
-        kit::check_image(&image)?;
-        let (w, h) = (image.width as usize, image.height as usize);
-        let image = crate::mtcnn::Image { width: w, height: h, rgb: &image.rgb };
-        CASCADE.with(|cell| {
-            if cell.get().is_none() {
-                let cascade = load_cascade().map_err(GuestError::Nn)?;
-                let _ = cell.set(cascade);
-            }
-            let cascade = cell.get().expect("set above");
+        let (width, height) = kit::check_image(&image)?;
+        let image = crate::mtcnn::Image { width, height, rgb: &image.rgb };
+        CASCADE.with(|cascade| {
+            let cascade = cascade.get_or_load(load_cascade).map_err(GuestError::Nn)?;
             let detections = cascade.detect(image, &settings).map_err(GuestError::Nn)?;
             Ok(detections.into_iter().map(|d| kit::face(d.bbox, d.score, d.landmarks)).collect())
         })

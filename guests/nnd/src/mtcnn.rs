@@ -103,8 +103,8 @@ impl<N: Network> Cascade<N> {
         settings: &Settings,
     ) -> Result<Vec<Detection>, String> {
         let candidates = self.stage_one(levels, settings)?;
-        let candidates = self.stage_two(image, candidates, settings.thresholds[1] as f32)?;
-        self.stage_three(image, candidates, settings.thresholds[2] as f32)
+        let candidates = self.stage_two(crops(image, candidates, 24), settings.thresholds[1] as f32)?;
+        self.stage_three(crops(image, candidates, 48), settings.thresholds[2] as f32)
     }
 
     fn stage_one(&self, levels: Vec<(f64, Level)>, settings: &Settings) -> Result<Vec<Candidate>, String> {
@@ -151,18 +151,8 @@ impl<N: Network> Cascade<N> {
             .collect())
     }
 
-    fn stage_two(
-        &self,
-        image: Frame,
-        candidates: Vec<Candidate>,
-        threshold: f32,
-    ) -> Result<Vec<Candidate>, String> {
-        let (candidates, batch) = crops(image, candidates, 24);
-        if candidates.is_empty() {
-            return Ok(candidates);
-        }
-        let out = self.rnet.run(batch)?;
-        let [reg, prob] = expect_outputs::<2>(out, "R-Net")?;
+    fn stage_two(&self, crops: Crops, threshold: f32) -> Result<Vec<Candidate>, String> {
+        let Some((candidates, [reg, prob])) = crops.run(&self.rnet, "R-Net")? else { return Ok(Vec::new()) };
         let passed: Vec<Candidate> = candidates
             .iter()
             .enumerate()
@@ -183,18 +173,10 @@ impl<N: Network> Cascade<N> {
             .collect())
     }
 
-    fn stage_three(
-        &self,
-        image: Frame,
-        candidates: Vec<Candidate>,
-        threshold: f32,
-    ) -> Result<Vec<Detection>, String> {
-        let (candidates, batch) = crops(image, candidates, 48);
-        if candidates.is_empty() {
+    fn stage_three(&self, crops: Crops, threshold: f32) -> Result<Vec<Detection>, String> {
+        let Some((candidates, [reg, points, prob])) = crops.run(&self.onet, "O-Net")? else {
             return Ok(Vec::new());
-        }
-        let out = self.onet.run(batch)?;
-        let [reg, points, prob] = expect_outputs::<3>(out, "O-Net")?;
+        };
         let mut passed = Vec::new();
         let mut detections = Vec::new();
         for (i, c) in candidates.iter().enumerate() {
@@ -242,9 +224,31 @@ fn expect_outputs<const K: usize>(out: Vec<Tensor>, net: &str) -> Result<[Tensor
     out.try_into().map_err(|_| format!("{net} returned {n} outputs, expected {K}"))
 }
 
+/// The candidates a refining stage (R-Net, O-Net) looks at, with their boxes cropped for it.
+struct Crops {
+    candidates: Vec<Candidate>,
+    /// `[candidates, size, size, 3]`
+    batch: Tensor,
+}
+
+/// The candidates a refining network ran on, with its `K` outputs for them.
+type Refined<const K: usize> = (Vec<Candidate>, [Tensor; K]);
+
+impl Crops {
+    /// Runs `net` (named `name` in messages), which has `K` outputs, on the crops; `None`
+    /// when no candidate is left (and the network does not run).
+    fn run<const K: usize>(self, net: &impl Network, name: &str) -> Result<Option<Refined<K>>, String> {
+        if self.candidates.is_empty() {
+            return Ok(None);
+        }
+        let outputs = expect_outputs::<K>(net.run(self.batch)?, name)?;
+        Ok(Some((self.candidates, outputs)))
+    }
+}
+
 /// Crops every candidate's box (clipped to the image) and resamples it to `size`², as one
 /// batch `[N, size, size, 3]`. Candidates whose clipped box is empty are dropped.
-fn crops(image: Frame, candidates: Vec<Candidate>, size: usize) -> (Vec<Candidate>, Tensor) {
+fn crops(image: Frame, candidates: Vec<Candidate>, size: usize) -> Crops {
     let mut kept = Vec::with_capacity(candidates.len());
     let mut data = Vec::with_capacity(candidates.len() * size * size * 3);
     for c in candidates {
@@ -262,7 +266,7 @@ fn crops(image: Frame, candidates: Vec<Candidate>, size: usize) -> (Vec<Candidat
         kept.push(c);
     }
     let n = kept.len();
-    (kept, Tensor::new(vec![n, size, size, 3], data))
+    Crops { candidates: kept, batch: Tensor::new(vec![n, size, size, 3], data) }
 }
 
 thread_local! {

@@ -42,10 +42,22 @@ pub fn convert(name: &str, input: &[u8], input_name: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Reads `input` (the file `input_name`) as dlib's network `what` (the name dlib's Python
+/// binding gives it), of the C++ type that `network_type` spells out (resnet.rs, mmod.rs).
+fn read_dlib_network(
+    input: &[u8],
+    input_name: &str,
+    network_type: (dlib::LossSpec, Vec<dlib::Layer>, dlib::InputSpec),
+    what: &str,
+) -> Result<dlib::Network> {
+    let (loss, layers, spec) = network_type;
+    dlib::read_network(input, &loss, &layers, &spec)
+        .with_context(|| format!("{input_name} is not dlib's {what} network"))
+}
+
 fn dlib_face_recognition_resnet_v1(input: &[u8], input_name: &str) -> Result<Vec<u8>> {
-    let (loss, layers, spec) = resnet::face_recognition_v1();
-    let network = dlib::read_network(input, &loss, &layers, &spec)
-        .with_context(|| format!("{input_name} is not dlib's face_recognition_model_v1 network"))?;
+    let network =
+        read_dlib_network(input, input_name, resnet::face_recognition_v1(), "face_recognition_model_v1")?;
     let (dlib::Input::Sized(input), dlib::Loss::Metric(loss)) = (&network.input, &network.loss) else {
         bail!("{input_name}: the face-recognition network type has a sized input and a metric loss");
     };
@@ -71,9 +83,8 @@ fn dlib_face_recognition_resnet_v1(input: &[u8], input_name: &str) -> Result<Vec
 }
 
 fn dlib_mmod_human_face_detector(input: &[u8], input_name: &str) -> Result<Vec<u8>> {
-    let (loss, layers, spec) = mmod::human_face_detector();
-    let network = dlib::read_network(input, &loss, &layers, &spec)
-        .with_context(|| format!("{input_name} is not dlib's cnn_face_detection_model_v1 network"))?;
+    let network =
+        read_dlib_network(input, input_name, mmod::human_face_detector(), "cnn_face_detection_model_v1")?;
     let (dlib::Input::Pyramid(pyramid), dlib::Loss::Mmod(mmod_loss)) = (&network.input, &network.loss) else {
         bail!("{input_name}: the MMOD network type has a pyramid input and an MMOD loss");
     };

@@ -405,6 +405,16 @@ fn read_window(r: &mut Reader, layer: &str, size: [usize; 2], stride: [usize; 2]
     Ok(padding)
 }
 
+/// What con_, fc_ and bn_ serialize after their tensors: `learning_rate_multiplier`,
+/// `weight_decay_multiplier`, `bias_learning_rate_multiplier` and
+/// `bias_weight_decay_multiplier`, four doubles that only training reads.
+fn skip_training_multipliers(r: &mut Reader) -> Result<()> {
+    for _ in 0..4 {
+        r.f64()?;
+    }
+    Ok(())
+}
+
 fn read_con(
     r: &mut Reader,
     version: &str,
@@ -419,10 +429,7 @@ fn read_con(
     let [nr, nc] = size;
     let filter_dims = r.alias_tensor().context("con_ filters")?;
     let bias_dims = r.alias_tensor().context("con_ biases")?;
-    let _learning_rate_multiplier = r.f64()?;
-    let _weight_decay_multiplier = r.f64()?;
-    let _bias_learning_rate_multiplier = r.f64()?;
-    let _bias_weight_decay_multiplier = r.f64()?;
+    skip_training_multipliers(r)?;
     let use_bias = if version == "con_5" || version == "con_6" { r.bool()? } else { true };
     let relu = version == "con_6" && r.bool()?;
 
@@ -486,10 +493,7 @@ fn read_bn_con_as_affine(r: &mut Reader) -> Result<Details> {
     let running_variances = r.tensor()?;
     let _num_updates = r.int()?;
     let _running_stats_window_size = r.int()?;
-    let _learning_rate_multiplier = r.f64()?;
-    let _weight_decay_multiplier = r.f64()?;
-    let _bias_learning_rate_multiplier = r.f64()?;
-    let _bias_weight_decay_multiplier = r.f64()?;
+    skip_training_multipliers(r)?;
     let eps = r.f64()?;
     let c = gamma_dims.iter().product::<usize>();
     ensure!(
@@ -512,10 +516,7 @@ fn read_fc(r: &mut Reader, version: &str, outputs: usize, has_bias: bool) -> Res
     let weight_dims = r.alias_tensor()?;
     let _bias_dims = r.alias_tensor()?;
     let bias_mode = r.int()?;
-    let _learning_rate_multiplier = r.f64()?;
-    let _weight_decay_multiplier = r.f64()?;
-    let _bias_learning_rate_multiplier = r.f64()?;
-    let _bias_weight_decay_multiplier = r.f64()?;
+    skip_training_multipliers(r)?;
     let use_bias = if version == "fc_3" { r.bool()? } else { true };
 
     ensure!(num_outputs == outputs, "fc_ has {num_outputs} outputs, expected {outputs}");

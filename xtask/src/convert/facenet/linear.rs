@@ -32,8 +32,16 @@ impl Linear {
         }
     }
 
+    /// This layer with the per-channel affine of TensorFlow's node `name` folded in (see
+    /// [`fold_affine`](Self::fold_affine)): it now makes that node's output.
+    pub(super) fn with_affine(mut self, scale: &[f32], shift: &[f32], name: &str) -> Self {
+        self.fold_affine(scale, shift);
+        self.name = name.into();
+        self
+    }
+
     /// Multiplies output channel `c` by `scale[c]` and then adds `shift[c]`.
-    pub(super) fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
+    fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
         let outputs = self.outputs();
         match self.kind {
             LinearKind::Conv { .. } => {

@@ -215,6 +215,14 @@ impl<'a> Converter<'a> {
         })
     }
 
+    /// The ONNX op `op`, named `onnx_name`, on `x` and `operands` (broadcast to `x`): its
+    /// output has `x`'s shape.
+    fn elementwise(&mut self, op: &str, onnx_name: &str, x: Value, operands: &[&str]) -> Entry {
+        let inputs: Vec<&str> = std::iter::once(x.name.as_str()).chain(operands.iter().copied()).collect();
+        let name = self.graph.op(op, onnx_name, &inputs, vec![]);
+        Entry::Value(Value { name, shape: x.shape })
+    }
+
     fn inputs(node: &'a NodeDef, count: usize) -> Result<Vec<&'a str>> {
         let inputs: Vec<&str> = node.data_inputs().collect();
         ensure!(inputs.len() == count, "{} inputs, expected {count}", inputs.len());
@@ -266,38 +274,28 @@ impl<'a> Converter<'a> {
             "BiasAdd" | "Add" | "AddV2" if self.has_const_vector_operand(node)? => {
                 let (x, c) = self.value_and_constant(node)?;
                 let bias = c.floats(onnx_name)?.to_vec();
-                if let Some(mut l) = self.foldable(x)? {
+                if let Some(l) = self.foldable(x)? {
                     ensure!(bias.len() == l.outputs(), "{} biases for {} channels", bias.len(), l.outputs());
                     let ones = vec![1.0; bias.len()];
-                    l.fold_affine(&ones, &bias);
-                    l.name = onnx_name.into();
-                    Entry::Linear(Box::new(l))
+                    Entry::Linear(Box::new(l.with_affine(&ones, &bias, onnx_name)))
                 } else {
                     let x = self.value(x)?;
                     let b = self.channel_constant(&format!("{onnx_name}/bias"), &x, &bias)?;
-                    Entry::Value(Value {
-                        name: self.graph.op("Add", onnx_name, &[&x.name, &b], vec![]),
-                        shape: x.shape,
-                    })
+                    self.elementwise("Add", onnx_name, x, &[&b])
                 }
             }
             "Mul" if self.has_const_vector_operand(node)? => {
                 let (x, c) = self.value_and_constant(node)?;
                 let scale = c.floats(onnx_name)?.to_vec();
                 ensure!(scale.len() == 1, "a multiplication by {} constants", scale.len());
-                if let Some(mut l) = self.foldable(x)? {
+                if let Some(l) = self.foldable(x)? {
                     let scale = vec![scale[0]; l.outputs()];
                     let zeros = vec![0.0; scale.len()];
-                    l.fold_affine(&scale, &zeros);
-                    l.name = onnx_name.into();
-                    Entry::Linear(Box::new(l))
+                    Entry::Linear(Box::new(l.with_affine(&scale, &zeros, onnx_name)))
                 } else {
                     let x = self.value(x)?;
                     let s = self.graph.constant(&format!("{onnx_name}/scale"), &[], &scale);
-                    Entry::Value(Value {
-                        name: self.graph.op("Mul", onnx_name, &[&x.name, &s], vec![]),
-                        shape: x.shape,
-                    })
+                    self.elementwise("Mul", onnx_name, x, &[&s])
                 }
             }
             "Add" | "AddV2" | "Mul" => {
@@ -305,19 +303,13 @@ impl<'a> Converter<'a> {
                 let (a, b) = (self.value(a)?, self.value(b)?);
                 ensure!(a.shape == b.shape, "operands of shapes {:?} and {:?}", a.shape, b.shape);
                 let op = if node.op == "Mul" { "Mul" } else { "Add" };
-                Entry::Value(Value {
-                    name: self.graph.op(op, onnx_name, &[&a.name, &b.name], vec![]),
-                    shape: a.shape,
-                })
+                self.elementwise(op, onnx_name, a, &[&b.name])
             }
             "FusedBatchNorm" | "FusedBatchNormV3" => self.fused_batch_norm(node)?,
             "Relu" => {
                 let [x] = Self::inputs(node, 1)?[..] else { unreachable!() };
                 let x = self.value(x)?;
-                Entry::Value(Value {
-                    name: self.graph.op("Relu", onnx_name, &[&x.name], vec![]),
-                    shape: x.shape,
-                })
+                self.elementwise("Relu", onnx_name, x, &[])
             }
             "MaxPool" | "AvgPool" => self.pool(node)?,
             "ConcatV2" => self.concat(node)?,
@@ -392,7 +384,7 @@ mod tests {
     use super::*;
 
     fn attr_list(i: &[i64]) -> AttrValue {
-        AttrValue { list: Some(ListValue { i: i.to_vec(), ..Default::default() }), ..Default::default() }
+        AttrValue { list: Some(ListValue { i: i.to_vec() }), ..Default::default() }
     }
 
     fn attr_s(s: &str) -> AttrValue {

@@ -105,10 +105,7 @@ impl<'a> Converter<'a> {
              (refacen folds every batch norm into weights)",
         )?;
         ensure!(l.outputs() == c, "{c} parameters for {} channels", l.outputs());
-        let mut l = l;
-        l.fold_affine(&scale, &shift);
-        l.name = onnx_name.into();
-        Ok(Entry::Linear(Box::new(l)))
+        Ok(Entry::Linear(Box::new(l.with_affine(&scale, &shift, onnx_name))))
     }
 
     pub(super) fn pool(&mut self, node: &'a NodeDef) -> Result<Entry> {

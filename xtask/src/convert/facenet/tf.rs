@@ -58,19 +58,12 @@ pub struct AttrValue {
     pub tensor: Option<TfTensor>,
 }
 
-/// tensorflow.AttrValue.ListValue.
+/// tensorflow.AttrValue.ListValue: only its integers, the one kind of list the converter
+/// reads (`strides`, `ksize`).
 #[derive(Clone, PartialEq, Message)]
 pub struct ListValue {
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    pub s: Vec<Vec<u8>>,
     #[prost(int64, repeated, tag = "3")]
     pub i: Vec<i64>,
-    #[prost(float, repeated, tag = "4")]
-    pub f: Vec<f32>,
-    #[prost(bool, repeated, tag = "5")]
-    pub b: Vec<bool>,
-    #[prost(int32, repeated, tag = "6")]
-    pub r#type: Vec<i32>,
 }
 
 /// tensorflow.TensorProto (tensor.proto), the fields of the types read here.
@@ -152,26 +145,15 @@ impl Constant {
         let raw = &t.tensor_content;
         let values = match t.dtype {
             DT_FLOAT if !raw.is_empty() => {
-                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} floats", raw.len());
-                ConstValues::Float(
-                    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                )
+                ConstValues::Float(little_endian(raw, count, what, f32::from_le_bytes)?)
             }
             DT_FLOAT => ConstValues::Float(fill(&t.float_val, count, what)?),
-            DT_INT32 if !raw.is_empty() => {
-                ensure!(raw.len() == count * 4, "{what}: {} bytes for {count} int32", raw.len());
-                ConstValues::Int(
-                    raw.chunks_exact(4)
-                        .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                        .collect(),
-                )
-            }
+            DT_INT32 if !raw.is_empty() => ConstValues::Int(
+                little_endian(raw, count, what, i32::from_le_bytes)?.into_iter().map(i64::from).collect(),
+            ),
             DT_INT32 => ConstValues::Int(fill(&t.int_val, count, what)?.into_iter().map(i64::from).collect()),
             DT_INT64 if !raw.is_empty() => {
-                ensure!(raw.len() == count * 8, "{what}: {} bytes for {count} int64", raw.len());
-                ConstValues::Int(
-                    raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
-                )
+                ConstValues::Int(little_endian(raw, count, what, i64::from_le_bytes)?)
             }
             DT_INT64 => ConstValues::Int(fill(&t.int64_val, count, what)?),
             DT_BOOL if !raw.is_empty() => ConstValues::Bool(raw.iter().map(|&b| b != 0).collect()),
@@ -194,6 +176,22 @@ impl Constant {
             _ => bail!("{what}: expected an integer constant"),
         }
     }
+}
+
+/// The `count` values of `tensor_content` `raw`, `N` little-endian bytes each.
+fn little_endian<const N: usize, T>(
+    raw: &[u8],
+    count: usize,
+    what: &str,
+    from_le_bytes: fn([u8; N]) -> T,
+) -> Result<Vec<T>> {
+    ensure!(
+        raw.len() == count * N,
+        "{what}: {} bytes for {count} values of type {}",
+        raw.len(),
+        std::any::type_name::<T>()
+    );
+    Ok(raw.chunks_exact(N).map(|b| from_le_bytes(b.try_into().expect("chunks of N bytes"))).collect())
 }
 
 impl NodeDef {
