@@ -128,15 +128,15 @@ fn list(args: &GuestsArgs) -> anyhow::Result<ExitCode> {
         }
         for entry in &found.entries {
             let file = entry.path.file_name().unwrap_or_default().to_string_lossy();
+            let (version, description) = match &entry.info {
+                GuestInfo::Detector(info) => (&info.version, &info.description),
+                GuestInfo::Embedder(info) => (&info.version, &info.description),
+            };
+            let (noun, name) = (entry.info.world().noun(), entry.info.name());
+            crate::outln!("\n{noun} {name} {version} ({file}, sha256 {})", &entry.sha256[..16]);
+            crate::outln!("  {description}");
             match &entry.info {
                 GuestInfo::Detector(info) => {
-                    crate::outln!(
-                        "\ndetector {} {} ({file}, sha256 {})",
-                        info.name,
-                        info.version,
-                        &entry.sha256[..16]
-                    );
-                    crate::outln!("  {}", info.description);
                     for p in &info.params {
                         crate::outln!(
                             "  --param {}=<{:?}> (default {}): {}",
@@ -148,13 +148,6 @@ fn list(args: &GuestsArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 GuestInfo::Embedder(info) => {
-                    crate::outln!(
-                        "\nmodel {} {} ({file}, sha256 {})",
-                        info.name,
-                        info.version,
-                        &entry.sha256[..16]
-                    );
-                    crate::outln!("  {}", info.description);
                     crate::outln!(
                         "  facen size {}, input {}x{}",
                         info.facen_size,

@@ -14,7 +14,7 @@ use clap::Args;
 
 use super::GuestArgs;
 use super::run_record::RunRecorder;
-use super::stores::{FaceStoreArgs, SearchStoreArgs, StateLayout};
+use super::stores::{FaceStoreArgs, SearchStoreArgs, StateDirArgs};
 use refacen_face::{ParamValue, parse_params};
 use refacen_imaging::DecodeLimits;
 use refacen_pipeline as pipeline;
@@ -101,14 +101,8 @@ pub struct RegenerateArgs {
     #[arg(long, value_name = "PIXELS", default_value_t = 160, value_parser = clap::value_parser!(u32).range(8..=4096))]
     pub thumb_height: u32,
 
-    /// Where the embedded face store (without --mongo) and the derived files live (default:
-    /// `<uploads>.refacen` beside Uploads). Never walked as originals, even inside Uploads.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// Where normalized faces and thumbnails are written (default: `<state-dir>/files`).
-    #[arg(long, value_name = "DIR")]
-    pub files_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
 
     /// Report what would change; write nothing.
     #[arg(long)]
@@ -142,7 +136,7 @@ pub fn run(args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(line) = &chosen.announcement {
         eprintln!("regenerate: {line}");
     }
-    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
+    let layout = args.state.layout(&args.uploads);
     let scope = args.scope.scope(&args.uploads, &[layout.state_dir.clone(), layout.files_dir.clone()])?;
     if !(0.0..=1.0).contains(&args.identity_iou) || args.identity_iou == 0.0 {
         bail!("--identity-iou {} must lie in (0, 1]", args.identity_iou);

@@ -10,10 +10,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::GuestArgs;
-use super::stores::{FaceStoreArgs, StateLayout};
+use super::stores::{FaceStoreArgs, StateDirArgs};
 use refacen_pipeline::walk::{self, Entry};
 use refacen_pipeline::{Scope, Share};
-use refacen_store::{FacePages, PhotoName, ShardProgress, target_fingerprint};
+use refacen_store::{FacePages, FailedItem, PhotoName, ShardProgress, target_fingerprint};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -27,13 +27,9 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub target: super::regenerate::TargetArgs,
 
-    /// The state directory, when `regenerate` was given one.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// The derived-files directory, when `regenerate` was given one (never counted as photos).
-    #[arg(long, value_name = "DIR")]
-    pub files_dir: Option<PathBuf>,
+    /// The state and derived-files directories, as given to `regenerate`.
+    #[command(flatten)]
+    pub state: StateDirArgs,
 
     /// Print the status as JSON on stdout.
     #[arg(long)]
@@ -64,7 +60,7 @@ pub struct Status {
     pub failed: u64,
     pub failures: BTreeMap<String, u64>,
     /// The failed ones the runs named (up to 200 per shard), with their causes.
-    pub failed_items: Vec<FailedNow>,
+    pub failed_items: Vec<FailedItem>,
     /// Faces of done photos found by this target's detector, and faces it no longer found.
     pub faces_current: u64,
     pub faces_lost: u64,
@@ -77,13 +73,6 @@ pub struct Status {
     pub shards: Vec<ShardProgress>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct FailedNow {
-    pub item: String,
-    pub cause: String,
-    pub message: String,
-}
-
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let outputs = args.target.regenerate;
     if outputs.needs_detection() && !args.uploads.is_dir() {
@@ -93,7 +82,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let job = super::regenerate::job(&runtime, &args.guest.guest_dir(), &args.target, None)?;
     let detector = job.detector().map(|d| d.provenance.clone());
     let model = job.model().map(|m| m.provenance.clone());
-    let layout = StateLayout::new(&args.uploads, args.state_dir.as_deref(), args.files_dir.as_deref());
+    let layout = args.state.layout(&args.uploads);
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = tokio.block_on(args.face_store.open(&layout, true))?;
     let mut status = Status {
@@ -177,11 +166,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             if !done_display.contains(&item.item) {
                 *status.failures.entry(item.cause.clone()).or_default() += 1;
                 status.failed += 1;
-                status.failed_items.push(FailedNow {
-                    item: item.item.clone(),
-                    cause: item.cause.clone(),
-                    message: item.message.clone(),
-                });
+                status.failed_items.push(item.clone());
             }
         }
         // Failures beyond those named are counted as the run counted them.

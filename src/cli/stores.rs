@@ -154,6 +154,27 @@ impl ExistingStoresArgs {
     }
 }
 
+/// Where a run keeps its state, as `regenerate` is told, and as every command that reads that
+/// state again (`status`) must be told alike.
+#[derive(Args, Debug)]
+pub struct StateDirArgs {
+    /// Where the embedded face store (without --mongo) and the derived files live (default:
+    /// `<uploads>.refacen` beside Uploads). Never walked as originals, even inside Uploads.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where normalized faces and thumbnails go (default: `<state-dir>/files`). Never walked as
+    /// originals either.
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+}
+
+impl StateDirArgs {
+    pub fn layout(&self, uploads: &Path) -> StateLayout {
+        StateLayout::new(uploads, self.state_dir.as_deref(), self.files_dir.as_deref())
+    }
+}
+
 /// Where a run keeps its state, derived from the options.
 pub struct StateLayout {
     pub state_dir: PathBuf,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{f32s, faces, iou, photo, refacen, repo};
+use crate::support::{f32s, faces, iou, match_reference_faces, photo, points, refacen, repo};
 
 fn dlib_reference() -> Value {
     let text =
@@ -74,44 +74,26 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> [f64; 4] {
 #[test]
 fn dlib_matches_dlibs_cnn_detector_and_shape_predictor() {
     let reference = dlib_reference();
-    let images = reference["images"].as_object().expect("images");
-    let names: Vec<&String> = images.keys().collect();
-    let mut args = vec!["detect".to_string(), "--json".into(), "--detector".into(), "dlib".into()];
-    args.extend(names.iter().map(|n| photo(n)));
-    let out = refacen(&args);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    let lines = out.json_lines();
-    assert_eq!(lines.len(), names.len());
-    let mut compared = 0;
-    for (name, line) in names.iter().zip(&lines) {
-        let ours = faces(line);
-        let theirs = images[*name]["faces"].as_array().expect("reference faces");
-        assert_eq!(ours.len(), theirs.len(), "{name}: face count: ours {ours:?}");
-        for (i, want) in theirs.iter().enumerate() {
-            // Compared in the photo's own pixels (dlib's boxes of a scaled-down photo scaled up).
-            let want_box = f32s(&want["full_box"]);
-            let (best, overlap) = ours
-                .iter()
-                .map(|f| (f, iou(&f32s(&f["bbox"]), &want_box)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .expect("faces");
-            assert!(overlap >= 0.9, "{name} face {i}: IoU {overlap}: {} vs {want_box:?}", best["bbox"]);
+    let images = &reference["images"];
+    let names: Vec<&str> = images.as_object().expect("images").keys().map(String::as_str).collect();
+    // Compared in the photo's own pixels (dlib's boxes of a scaled-down photo scaled up).
+    let options = ["--detector", "dlib"];
+    let compared = match_reference_faces(
+        &options,
+        &names,
+        |name| &images[name]["faces"],
+        "full_box",
+        |name, i, want, best| {
             let score = best["score"].as_f64().unwrap();
             let want_score = want["confidence"].as_f64().unwrap();
             assert!(
                 (score - want_score).abs() <= 0.05,
                 "{name} face {i}: confidence {score} vs {want_score}"
             );
-            let parts: Vec<[f64; 2]> = want["parts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
-                .collect();
+            let want_box = f32s(&want["full_box"]);
             let size = f64::from((want_box[2] - want_box[0]).max(want_box[3] - want_box[1]));
-            for (k, (got, exp)) in
-                best["landmarks"].as_array().unwrap().iter().zip(expected_landmarks(&parts)).enumerate()
-            {
+            let expected = expected_landmarks(&points(&want["parts"]));
+            for (k, (got, exp)) in best["landmarks"].as_array().unwrap().iter().zip(expected).enumerate() {
                 let got = f32s(got);
                 let error = (f64::from(got[0]) - exp[0]).abs().max((f64::from(got[1]) - exp[1]).abs());
                 assert!(
@@ -119,9 +101,8 @@ fn dlib_matches_dlibs_cnn_detector_and_shape_predictor() {
                     "{name} face {i} landmark {k}: {got:?} vs {exp:?} (size {size})"
                 );
             }
-            compared += 1;
-        }
-    }
+        },
+    );
     assert!(compared >= 6, "compared only {compared} faces");
 }
 

@@ -85,17 +85,10 @@ fn files_that_are_not_detector_components_are_refused_clearly() {
 
     let embedder = test_guest("toy-embedder").display().to_string();
     let out = refacen(&["detect", "--detector", &embedder, &astronaut]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("is a model (embedder), but a detector is needed"), "{}", out.stderr);
+    out.assert_refused(&["is a model (embedder), but a detector is needed"]);
 
     let out = refacen(&["detect", "--detector", "no-such-detector", &astronaut]);
-    assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("no detector named `no-such-detector`")
-            && out.stderr.contains("available: dlib, nnd"),
-        "{}",
-        out.stderr
-    );
+    out.assert_refused(&["no detector named `no-such-detector`", "available: dlib, nnd"]);
 }
 
 #[test]
@@ -104,8 +97,7 @@ fn two_guests_declaring_one_name_are_not_guessed_between() {
     std::fs::copy(guest("nnd"), dir.path().join("a.wasm")).unwrap();
     std::fs::copy(guest("nnd"), dir.path().join("b.wasm")).unwrap();
     let out = refacen(&["detect", "--guest-dir", &dir.path().display().to_string(), &photo("astronaut.png")]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("declare the detector name `nnd`"), "{}", out.stderr);
+    out.assert_refused(&["declare the detector name `nnd`"]);
 }
 
 #[test]

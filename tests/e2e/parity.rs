@@ -1,6 +1,6 @@
 //! `nnd` against facenet-pytorch's MTCNN (reference outputs in tests/fixtures/faces).
 
-use crate::support::{f32s, faces, iou, photo, refacen, reference};
+use crate::support::{f32s, match_reference_faces, photo, refacen, reference};
 
 const PHOTOS: [&str; 6] =
     ["astronaut.png", "biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg"];
@@ -10,32 +10,17 @@ const PHOTOS: [&str; 6] =
 /// landmarks within 2% of the box size.
 fn check(key: &str, params: &[&str]) {
     let reference = reference();
-    let mut args = vec!["detect".to_string(), "--json".into()];
-    for p in params {
-        args.push("--param".into());
-        args.push(p.to_string());
-    }
-    args.extend(PHOTOS.iter().map(|p| photo(p)));
-    let out = refacen(&args);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    let lines = out.json_lines();
-    assert_eq!(lines.len(), PHOTOS.len());
-    let mut compared = 0;
-    for (name, line) in PHOTOS.iter().zip(&lines) {
-        let ours = faces(line);
-        let theirs = reference[name][key].as_array().expect("reference faces");
-        assert_eq!(ours.len(), theirs.len(), "{name}: face count ({key})");
-        for (i, want) in theirs.iter().enumerate() {
-            let want_box = f32s(&want["box"]);
-            let (best, overlap) = ours
-                .iter()
-                .map(|f| (f, iou(&f32s(&f["bbox"]), &want_box)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .expect("faces");
-            assert!(overlap >= 0.9, "{name} face {i}: IoU {overlap} ({key})");
+    let options: Vec<&str> = params.iter().flat_map(|p| ["--param", p]).collect();
+    let compared = match_reference_faces(
+        &options,
+        &PHOTOS,
+        |name| &reference[name][key],
+        "box",
+        |name, i, want, best| {
             let score = best["score"].as_f64().unwrap() as f32;
             let want_score = want["prob"].as_f64().unwrap() as f32;
             assert!((score - want_score).abs() <= 0.02, "{name} face {i}: score {score} vs {want_score}");
+            let want_box = f32s(&want["box"]);
             let size = (want_box[2] - want_box[0]).max(want_box[3] - want_box[1]);
             for (k, (got, exp)) in best["landmarks"]
                 .as_array()
@@ -48,9 +33,8 @@ fn check(key: &str, params: &[&str]) {
                 let error = (got[0] - exp[0]).abs().max((got[1] - exp[1]).abs());
                 assert!(error <= 0.02 * size, "{name} face {i} landmark {k}: {got:?} vs {exp:?}");
             }
-            compared += 1;
-        }
-    }
+        },
+    );
     assert!(compared >= 7, "compared only {compared} faces");
 }
 
@@ -91,15 +75,9 @@ fn decoded_pixels_match_pillow() {
 #[test]
 fn unknown_and_malformed_parameters_are_refused() {
     let out = refacen(&["detect", "--param", "min-face=30", &photo("astronaut.png")]);
-    assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("no parameter `min-face`") && out.stderr.contains("min-face-size"),
-        "{}",
-        out.stderr
-    );
+    out.assert_refused(&["no parameter `min-face`", "min-face-size"]);
     let out = refacen(&["detect", "--param", "min-face-size=big", &photo("astronaut.png")]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("takes a number"), "{}", out.stderr);
+    out.assert_refused(&["takes a number"]);
     // Accepted by type, refused by the guest's range check: a per-photo error naming it.
     let out = refacen(&["detect", "--param", "scale-factor=1.5", &photo("astronaut.png")]);
     assert_eq!(out.code, 1);

@@ -56,6 +56,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// Asserts that refacen refused to run (exit status 2) with an error naming each of
+    /// `needles`.
+    #[track_caller]
+    pub fn assert_refused(&self, needles: &[&str]) {
+        assert_eq!(self.code, 2, "stderr: {}", self.stderr);
+        for needle in needles {
+            assert!(self.stderr.contains(needle), "no `{needle}` in stderr: {}", self.stderr);
+        }
+    }
+
     /// stdout as JSON lines.
     pub fn json_lines(&self) -> Vec<Value> {
         self.stdout
@@ -169,6 +179,57 @@ pub fn faces(line: &Value) -> &Vec<Value> {
 
 pub fn f32s(v: &Value) -> Vec<f32> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+/// A list of `[x, y]` points.
+pub fn points(v: &Value) -> Vec<[f64; 2]> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|p| [p[0].as_f64().expect("x"), p[1].as_f64().expect("y")])
+        .collect()
+}
+
+/// Runs `refacen detect --json <options>` on `photos` (of tests/fixtures/faces/images) and
+/// matches every face of `reference(photo)` (its box under `box_key`) with the face found that
+/// overlaps it most: as many faces found as the reference has, each matched with an IoU of 0.9
+/// or more. `compare(photo, i, want, found)` then compares each pair. Returns the number of
+/// faces compared.
+pub fn match_reference_faces<'r>(
+    options: &[&str],
+    photos: &[&str],
+    reference: impl Fn(&str) -> &'r Value,
+    box_key: &str,
+    mut compare: impl FnMut(&str, usize, &Value, &Value),
+) -> usize {
+    let mut args: Vec<String> = ["detect", "--json"].iter().chain(options).map(|s| s.to_string()).collect();
+    args.extend(photos.iter().map(|p| photo(p)));
+    let out = refacen(&args);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), photos.len(), "one line per photo: {}", out.stdout);
+    let mut compared = 0;
+    for (name, line) in photos.iter().zip(&lines) {
+        let ours = faces(line);
+        let theirs = reference(name).as_array().expect("reference faces");
+        assert_eq!(ours.len(), theirs.len(), "{name} ({options:?}): face count: ours {ours:?}");
+        for (i, want) in theirs.iter().enumerate() {
+            let want_box = f32s(&want[box_key]);
+            let (found, overlap) = ours
+                .iter()
+                .map(|f| (f, iou(&f32s(&f["bbox"]), &want_box)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("faces");
+            assert!(
+                overlap >= 0.9,
+                "{name} face {i} ({options:?}): IoU {overlap}: {} vs {want_box:?}",
+                found["bbox"]
+            );
+            compare(name, i, want, found);
+            compared += 1;
+        }
+    }
+    compared
 }
 
 pub fn iou(a: &[f32], b: &[f32]) -> f32 {

@@ -34,18 +34,39 @@ fn decode_embedded(name: &str, bytes: &[u8]) -> RgbImage {
         .unwrap_or_else(|e| panic!("the sample {name} built into refacen does not decode: {e}"))
 }
 
-fn real(set: &[(&str, &[u8])]) -> Vec<Probe> {
-    set.iter()
-        .map(|(name, bytes)| Probe {
-            name: (*name).into(),
-            image: decode_embedded(name, bytes),
-            synthetic: false,
-        })
-        .collect()
-}
+/// An odd input of one colour: its name in the table, its width and height, its colour.
+type OddImage = (&'static str, u32, u32, [u8; 3]);
 
-fn synthetic(name: &str, width: u32, height: u32, colour: [u8; 3]) -> Probe {
-    Probe { name: name.into(), image: RgbImage::from_pixel(width, height, Rgb(colour)), synthetic: true }
+/// Odd images a detector is run on. The pure red one has a pure red top-left pixel, as a
+/// trigger image of the hostile test guest does.
+const ODD_PHOTOS: &[OddImage] = &[
+    ("blank 640x480 (white)", 640, 480, [255, 255, 255]),
+    ("black 256x256", 256, 256, [0, 0, 0]),
+    ("pure red 64x64", 64, 64, [255, 0, 0]),
+    ("one pixel 1x1", 1, 1, [128, 128, 128]),
+    ("strip 1000x3", 1000, 3, [200, 150, 120]),
+];
+
+/// Odd faces a model is run on: canonical 150x150 chips of one colour.
+const ODD_FACES: &[OddImage] = &[
+    ("black face", 150, 150, [0, 0, 0]),
+    ("white face", 150, 150, [255, 255, 255]),
+    ("pure red face", 150, 150, [255, 0, 0]),
+];
+
+/// The built-in samples of `real`, then the `odd` images.
+fn probes(real: &[(&str, &[u8])], odd: &[OddImage]) -> Vec<Probe> {
+    let real = real.iter().map(|(name, bytes)| Probe {
+        name: (*name).into(),
+        image: decode_embedded(name, bytes),
+        synthetic: false,
+    });
+    let odd = odd.iter().map(|&(name, width, height, colour)| Probe {
+        name: name.into(),
+        image: RgbImage::from_pixel(width, height, Rgb(colour)),
+        synthetic: true,
+    });
+    real.chain(odd).collect()
 }
 
 /// The author's own inputs (`--sample FILE`), decoded as refacen decodes photos.
@@ -59,28 +80,13 @@ pub fn own(paths: &[PathBuf]) -> Result<Vec<Probe>, (PathBuf, DecodeError)> {
         .collect()
 }
 
-/// What a detector is run on: the sample photos, then odd images. The pure red one has a
-/// pure red top-left pixel, as a trigger image of the hostile test guest does.
+/// What a detector is run on: the sample photos, then odd images.
 pub fn photos() -> Vec<Probe> {
-    let mut probes = real(PHOTOS);
-    probes.extend([
-        synthetic("blank 640x480 (white)", 640, 480, [255, 255, 255]),
-        synthetic("black 256x256", 256, 256, [0, 0, 0]),
-        synthetic("pure red 64x64", 64, 64, [255, 0, 0]),
-        synthetic("one pixel 1x1", 1, 1, [128, 128, 128]),
-        synthetic("strip 1000x3", 1000, 3, [200, 150, 120]),
-    ]);
-    probes
+    probes(PHOTOS, ODD_PHOTOS)
 }
 
 /// What a model is run on: the sample chips (canonical 150x150 normalized faces), then odd
 /// faces of one colour.
 pub fn chips() -> Vec<Probe> {
-    let mut probes = real(CHIPS);
-    probes.extend([
-        synthetic("black face", 150, 150, [0, 0, 0]),
-        synthetic("white face", 150, 150, [255, 255, 255]),
-        synthetic("pure red face", 150, 150, [255, 0, 0]),
-    ]);
-    probes
+    probes(CHIPS, ODD_FACES)
 }

@@ -98,23 +98,13 @@ impl PartialOrd for FailureCause {
 }
 
 /// Time spent per stage, summed over workers.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, derive_more::AddAssign)]
 pub struct StageTimes {
     pub read_decode: Duration,
     pub detect: Duration,
     pub normalize: Duration,
     pub embed: Duration,
     pub commit: Duration,
-}
-
-impl std::ops::AddAssign for StageTimes {
-    fn add_assign(&mut self, other: StageTimes) {
-        self.read_decode += other.read_decode;
-        self.detect += other.detect;
-        self.normalize += other.normalize;
-        self.embed += other.embed;
-        self.commit += other.commit;
-    }
 }
 
 /// What a run's counts count: photos when it detects, faces when it only embeds again.

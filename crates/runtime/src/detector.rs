@@ -4,32 +4,22 @@ use std::sync::Arc;
 
 use super::bindings::detector::DetectorPre;
 use super::bindings::{detector as wit, types};
-use super::contract::{Violation, check_detector_info, check_faces};
+use super::contract::{check_detector_info, check_faces};
 use super::error::{GuestError, GuestFailure, Reported};
-use super::loaded::{DeclaredInfo, Loaded};
+use super::loaded::{Loaded, declared_info};
 use super::session::world_bindings;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{DetectorInfo, Face, ParamSpec, ParamValue};
 
-world_bindings!(wit::Detector, DetectorPre, "detector", World::Detector);
+world_bindings!(wit::Detector, DetectorPre, wit::DetectorInfo, "detector", World::Detector);
+declared_info!(DetectorInfo, check_detector_info);
 
 /// A detector ready to run. Not `Sync`: give each worker its own (they share compiled code).
 pub type Detector = Loaded<wit::Detector, DetectorInfo>;
 
-impl DeclaredInfo for DetectorInfo {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        check_detector_info(self)
-    }
-}
-
 impl Detector {
     pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
-        let ask = |b: &wit::Detector, s: &mut _| b.call_info(s);
-        Loaded::load(runtime, component, ask, |info| DetectorInfo {
+        Self::load(runtime, component, |info| DetectorInfo {
             name: info.name,
             version: info.version,
             description: info.description,

@@ -5,33 +5,23 @@ use std::sync::Arc;
 
 use super::bindings::embedder::EmbedderPre;
 use super::bindings::{embedder as wit, types};
-use super::contract::{Violation, check_embedder_info, check_facens};
+use super::contract::{check_embedder_info, check_facens};
 use super::detector::reported;
 use super::error::{GuestError, GuestFailure};
-use super::loaded::{DeclaredInfo, Loaded};
+use super::loaded::{Loaded, declared_info};
 use super::session::world_bindings;
 use super::{GuestComponent, GuestRuntime, LoadError, World};
 use refacen_face::{AlignmentTemplate, EmbedderInfo};
 
-world_bindings!(wit::Embedder, EmbedderPre, "embedder", World::Embedder);
+world_bindings!(wit::Embedder, EmbedderPre, wit::EmbedderInfo, "embedder", World::Embedder);
+declared_info!(EmbedderInfo, check_embedder_info);
 
 /// A model ready to run. Not `Sync`: give each worker its own (they share compiled code).
 pub type Embedder = Loaded<wit::Embedder, EmbedderInfo>;
 
-impl DeclaredInfo for EmbedderInfo {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        check_embedder_info(self)
-    }
-}
-
 impl Embedder {
     pub(super) fn new(runtime: &GuestRuntime, component: Arc<GuestComponent>) -> Result<Self, LoadError> {
-        let ask = |b: &wit::Embedder, s: &mut _| b.call_info(s);
-        Loaded::load(runtime, component, ask, |info| {
+        Self::load(runtime, component, |info| {
             let l = &info.template.landmarks;
             EmbedderInfo {
                 name: info.name,

@@ -4,11 +4,8 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-
 use super::contract::Violation;
 use super::error::{GuestError, GuestFailure};
-use super::sandbox::GuestState;
 use super::session::{CallStats, Session, WorldBindings};
 use super::wasi_nn::NnUsage;
 use super::{GuestComponent, GuestRuntime, LoadError};
@@ -19,6 +16,22 @@ pub trait DeclaredInfo {
     fn check(&self) -> Result<(), Violation>;
 }
 
+/// Implements [`DeclaredInfo`] for an info type with a `name` field, checked by `$check`.
+macro_rules! declared_info {
+    ($info:ty, $check:path) => {
+        impl $crate::loaded::DeclaredInfo for $info {
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn check(&self) -> Result<(), $crate::contract::Violation> {
+                $check(self)
+            }
+        }
+    };
+}
+pub(crate) use declared_info;
+
 /// A guest ready to run. Not `Sync`: give each worker its own (they share compiled code).
 pub struct Loaded<B: WorldBindings, I> {
     pub(crate) session: Session<B>,
@@ -26,17 +39,15 @@ pub struct Loaded<B: WorldBindings, I> {
 }
 
 impl<B: WorldBindings, I: DeclaredInfo> Loaded<B, I> {
-    /// Instantiates `component` and asks its info through `ask` (`convert` makes it
-    /// refacen's type); the guest is named after it from then on, and refused when the
-    /// info breaks the contract.
-    pub(crate) fn load<W>(
+    /// Instantiates `component` and asks its info (`convert` makes it refacen's type); the
+    /// guest is named after it from then on, and refused when the info breaks the contract.
+    pub(crate) fn load(
         runtime: &GuestRuntime,
         component: Arc<GuestComponent>,
-        ask: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<W>,
-        convert: impl FnOnce(W) -> I,
+        convert: impl FnOnce(B::Info) -> I,
     ) -> Result<Self, LoadError> {
         let mut session = Session::new(runtime, component)?;
-        let info = convert(session.call("info", ask)?);
+        let info = convert(session.call("info", |bindings: &B, store| bindings.call_info(store))?);
         session.name = info.name().to_string();
         let loaded = Loaded { session, info };
         loaded.info.check().map_err(|violation| {

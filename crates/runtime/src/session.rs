@@ -18,17 +18,21 @@ pub trait WorldBindings: Sized {
     const WORLD: &'static str;
     /// What a component must export to run in this world.
     const KIND: World;
+    /// What the world's `info` export answers.
+    type Info;
     fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<GuestState>) -> wasmtime::Result<Self>;
+    fn call_info(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Self::Info>;
 }
 
 /// Implements [`WorldBindings`] for the bindings `wit_bindgen` generated for one world.
 macro_rules! world_bindings {
-    ($bindings:ty, $pre:ident, $world:literal, $kind:expr) => {
+    ($bindings:ty, $pre:ident, $info:ty, $world:literal, $kind:expr) => {
         impl $crate::session::WorldBindings for $bindings {
             type Pre = $pre<$crate::sandbox::GuestState>;
             const WORLD: &'static str = $world;
             const KIND: $crate::World = $kind;
+            type Info = $info;
 
             fn pre(
                 pre: wasmtime::component::InstancePre<$crate::sandbox::GuestState>,
@@ -41,6 +45,13 @@ macro_rules! world_bindings {
                 store: &mut wasmtime::Store<$crate::sandbox::GuestState>,
             ) -> wasmtime::Result<Self> {
                 pre.instantiate(store)
+            }
+
+            fn call_info(
+                &self,
+                store: &mut wasmtime::Store<$crate::sandbox::GuestState>,
+            ) -> wasmtime::Result<Self::Info> {
+                <$bindings>::call_info(self, store)
             }
         }
     };

@@ -104,6 +104,21 @@ impl EmbeddedStore {
             message: e.to_string(),
         })
     }
+
+    /// The record stored under `key` in `table`, if any.
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(table).map_err(|e| backend(&self.path, e))?;
+            match table.get(key).map_err(|e| backend(&self.path, e))? {
+                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
 }
 
 /// The refacen that has a store file open, as it wrote itself down beside the file
@@ -183,13 +198,7 @@ impl FaceStore for EmbeddedStore {
     }
 
     async fn photo(&self, path: &str) -> Result<Option<PhotoRecord>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(PHOTOS).map_err(|e| backend(&self.path, e))?;
-            match table.get(path).map_err(|e| backend(&self.path, e))? {
-                Some(bytes) => Ok(Some(self.decode(path, bytes.value())?)),
-                None => Ok(None),
-            }
-        })
+        self.get(PHOTOS, path)
     }
 
     async fn faces(&self, ids: &[FaceId]) -> Result<Vec<FaceRecord>, StoreError> {
@@ -323,13 +332,7 @@ impl FaceStore for EmbeddedStore {
     }
 
     async fn shard_progress(&self, key: &str) -> Result<Option<ShardProgress>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(SHARDS).map_err(|e| backend(&self.path, e))?;
-            match table.get(key).map_err(|e| backend(&self.path, e))? {
-                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
-                None => Ok(None),
-            }
-        })
+        self.get(SHARDS, key)
     }
 
     async fn all_shard_progress(&self) -> Result<Vec<ShardProgress>, StoreError> {

@@ -130,7 +130,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, PartialEq)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
     enum Failure {
         NoAnswer,
         Refused,
@@ -158,42 +158,39 @@ mod tests {
         assert!(retrier.outage.lock().unwrap().is_none(), "the outage is over");
     }
 
-    #[tokio::test]
-    async fn gives_up_once_the_window_has_passed_and_never_retries_an_answer() {
-        let window = Duration::from_millis(700);
-        let retrier = Retrier::new("test server".into(), RetryWindow(window));
-        let started = Instant::now();
+    /// Runs an operation that always fails with `failure` until `retrier` gives up; returns
+    /// how it gave up and how many tries it made.
+    async fn give_up_on(retrier: &Retrier, failure: Failure) -> (GaveUp<Failure>, u32) {
         let attempts = Cell::new(0);
         let gave_up = retrier
             .run(
                 || {
                     attempts.set(attempts.get() + 1);
-                    async { Err::<(), _>(Failure::NoAnswer) }
+                    async move { Err::<(), _>(failure) }
                 },
                 cause,
             )
             .await
             .unwrap_err();
+        (gave_up, attempts.get())
+    }
+
+    #[tokio::test]
+    async fn gives_up_once_the_window_has_passed_and_never_retries_an_answer() {
+        let window = Duration::from_millis(700);
+        let retrier = Retrier::new("test server".into(), RetryWindow(window));
+        let started = Instant::now();
+        let (gave_up, attempts) = give_up_on(&retrier, Failure::NoAnswer).await;
         let retried_for = gave_up.retried_for.expect("retried");
         assert!(retried_for >= window && started.elapsed() >= window, "{retried_for:?}");
         // Waits of 100 and 200 ms, then the rest of the window (400 ms): four tries.
-        assert_eq!(attempts.get(), 4);
+        assert_eq!(attempts, 4);
 
-        let attempts = Cell::new(0);
-        let refused = retrier
-            .run(
-                || {
-                    attempts.set(attempts.get() + 1);
-                    async { Err::<(), _>(Failure::Refused) }
-                },
-                cause,
-            )
-            .await
-            .unwrap_err();
-        assert_eq!((refused.error, refused.retried_for, attempts.get()), (Failure::Refused, None, 1));
+        let (refused, attempts) = give_up_on(&retrier, Failure::Refused).await;
+        assert_eq!((refused.error, refused.retried_for, attempts), (Failure::Refused, None, 1));
 
         let no_retries = Retrier::new("test server".into(), RetryWindow(Duration::ZERO));
-        let gave_up = no_retries.run(|| async { Err::<(), _>(Failure::NoAnswer) }, cause).await.unwrap_err();
+        let (gave_up, _) = give_up_on(&no_retries, Failure::NoAnswer).await;
         assert!(gave_up.retried_for.is_some_and(|d| d < Duration::from_millis(100)));
     }
 }

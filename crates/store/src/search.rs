@@ -53,17 +53,10 @@ impl SearchStore for super::tarantool::TarantoolStore {
 }
 
 /// Facens copied into and faces removed from the search store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, derive_more::AddAssign)]
 pub struct Copied {
     pub facens: u64,
     pub removed: u64,
-}
-
-impl std::ops::AddAssign for Copied {
-    fn add_assign(&mut self, other: Copied) {
-        self.facens += other.facens;
-        self.removed += other.removed;
-    }
 }
 
 /// Keeps a search store's copies of face records current.

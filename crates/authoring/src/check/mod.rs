@@ -169,16 +169,13 @@ impl Check<'_> {
             wall.as_secs_f64() * 1e3,
             timeout.as_millis()
         );
-        if wall * 2 > timeout {
-            rec.warn(
-                "time",
-                None,
-                Reason::Slow,
-                format!("{detail}: a slower or busier machine may push it past --guest-timeout-ms"),
-            );
-        } else {
-            rec.pass("time", None, detail);
-        }
+        rec.pass_unless_near_limit(
+            "time",
+            wall * 2 > timeout,
+            Reason::Slow,
+            detail,
+            "a slower or busier machine may push it past --guest-timeout-ms",
+        );
         let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
         let detail = format!(
             "linear memory up to {:.1} MiB of {:.0} MiB allowed{}",
@@ -186,16 +183,13 @@ impl Check<'_> {
             mib(limits.memory_bytes),
             held.unwrap_or_default()
         );
-        if rec.memory_bytes * 2 > limits.memory_bytes {
-            rec.warn(
-                "memory",
-                None,
-                Reason::MemoryHungry,
-                format!("{detail}: larger photos may go over --guest-memory-mb"),
-            );
-        } else {
-            rec.pass("memory", None, detail);
-        }
+        rec.pass_unless_near_limit(
+            "memory",
+            rec.memory_bytes * 2 > limits.memory_bytes,
+            Reason::MemoryHungry,
+            detail,
+            "larger photos may go over --guest-memory-mb",
+        );
     }
 }
 

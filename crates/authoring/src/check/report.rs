@@ -174,6 +174,23 @@ impl Recorder {
         self.push(check, input, Status::Warn, Some(reason), detail);
     }
 
+    /// Passes `check`, or warns for `reason` when the guest came `near` a limit (used more
+    /// than half of it), adding the `risk` that runs on other inputs or machines take.
+    pub(super) fn pass_unless_near_limit(
+        &mut self,
+        check: &'static str,
+        near: bool,
+        reason: Reason,
+        detail: String,
+        risk: &str,
+    ) {
+        if near {
+            self.warn(check, None, reason, format!("{detail}: {risk}"));
+        } else {
+            self.pass(check, None, detail);
+        }
+    }
+
     pub(super) fn fail(&mut self, check: &'static str, input: Option<&str>, reason: Reason, detail: String) {
         self.push(check, input, Status::Fail, Some(reason), detail);
     }

@@ -28,17 +28,35 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REPLY: u32 = 256 << 20;
 
 const GREETING: usize = 128;
-const REQUEST_TYPE: u8 = 0x00;
-const SYNC: u8 = 0x01;
-const TUPLE: u8 = 0x21;
-const FUNCTION_NAME: u8 = 0x22;
-const USER_NAME: u8 = 0x23;
-const DATA: u8 = 0x30;
-const ERROR_MESSAGE: u8 = 0x31;
-const AUTH: u8 = 0x07;
-const CALL: u8 = 0x0a;
-const PING: u8 = 0x40;
+/// Set in a reply's request-type code when it is an error; the rest is the error's code.
 const ERROR_FLAG: u64 = 0x8000;
+
+/// The keys of the header and body maps that refacen writes or reads.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Key {
+    RequestType = 0x00,
+    Sync = 0x01,
+    Tuple = 0x21,
+    FunctionName = 0x22,
+    UserName = 0x23,
+    Data = 0x30,
+    ErrorMessage = 0x31,
+}
+
+impl From<Key> for Value {
+    fn from(key: Key) -> Value {
+        Value::from(key as u8)
+    }
+}
+
+/// The requests refacen sends (the value of [`Key::RequestType`] in a request's header).
+#[repr(u8)]
+enum Request {
+    Auth = 0x07,
+    Call = 0x0a,
+    Ping = 0x40,
+}
 
 /// Tarantool's error code for a function that is not defined.
 pub const ER_NO_SUCH_PROC: u32 = 33;
@@ -126,7 +144,7 @@ impl Client {
     /// Connects once (no retries: an unreachable server is reported at once) and pings.
     pub async fn connect(address: Address, retry: RetryWindow) -> Result<Client, Error> {
         let mut connection = Connection::open(&address).await?;
-        connection.request(PING, &encode_map(Vec::new())).await?;
+        connection.request(Request::Ping, &encode_map(Vec::new())).await?;
         let retrier = Retrier::new(format!("tarantool {address}"), retry);
         Ok(Client { address, connection: Mutex::new(Some(connection)), retrier })
     }
@@ -137,13 +155,12 @@ impl Client {
 
     /// Calls a Lua function; returns what it returned (one value per return value).
     pub async fn call(&self, function: &str, args: Vec<Value>) -> Result<Vec<Value>, Error> {
-        let body =
-            encode_map(vec![(FUNCTION_NAME.into(), function.into()), (TUPLE.into(), Value::Array(args))]);
+        let body = encode_map(vec![(Key::FunctionName, function.into()), (Key::Tuple, Value::Array(args))]);
         let transient = |e: &Error| match e {
             Error::Io(message) => Some(message.clone()),
             Error::Server { .. } => None,
         };
-        match self.retrier.run(|| self.try_request(CALL, &body), transient).await {
+        match self.retrier.run(|| self.try_request(Request::Call, &body), transient).await {
             Ok(reply) => data(reply),
             Err(gave_up) => match gave_up.error {
                 Error::Io(ref message) => Err(Error::Io(format!("{message}{}", gave_up.retried_text()))),
@@ -152,7 +169,7 @@ impl Client {
         }
     }
 
-    async fn try_request(&self, kind: u8, body: &[u8]) -> Result<Value, Error> {
+    async fn try_request(&self, kind: Request, body: &[u8]) -> Result<Value, Error> {
         let mut slot = self.connection.lock().await;
         let mut connection = match slot.take() {
             Some(connection) => connection,
@@ -194,15 +211,17 @@ impl Connection {
             })??;
         if let Some((user, password)) = &address.credentials {
             let body = encode_map(vec![
-                (USER_NAME.into(), user.as_str().into()),
+                (Key::UserName, user.as_str().into()),
                 (
-                    TUPLE.into(),
+                    Key::Tuple,
                     Value::Array(vec!["chap-sha1".into(), Value::Binary(scramble(&salt, password).to_vec())]),
                 ),
             ]);
-            let auth = tokio::time::timeout(CONNECT_TIMEOUT, connection.request(AUTH, &body)).await.map_err(
-                |_| Error::Io(format!("no answer to authentication within {} s", CONNECT_TIMEOUT.as_secs())),
-            )?;
+            let auth = tokio::time::timeout(CONNECT_TIMEOUT, connection.request(Request::Auth, &body))
+                .await
+                .map_err(|_| {
+                    Error::Io(format!("no answer to authentication within {} s", CONNECT_TIMEOUT.as_secs()))
+                })?;
             auth.map_err(|e| match e {
                 Error::Server { code, message } => {
                     Error::Server { code, message: format!("authenticating as user '{user}': {message}") }
@@ -214,9 +233,9 @@ impl Connection {
     }
 
     /// Sends one request and reads its reply: the body map of a success.
-    async fn request(&mut self, kind: u8, body: &[u8]) -> Result<Value, Error> {
+    async fn request(&mut self, kind: Request, body: &[u8]) -> Result<Value, Error> {
         self.sync += 1;
-        let header = encode_map(vec![(REQUEST_TYPE.into(), kind.into()), (SYNC.into(), self.sync.into())]);
+        let header = encode_map(vec![(Key::RequestType, (kind as u8).into()), (Key::Sync, self.sync.into())]);
         let length = u32::try_from(header.len() + body.len())
             .map_err(|_| Error::Io("request larger than 4 GiB".into()))?;
         let mut frame = Vec::with_capacity(5 + length as usize);
@@ -247,15 +266,15 @@ impl Connection {
         } else {
             Value::Map(Vec::new())
         };
-        let sync = get(&header, SYNC).and_then(Value::as_u64);
+        let sync = get(&header, Key::Sync).and_then(Value::as_u64);
         if sync != Some(self.sync) {
             return Err(Error::Io(format!("reply to request {sync:?}, expected {}", self.sync)));
         }
-        match get(&header, REQUEST_TYPE).and_then(Value::as_u64) {
+        match get(&header, Key::RequestType).and_then(Value::as_u64) {
             Some(0) => Ok(body),
             Some(code) if code & ERROR_FLAG != 0 => Err(Error::Server {
                 code: (code & !ERROR_FLAG) as u32,
-                message: get(&body, ERROR_MESSAGE)
+                message: get(&body, Key::ErrorMessage)
                     .and_then(Value::as_str)
                     .unwrap_or("error without a message")
                     .to_string(),
@@ -293,7 +312,7 @@ fn data(body: Value) -> Result<Vec<Value>, Error> {
     match body {
         Value::Map(entries) => entries
             .into_iter()
-            .find(|(key, _)| key.as_u64() == Some(DATA as u64))
+            .find(|(key, _)| key.as_u64() == Some(Key::Data as u64))
             .and_then(|(_, data)| match data {
                 Value::Array(values) => Some(values),
                 _ => None,
@@ -303,13 +322,14 @@ fn data(body: Value) -> Result<Vec<Value>, Error> {
     }
 }
 
-fn get(map: &Value, key: u8) -> Option<&Value> {
+fn get(map: &Value, key: Key) -> Option<&Value> {
     map.as_map()?.iter().find(|(k, _)| k.as_u64() == Some(key as u64)).map(|(_, v)| v)
 }
 
-fn encode_map(entries: Vec<(Value, Value)>) -> Vec<u8> {
+fn encode_map(entries: Vec<(Key, Value)>) -> Vec<u8> {
+    let map = Value::Map(entries.into_iter().map(|(key, value)| (key.into(), value)).collect());
     let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &Value::Map(entries)).expect("writing to a Vec cannot fail");
+    rmpv::encode::write_value(&mut bytes, &map).expect("writing to a Vec cannot fail");
     bytes
 }
 
