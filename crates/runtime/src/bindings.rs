@@ -5,6 +5,8 @@ pub(crate) mod detector {
     wasmtime::component::bindgen!({
         world: "refacen:face/detector",
         path: "../../wit",
+        // The guest reads the photo where the host holds it (no copy of it per call).
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: { "wasi:nn": crate::wasi_nn::generated::wasi::nn },
     });
 }
@@ -13,6 +15,7 @@ pub(crate) mod embedder {
     wasmtime::component::bindgen!({
         world: "refacen:face/embedder",
         path: "../../wit",
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "wasi:nn": crate::wasi_nn::generated::wasi::nn,
             "refacen:face/types": super::detector::refacen::face::types,

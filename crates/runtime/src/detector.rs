@@ -34,14 +34,11 @@ impl Detector {
         image: &image::RgbImage,
         params: &[(String, ParamValue)],
     ) -> Result<Vec<Face>, GuestError> {
-        let wit_image =
-            types::Image { width: image.width(), height: image.height(), rgb: image.as_raw().clone() };
-        let wit_params: Vec<types::Param> = params
-            .iter()
-            .map(|(name, value)| types::Param { name: name.clone(), value: to_wit_value(value) })
-            .collect();
+        let wit_image = types::Image { width: image.width(), height: image.height(), rgb: image.as_raw() };
+        let wit_params: Vec<types::Param> =
+            params.iter().map(|(name, value)| types::Param { name, value: to_wit_value(value) }).collect();
         let answer =
-            self.session.call("detect", |b: &wit::Detector, s| b.call_detect(s, &wit_image, &wit_params))?;
+            self.session.call("detect", |b: &wit::Detector, s| b.call_detect(s, wit_image, &wit_params))?;
         let faces = answer.map_err(|e| self.error("detect", GuestFailure::Reported(reported(e))))?;
         let faces = from_wit_faces(faces);
         check_faces(&faces, image.width(), image.height())
@@ -89,20 +86,20 @@ fn param_spec(p: types::ParamSpec) -> ParamSpec {
     }
 }
 
-fn from_wit_value(v: types::ParamValue) -> ParamValue {
+fn from_wit_value(v: types::ParamValueResult) -> ParamValue {
     match v {
-        types::ParamValue::Float(x) => ParamValue::Float(x),
-        types::ParamValue::Int(x) => ParamValue::Int(x),
-        types::ParamValue::Bool(x) => ParamValue::Bool(x),
-        types::ParamValue::Text(x) => ParamValue::Text(x),
+        types::ParamValueResult::Float(x) => ParamValue::Float(x),
+        types::ParamValueResult::Int(x) => ParamValue::Int(x),
+        types::ParamValueResult::Bool(x) => ParamValue::Bool(x),
+        types::ParamValueResult::Text(x) => ParamValue::Text(x),
     }
 }
 
-fn to_wit_value(v: &ParamValue) -> types::ParamValue {
+fn to_wit_value(v: &ParamValue) -> types::ParamValueParam<'_> {
     match v {
-        ParamValue::Float(x) => types::ParamValue::Float(*x),
-        ParamValue::Int(x) => types::ParamValue::Int(*x),
-        ParamValue::Bool(x) => types::ParamValue::Bool(*x),
-        ParamValue::Text(x) => types::ParamValue::Text(x.clone()),
+        ParamValue::Float(x) => types::ParamValueParam::Float(*x),
+        ParamValue::Int(x) => types::ParamValueParam::Int(*x),
+        ParamValue::Bool(x) => types::ParamValueParam::Bool(*x),
+        ParamValue::Text(x) => types::ParamValueParam::Text(x),
     }
 }

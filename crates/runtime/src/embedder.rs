@@ -43,7 +43,7 @@ impl Embedder {
     pub fn embed(&mut self, faces: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, GuestError> {
         let wit_faces: Vec<types::Image> = faces
             .iter()
-            .map(|f| types::Image { width: f.width(), height: f.height(), rgb: f.as_raw().clone() })
+            .map(|f| types::Image { width: f.width(), height: f.height(), rgb: f.as_raw() })
             .collect();
         let answer = self.session.call("embed", |b: &wit::Embedder, s| b.call_embed(s, &wit_faces))?;
         let facens = answer.map_err(|e| self.error("embed", GuestFailure::Reported(reported(e))))?;
