@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use refacen_store::{FaceId, FaceRecord, FaceStore};
+use refacen_store::{FacePages, FaceRecord, FaceStore};
 
 use crate::{ReportError, SNAPSHOT_FORMAT, SNAPSHOT_VERSION};
 
@@ -128,10 +128,8 @@ pub async fn take_snapshot(
     let mut chosen: BTreeSet<String> = BTreeSet::new();
     let mut faces = Vec::new();
     let (mut named, mut missing) = (0u64, 0u64);
-    let mut next: FaceId = 1;
-    loop {
-        let page = store.scan_faces(next..=FaceId::MAX, 1024).await?;
-        let Some(last) = page.last().map(|f| f.id) else { break };
+    let mut pages = FacePages::new(store, 1, 1024);
+    while let Some(page) = pages.next_page().await? {
         for record in page {
             // Faces are never deleted, so a photo's first face id never changes: the same
             // cap chooses the same photos before and after a regeneration.
@@ -157,10 +155,6 @@ pub async fn take_snapshot(
             };
             faces.push(SnapshotFace { record, thumbnail_base64 });
         }
-        if last == FaceId::MAX {
-            break;
-        }
-        next = last + 1;
     }
     if named > 0 && missing == named {
         return Err(ReportError::NoThumbnails { files_dir: files_dir.to_path_buf(), count: named });

@@ -280,15 +280,11 @@ impl FaceStore for EmbeddedStore {
         })
     }
 
-    async fn scan_faces(
-        &self,
-        range: std::ops::RangeInclusive<FaceId>,
-        limit: usize,
-    ) -> Result<Vec<FaceRecord>, StoreError> {
+    async fn scan_faces(&self, from: FaceId, limit: usize) -> Result<Vec<FaceRecord>, StoreError> {
         self.read(|txn| {
             let table = txn.open_table(FACES).map_err(|e| backend(&self.path, e))?;
             let mut faces = Vec::new();
-            for entry in table.range(range).map_err(|e| backend(&self.path, e))?.take(limit) {
+            for entry in table.range(from..).map_err(|e| backend(&self.path, e))?.take(limit) {
                 let (id, bytes) = entry.map_err(|e| backend(&self.path, e))?;
                 faces.push(self.decode(id.value(), bytes.value())?);
             }

@@ -176,13 +176,9 @@ pub trait FaceStore: Send + Sync {
     /// Replaces the facens of existing faces and sets their `search_pending`.
     async fn set_facens(&self, facens: Vec<(FaceId, Facen)>, search_pending: bool) -> Result<(), StoreError>;
 
-    /// Up to `limit` faces with ids in `range`, in id order (paging: start the next page after
-    /// the last id returned).
-    async fn scan_faces(
-        &self,
-        range: std::ops::RangeInclusive<FaceId>,
-        limit: usize,
-    ) -> Result<Vec<FaceRecord>, StoreError>;
+    /// Up to `limit` faces with ids from `from` on, in id order (paging: start the next page
+    /// after the last id returned; [`FacePages`] does).
+    async fn scan_faces(&self, from: FaceId, limit: usize) -> Result<Vec<FaceRecord>, StoreError>;
 
     /// Up to `limit` faces with `search_pending` set (any of them), in id order.
     async fn search_pending(&self, limit: usize) -> Result<Vec<FaceRecord>, StoreError>;
@@ -219,7 +215,7 @@ impl<'a> FacePages<'a> {
     /// The next page, or None after the last face.
     pub async fn next_page(&mut self) -> Result<Option<Vec<FaceRecord>>, StoreError> {
         let Some(from) = self.next else { return Ok(None) };
-        let page = self.store.scan_faces(from..=FaceId::MAX, self.page_size).await?;
+        let page = self.store.scan_faces(from, self.page_size).await?;
         self.next = page.last().and_then(|f| f.id.checked_add(1));
         Ok((!page.is_empty()).then_some(page))
     }

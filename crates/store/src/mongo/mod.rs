@@ -358,15 +358,11 @@ impl FaceStore for MongoStore {
         Ok(())
     }
 
-    async fn scan_faces(
-        &self,
-        range: std::ops::RangeInclusive<FaceId>,
-        limit: usize,
-    ) -> Result<Vec<FaceRecord>, StoreError> {
-        // Windows of `limit` ids from the start of the range: the first with a face is the page.
-        let end = (*range.end()).min(self.last_id().await?);
+    async fn scan_faces(&self, from: FaceId, limit: usize) -> Result<Vec<FaceRecord>, StoreError> {
+        // Windows of `limit` ids from `from` to the last id: the first with a face is the page.
+        let end = self.last_id().await?;
         let window = limit.max(1) as FaceId;
-        let mut start = *range.start();
+        let mut start = from;
         while start <= end {
             let window_end = start.saturating_add(window - 1).min(end);
             let filter = doc! { "_id": { "$gte": start as i64, "$lte": window_end as i64 } };
