@@ -5,7 +5,8 @@ pub(crate) mod detector {
     wasmtime::component::bindgen!({
         world: "refacen:face/detector",
         path: "../../wit",
-        // The guest reads the photo where the host holds it (no copy of it per call).
+        // Arguments borrow from the host's buffers: the photo is lowered into the guest's
+        // memory straight from the decoded image, not from a clone made per call.
         ownership: Borrowing { duplicate_if_necessary: true },
         with: { "wasi:nn": crate::wasi_nn::generated::wasi::nn },
     });

@@ -81,8 +81,6 @@ impl NnView<'_> {
         Ok(Err(error))
     }
 
-    /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
-    /// or a compute's outputs) alive traps at the limit instead of growing the host.
     /// Bytes of tensor data the guest may still hand over before it holds its limit.
     fn tensor_room(&self) -> usize {
         self.state.host.limits.max_live_tensor_bytes.saturating_sub(self.state.usage.tensor_bytes)
@@ -96,6 +94,8 @@ impl NnView<'_> {
         )
     }
 
+    /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
+    /// or a compute's outputs) alive traps at the limit instead of growing the host.
     fn push_tensor(&mut self, mut tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
         self.check_handles()?;
         if tensor.data.byte_len() > self.tensor_room() {
