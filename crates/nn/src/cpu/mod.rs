@@ -14,7 +14,7 @@ mod resample;
 
 use std::sync::Arc;
 
-use super::ir::{Graph, Op, PadMode, ValueId};
+use super::ir::{self, Graph, Node, Op, PadMode, ValueId};
 use super::{
     ArgumentFault, Backend, Deadline, Executable, GraphFault, NnError, NodeTiming, RunLimits, RuntimeFault,
     Tensor, element_count, shape,
@@ -193,8 +193,8 @@ impl CpuExecutable {
 }
 
 impl CpuExecutable {
-    fn run_node(&self, index: usize, slots: &mut [Slot], deadline: &Deadline) -> Result<Tensor, NnError> {
-        let node = &self.graph.nodes[index];
+    /// The shape of `node`'s output for the inputs in `slots`, refused over the run's limit.
+    fn output_shape(&self, node: &Node, slots: &[Slot]) -> Result<Vec<usize>, NnError> {
         let shapes: Vec<Option<&[usize]>> = node
             .inputs
             .iter()
@@ -210,18 +210,35 @@ impl CpuExecutable {
                 limit: self.limits.max_tensor_elements,
             });
         }
+        Ok(out_shape)
+    }
+
+    /// Conv node `index`, with the weights and bias packed at prepare.
+    fn conv_node(
+        &self,
+        index: usize,
+        conv: &ir::Conv,
+        slots: &[Slot],
+        out_shape: Vec<usize>,
+        deadline: &Deadline,
+    ) -> Result<Tensor, NnError> {
+        let node = &self.graph.nodes[index];
+        let x = input_of(node, slots, 0)?;
+        let w = input_of(node, slots, 1)?;
+        let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
+        let mut out = Tensor::zeros(out_shape)?;
+        let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
+        let packed = self.conv_weights[index].as_ref();
+        conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
+        deadline.check()?;
+        Ok(out)
+    }
+
+    fn run_node(&self, index: usize, slots: &mut [Slot], deadline: &Deadline) -> Result<Tensor, NnError> {
+        let node = &self.graph.nodes[index];
+        let out_shape = self.output_shape(node, slots)?;
         Ok(match &node.op {
-            Op::Conv(conv) => {
-                let x = input_of(node, slots, 0)?;
-                let w = input_of(node, slots, 1)?;
-                let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
-                let mut out = Tensor::zeros(out_shape)?;
-                let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
-                let packed = self.conv_weights[index].as_ref();
-                conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
-                deadline.check()?;
-                out
-            }
+            Op::Conv(conv) => self.conv_node(index, conv, slots, out_shape, deadline)?,
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
                 matmul::gemm_op(
