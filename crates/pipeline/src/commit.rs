@@ -1,17 +1,17 @@
-//! The commit stage: derived files, then face records, then the photo record, one photo at a
-//! time and in walk order; and, for a run over stored faces, their new facens.
+//! The commit stage of a run from the originals: derived files, then face records, then the
+//! photo record, one photo at a time and in walk order. (A run over stored faces commits its
+//! facens in [`crate::reembed`].)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use refacen_store::{FaceId, FaceRecord, FaceStore, Facen, PhotoRecord, SearchCopier};
 
-use crate::detect::{Outcome, PhotoWork, Processed};
-use crate::embed::EmbeddedBatch;
-use crate::{DerivedFiles, Plan, Redetect, Reembed, RunContext, RunError, Summary, match_faces, now};
+use crate::detect::{PhotoWork, Processed};
+use crate::workers::Pool;
+use crate::{DerivedFiles, Plan, Redetect, RunError, Summary, match_faces, now};
 
 /// A photo's place in walk order, and its slot in the window of photos in flight. Photos are
 /// committed in walk order, so that face ids do not depend on which worker finished first: a
@@ -43,43 +43,33 @@ impl CommitWindow {
     }
 }
 
-/// Commits photos as they come out of the stages, each once every photo before it in walk
-/// order is committed, and counts them in the run's summary.
-pub(crate) async fn commit_photos(
-    plan: &Plan,
-    job: &Redetect,
-    context: &RunContext<'_>,
+/// Puts photos back in walk order as they come out of the stages: each goes on once every photo
+/// before it has. The task ends when its input closes or the commit drops its queue.
+pub(crate) fn in_walk_order(
     mut done: mpsc::Receiver<Processed>,
-    summary: &mut Summary,
-) -> Result<(), RunError> {
-    let (store, search) = (context.store.as_ref(), context.search.as_deref());
-    // Each waits with its ticket: its slot in the window opens once it is committed.
-    let mut waiting: BTreeMap<u64, Processed> = BTreeMap::new();
-    let mut next = 0;
-    while let Some(processed) = done.recv().await {
-        waiting.insert(processed.ticket.seq, processed);
-        while let Some(processed) = waiting.remove(&next) {
-            next += 1;
-            let started = Instant::now();
-            summary.selected += 1;
-            summary.stages += processed.times;
-            summary.scaled_down += u64::from(processed.scaled_down);
-            match processed.outcome {
-                Outcome::UpToDate => summary.up_to_date += 1,
-                Outcome::Failed { cause, message } => summary.fail(cause, message),
-                Outcome::Skipped { message } => summary.skip(&message, plan.list_skipped),
-                Outcome::Work(work) => commit_photo(plan, job, store, search, *work, summary).await?,
+    depth: usize,
+) -> (mpsc::Receiver<Processed>, Pool) {
+    let (tx, rx) = mpsc::channel(depth);
+    let task = tokio::spawn(async move {
+        // Each waits with its ticket: its slot in the window opens once it is committed.
+        let mut waiting: BTreeMap<u64, Processed> = BTreeMap::new();
+        let mut next = 0;
+        while let Some(processed) = done.recv().await {
+            waiting.insert(processed.ticket.seq, processed);
+            while let Some(processed) = waiting.remove(&next) {
+                next += 1;
+                if tx.send(processed).await.is_err() {
+                    return;
+                }
             }
-            summary.stages.commit += started.elapsed();
-            context.progress.update(summary);
         }
-    }
-    Ok(())
+    });
+    (rx, Pool::of(task))
 }
 
 /// Writes a photo's files and records: matched faces keep their ids, the rest get new ones,
 /// stored faces no longer found are marked lost.
-async fn commit_photo(
+pub(crate) async fn commit_photo(
     plan: &Plan,
     job: &Redetect,
     store: &dyn FaceStore,
@@ -141,22 +131,18 @@ fn face_records(
     let mut writes = Vec::new();
     for (face, &id) in work.faces.iter().zip(ids) {
         let old = stored.iter().find(|r| r.id == id);
-        let normalized = match &face.normalized_png {
-            Some(png) => {
-                let rel = DerivedFiles::normalized(id);
-                writes.push((rel.clone(), png.clone()));
+        // A file encoded now is written to `rel`; otherwise the stored face's stays.
+        let mut file = |encoded: &Option<Vec<u8>>, rel: String, kept: Option<&String>| match encoded {
+            Some(bytes) => {
+                writes.push((rel.clone(), bytes.clone()));
                 Some(rel)
             }
-            None => old.and_then(|o| o.normalized.clone()),
+            None => kept.cloned(),
         };
-        let thumbnail = match &face.thumbnail_jpeg {
-            Some(jpeg) => {
-                let rel = DerivedFiles::thumbnail(id);
-                writes.push((rel.clone(), jpeg.clone()));
-                Some(rel)
-            }
-            None => old.and_then(|o| o.thumbnail.clone()),
-        };
+        let normalized =
+            file(&face.normalized_png, DerivedFiles::normalized(id), old.and_then(|o| o.normalized.as_ref()));
+        let thumbnail =
+            file(&face.thumbnail_jpeg, DerivedFiles::thumbnail(id), old.and_then(|o| o.thumbnail.as_ref()));
         let facen = match (&face.facen, &job.model) {
             (Some(values), Some(model)) => {
                 Some(Facen { values: values.clone(), model: model.provenance.clone(), at })
@@ -223,44 +209,4 @@ async fn write_files(derived: Arc<DerivedFiles>, writes: Vec<(String, Vec<u8>)>)
         Ok(())
     })
     .await?
-}
-
-/// Commits the facens of stored faces as the workers send them, and counts them.
-pub(crate) async fn commit_facens(
-    plan: &Plan,
-    job: &Reembed,
-    context: &RunContext<'_>,
-    mut done: mpsc::Receiver<EmbeddedBatch>,
-    summary: &mut Summary,
-) -> Result<(), RunError> {
-    let (store, search) = (context.store.as_ref(), context.search.as_deref());
-    while let Some(batch) = done.recv().await {
-        let started = Instant::now();
-        summary.selected += batch.facens.len() as u64 + batch.up_to_date;
-        summary.up_to_date += batch.up_to_date;
-        summary.stages += batch.times;
-        let mut facens = Vec::new();
-        for (id, result) in batch.facens {
-            match result {
-                Ok(values) => {
-                    facens.push((id, Facen { values, model: job.model.provenance.clone(), at: now() }))
-                }
-                Err((cause, message)) => summary.fail(cause, format!("face {id}: {message}")),
-            }
-        }
-        let computed = facens.len() as u64;
-        if !plan.dry_run {
-            let ids: Vec<FaceId> = facens.iter().map(|(id, _)| *id).collect();
-            store.set_facens(facens, search.is_some()).await?;
-            if let Some(search) = search {
-                let records = store.faces(&ids).await?;
-                summary.search_copied += search.copy_and_clear(store, &records).await?;
-            }
-        }
-        summary.done += computed;
-        summary.facens += computed;
-        summary.stages.commit += started.elapsed();
-        context.progress.update(summary);
-    }
-    Ok(())
 }

@@ -22,6 +22,7 @@ mod redetect;
 mod reembed;
 pub mod scope;
 pub mod shard;
+mod stages;
 pub mod summary;
 pub mod walk;
 mod workers;
@@ -120,29 +121,26 @@ pub async fn run(
         },
         ..Summary::default()
     };
-    let plan = Arc::new(plan);
-    let context = RunContext { runtime: &runtime, store, search, progress: progress.as_ref() };
-    let result = run_job(job, plan.clone(), &context, &mut summary).await;
+    let context =
+        RunContext { plan: Arc::new(plan), runtime: &runtime, store, search, progress: progress.as_ref() };
+    let result = run_job(job, &context, &mut summary).await;
     summary.elapsed = started.elapsed();
-    summary.interrupted = plan.stop.load(Ordering::Relaxed);
+    summary.interrupted = context.plan.stop.load(Ordering::Relaxed);
     progress.update(&summary);
     (summary, result)
 }
 
-/// What the stages of a run share besides its plan.
+/// What the stages of a run share.
 pub(crate) struct RunContext<'a> {
+    pub plan: Arc<Plan>,
     pub runtime: &'a GuestRuntime,
     pub store: Arc<dyn FaceStore>,
     pub search: Option<Arc<SearchCopier>>,
     pub progress: &'a dyn Progress,
 }
 
-async fn run_job(
-    job: Job,
-    plan: Arc<Plan>,
-    context: &RunContext<'_>,
-    summary: &mut Summary,
-) -> Result<(), RunError> {
+async fn run_job(job: Job, context: &RunContext<'_>, summary: &mut Summary) -> Result<(), RunError> {
+    let plan = &context.plan;
     if let Some(search) = context.search.as_ref().filter(|_| !plan.dry_run) {
         summary.search_caught_up = search.catch_up(context.store.as_ref()).await?;
     }
@@ -151,8 +149,8 @@ async fn run_job(
             if !plan.dry_run {
                 plan.derived.remove_stale_incoming();
             }
-            redetect::run(Arc::new(job), plan, context, summary).await
+            stages::run(job, context, summary).await
         }
-        Job::Reembed(job) => reembed::run(Arc::new(job), plan, context, summary).await,
+        Job::Reembed(job) => stages::run(job, context, summary).await,
     }
 }
