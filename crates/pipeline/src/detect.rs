@@ -2,6 +2,7 @@
 //! find its faces, and hand them to [`normalize`](crate::normalize).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use image::RgbImage;
@@ -50,6 +51,9 @@ pub(crate) enum Outcome {
     Skipped {
         message: String,
     },
+    /// The run was stopped (Ctrl-C, SIGTERM) before a detector took the photo: left for the
+    /// rerun and not counted, so that a stop does not wait for every photo already looked up.
+    NotStarted,
 }
 
 /// A photo's outcome with what its stages measured, in its place in walk order.
@@ -82,6 +86,9 @@ pub(crate) fn detect_photo(
     detector: &mut Detector,
     (ticket, photo): (Ticket, PhotoLookup),
 ) -> Processed {
+    if plan.stop.load(Ordering::Relaxed) {
+        return Processed::unmeasured(ticket, Outcome::NotStarted);
+    }
     let mut measured = Measured::default();
     let outcome = detect(plan, job, detector, photo, &mut measured)
         .unwrap_or_else(|(cause, message)| Outcome::Failed { cause, message });

@@ -73,10 +73,15 @@ impl Stages for Redetect {
 
     async fn commit(&self, processed: Processed, committer: &mut Committer<'_>) -> Result<(), RunError> {
         let Committer { context, summary } = committer;
+        if matches!(processed.outcome, Outcome::NotStarted) {
+            // Left for the rerun: this run did not take it.
+            return Ok(());
+        }
         summary.selected += 1;
         summary.stages += processed.times;
         summary.scaled_down += u64::from(processed.scaled_down);
         match processed.outcome {
+            Outcome::NotStarted => {} // returned above
             Outcome::UpToDate => summary.up_to_date += 1,
             Outcome::Failed { cause, message } => summary.fail(cause, message),
             Outcome::Skipped { message } => summary.skip(&message, context.plan.list_skipped),
