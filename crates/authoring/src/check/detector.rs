@@ -7,7 +7,7 @@ impl Check<'_> {
         &self,
         mut detector: Detector,
         rec: &mut Recorder,
-    ) -> Result<(String, String), CheckError> {
+    ) -> Result<Declared, CheckError> {
         let info = detector.info().clone();
         let params: Vec<String> =
             info.params.iter().map(|p| format!("{} ({:?}, default {})", p.name, p.kind, p.default)).collect();
@@ -89,7 +89,7 @@ impl Check<'_> {
             }
         }
         self.limits(rec, detector.nn_usage());
-        Ok((info.name, info.version))
+        Ok(Declared { name: info.name, version: info.version })
     }
 
     /// One run over the inputs answered in the first run with `params`, stopping at the first

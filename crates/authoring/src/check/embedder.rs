@@ -9,7 +9,7 @@ impl Check<'_> {
         &self,
         mut embedder: Embedder,
         rec: &mut Recorder,
-    ) -> Result<(String, String), CheckError> {
+    ) -> Result<Declared, CheckError> {
         let info = embedder.info().clone();
         if !self.options.params.is_empty() {
             return Err(CheckError::ParamsForModel { name: info.name });
@@ -41,7 +41,7 @@ impl Check<'_> {
         });
         determinism(rec, answered.len(), &differences, 1e-5);
         self.limits(rec, embedder.nn_usage());
-        Ok((info.name, info.version))
+        Ok(Declared { name: info.name, version: info.version })
     }
 
     /// The author's chips and the sample chips, warped to the model's template as the host

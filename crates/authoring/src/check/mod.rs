@@ -76,6 +76,12 @@ pub struct Check<'a> {
     pub options: &'a CheckOptions,
 }
 
+/// What a guest's `info` declares of itself, as the report names it.
+struct Declared {
+    name: String,
+    version: String,
+}
+
 impl Check<'_> {
     /// Checks the guest `spec` (a path: anything with a `/` or ending in `.wasm`; else a name
     /// a detector or model in the guest directory declares).
@@ -107,7 +113,7 @@ impl Check<'_> {
             ),
         );
         rec.pass("imports", None, component.imports.join(", "));
-        let name_version = match component.world {
+        let declared = match component.world {
             World::Detector => match self.runtime.detector(component.clone()) {
                 Ok(detector) => Some(self.detector(detector, &mut rec)?),
                 Err(e) => {
@@ -123,7 +129,7 @@ impl Check<'_> {
                 }
             },
         };
-        Ok(rec.into_report(&component.path, Some(component.as_ref()), name_version))
+        Ok(rec.into_report(&component.path, Some(component.as_ref()), declared))
     }
 
     /// The detector or model declaring `name` in the guest directory.

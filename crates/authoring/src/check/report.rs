@@ -236,11 +236,11 @@ impl Recorder {
         self,
         path: &Path,
         component: Option<&GuestComponent>,
-        name_version: Option<(String, String)>,
+        declared: Option<Declared>,
     ) -> Report {
         let violations = self.rows.iter().filter(|r| r.status == Status::Fail).count();
         let warnings = self.rows.iter().filter(|r| r.status == Status::Warn).count();
-        let (name, version) = name_version.unzip();
+        let (name, version) = declared.map(|d| (d.name, d.version)).unzip();
         Report {
             path: path.to_path_buf(),
             sha256: component.map(|c| c.sha256.clone()),

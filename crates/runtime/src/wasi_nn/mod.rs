@@ -278,7 +278,7 @@ impl TensorData {
     /// it takes them without another copy), else as they came, for `compute` to refuse with
     /// the reason.
     fn from_guest(ty: TensorType, bytes: &[u8]) -> Result<TensorData, NnError> {
-        if !matches!(ty, TensorType::Fp32) || bytes.len() % 4 != 0 || cfg!(target_endian = "big") {
+        if !matches!(ty, TensorType::Fp32) || !bytes.len().is_multiple_of(4) || cfg!(target_endian = "big") {
             return Ok(TensorData::Bytes(bytes.to_vec()));
         }
         let mut values = nn::zeroed_values(bytes.len() / 4)?;
