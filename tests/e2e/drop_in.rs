@@ -114,6 +114,27 @@ fn broken_files_in_the_guest_directory_are_listed_not_fatal() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
+/// A guest whose `info` never answers is listed as broken, with the reason, after the info
+/// deadline (10 s) rather than the per-call limit (60 s): dropped into the directory, it holds
+/// up a lookup of another guest by name only that long.
+#[test]
+fn a_guest_whose_info_hangs_is_listed_as_broken_and_the_others_stay_usable() {
+    let dir = temp_dir();
+    std::fs::copy(guest("nnd"), dir.path().join("nnd.wasm")).unwrap();
+    std::fs::copy(test_guest("slow-info"), dir.path().join("slow-info.wasm")).unwrap();
+    let guest_dir = dir.path().display().to_string();
+    let listed = refacen(&["guests", "--guest-dir", &guest_dir]);
+    assert_eq!(listed.code, 1, "{}", listed.stderr);
+    let told = format!("{}{}", listed.stdout, listed.stderr);
+    assert!(listed.stdout.contains("detector nnd"), "{told}");
+    assert!(
+        told.contains("slow-info.wasm") && told.contains("did not start and answer `info` within 10000 ms"),
+        "{told}"
+    );
+    let out = refacen(&["detect", "--guest-dir", &guest_dir, &photo("astronaut.png")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 #[test]
 fn no_cache_leaves_the_cache_directory_untouched() {
     let cache = temp_dir();

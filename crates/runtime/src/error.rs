@@ -66,6 +66,12 @@ pub struct GuestError {
 pub enum GuestFailure {
     #[error("it ran past its time limit of {} ms per call (--guest-timeout-ms)", .0.as_millis())]
     Timeout(Duration),
+    #[error(
+        "it did not start and answer `info` within {} ms; `info` must answer at once (a guest \
+         loads its weights on its first call instead)",
+        .0.as_millis()
+    )]
+    InfoTimeout(Duration),
     #[error("it used up its fuel of {0} per call (--guest-fuel)")]
     OutOfFuel(u64),
     #[error(
@@ -128,7 +134,7 @@ impl GuestFailure {
     pub fn kind(&self) -> GuestFailureKind {
         use GuestFailureKind as K;
         match self {
-            GuestFailure::Timeout(_) => K::Timeout,
+            GuestFailure::Timeout(_) | GuestFailure::InfoTimeout(_) => K::Timeout,
             GuestFailure::OutOfFuel(_) => K::OutOfFuel,
             GuestFailure::MemoryLimit { .. } => K::MemoryLimit,
             GuestFailure::HostcallDataLimit { .. } => K::HostcallDataLimit,

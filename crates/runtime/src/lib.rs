@@ -67,6 +67,17 @@ impl World {
 /// Interval of the epoch ticker; per-call time limits are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How long a guest may take to instantiate and answer `info` (or `--guest-timeout-ms`, when
+/// shorter). `info` is a constant answer: a guest that is slow there (one loading its weights
+/// before its first call, or one that never answers) would otherwise hold up, for the whole
+/// per-call limit, every run that looks a guest up by name in its directory.
+pub const INFO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Epoch ticks for a call of at most `timeout`.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
 /// Compiles and instantiates guests. One per process; cheap to share behind an `Arc`.
 pub struct GuestRuntime {
     engine: Engine,
@@ -181,10 +192,6 @@ impl GuestRuntime {
     /// An embedder from a loaded component.
     pub fn embedder(&self, component: Arc<GuestComponent>) -> Result<Embedder, LoadError> {
         Embedder::new(self, component)
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
     }
 }
 

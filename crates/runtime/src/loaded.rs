@@ -47,7 +47,15 @@ impl<B: WorldBindings, I: DeclaredInfo> Loaded<B, I> {
         convert: impl FnOnce(B::Info) -> I,
     ) -> Result<Self, LoadError> {
         let mut session = Session::new(runtime, component)?;
-        let info = convert(session.call("info", |bindings: &B, store| bindings.call_info(store))?);
+        let info = session
+            .call_within("info", super::INFO_TIMEOUT, |bindings: &B, store| bindings.call_info(store))
+            .map_err(|mut error| {
+                if let GuestFailure::Timeout(limit) = error.failure {
+                    error.failure = GuestFailure::InfoTimeout(limit);
+                }
+                error
+            })?;
+        let info = convert(info);
         session.name = info.name().to_string();
         let loaded = Loaded { session, info };
         loaded.info.check().map_err(|violation| {

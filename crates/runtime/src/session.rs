@@ -64,7 +64,6 @@ struct StoreFactory {
     engine: wasmtime::Engine,
     nn: Arc<super::NnHost>,
     limits: super::GuestLimits,
-    deadline_ticks: u64,
 }
 
 /// Timing of the last call, for benchmarks and summaries.
@@ -109,7 +108,6 @@ impl<B: WorldBindings> Session<B> {
                 engine: runtime.engine.clone(),
                 nn: runtime.nn.clone(),
                 limits: runtime.limits,
-                deadline_ticks: runtime.deadline_ticks(),
             },
             component,
             pre,
@@ -122,15 +120,27 @@ impl<B: WorldBindings> Session<B> {
         self.instance.as_ref().map(|(store, _)| store.data().nn.usage())
     }
 
-    /// Calls into the guest through `f`, instantiating it first when needed.
+    /// Calls into the guest through `f`, instantiating it first when needed, within the
+    /// per-call time limit.
     pub fn call<R>(
         &mut self,
         call: &'static str,
         f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
+        self.call_within(call, self.factory.limits.call_timeout, f)
+    }
+
+    /// [`call`](Self::call) within `timeout` (at most the per-call limit).
+    pub fn call_within<R>(
+        &mut self,
+        call: &'static str,
+        timeout: Duration,
+        f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestError> {
         let started = Instant::now();
         self.last_call = CallStats::default();
-        let result = self.call_inner(f);
+        let timeout = timeout.min(self.factory.limits.call_timeout);
+        let result = self.call_inner(timeout, f);
         if let Some((store, _)) = &self.instance {
             self.last_call.nn_compute = store.data().nn.compute_time;
             self.last_call.memory_bytes = store.data().limiter.peak_bytes;
@@ -146,21 +156,24 @@ impl<B: WorldBindings> Session<B> {
 
     fn call_inner<R>(
         &mut self,
+        timeout: Duration,
         f: impl FnOnce(&B, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFailure> {
+        let deadline = Instant::now() + timeout;
         if self.instance.is_none() {
             let mut store = self.fresh_store();
-            self.arm(&mut store);
+            self.arm(&mut store, deadline);
             match B::instantiate(&self.pre, &mut store) {
                 Ok(bindings) => self.instance = Some((store, bindings)),
                 Err(e) => {
                     self.last_call.memory_bytes = store.data().limiter.peak_bytes;
-                    return Err(classify(&e, &store, &self.factory.limits, true));
+                    return Err(classify(&e, &store, &self.factory.limits, timeout, true));
                 }
             }
         }
         let (mut store, bindings) = self.instance.take().expect("instantiated above");
-        self.arm(&mut store);
+        // Instantiation counts against the same call's time.
+        self.arm(&mut store, deadline);
         match f(&bindings, &mut store) {
             Ok(r) => {
                 self.instance = Some((store, bindings));
@@ -168,7 +181,7 @@ impl<B: WorldBindings> Session<B> {
             }
             // The instance is dropped here: after a trap its state is unknown.
             Err(e) => {
-                let failure = classify(&e, &store, &self.factory.limits, false);
+                let failure = classify(&e, &store, &self.factory.limits, timeout, false);
                 self.last_call.nn_compute = store.data().nn.compute_time;
                 self.last_call.memory_bytes = store.data().limiter.peak_bytes;
                 Err(failure)
@@ -183,8 +196,9 @@ impl<B: WorldBindings> Session<B> {
         store
     }
 
-    fn arm(&self, store: &mut Store<GuestState>) {
-        store.set_epoch_deadline(self.factory.deadline_ticks);
+    /// Sets the call's limits: `deadline` for the guest's code and its graphs.
+    fn arm(&self, store: &mut Store<GuestState>, deadline: Instant) {
+        store.set_epoch_deadline(super::deadline_ticks(deadline.saturating_duration_since(Instant::now())));
         if let Some(fuel) = self.factory.limits.fuel {
             store.set_fuel(fuel).expect("fuel is enabled in the engine when a budget is set");
         }
@@ -193,7 +207,7 @@ impl<B: WorldBindings> Session<B> {
         state.limiter.refused_bytes = None;
         state.nn.compute_time = Duration::ZERO;
         state.nn.call_flops = 0;
-        state.nn.deadline = refacen_nn::Deadline::at(Instant::now() + self.factory.limits.call_timeout);
+        state.nn.deadline = refacen_nn::Deadline::at(deadline);
     }
 }
 
@@ -201,15 +215,16 @@ fn classify(
     e: &wasmtime::Error,
     store: &Store<GuestState>,
     limits: &super::GuestLimits,
+    timeout: Duration,
     instantiating: bool,
 ) -> GuestFailure {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return GuestFailure::Timeout(limits.call_timeout),
+        Some(Trap::Interrupt) => return GuestFailure::Timeout(timeout),
         Some(Trap::OutOfFuel) => return GuestFailure::OutOfFuel(limits.fuel.unwrap_or(0)),
         _ => {}
     }
     if e.downcast_ref::<super::wasi_nn::CallDeadlineExceeded>().is_some() {
-        return GuestFailure::Timeout(limits.call_timeout);
+        return GuestFailure::Timeout(timeout);
     }
     if let Some(exceeded) = e.downcast_ref::<super::wasi_nn::NnCostExceeded>() {
         return GuestFailure::NnCost(exceeded.clone());
