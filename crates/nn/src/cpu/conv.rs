@@ -1,5 +1,7 @@
-//! 2-D convolution: tiled im2col + SGEMM (the `gemm` crate), a direct kernel for depthwise
-//! convolutions, bias and activation fused into the output pass.
+//! 2-D convolution: on AVX-512 CPUs, one of two microkernels (which one, and how it is fed, is
+//! chosen per conv: [`conv_flat`], [`conv_channels`], or the column kernel over im2col tiles
+//! here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
+//! convolutions; bias and activation fused into the output pass.
 //!
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
 //! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
@@ -9,8 +11,9 @@ use rayon::prelude::*;
 use super::{SyncPtr, for_each_item};
 use std::sync::OnceLock;
 
-use super::channel_kernel::ChannelPanels;
+use super::channel_kernel::{self, ChannelPanels};
 use super::conv_channels;
+use super::conv_flat;
 use super::kernel::{self, PackedWeights};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
@@ -57,12 +60,15 @@ pub fn conv2d(
     let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
     if let Some(packed) = packed {
-        if conv_channels::suits(cout_g, k) && !reads_rows_in_place(conv, g) {
+        let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
+        if spans_rows(conv, g, cout_g) {
+            return conv_flat::conv2d(x, columns(), ConvJob::new(bias, conv, g, out), deadline);
+        }
+        if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
             let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
             return conv_channels::conv2d(x, panels, ConvJob::new(bias, conv, g, out), deadline);
         }
-        let panels = packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        return conv2d_packed(x, panels, bias, conv, g, out, deadline);
+        return conv2d_packed(x, columns(), bias, conv, g, out, deadline);
     }
     let _ = packed;
     let p = g.out_hw[0] * g.out_hw[1];
@@ -147,17 +153,29 @@ pub fn conv2d(
     for_each_item(items, deadline, run_item);
 }
 
-/// Whether the column kernel reads this conv's input in place along output rows (stride 1
-/// without dilation; pointwise, or an output wide enough to fill its blocks): there it is
-/// faster than the channel kernel. On narrow outputs (17 or 35 columns: blocks of 32 + 3)
-/// most of its lanes would idle.
-fn reads_rows_in_place(conv: &Conv, g: &ConvGeometry) -> bool {
+/// Whether the column kernel reads this 1x1 stride-1 conv's input in place (its planes are
+/// the columns), over enough positions to fill its blocks: there it is faster than the
+/// channel kernel.
+fn pointwise_fills_blocks(conv: &Conv, g: &ConvGeometry) -> bool {
     let [kh, kw] = conv.window.kernel;
     let stride_1 = conv.window.strides == [1, 1] && conv.window.dilations == [1, 1];
     let pointwise = kh == 1 && kw == 1 && stride_1 && g.pads == [0; 4];
-    let [oh, ow] = g.out_hw;
-    let full_lanes = |width: usize| 4 * width >= 3 * width.div_ceil(kernel::NR) * kernel::NR;
-    if pointwise { full_lanes(oh * ow) } else { stride_1 && kw <= 16 && full_lanes(ow) }
+    let p = g.out_hw[0] * g.out_hw[1];
+    pointwise && 4 * p >= 3 * p.div_ceil(kernel::NR) * kernel::NR
+}
+
+/// Whether the column kernel runs this conv in blocks that span output rows
+/// ([`conv_flat`]): a stride-1 conv (other than a 1x1 one read in place) whose output is at
+/// least 24 columns wide, or has too few channels for the channel kernel. Measured on
+/// 2026-12-05: faster than the channel kernel on 35- and 36-wide outputs (by 1.5-2x) and
+/// than blocks along each output row on wide ones (MMOD's 133x92, P-Net, FaceNet's 77x77),
+/// slower than the channel kernel on 17-wide ones (by 15-20%), which stay there.
+fn spans_rows(conv: &Conv, g: &ConvGeometry, cout_g: usize) -> bool {
+    let [kh, kw] = conv.window.kernel;
+    let pointwise = kh == 1 && kw == 1 && g.pads == [0; 4];
+    let row = g.in_hw[1] + g.pads[1] + g.pads[3];
+    let wide = 4 * g.out_hw[1] >= 3 * kernel::NR || cout_g < channel_kernel::LANES;
+    !pointwise && wide && conv_flat::suits(conv.window.strides, row, g.out_hw)
 }
 
 /// Whether a conv runs on the direct depthwise loop (its weights are never packed).
@@ -224,8 +242,6 @@ struct PackedItems<'a> {
     shares: usize,
     panels_per_item: usize,
     pointwise: bool,
-    /// Set when the kernel reads its inputs in place along output rows.
-    direct: Option<kernel::DirectGeometry>,
 }
 
 /// The part of the output one item writes.
@@ -262,12 +278,6 @@ impl<'a> PackedItems<'a> {
         let wanted = 2 * rayon::current_num_threads();
         let panels_per_item =
             if base_items >= wanted { panels } else { panels.div_ceil(wanted.div_ceil(base_items)).max(1) };
-        let direct = (!pointwise && reads_rows_in_place(conv, g)).then(|| kernel::DirectGeometry {
-            channels: cin_g,
-            kernel: [kh, kw],
-            in_hw: g.in_hw,
-            pads: [g.pads[0], g.pads[1]],
-        });
         PackedItems {
             x,
             packed,
@@ -278,7 +288,6 @@ impl<'a> PackedItems<'a> {
             shares: panels.div_ceil(panels_per_item),
             panels_per_item,
             pointwise,
-            direct,
         }
     }
 
@@ -303,10 +312,7 @@ impl<'a> PackedItems<'a> {
         let in_plane = self.job.g.in_hw[0] * self.job.g.in_hw[1];
         let input = &self.x[(n * self.job.g.in_channels + group * self.job.cin_g) * in_plane..]
             [..self.job.cin_g * in_plane];
-        match &self.direct {
-            Some(direct) => self.run_direct(direct, input, &item),
-            None => self.run_lowered(input, &item),
-        }
+        self.run_lowered(input, &item)
     }
 
     /// The item's panels as (panel, its rows, its first output channel).
@@ -316,39 +322,6 @@ impl<'a> PackedItems<'a> {
             let first_row = panel * kernel::MR;
             (panel, kernel::MR.min(cout_g - first_row), group * cout_g + first_row)
         })
-    }
-
-    /// Blocks along output rows, each reading its inputs in place.
-    fn run_direct(&self, direct: &kernel::DirectGeometry, input: &[f32], item: &Item) {
-        let (p, ow) = (self.job.p, self.job.g.out_hw[1]);
-        let end = item.p0 + item.cols;
-        let mut q = item.p0;
-        while q < end {
-            let (oy, ox) = (q / ow, q % ow);
-            let block_cols = kernel::NR.min(ow - ox).min(end - q);
-            for (panel, rows, channel) in self.panels(item) {
-                // SAFETY: as for the im2col blocks in run_lowered; `input` holds this group's
-                // planes, and (oy, ox..ox + block_cols) lies inside the output.
-                unsafe {
-                    by_rows!(
-                        rows,
-                        kernel::block_direct,
-                        direct,
-                        input.as_ptr(),
-                        oy,
-                        ox,
-                        block_cols,
-                        self.packed.panel(item.group, panel, self.k),
-                        &block_bias(self.job.bias, channel, rows),
-                        kernel::Epilogue::of(&self.job.conv.activation, channel, rows),
-                        rows,
-                        self.job.out.get().add((item.n * self.job.g.out_channels + channel) * p + q),
-                        p,
-                    );
-                }
-            }
-            q += block_cols;
-        }
     }
 
     /// Lowers the item's tile (unless the input is already its columns) and runs the blocks
@@ -411,10 +384,10 @@ macro_rules! by_rows {
         }
     };
 }
-use by_rows;
+pub(super) use by_rows;
 
 /// The biases of channels [channel, channel + rows) as one block's (zeros past them).
-fn block_bias(bias: &[f32], channel: usize, rows: usize) -> [f32; kernel::MR] {
+pub(super) fn block_bias(bias: &[f32], channel: usize, rows: usize) -> [f32; kernel::MR] {
     let mut lanes = [0.0; kernel::MR];
     lanes[..rows].copy_from_slice(&bias[channel..channel + rows]);
     lanes

@@ -48,14 +48,14 @@ pub fn conv2d(x: &[f32], packed: &ChannelPanels, job: ConvJob, deadline: &Deadli
 }
 
 /// The input with the conv's padding made explicit (the input itself when it has none).
-struct Padded<'a> {
-    data: std::borrow::Cow<'a, [f32]>,
+pub(super) struct Padded<'a> {
+    pub data: std::borrow::Cow<'a, [f32]>,
     /// [H + top + bottom, W + left + right]
-    hw: [usize; 2],
+    pub hw: [usize; 2],
 }
 
 impl<'a> Padded<'a> {
-    fn new(x: &'a [f32], g: &ConvGeometry) -> Self {
+    pub fn new(x: &'a [f32], g: &ConvGeometry) -> Self {
         let [h, w] = g.in_hw;
         let [top, left, bottom, right] = g.pads;
         let hw = [h + top + bottom, w + left + right];
@@ -73,7 +73,7 @@ impl<'a> Padded<'a> {
         Padded { data: std::borrow::Cow::Owned(data), hw }
     }
 
-    fn plane_len(&self) -> usize {
+    pub fn plane_len(&self) -> usize {
         self.hw[0] * self.hw[1]
     }
 }

@@ -129,20 +129,40 @@ pub unsafe fn block<const R: usize>(
         // Masked lanes are neither read nor faulted on, so a short last block of a 1x1
         // convolution's input never reads past its end. `wrapping_add`: the address of the
         // masked-off second half may lie past the allocation.
-        let c = col.wrapping_add(kk * col_stride);
-        // SAFETY: the first `cols` values of row kk are readable (caller's contract); the
-        // masks cover only those.
-        let (c0, c1) =
-            unsafe { (_mm512_maskz_loadu_ps(mask0, c), _mm512_maskz_loadu_ps(mask1, c.wrapping_add(16))) };
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: kk·MR + r < k·MR ≤ panel.len().
-            let b = _mm512_set1_ps(unsafe { *w.add(kk * MR + r) });
-            row[0] = _mm512_fmadd_ps(b, c0, row[0]);
-            row[1] = _mm512_fmadd_ps(b, c1, row[1]);
-        }
+        // SAFETY: the first `cols` values of row kk are readable (caller's contract), the
+        // masks cover only those; kk·MR + MR ≤ k·MR ≤ panel.len().
+        unsafe { multiply_add(&mut acc, col.wrapping_add(kk * col_stride), (mask0, mask1), w.add(kk * MR)) };
     }
     // SAFETY: caller's contract.
     unsafe { store(&mut acc, epilogue, rows, cols, dst, dst_stride) };
+}
+
+/// One tap of a block: `acc[r] += weights[r] · columns` for the NR values at `c` (the lanes
+/// in `masks` read, the others zero).
+///
+/// # Safety
+/// The CPU has AVX-512F; the masked lanes from `c` on are readable; `weights` holds R values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn multiply_add<const R: usize>(
+    acc: &mut [[std::arch::x86_64::__m512; 2]; R],
+    c: *const f32,
+    (mask0, mask1): (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16),
+    weights: *const f32,
+) {
+    use std::arch::x86_64::*;
+    // Masked lanes are neither read nor faulted on; `wrapping_add`: the address of a
+    // masked-off second half may lie past the allocation.
+    // SAFETY: caller's contract.
+    let (c0, c1) =
+        unsafe { (_mm512_maskz_loadu_ps(mask0, c), _mm512_maskz_loadu_ps(mask1, c.wrapping_add(16))) };
+    for (r, row) in acc.iter_mut().enumerate() {
+        // SAFETY: r < R (caller's contract).
+        let b = _mm512_set1_ps(unsafe { *weights.add(r) });
+        row[0] = _mm512_fmadd_ps(b, c0, row[0]);
+        row[1] = _mm512_fmadd_ps(b, c1, row[1]);
+    }
 }
 
 /// Applies `epilogue` to the first `rows` rows of a block and stores their first `cols` values.
@@ -162,19 +182,8 @@ unsafe fn store<const R: usize>(
     use std::arch::x86_64::*;
     let lanes = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
     let (mask0, mask1) = (lanes(cols), lanes(cols.saturating_sub(16)));
-    let zero = _mm512_setzero_ps();
     for (r, row) in acc.iter_mut().enumerate().take(rows) {
-        for v in row.iter_mut() {
-            *v = match epilogue {
-                Epilogue::None => *v,
-                // max(v, 0) returns 0 for NaN, as f32::max does.
-                Epilogue::Relu => _mm512_max_ps(*v, zero),
-                Epilogue::Slope(slopes) => {
-                    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*v, zero);
-                    _mm512_mask_mul_ps(*v, negative, *v, _mm512_set1_ps(slopes[r]))
-                }
-            };
-        }
+        apply(row, epilogue, r);
         let d = dst.wrapping_add(r * dst_stride);
         // SAFETY: the first `cols` values of row r are this call's to write (caller's contract).
         unsafe {
@@ -184,84 +193,116 @@ unsafe fn store<const R: usize>(
     }
 }
 
-/// The geometry of a stride-1, dilation-1 convolution over one group's input planes, for
-/// [`block_direct`].
-#[derive(Clone, Copy)]
-pub struct DirectGeometry {
-    pub channels: usize,
-    pub kernel: [usize; 2],
-    pub in_hw: [usize; 2],
-    /// Top and left padding.
-    pub pads: [usize; 2],
+/// Applies `epilogue` to row `r` of a block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn apply(row: &mut [std::arch::x86_64::__m512; 2], epilogue: Epilogue, r: usize) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    for v in row.iter_mut() {
+        *v = match epilogue {
+            Epilogue::None => *v,
+            // max(v, 0) returns 0 for NaN, as f32::max does.
+            Epilogue::Relu => _mm512_max_ps(*v, zero),
+            Epilogue::Slope(slopes) => {
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*v, zero);
+                _mm512_mask_mul_ps(*v, negative, *v, _mm512_set1_ps(slopes[r]))
+            }
+        };
+    }
 }
 
-/// [`block`] without im2col, for a stride-1 convolution: the `cols` (≤ NR) outputs of row
-/// `oy` from column `ox0` on read, for each kernel tap, `cols` consecutive input values of
-/// one input row; lanes that fall into the padding are masked off (never read, counted as
-/// zero), and taps whose whole input row is padding are skipped.
+/// The most runs of lanes ([`Spans`]) a block of NR lanes splits into: rows of the flat
+/// layout at least [`FLAT_MIN_ROW`] wide.
+pub const MAX_SPANS: usize = NR / FLAT_MIN_ROW + 2;
+/// The narrowest padded row [`block_flat`] is used on.
+pub const FLAT_MIN_ROW: usize = 8;
+
+/// Where the lanes of a [`block_flat`] block go: runs of consecutive lanes that fall inside one
+/// output row, each as its lanes (bit l for lane l) and the offset, from the first row's plane,
+/// at which lane 0 would be written (lane l of the run at `offset + l`). Lanes in no run (the
+/// padded layout's columns past the output's width) are computed and dropped.
+#[derive(Clone, Copy)]
+pub struct Spans {
+    pub runs: [(u32, isize); MAX_SPANS],
+    pub count: usize,
+}
+
+impl Spans {
+    /// The runs of the block of flat positions [q0, q0 + lanes) (lanes ≤ NR), where flat
+    /// position q is output (q / row, q % row) and columns at or past `width` are dropped.
+    pub fn new(q0: usize, lanes: usize, row: usize, width: usize) -> Self {
+        debug_assert!(lanes <= NR && width <= row && row >= FLAT_MIN_ROW);
+        let mut spans = Spans { runs: [(0, 0); MAX_SPANS], count: 0 };
+        let (end, mut q) = (q0 + lanes, q0);
+        while q < end {
+            let (oy, ox) = (q / row, q % row);
+            if ox >= width {
+                q = (oy + 1) * row;
+                continue;
+            }
+            let run = (width - ox).min(end - q);
+            let lane = q - q0;
+            let bits = (((1u64 << (lane + run)) - 1) & !((1u64 << lane) - 1)) as u32;
+            spans.runs[spans.count] = (bits, (oy * width + ox) as isize - lane as isize);
+            spans.count += 1;
+            q += run;
+        }
+        spans
+    }
+}
+
+/// [`block`] for a stride-1 convolution over a padded input whose rows are laid end to end:
+/// output position q (= oy·row + ox in the padded row width) reads tap kk at
+/// `src + q + taps[kk]`, so the NR lanes of a block are contiguous for every tap even when
+/// they span output rows. `lanes` (≤ NR) lanes are read from `src` on; `spans` says which
+/// are stored, and where, from `dst` on.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `input` points at `geometry.channels` planes of `in_hw` values;
-/// `panel` holds `channels·kh·kw·MR` values; `oy`/`ox0 + cols` lie inside the output; `dst` as
-/// for [`block`].
+/// The CPU has AVX-512F; `taps` and `panel` hold `k` offsets and `k·MR` values; `src +
+/// taps[kk] + l` is readable for every tap and lane l < `lanes`; every run of `spans` is
+/// writable at `dst + offset + l + r·dst_stride` for its lanes l and rows r < `rows`, and
+/// accessed by nothing else meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn block_direct<const R: usize>(
-    geometry: &DirectGeometry,
-    input: *const f32,
-    oy: usize,
-    ox0: usize,
-    cols: usize,
+pub unsafe fn block_flat<const R: usize>(
+    taps: &[usize],
+    src: *const f32,
+    lanes: usize,
     panel: &[f32],
     bias: &[f32; MR],
     epilogue: Epilogue,
     rows: usize,
+    spans: &Spans,
     dst: *mut f32,
     dst_stride: usize,
 ) {
     use std::arch::x86_64::*;
-    let DirectGeometry { channels, kernel: [kh, kw], in_hw: [h, w], pads: [pt, pl] } = *geometry;
-    debug_assert!(panel.len() >= channels * kh * kw * MR && rows <= R && R <= MR && cols <= NR && kw <= 16);
-    // Per kernel column: the lanes whose input column lies inside the row.
-    let mut masks = [(0u16, 0u16); 16];
-    for (kx, mask) in masks.iter_mut().enumerate().take(kw) {
-        let ix0 = ox0 as isize + kx as isize - pl as isize;
-        let lo = (-ix0).clamp(0, cols as isize) as u32;
-        let hi = (w as isize - ix0).clamp(lo as isize, cols as isize) as u32;
-        let bits = (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32;
-        *mask = (bits as u16, (bits >> 16) as u16);
-    }
+    let k = taps.len();
+    debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && lanes <= NR);
+    let mask = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
+    let (mask0, mask1) = (mask(lanes), mask(lanes.saturating_sub(16)));
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         *row = [_mm512_set1_ps(bias[r]); 2];
     }
-    let wp = panel.as_ptr();
-    let mut kk = 0;
-    for c in 0..channels {
-        for ky in 0..kh {
-            let iy = (oy + ky) as isize - pt as isize;
-            if iy < 0 || iy >= h as isize {
-                kk += kw;
-                continue;
-            }
-            let line = input.wrapping_add(c * h * w + iy as usize * w);
-            for (kx, &(mask0, mask1)) in masks[..kw].iter().enumerate() {
-                let src = line.wrapping_offset(ox0 as isize + kx as isize - pl as isize);
-                // SAFETY: the masks select only lanes inside input row iy of plane c.
-                let (c0, c1) = unsafe {
-                    (_mm512_maskz_loadu_ps(mask0, src), _mm512_maskz_loadu_ps(mask1, src.wrapping_add(16)))
-                };
-                for (r, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: kk·MR + r < channels·kh·kw·MR ≤ panel.len().
-                    let b = _mm512_set1_ps(unsafe { *wp.add(kk * MR + r) });
-                    row[0] = _mm512_fmadd_ps(b, c0, row[0]);
-                    row[1] = _mm512_fmadd_ps(b, c1, row[1]);
-                }
-                kk += 1;
+    let w = panel.as_ptr();
+    for (kk, &tap) in taps.iter().enumerate() {
+        // SAFETY: the first `lanes` values from src + tap on are readable (caller's contract),
+        // the masks cover only those; kk·MR + MR ≤ k·MR ≤ panel.len().
+        unsafe { multiply_add(&mut acc, src.wrapping_add(tap), (mask0, mask1), w.add(kk * MR)) };
+    }
+    for (r, row) in acc.iter_mut().enumerate().take(rows) {
+        apply(row, epilogue, r);
+        for &(bits, offset) in &spans.runs[..spans.count] {
+            // `wrapping_offset`: lane 0's address may lie before the output (masked off).
+            let d = dst.wrapping_offset(offset).wrapping_add(r * dst_stride);
+            // SAFETY: the run's lanes are this call's to write (caller's contract).
+            unsafe {
+                _mm512_mask_storeu_ps(d, bits as u16, row[0]);
+                _mm512_mask_storeu_ps(d.wrapping_add(16), (bits >> 16) as u16, row[1]);
             }
         }
     }
-    // SAFETY: as for `block` (caller's contract).
-    unsafe { store(&mut acc, epilogue, rows, cols, dst, dst_stride) };
 }

@@ -6,6 +6,7 @@
 mod channel_kernel;
 mod conv;
 mod conv_channels;
+mod conv_flat;
 mod indexing;
 mod kernel;
 mod matmul;

@@ -272,6 +272,21 @@ def conv_cases():
         ("conv_empty_batch", [0, 3, 4, 9], [16, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
+    # Stride-1 convs 24 columns wide or more, or with fewer than 16 output channels, run on
+    # the column kernel in blocks that span output rows over the padded input: padded and
+    # not, a last block of 1 or 13 positions, panels of 1 to 8 channels, two ranges of blocks
+    # and the panels shared out (batch 1), groups with dilation and asymmetric pads,
+    # non-square kernels.
+    for name, x_shape, w_shape, attrs in [
+        ("conv_flat_17_pad1", [2, 8, 17, 17], [12, 8, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_flat_35_ranges", [1, 64, 35, 35], [12, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_flat_35_pad1", [1, 4, 35, 35], [10, 4, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_flat_36_unpadded", [1, 5, 38, 38], [16, 5, 3, 3], {}),
+        ("conv_flat_group2_dilation2", [2, 6, 21, 19], [6, 3, 3, 3], dict(dilations=[2, 2], pads=[2, 1, 2, 3], group=2)),
+        ("conv_flat_one_channel", [1, 3, 12, 12], [1, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_flat_kernel_1x3", [1, 2, 9, 17], [2, 2, 1, 3], dict(pads=[0, 1, 0, 1])),
+    ]:
+        conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
     conv_case("conv_group3_no_bias", [2, 6, 7, 5], [9, 2, 2, 2], bias=False, kernel_shape=[2, 2], group=3)
     conv_case("conv_depthwise", [1, 6, 9, 9], [6, 1, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=6)
@@ -830,6 +845,25 @@ def fused_cases():
     def _(r, init):
         return [
             conv(r, "conv", "x", "c", 16, 3, init=init, strides=[2, 2]),
+            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
+        ]
+
+    # The same activations in blocks that span output rows (stride 1, 20 to 35 wide).
+    @x_case("fused_conv_flat_relu", x=[2, 4, 35, 35])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 12, 4, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ]
+
+    @x_case("fused_conv_flat_prelu", x=[1, 3, 21, 18])
+    def _(r, init):
+        return conv_then(r, init, 9, 3, "PRelu", "slope", f32(r.uniform(0.05, 0.5, (9, 1, 1))), pads=[2, 2, 2, 2])
+
+    @x_case("fused_conv_flat_leaky_relu", x=[1, 6, 26, 26])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 18, 6, init=init),
             helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
         ]
 
