@@ -9,12 +9,15 @@
 use rayon::prelude::*;
 
 use super::{SyncPtr, for_each_item};
+#[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
 use super::channel_kernel::{self, ChannelPanels};
-use super::conv_channels;
-use super::conv_flat;
-use super::kernel::{self, PackedWeights};
+#[cfg(target_arch = "x86_64")]
+use super::kernel::PackedWeights;
+#[cfg(target_arch = "x86_64")]
+use super::{conv_channels, conv_flat, kernel};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
@@ -27,8 +30,22 @@ const TILE_VALUES: usize = 64 * 1024;
 /// with the prepared graph.
 #[derive(Debug, Default)]
 pub struct PackedConv {
+    #[cfg(target_arch = "x86_64")]
     columns: OnceLock<PackedWeights>,
+    #[cfg(target_arch = "x86_64")]
     channels: OnceLock<ChannelPanels>,
+}
+
+/// Whether this CPU runs the AVX-512 microkernels (their weights are then packed).
+pub fn microkernels_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        kernel::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
@@ -156,6 +173,7 @@ pub fn conv2d(
 /// Whether the column kernel reads this 1x1 stride-1 conv's input in place (its planes are
 /// the columns), over enough positions to fill its blocks: there it is faster than the
 /// channel kernel.
+#[cfg(target_arch = "x86_64")]
 fn pointwise_fills_blocks(conv: &Conv, g: &ConvGeometry) -> bool {
     let [kh, kw] = conv.window.kernel;
     let stride_1 = conv.window.strides == [1, 1] && conv.window.dilations == [1, 1];
@@ -170,6 +188,7 @@ fn pointwise_fills_blocks(conv: &Conv, g: &ConvGeometry) -> bool {
 /// 2026-12-05: faster than the channel kernel on 35- and 36-wide outputs (by 1.5-2x) and
 /// than blocks along each output row on wide ones (MMOD's 133x92, P-Net, FaceNet's 77x77),
 /// slower than the channel kernel on 17-wide ones (by 15-20%), which stay there.
+#[cfg(target_arch = "x86_64")]
 fn spans_rows(conv: &Conv, g: &ConvGeometry, cout_g: usize) -> bool {
     let [kh, kw] = conv.window.kernel;
     let pointwise = kh == 1 && kw == 1 && g.pads == [0; 4];
@@ -199,6 +218,7 @@ fn conv2d_packed(
 }
 
 /// What the items of one conv share, whichever kernel runs them.
+#[cfg(target_arch = "x86_64")]
 pub(super) struct ConvJob<'a> {
     pub bias: &'a [f32],
     pub conv: &'a Conv,
@@ -211,6 +231,7 @@ pub(super) struct ConvJob<'a> {
     pub p: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl<'a> ConvJob<'a> {
     pub fn new(bias: &'a [f32], conv: &'a Conv, g: &'a ConvGeometry, out: &'a mut [f32]) -> Self {
         ConvJob {
@@ -374,6 +395,7 @@ impl<'a> PackedItems<'a> {
 }
 
 /// Calls a column-kernel function with as few computed rows as hold `rows` (1, 2, 4 or MR).
+#[cfg(target_arch = "x86_64")]
 macro_rules! by_rows {
     ($rows:expr, $($f:ident)::+, $($arg:expr),* $(,)?) => {
         match $rows {
@@ -384,9 +406,11 @@ macro_rules! by_rows {
         }
     };
 }
+#[cfg(target_arch = "x86_64")]
 pub(super) use by_rows;
 
 /// The biases of channels [channel, channel + rows) as one block's (zeros past them).
+#[cfg(target_arch = "x86_64")]
 pub(super) fn block_bias(bias: &[f32], channel: usize, rows: usize) -> [f32; kernel::MR] {
     let mut lanes = [0.0; kernel::MR];
     lanes[..rows].copy_from_slice(&bias[channel..channel + rows]);

@@ -19,14 +19,7 @@ pub const NR: usize = 32;
 
 /// Whether this CPU runs the kernel (checked once; the answer is cached by std).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// A conv's weights `[groups·cout_g, k]` (row-major) as panels: group by group, panels of MR

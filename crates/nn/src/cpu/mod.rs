@@ -3,11 +3,16 @@
 //! their weights packed on first use per prepared graph; MatMul/Gemm, and convolutions on CPUs
 //! without AVX-512, on the `gemm` crate.
 
+// The AVX-512 microkernels and what feeds them; other CPUs run convolutions on `gemm`.
+#[cfg(target_arch = "x86_64")]
 mod channel_kernel;
 mod conv;
+#[cfg(target_arch = "x86_64")]
 mod conv_channels;
+#[cfg(target_arch = "x86_64")]
 mod conv_flat;
 mod indexing;
+#[cfg(target_arch = "x86_64")]
 mod kernel;
 mod matmul;
 mod ops;
@@ -95,7 +100,7 @@ impl CpuExecutable {
         let mut conv_weights = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
             conv_weights.push(match &node.op {
-                Op::Conv(conv) if kernel::available() => {
+                Op::Conv(conv) if conv::microkernels_available() => {
                     node.inputs[1].and_then(|id| graph.constant(id)).and_then(|w| {
                         let s = w.shape();
                         let groups = conv.group.max(1);
