@@ -80,7 +80,7 @@ fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Pair {
     a();
     b();
     let (mut ta, mut tb, mut extra, mut extra_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut timed = |f: &mut dyn FnMut()| {
+    let timed = |f: &mut dyn FnMut()| {
         let (start, cpu) = (Instant::now(), thread_cpu());
         f();
         (start.elapsed(), thread_cpu() - cpu)
