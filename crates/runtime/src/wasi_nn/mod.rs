@@ -273,6 +273,27 @@ enum TensorData {
     Fp32(Vec<f32>),
 }
 
+/// Little-endian FP32 `bytes` (a multiple of 4 long) as values, copied once into memory that
+/// is not written first: zeroed memory (`calloc`) is zeroed again by the allocator when it
+/// reuses freed memory, which it does for a detector's inputs from one call to the next
+/// (a `memset` of every input: perf put it at ~0.7 ms per detection of biden.jpg).
+fn fp32_values(bytes: &[u8]) -> Result<Vec<f32>, NnError> {
+    let n = bytes.len() / 4;
+    let mut values: Vec<f32> = Vec::new();
+    values
+        .try_reserve_exact(n)
+        .map_err(|_| NnError::too_large(nn::Excess::Allocation { bytes: bytes.len() as u64 }))?;
+    // SAFETY: the capacity is at least `n` values, `n * 4` bytes, which the copy fills from
+    // `bytes` (as long, not overlapping a fresh allocation) before the length covers them;
+    // every bit pattern is a valid f32, and on this little-endian target the bytes are the
+    // values' own.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), n * 4);
+        values.set_len(n);
+    }
+    Ok(values)
+}
+
 impl TensorData {
     /// A guest's tensor bytes, as FP32 values when they are (the form a compute takes, so that
     /// it takes them without another copy), else as they came, for `compute` to refuse with
@@ -281,9 +302,7 @@ impl TensorData {
         if !matches!(ty, TensorType::Fp32) || !bytes.len().is_multiple_of(4) || cfg!(target_endian = "big") {
             return Ok(TensorData::Bytes(bytes.to_vec()));
         }
-        let mut values = nn::zeroed_values(bytes.len() / 4)?;
-        bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(bytes);
-        Ok(TensorData::Fp32(values))
+        Ok(TensorData::Fp32(fp32_values(bytes)?))
     }
 
     fn byte_len(&self) -> usize {
