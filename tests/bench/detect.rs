@@ -212,8 +212,10 @@ fn main() {
         totals[2] += opencv.unwrap_or(f64::NAN);
         totals[3] += torch.unwrap_or(f64::NAN);
     }
+    // A reference's total only when it ran (NaN otherwise).
+    let show_total = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "-".to_string() };
     println!(
-        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8.1} {:>8} {:>8} {:>13.1} {:>16.1}",
+        "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8.1} {:>8} {:>8} {:>13} {:>16}",
         "total",
         "",
         totals[0],
@@ -222,8 +224,8 @@ fn main() {
         sandbox_cpu_ms,
         "",
         "",
-        totals[2],
-        totals[3]
+        show_total(totals[2]),
+        show_total(totals[3])
     );
     if totals[2].is_finite() && totals[3].is_finite() {
         println!(
