@@ -109,14 +109,9 @@ pub unsafe fn block<const R: usize>(
     dst: *mut f32,
     dst_stride: usize,
 ) {
-    use std::arch::x86_64::*;
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
-    let lanes = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
-    let (mask0, mask1) = (lanes(cols), lanes(cols.saturating_sub(16)));
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for (r, row) in acc.iter_mut().enumerate() {
-        *row = [_mm512_set1_ps(bias[r]); 2];
-    }
+    let (mask0, mask1) = lane_masks(cols);
+    let mut acc = biased::<R>(bias);
     let w = panel.as_ptr();
     for kk in 0..k {
         // Masked lanes are neither read nor faulted on, so a short last block of a 1x1
@@ -128,6 +123,22 @@ pub unsafe fn block<const R: usize>(
     }
     // SAFETY: caller's contract.
     unsafe { store(&mut acc, epilogue, rows, cols, dst, dst_stride) };
+}
+
+/// The masks of the first `n` of a block's NR lanes, one per 16-lane half.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
+    let half = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+    (half(n), half(n.saturating_sub(16)))
+}
+
+/// A block's accumulators, each row starting at its channel's bias.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; R] {
+    std::array::from_fn(|r| [std::arch::x86_64::_mm512_set1_ps(bias[r]); 2])
 }
 
 /// One tap of a block: `acc[r] += weights[r] · columns` for the NR values at `c` (the lanes
@@ -173,8 +184,7 @@ unsafe fn store<const R: usize>(
     dst_stride: usize,
 ) {
     use std::arch::x86_64::*;
-    let lanes = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
-    let (mask0, mask1) = (lanes(cols), lanes(cols.saturating_sub(16)));
+    let (mask0, mask1) = lane_masks(cols);
     for (r, row) in acc.iter_mut().enumerate().take(rows) {
         apply(row, epilogue, r);
         let d = dst.wrapping_add(r * dst_stride);
@@ -274,12 +284,8 @@ pub unsafe fn block_flat<const R: usize>(
     use std::arch::x86_64::*;
     let k = taps.len();
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && lanes <= NR);
-    let mask = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { (1u16 << n) - 1 } };
-    let (mask0, mask1) = (mask(lanes), mask(lanes.saturating_sub(16)));
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for (r, row) in acc.iter_mut().enumerate() {
-        *row = [_mm512_set1_ps(bias[r]); 2];
-    }
+    let (mask0, mask1) = lane_masks(lanes);
+    let mut acc = biased::<R>(bias);
     let w = panel.as_ptr();
     for (kk, &tap) in taps.iter().enumerate() {
         // SAFETY: the first `lanes` values from src + tap on are readable (caller's contract),
