@@ -796,6 +796,13 @@ def fused_cases():
             helper.make_node("Add", ["mm", "b"], [y], name="fc_bias"),
         ]
 
+    def conv_act(r, init, cout, k, op, name, act=None, **attrs):
+        """A Conv from "x", then the activation `op` (node `name`, attributes `act`) into "y"."""
+        return [
+            conv(r, "conv", "x", "c", cout, k, init=init, **attrs),
+            helper.make_node(op, ["c"], ["y"], name=name, **(act or {})),
+        ]
+
     def conv_then(r, init, cout, k, op, const, value, **attrs):
         """A Conv from "x", then `op` of its output and the initializer `const` (= `value`) into "y"."""
         init[const] = value
@@ -836,25 +843,16 @@ def fused_cases():
 
     @x_case("fused_conv_channels_relu_narrow", x=[3, 6, 4, 4])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 20, 6, init=init, pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["c"], ["y"], name="relu"),
-        ]
+        return conv_act(r, init, 20, 6, "Relu", "relu", pads=[1, 1, 1, 1])
 
     @x_case("fused_conv_channels_leaky_relu", x=[1, 3, 21, 23])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 16, 3, init=init, strides=[2, 2]),
-            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
-        ]
+        return conv_act(r, init, 16, 3, "LeakyRelu", "leaky", act={"alpha": 0.1}, strides=[2, 2])
 
     # The same activations in blocks that span output rows (stride 1, 20 to 35 wide).
     @x_case("fused_conv_flat_relu", x=[2, 4, 35, 35])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 12, 4, init=init, pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["c"], ["y"], name="relu"),
-        ]
+        return conv_act(r, init, 12, 4, "Relu", "relu", pads=[1, 1, 1, 1])
 
     @x_case("fused_conv_flat_prelu", x=[1, 3, 21, 18])
     def _(r, init):
@@ -862,17 +860,11 @@ def fused_cases():
 
     @x_case("fused_conv_flat_leaky_relu", x=[1, 6, 26, 26])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 18, 6, init=init),
-            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
-        ]
+        return conv_act(r, init, 18, 6, "LeakyRelu", "leaky", act={"alpha": 0.1})
 
     @x_case("fused_conv_leaky_relu", x=[1, 3, 6, 6])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 4, 3, init=init),
-            helper.make_node("LeakyRelu", ["c"], ["y"], name="leaky", alpha=0.1),
-        ]
+        return conv_act(r, init, 4, 3, "LeakyRelu", "leaky", act={"alpha": 0.1})
 
     @x_case("fused_conv_mul_add", x=[1, 3, 7, 5])
     def _(r, init):
@@ -919,10 +911,7 @@ def fused_cases():
     # The conv output is a graph output and also feeds a Relu.
     @x_case("conv_output_also_graph_output", x=[1, 3, 6, 6], outputs=["c", "y"])
     def _(r, init):
-        return [
-            conv(r, "conv", "x", "c", 4, 3, init=init),
-            helper.make_node("Relu", ["c"], ["y"], name="relu"),
-        ]
+        return conv_act(r, init, 4, 3, "Relu", "relu")
 
     @x_case("fused_mlp_head", x=[2, 3, 4, 4])
     def _(r, init):
