@@ -4,9 +4,10 @@
 //! little-endian `raw_data`, int64 tensors (shapes, pads) in `int64_data`, attributes with
 //! their type set, value infos with fixed or symbolic dimensions.
 
+use crate::tensor_shape_proto::{Dimension, dimension};
 use crate::{
-    AttributeProto, AttributeType, DataType, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto,
+    AttributeProto, AttributeType, DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
 };
 
 /// The IR version written: 8 (ONNX 1.10 and later read it), enough for opset 13.
@@ -99,18 +100,20 @@ pub fn value_info_f32(name: &str, dims: &[Dim]) -> ValueInfoProto {
         .iter()
         .map(|d| Dimension {
             value: Some(match d {
-                Dim::Fixed(v) => DimensionValue::DimValue(*v as i64),
-                Dim::Symbolic(s) => DimensionValue::DimParam(s.clone()),
+                Dim::Fixed(v) => dimension::Value::DimValue(*v as i64),
+                Dim::Symbolic(s) => dimension::Value::DimParam(s.clone()),
             }),
+            ..Default::default()
         })
         .collect();
     ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: DataType::Float as i32,
                 shape: Some(TensorShapeProto { dim }),
-            }),
+            })),
+            ..Default::default()
         }),
         ..Default::default()
     }

@@ -18,7 +18,9 @@ use prost::Message;
 use super::ir::{Graph, GraphInput, Node, Op, Value, ValueId};
 use super::{Encoding, GraphFault, NnError, Tensor, Unsupported, shape};
 use attrs::Attrs;
-use proto::{DataType, DimensionValue, NodeProto};
+use proto::tensor_shape_proto::dimension;
+use proto::type_proto;
+use proto::{DataType, NodeProto};
 use tensor::{data_type_name, decode_tensor};
 
 /// The ops the importer accepts, for `refacen guests` and error messages.
@@ -167,7 +169,7 @@ impl Importer {
                     s.dim
                         .iter()
                         .map(|d| match d.value {
-                            Some(DimensionValue::DimValue(v)) if v > 0 => Some(v as usize),
+                            Some(dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
                             _ => None,
                         })
                         .collect()
@@ -363,16 +365,18 @@ impl Importer {
 fn check_float_value<'v>(
     value: &'v proto::ValueInfoProto,
     what: &str,
-) -> Result<Option<&'v proto::TypeProtoTensor>, NnError> {
+) -> Result<Option<&'v type_proto::Tensor>, NnError> {
     let refuse = |elem_type: String| NnError::UnsupportedOp {
         op: format!("graph {what}"),
         node: value.name.clone(),
         detail: Unsupported::ElementType { value: value.name.clone(), elem_type },
     };
     let Some(t) = value.r#type.as_ref() else { return Ok(None) };
-    match t.tensor_type.as_ref() {
-        Some(tensor) if tensor.elem_type == DataType::Float as i32 => Ok(Some(tensor)),
-        Some(tensor) => Err(refuse(data_type_name(tensor.elem_type))),
-        None => Err(refuse("a non-tensor type (sequence, map or optional)".into())),
+    match &t.value {
+        Some(type_proto::Value::TensorType(tensor)) if tensor.elem_type == DataType::Float as i32 => {
+            Ok(Some(tensor))
+        }
+        Some(type_proto::Value::TensorType(tensor)) => Err(refuse(data_type_name(tensor.elem_type))),
+        _ => Err(refuse("a non-tensor type (sequence, map or optional)".into())),
     }
 }
