@@ -19,15 +19,7 @@
 // the number of output channels per group; BM · BN = 256 · 16 always. The tiling and the
 // fused activation (override ACT) are tiled_product.wgsl's.
 
-// Parameters: `prm` (ConvParams, bound by the declarations params.rs prepends).
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-// bias[out_c], then the PRelu slopes[out_c] when ACT == ACT_PRELU.
-@group(0) @binding(3) var<storage, read> chan: array<f32>;
-// Per k (conv2d only): (input channel within the group, ky · dh, kx · dw, 0), so that the
-// gather needs no division.
-@group(0) @binding(4) var<storage, read> taps: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+// Bindings (declared by params.rs, ConvParams): `prm`; reads x, wt, chan, taps; writes y.
 
 // Output channels per tile.
 override BM: u32 = 64u;

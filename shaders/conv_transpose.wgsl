@@ -2,15 +2,10 @@
 // output value, gathering the input values whose scattered taps land on it (the CPU backend
 // scatters; the sums are the same). 2-D, groups, strides, dilations, pads, output padding.
 
-// Whether binding 3 holds a bias (otherwise it is a placeholder).
+// Whether `bias` holds a bias (otherwise it is a placeholder).
 override HAS_BIAS: bool = false;
 
-// Parameters: `prm` (ConvTransposeParams, bound by the declarations params.rs prepends).
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-// [in_c, out_cg, kh, kw]
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Bindings (declared by params.rs, ConvTransposeParams): `prm`; reads x, w, bias; writes y.
 
 @compute @workgroup_size(256)
 fn conv_transpose(inv: Invocation) {

@@ -16,18 +16,9 @@ override SAME_SHAPE: bool = false;
 // Every kernel here may cover only values [base, base + total) of its output (tensors larger
 // than one buffer binding are split so); *_sub is the element where a binding starts.
 
-// Parameters, bound by the declarations params.rs prepends: `uprm` (UnaryParams), `bprm`
-// (BinaryParams), `nprm` (BatchNormParams).
-
-// unary: x, out. binary: a, b, out. batch_norm: x, scale, bias, mean, var, out.
-@group(0) @binding(1) var<storage, read> in0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> unary_out: array<f32>;
-@group(0) @binding(2) var<storage, read> in1: array<f32>;
-@group(0) @binding(3) var<storage, read_write> binary_out: array<f32>;
-@group(0) @binding(3) var<storage, read> in2: array<f32>;
-@group(0) @binding(4) var<storage, read> in3: array<f32>;
-@group(0) @binding(5) var<storage, read> in4: array<f32>;
-@group(0) @binding(6) var<storage, read_write> norm_out: array<f32>;
+// Bindings (declared by params.rs): unary `uprm` (UnaryParams), reads in0, writes unary_out;
+// binary `bprm` (BinaryParams), reads in0, in1 (a, b), writes binary_out; batch_norm `nprm`
+// (BatchNormParams), reads in0..in4 (x, scale, bias, mean, var), writes norm_out.
 
 // tanh that saturates to ±1 instead of overflowing to inf/inf for large |x|.
 fn tanh_stable(x: f32) -> f32 {

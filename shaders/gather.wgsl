@@ -6,13 +6,8 @@
 // The table entry meaning "no input value here" (Pad's constant).
 const NO_SOURCE: u32 = 0xffffffffu;
 
-// Parameters, bound by the declarations params.rs prepends: `mprm` (IndexMapParams), `aprm`
-// (ResizeAxisParams), `rprm` (ReduceParams).
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-// index_map: u32 offsets. resize_axis: per output coordinate (i0, i1, bits of w0, bits of w1).
-@group(0) @binding(2) var<storage, read> table: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> reduce_out: array<f32>;
+// Bindings (declared by params.rs): index_map `mprm` (IndexMapParams) and resize_axis `aprm`
+// (ResizeAxisParams) read x, table and write y; reduce `rprm` (ReduceParams) reads x, writes reduce_out.
 
 @compute @workgroup_size(256)
 fn index_map(inv: Invocation) {

@@ -10,13 +10,7 @@
 // loads walk along whichever dimension is contiguous in memory (A_K_FAST / B_K_FAST). The
 // tiling and the fused activation (override ACT) are tiled_product.wgsl's.
 
-// Parameters: `prm` (GemmParams, bound by the declarations params.rs prepends).
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> c: array<f32>;
-// PRelu slopes, one per output column (ACT == ACT_PRELU).
-@group(0) @binding(4) var<storage, read> slopes: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Bindings (declared by params.rs, GemmParams): `prm`; reads a, b, c, slopes; writes out.
 
 override HAS_C: bool = false;
 // A's k index is contiguous (a_cs == 1): stage A walking k first. Likewise B (b_rs == 1).

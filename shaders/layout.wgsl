@@ -6,10 +6,8 @@
 // Shapes of rank ≤ 8 (the host merges dimensions that stay adjacent, so a Transpose of any
 // rank whose permutation moves at most 8 blocks fits).
 
-// Parameters, bound by the declarations params.rs prepends: `tprm` (TransposeParams), `cprm`
-// (ConcatParams).
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// Bindings (declared by params.rs): `tprm` (TransposeParams) or `cprm` (ConcatParams); reads x,
+// writes y.
 
 @compute @workgroup_size(256)
 fn transpose(inv: Invocation) {

@@ -8,11 +8,8 @@
 //   padding never count), at least 1;
 // - padding and output sizes come resolved from crates/nn/src/shape.rs (ceil_mode, SAME_*).
 //
-// Parameters, bound by the declarations params.rs prepends: `prm` (PoolParams), `gprm`
-// (GlobalPoolParams).
-
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// Bindings (declared by params.rs): `prm` (PoolParams) or `gprm` (GlobalPoolParams); reads x,
+// writes y.
 
 override MAX: bool = true;
 override COUNT_PAD: bool = false;

@@ -2,7 +2,7 @@
 // (crates/nn/src/gpu/kernels.rs), so the files use these names without declaring them.
 // Before it come the declarations crates/nn/src/gpu/params.rs writes: MAX_RANK, the op codes
 // (ACT_*, UNARY_*, BINARY_*), the structs Window2d and Broadcast, the file's params structs
-// and their binding-0 variables.
+// with their binding-0 variables, and the storage buffers their entry points bind.
 
 // Invocations per workgroup, in every kernel.
 const WG: u32 = 256u;

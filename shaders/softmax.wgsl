@@ -6,9 +6,7 @@
 // `softmax_rows`: one thread per row (short rows, e.g. 2 classes over a whole feature map).
 // `softmax_wide`: one workgroup per row, reductions in workgroup memory (long rows).
 
-// Parameters: `prm` (SoftmaxParams, bound by the declarations params.rs prepends).
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// Bindings (declared by params.rs, SoftmaxParams): `prm`; reads x, writes y.
 
 fn row_start(row: u32) -> u32 {
     return (row / prm.inner) * prm.len * prm.inner + row % prm.inner;

@@ -1,7 +1,8 @@
 //! The host↔WGSL ABI, checked by reflecting the shaders through naga (the WGSL front end
 //! wgpu compiles them with): every params struct of `params.rs` against the WGSL struct of
 //! the same name (field names, order, offsets, types, size), every entry point against the
-//! struct it reads, and the op-code enums against the WGSL constants. Needs no GPU.
+//! struct it reads and the storage buffers its struct declares, and the op-code enums against
+//! the WGSL constants. Needs no GPU.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +18,8 @@ struct HostParams {
     entries: &'static [&'static str],
     size: usize,
     fields: Vec<Field>,
+    /// The storage buffers its entry points bind after it.
+    buffers: &'static [StorageBuffer],
 }
 
 fn host<P: KernelParams>() -> HostParams {
@@ -27,6 +30,7 @@ fn host<P: KernelParams>() -> HostParams {
         entries: P::ENTRIES,
         size: size_of::<P>(),
         fields: P::fields(),
+        buffers: P::BUFFERS,
     }
 }
 
@@ -39,6 +43,7 @@ fn host_params() -> Vec<HostParams> {
             entries: &[],
             size: size_of::<Window2d>(),
             fields: Window2d::fields(),
+            buffers: &[],
         },
         HostParams {
             shader: Shader::Conv,
@@ -46,6 +51,7 @@ fn host_params() -> Vec<HostParams> {
             entries: &[],
             size: size_of::<Broadcast>(),
             fields: Broadcast::fields(),
+            buffers: &[],
         },
         host::<ConvParams>(),
         host::<GemmParams>(),
@@ -86,6 +92,14 @@ fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
         },
         naga::TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } => {
             format!("array<{}, {n}>", wgsl_type(module, *base))
+        }
+        naga::TypeInner::Vector { size, scalar } => {
+            let suffix = match scalar.kind {
+                naga::ScalarKind::Uint => "u",
+                naga::ScalarKind::Sint => "i",
+                _ => "f",
+            };
+            format!("vec{}{suffix}", *size as u8)
         }
         naga::TypeInner::Struct { .. } => module.types[ty].name.clone().unwrap_or_default(),
         other => format!("{other:?}"),
@@ -194,6 +208,100 @@ fn every_entry_point_reads_the_params_the_host_writes() {
                         "shaders/{} has no entry point `{entry}` ({})",
                         shader.file(),
                         host.name
+                    ));
+                }
+            }
+        }
+    });
+}
+
+/// A storage buffer after binding 0 as the module declares it, or as the host does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Buffer {
+    name: String,
+    binding: u32,
+    element: String,
+    access: Access,
+}
+
+impl From<&StorageBuffer> for Buffer {
+    fn from(b: &StorageBuffer) -> Self {
+        Buffer { name: b.name.into(), binding: b.binding, element: b.element.into(), access: b.access }
+    }
+}
+
+/// The module's storage buffers of group 0 after binding 0, whoever declared them.
+fn wgsl_buffers(module: &naga::Module) -> Vec<(naga::Handle<naga::GlobalVariable>, Buffer)> {
+    module
+        .global_variables
+        .iter()
+        .filter_map(|(handle, var)| {
+            let binding = var.binding.as_ref().filter(|b| b.group == 0 && b.binding > 0)?;
+            let naga::AddressSpace::Storage { access } = var.space else { return None };
+            let element = match module.types[var.ty].inner {
+                naga::TypeInner::Array { base, .. } => wgsl_type(module, base),
+                _ => wgsl_type(module, var.ty),
+            };
+            let access =
+                if access.contains(naga::StorageAccess::STORE) { Access::ReadWrite } else { Access::Read };
+            let name = var.name.clone().unwrap_or_default();
+            Some((handle, Buffer { name, binding: binding.binding, element, access }))
+        })
+        .collect()
+}
+
+/// Every entry point uses exactly the storage buffers its params struct declares, at the
+/// bindings, element types and access the host binds them with (whatever the shader file
+/// declares itself), and writes its output; every declared buffer is used by one of the
+/// struct's entry points.
+#[test]
+fn every_entry_point_uses_the_buffers_the_host_binds() {
+    check_modules(|shader, module, info, hosts, problems| {
+        let file = shader.file();
+        let buffers = wgsl_buffers(module);
+        for (_, buffer) in &buffers {
+            if !hosts.iter().any(|h| h.buffers.iter().any(|d| Buffer::from(d) == *buffer)) {
+                problems.push(format!(
+                    "shaders/{file} declares {buffer:?}, which no params struct of its own in params.rs \
+                     declares: declare it there (kernel_params!), not in the file"
+                ));
+            }
+        }
+        let mut used_by_host: Vec<(&str, Buffer)> = Vec::new();
+        for (index, entry) in module.entry_points.iter().enumerate() {
+            // An entry point no params struct reads is the other test's failure.
+            let Some(host) = hosts.iter().find(|h| h.entries.contains(&entry.name.as_str())) else {
+                continue;
+            };
+            let uses = info.get_entry_point(index);
+            let declared: Vec<Buffer> = host.buffers.iter().map(Buffer::from).collect();
+            for (handle, buffer) in buffers.iter().filter(|(h, _)| !uses[*h].is_empty()) {
+                if !declared.contains(buffer) {
+                    problems.push(format!(
+                        "shaders/{file}: entry point `{}` uses {buffer:?}, which the host does not bind \
+                         for it: {} declares {declared:?}",
+                        entry.name, host.name
+                    ));
+                }
+                let written = uses[*handle].contains(naga::valid::GlobalUse::WRITE);
+                if written != (buffer.access == Access::ReadWrite) {
+                    problems.push(format!(
+                        "shaders/{file}: entry point `{}` {} {}, declared {:?}",
+                        entry.name,
+                        if written { "writes" } else { "never writes" },
+                        buffer.name,
+                        buffer.access
+                    ));
+                }
+                used_by_host.push((host.name, buffer.clone()));
+            }
+        }
+        for host in hosts {
+            for buffer in host.buffers.iter().map(Buffer::from) {
+                if !used_by_host.iter().any(|(name, used)| *name == host.name && *used == buffer) {
+                    problems.push(format!(
+                        "{} declares {buffer:?}, which none of its entry points {:?} in shaders/{file} uses",
+                        host.name, host.entries
                     ));
                 }
             }

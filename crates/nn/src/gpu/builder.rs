@@ -64,8 +64,8 @@ impl<'a> Bind<'a> {
 struct Pending {
     kernel: Arc<Kernel>,
     params: Range<u64>,
-    /// (buffer, offset, bytes) of the inputs, then of the output.
-    bindings: Vec<(wgpu::Buffer, u64, u64)>,
+    /// (binding, buffer, offset, bytes) of the inputs, then of the output.
+    bindings: Vec<(u32, wgpu::Buffer, u64, u64)>,
     grid: [u32; 3],
 }
 
@@ -167,7 +167,8 @@ impl Builder<'_> {
         })
     }
 
-    /// Adds a dispatch of `key` over `grid` with `params`, reading `inputs`, writing `output`.
+    /// Adds a dispatch of `key` over `grid` with `params`, reading `inputs`, writing `output`:
+    /// bound in the order of `P::BUFFERS`, which says how many there are.
     pub fn dispatch<P: KernelParams>(
         &mut self,
         key: KernelKey,
@@ -177,10 +178,16 @@ impl Builder<'_> {
         grid: [u32; 3],
     ) -> Result<(), NnError> {
         const { assert!(size_of::<P>() <= PARAMS_BYTES) };
+        let params_type = std::any::type_name::<P>();
         assert!(
             key.shader == P::SHADER && P::ENTRIES.contains(&key.entry),
-            "{key:?} does not read {}",
-            std::any::type_name::<P>()
+            "{key:?} does not read {params_type}"
+        );
+        assert_eq!(
+            inputs.len() + 1,
+            P::BUFFERS.len(),
+            "{key:?} binds {:?} after its {params_type}",
+            P::BUFFERS.iter().map(|b| b.name).collect::<Vec<_>>()
         );
         for bind in inputs.iter().chain([&output]) {
             if bind.size > self.ctx.max_binding() {
@@ -190,7 +197,6 @@ impl Builder<'_> {
             }
         }
         let kernel = self.ctx.kernels.get(&self.ctx.device, &key)?;
-        debug_assert_eq!(kernel.inputs, inputs.len(), "{key:?}");
         let align = self.ctx.param_align() as usize;
         let start = self.params.len().next_multiple_of(align);
         self.params.resize(start, 0);
@@ -198,7 +204,9 @@ impl Builder<'_> {
         // Every block is bound as PARAMS_BYTES, whatever the struct's size.
         self.params.resize(start + PARAMS_BYTES, 0);
         let end = self.params.len() as u64;
-        let bindings = inputs.iter().chain([&output]).map(|b| (b.buffer.clone(), b.offset, b.size)).collect();
+        let bindings = (P::BUFFERS.iter().zip(inputs.iter().chain([&output])))
+            .map(|(decl, b)| (decl.binding, b.buffer.clone(), b.offset, b.size))
+            .collect();
         self.pending.push(Pending { kernel, params: start as u64..end, bindings, grid });
         Ok(())
     }
@@ -388,8 +396,8 @@ impl<'e> Builder<'e> {
         let mut steps = Vec::with_capacity(self.pending.len());
         for p in &self.pending {
             let mut entries = vec![buffer_entry(0, &params, p.params.start, p.params.end - p.params.start)];
-            for (i, (buffer, offset, bytes)) in p.bindings.iter().enumerate() {
-                entries.push(buffer_entry(i as u32 + 1, buffer, *offset, *bytes));
+            for (binding, buffer, offset, bytes) in &p.bindings {
+                entries.push(buffer_entry(*binding, buffer, *offset, *bytes));
             }
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,

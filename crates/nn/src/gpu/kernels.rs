@@ -2,15 +2,17 @@
 //! compute pipelines, one per (entry point, pipeline-overridable constants).
 //!
 //! Every kernel binds, in group 0: binding 0 its parameters (a read-only storage buffer
-//! holding one params struct of 4-byte fields, declared for both languages in `params.rs`), bindings 1..=n its
-//! n inputs (read-only storage) and binding n + 1 its output (read-write storage). Bind group
-//! and pipeline layouts are explicit, one per input count, so unused bindings are harmless.
+//! holding one params struct of 4-byte fields) and then its storage buffers, bindings 1..=n
+//! its n inputs (read-only) and binding n + 1 its output (read-write), all declared for both
+//! languages in `params.rs`. Bind group and pipeline layouts are explicit, built from those
+//! declarations (one per access pattern), so bindings an entry point leaves unused are
+//! harmless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::context::scoped;
-use super::params;
+use super::params::{self, Access, StorageBuffer};
 use crate::NnError;
 
 /// A shader source file.
@@ -96,15 +98,13 @@ impl Shader {
 pub struct KernelKey {
     pub shader: Shader,
     pub entry: &'static str,
-    /// How many input buffers the entry point binds (bindings 1..=inputs).
-    pub inputs: usize,
     /// Values of WGSL `override` constants (booleans as 0/1).
     pub constants: Vec<(&'static str, u32)>,
 }
 
 impl KernelKey {
-    pub fn new(shader: Shader, entry: &'static str, inputs: usize) -> Self {
-        KernelKey { shader, entry, inputs, constants: Vec::new() }
+    pub fn new(shader: Shader, entry: &'static str) -> Self {
+        KernelKey { shader, entry, constants: Vec::new() }
     }
 
     pub fn with(mut self, name: &'static str, value: u32) -> Self {
@@ -121,12 +121,12 @@ impl KernelKey {
 pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
-    pub inputs: usize,
 }
 
 pub struct Kernels {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<usize, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    /// Per access pattern of the storage buffers (inputs, then output).
+    layouts: Mutex<HashMap<Vec<Access>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
 }
 
@@ -145,7 +145,7 @@ impl Kernels {
             return Ok(k.clone());
         }
         let module = self.module(device, key.shader)?;
-        let (layout, pipeline_layout) = self.layout(device, key.inputs);
+        let (layout, pipeline_layout) = self.layout(device, params::storage_buffers(key.shader, key.entry));
         let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
         let label = format!("{}:{} {:?}", key.shader.file(), key.entry, key.constants);
         let pipeline = scoped(device, &format!("compiling kernel {label}"), || {
@@ -162,7 +162,7 @@ impl Kernels {
                 cache: None,
             })
         })?;
-        let kernel = Arc::new(Kernel { pipeline, layout, inputs: key.inputs });
+        let kernel = Arc::new(Kernel { pipeline, layout });
         self.pipelines.lock().expect("kernel cache").insert(key.clone(), kernel.clone());
         Ok(kernel)
     }
@@ -195,11 +195,16 @@ impl Kernels {
         Ok(module)
     }
 
-    fn layout(&self, device: &wgpu::Device, inputs: usize) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    fn layout(
+        &self,
+        device: &wgpu::Device,
+        buffers: &[StorageBuffer],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let access: Vec<Access> = buffers.iter().map(|b| b.access).collect();
         let mut layouts = self.layouts.lock().expect("layout cache");
         layouts
-            .entry(inputs)
-            .or_insert_with(|| {
+            .entry(access)
+            .or_insert_with_key(|access| {
                 let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
                     binding,
                     visibility: wgpu::ShaderStages::COMPUTE,
@@ -211,9 +216,8 @@ impl Kernels {
                     count: None,
                 };
                 let mut entries = vec![entry(0, true)];
-                entries.extend((1..=inputs as u32).map(|b| entry(b, true)));
-                entries.push(entry(inputs as u32 + 1, false));
-                let label = format!("{inputs} inputs");
+                entries.extend(buffers.iter().map(|b| entry(b.binding, b.access == Access::Read)));
+                let label = format!("params, {access:?}");
                 let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
                     entries: &entries,

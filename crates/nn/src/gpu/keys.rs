@@ -33,11 +33,11 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
         }
         // Row-major A and B: A's k is its fast index, B's is not.
         Op::MatMul => gemm_key(false, FusedActivation::None, true, false),
-        Op::Pool(pool) => KernelKey::new(Shader::Pool, "pool2d", 1)
+        Op::Pool(pool) => KernelKey::new(Shader::Pool, "pool2d")
             .flag("MAX", pool.kind == PoolKind::Max)
             .flag("COUNT_PAD", pool.count_include_pad),
         Op::GlobalPool(kind) => {
-            KernelKey::new(Shader::Pool, "global_pool", 1).flag("MAX", *kind == PoolKind::Max)
+            KernelKey::new(Shader::Pool, "global_pool").flag("MAX", *kind == PoolKind::Max)
         }
         Op::Unary(op) => {
             let code = match op {
@@ -52,7 +52,7 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
                 Unary::HardSwish => UnaryOp::HardSwish,
                 Unary::Identity => return None,
             };
-            KernelKey::new(Shader::Eltwise, "unary", 1).with("UNARY_OP", code as u32)
+            KernelKey::new(Shader::Eltwise, "unary").with("UNARY_OP", code as u32)
         }
         Op::Binary(op) => {
             let code = match op {
@@ -67,34 +67,32 @@ pub fn kernel_key(node: &Node, prepared: &Prepared, choice: ShapeChoice) -> Opti
             binary_key(code, choice)?
         }
         Op::PRelu => binary_key(BinaryOp::PRelu, choice)?,
-        Op::BatchNorm { .. } => KernelKey::new(Shader::Eltwise, "batch_norm", 5),
+        Op::BatchNorm { .. } => KernelKey::new(Shader::Eltwise, "batch_norm"),
         Op::Softmax { .. } => {
             let ShapeChoice::WideRows(wide) = choice else { return None };
-            KernelKey::new(Shader::Softmax, if wide { "softmax_wide" } else { "softmax_rows" }, 1)
+            KernelKey::new(Shader::Softmax, if wide { "softmax_wide" } else { "softmax_rows" })
         }
-        Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose", 1),
-        Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat", 1),
-        Op::Pad { .. } | Op::Slice { .. } | Op::Gather { .. } => {
-            KernelKey::new(Shader::Gather, "index_map", 2)
-        }
-        Op::Resize(_) => KernelKey::new(Shader::Gather, "resize_axis", 2),
-        Op::Reduce(_) => KernelKey::new(Shader::Gather, "reduce", 1),
+        Op::Transpose { .. } => KernelKey::new(Shader::Layout, "transpose"),
+        Op::Concat { .. } => KernelKey::new(Shader::Layout, "concat"),
+        Op::Pad { .. } | Op::Slice { .. } | Op::Gather { .. } => KernelKey::new(Shader::Gather, "index_map"),
+        Op::Resize(_) => KernelKey::new(Shader::Gather, "resize_axis"),
+        Op::Reduce(_) => KernelKey::new(Shader::Gather, "reduce"),
         Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             return None;
         }
-        Op::ConvTranspose(_) => KernelKey::new(Shader::ConvTranspose, "conv_transpose", 3)
+        Op::ConvTranspose(_) => KernelKey::new(Shader::ConvTranspose, "conv_transpose")
             .flag("HAS_BIAS", node.inputs.get(2).copied().flatten().is_some()),
     })
 }
 
 fn conv_key(conv: &Conv, packed: &ConvPacked) -> KernelKey {
     if packed.depthwise {
-        return KernelKey::new(Shader::Conv, "depthwise", 4).with("ACT", packed.act as u32);
+        return KernelKey::new(Shader::Conv, "depthwise").with("ACT", packed.act as u32);
     }
     // SAME padding of a 1x1 stride-1 kernel is no padding.
     let unpadded = matches!(conv.window.padding, Padding::SameUpper | Padding::SameLower | Padding::NONE);
     let pointwise = conv.window.kernel == [1, 1] && conv.window.strides == [1, 1] && unpadded;
-    KernelKey::new(Shader::Conv, "conv2d", 4)
+    KernelKey::new(Shader::Conv, "conv2d")
         .with("BM", packed.tile.bm)
         .with("BN", packed.tile.bn)
         .with("BK", packed.tile.bk)
@@ -103,7 +101,7 @@ fn conv_key(conv: &Conv, packed: &ConvPacked) -> KernelKey {
 }
 
 fn gemm_key(has_c: bool, act: FusedActivation, a_k_fast: bool, b_k_fast: bool) -> KernelKey {
-    KernelKey::new(Shader::Gemm, "gemm", 4)
+    KernelKey::new(Shader::Gemm, "gemm")
         .flag("HAS_C", has_c)
         .with("ACT", act as u32)
         .flag("A_K_FAST", a_k_fast)
@@ -113,8 +111,6 @@ fn gemm_key(has_c: bool, act: FusedActivation, a_k_fast: bool, b_k_fast: bool) -
 fn binary_key(op: BinaryOp, choice: ShapeChoice) -> Option<KernelKey> {
     let ShapeChoice::SameShape(same_shape) = choice else { return None };
     Some(
-        KernelKey::new(Shader::Eltwise, "binary", 2)
-            .with("BINARY_OP", op as u32)
-            .flag("SAME_SHAPE", same_shape),
+        KernelKey::new(Shader::Eltwise, "binary").with("BINARY_OP", op as u32).flag("SAME_SHAPE", same_shape),
     )
 }

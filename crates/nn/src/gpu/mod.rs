@@ -14,8 +14,9 @@
 //!   outputs are read back. Reshape, Flatten, Squeeze, Unsqueeze and Identity alias their
 //!   input's buffer.
 //! - Kernel parameters are `#[repr(C)]` structs (`params`) whose WGSL declarations the same
-//!   macro writes and prepends to the shader files; the `abi_tests` unit test checks the
-//!   layouts agree.
+//!   macro writes and prepends to the shader files, with the storage buffers each kernel binds
+//!   (from which the host builds its bind group layouts and bind groups); the `abi_tests` unit
+//!   test checks the layouts agree and that each entry point uses exactly those buffers.
 //!
 //! The CPU backend (`nn::cpu`) defines the semantics; the op conformance suite runs on both.
 

@@ -1,10 +1,13 @@
 //! The kernels' ABI, declared once: each params struct is a `#[repr(C)]` Rust struct and, from
-//! the same macro, its WGSL declaration, as are the op codes the kernels are specialized on and
-//! the array dimensions. The shader files use these names without declaring them: a shader
-//! module is `wgsl_declarations`, then `shaders/prelude.wgsl`, then the file. `abi_tests`
-//! reflects the modules through naga and checks that the WGSL layout (field names, order,
-//! offsets, types, size) is the Rust one, and that each entry point reads the struct the host
-//! writes for it.
+//! the same macro, its WGSL declaration, as are the storage buffers its entry points bind
+//! after it (name, binding, element type, access), the op codes the kernels are specialized
+//! on and the array dimensions. The shader files use these names without declaring them: a
+//! shader module is `wgsl_declarations`, then `shaders/prelude.wgsl`, then the file. The host
+//! builds its bind group layouts and bind groups from the same buffer lists
+//! (`storage_buffers`, `KernelParams::BUFFERS`). `abi_tests` reflects the modules through naga
+//! and checks that the WGSL layout (field names, order, offsets, types, size) is the Rust one,
+//! that each entry point reads the struct the host writes for it, and that it uses the
+//! buffers its struct declares (names, bindings, types, access) and no others.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -43,6 +46,73 @@ pub trait KernelParams: AbiStruct {
     const SHADER: Shader;
     /// The entry points that read it.
     const ENTRIES: &'static [&'static str];
+    /// The storage buffers those entry points bind after it: the inputs, then the output.
+    const BUFFERS: &'static [StorageBuffer];
+}
+
+/// How a kernel accesses one of its storage buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// An input.
+    Read,
+    /// The output.
+    ReadWrite,
+}
+
+impl Access {
+    /// The WGSL access mode.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::ReadWrite => "read_write",
+        }
+    }
+}
+
+/// A storage buffer of group 0 that a kernel binds after its params, an `array` of `element`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageBuffer {
+    /// The WGSL variable the entry points read or write.
+    pub name: &'static str,
+    /// Its binding: 1 + its place in the params struct's `BUFFERS`.
+    pub binding: u32,
+    /// The element type as WGSL spells it: `f32`, `u32`, `vec4u`.
+    pub element: &'static str,
+    pub access: Access,
+    /// Its doc comment, lines ending in `\n`, repeated in the WGSL.
+    doc: &'static str,
+}
+
+impl StorageBuffer {
+    /// A buffer of `kernel_params!`, numbered by `numbered`.
+    const fn new(name: &'static str, element: &'static str, access: Access, doc: &'static str) -> Self {
+        StorageBuffer { name, binding: 0, element, access, doc }
+    }
+
+    /// Whether `other` is the same WGSL variable (its doc comment aside).
+    fn same_variable(&self, other: &StorageBuffer) -> bool {
+        StorageBuffer { doc: "", ..*self } == StorageBuffer { doc: "", ..*other }
+    }
+
+    /// Its WGSL declaration, doc comment first.
+    fn wgsl(&self) -> String {
+        let doc: String = self.doc.lines().map(|line| format!("//{line}\n")).collect();
+        let Self { name, binding, element, access, .. } = self;
+        format!(
+            "{doc}@group(0) @binding({binding}) var<storage, {}> {name}: array<{element}>;\n",
+            access.wgsl()
+        )
+    }
+}
+
+/// `buffers` bound in their order from binding 1 on (binding 0 holds the params).
+const fn numbered<const N: usize>(mut buffers: [StorageBuffer; N]) -> [StorageBuffer; N] {
+    let mut i = 0;
+    while i < N {
+        buffers[i].binding = i as u32 + 1;
+        i += 1;
+    }
+    buffers
 }
 
 /// One field of a params struct as the reflection test compares it with the WGSL.
@@ -149,13 +219,19 @@ macro_rules! shared_structs {
     };
 }
 
-/// Declares params structs, `Name in Shader [entry points] as var { field: type, ... }` (see
-/// `abi_struct!`), each read by the entry points listed, through the WGSL variable `var` that
-/// the declarations bind at binding 0 of group 0 (the files do not declare it either).
+/// Declares params structs, `Name in Shader [entry points] as var reads [input: element, ...]
+/// writes output: element { field: type, ... }` (see `abi_struct!`), each read by the entry
+/// points listed, through the WGSL variable `var` that the declarations bind at binding 0 of
+/// group 0, and the storage buffers those entry points bind after it: the inputs (read) at
+/// bindings 1..=n, in order, and the output (read_write) at binding n + 1, each an `array` of
+/// its element type (`f32`, `u32`, `vec4u`). The files declare none of these.
 macro_rules! kernel_params {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident in $shader:ident [$($entry:literal),+] as $var:ident $body:tt
+        $name:ident in $shader:ident [$($entry:literal),+] as $var:ident
+        reads [$( $(#[doc = $in_doc:literal])* $input:ident: $in_elem:ident ),+ $(,)?]
+        writes $output:ident: $out_elem:ident
+        $body:tt
     )+) => {
         $(
             abi_struct!($(#[doc = $doc])* $name $body);
@@ -163,16 +239,39 @@ macro_rules! kernel_params {
             impl KernelParams for $name {
                 const SHADER: Shader = Shader::$shader;
                 const ENTRIES: &'static [&'static str] = &[$($entry),+];
+                const BUFFERS: &'static [StorageBuffer] = &numbered([
+                    $( StorageBuffer::new(
+                        stringify!($input),
+                        stringify!($in_elem),
+                        Access::Read,
+                        concat!($($in_doc, "\n",)*),
+                    ), )+
+                    StorageBuffer::new(stringify!($output), stringify!($out_elem), Access::ReadWrite, ""),
+                ]);
             }
         )+
 
-        /// Every params struct's shader, WGSL declaration and binding.
-        const WGSL_STRUCTS: &[(Shader, &str, &str)] = &[$((
-            Shader::$shader,
-            <$name as AbiStruct>::WGSL,
-            concat!("@group(0) @binding(0) var<storage, read> ", stringify!($var), ": ", stringify!($name), ";\n"),
-        )),+];
+        /// Every params struct's kernels.
+        const KERNELS: &[KernelAbi] = &[$(KernelAbi {
+            shader: Shader::$shader,
+            entries: <$name as KernelParams>::ENTRIES,
+            wgsl: <$name as AbiStruct>::WGSL,
+            params: concat!("@group(0) @binding(0) var<storage, read> ", stringify!($var), ": ", stringify!($name), ";\n"),
+            buffers: <$name as KernelParams>::BUFFERS,
+        }),+];
     };
+}
+
+/// A params struct and its entry points' bindings, as `wgsl_declarations` and
+/// `storage_buffers` look them up by shader.
+struct KernelAbi {
+    shader: Shader,
+    entries: &'static [&'static str],
+    /// The struct's WGSL declaration.
+    wgsl: &'static str,
+    /// The WGSL of its binding-0 variable.
+    params: &'static str,
+    buffers: &'static [StorageBuffer],
 }
 
 shared_structs! {
@@ -220,7 +319,19 @@ impl Window2d {
 kernel_params! {
     /// conv2d.wgsl. A dispatch covers images [n_base, ..) and, per group, output channels
     /// [m_base, m_base + m_count); `x_sub`, `y_sub`: the element where each binding starts.
-    ConvParams in Conv ["conv2d", "depthwise"] as prm {
+    ConvParams in Conv ["conv2d", "depthwise"] as prm
+    reads [
+        x: f32,
+        /// Weights: conv2d [group][k][m], m fastest; depthwise [C][kh · kw].
+        wt: f32,
+        /// bias[out_c], then the PRelu slopes[out_c] when ACT == ACT_PRELU.
+        chan: f32,
+        /// Per k (conv2d only): (input channel within the group, ky · dh, kx · dw, 0), so that
+        /// the gather needs no division.
+        taps: vec4u,
+    ]
+    writes y: f32
+    {
         batch: u32,
         in_c: u32,
         out_c: u32,
@@ -244,7 +355,16 @@ kernel_params! {
     }
 
     /// gemm.wgsl: Gemm, and MatMul with broadcast batch dimensions.
-    GemmParams in Gemm ["gemm"] as prm {
+    GemmParams in Gemm ["gemm"] as prm
+    reads [
+        a: f32,
+        b: f32,
+        c: f32,
+        /// PRelu slopes, one per output column (ACT == ACT_PRELU).
+        slopes: f32,
+    ]
+    writes out: f32
+    {
         m: u32,
         n: u32,
         k: u32,
@@ -266,7 +386,7 @@ kernel_params! {
     }
 
     /// pool.wgsl: MaxPool and AveragePool over planes [base, base + planes).
-    PoolParams in Pool ["pool2d"] as prm {
+    PoolParams in Pool ["pool2d"] as prm reads [x: f32] writes y: f32 {
         /// batch · channels
         planes: u32,
         win: Window2d,
@@ -280,7 +400,7 @@ kernel_params! {
     }
 
     /// pool.wgsl: GlobalMaxPool and GlobalAveragePool.
-    GlobalPoolParams in Pool ["global_pool"] as gprm {
+    GlobalPoolParams in Pool ["global_pool"] as gprm reads [x: f32] writes y: f32 {
         planes: u32,
         /// Values per plane (the product of the spatial dimensions).
         size: u32,
@@ -291,7 +411,7 @@ kernel_params! {
 
     /// softmax.wgsl. Rows of this dispatch, from row `base` on; x_sub / y_sub: the elements
     /// where the bindings start (tensors larger than one binding are split by whole blocks of rows).
-    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] as prm {
+    SoftmaxParams in Softmax ["softmax_rows", "softmax_wide"] as prm reads [x: f32] writes y: f32 {
         rows: u32,
         len: u32,
         inner: u32,
@@ -301,7 +421,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl.
-    UnaryParams in Eltwise ["unary"] as uprm {
+    UnaryParams in Eltwise ["unary"] as uprm reads [in0: f32] writes unary_out: f32 {
         total: u32,
         alpha: f32,
         lo: f32,
@@ -312,7 +432,7 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: Add, Sub, Mul, Div and PRelu, broadcast through per-dimension strides.
-    BinaryParams in Eltwise ["binary"] as bprm {
+    BinaryParams in Eltwise ["binary"] as bprm reads [in0: f32, in1: f32] writes binary_out: f32 {
         total: u32,
         /// The output's dimensions, read by the two operands (unused with SAME_SHAPE).
         operands: Broadcast,
@@ -323,7 +443,17 @@ kernel_params! {
     }
 
     /// eltwise.wgsl: inference BatchNormalization.
-    BatchNormParams in Eltwise ["batch_norm"] as nprm {
+    BatchNormParams in Eltwise ["batch_norm"] as nprm
+    // x, scale, bias, mean, var.
+    reads [
+        in0: f32,
+        in1: f32,
+        in2: f32,
+        in3: f32,
+        in4: f32,
+    ]
+    writes norm_out: f32
+    {
         total: u32,
         channels: u32,
         plane: u32,
@@ -334,7 +464,7 @@ kernel_params! {
     }
 
     /// layout.wgsl.
-    TransposeParams in Layout ["transpose"] as tprm {
+    TransposeParams in Layout ["transpose"] as tprm reads [x: f32] writes y: f32 {
         total: u32,
         rank: u32,
         /// Output dimensions, and for each the stride of the input along it.
@@ -343,7 +473,7 @@ kernel_params! {
     }
 
     /// layout.wgsl: one input of a Concat.
-    ConcatParams in Layout ["concat"] as cprm {
+    ConcatParams in Layout ["concat"] as cprm reads [x: f32] writes y: f32 {
         /// Values of this input: outer · block.
         total: u32,
         /// Values of this input per outer index (its extent along the axis times the inner size).
@@ -354,7 +484,14 @@ kernel_params! {
     }
 
     /// gather.wgsl: Slice, Gather and Pad through per-dimension offset tables.
-    IndexMapParams in Gather ["index_map"] as mprm {
+    IndexMapParams in Gather ["index_map"] as mprm
+    reads [
+        x: f32,
+        /// index_map: u32 offsets. resize_axis: per output coordinate (i0, i1, bits of w0, bits of w1).
+        table: u32,
+    ]
+    writes y: f32
+    {
         total: u32,
         rank: u32,
         /// Pad's constant, for outputs with a NO_SOURCE coordinate.
@@ -366,7 +503,11 @@ kernel_params! {
     }
 
     /// gather.wgsl: one axis of a Resize.
-    ResizeAxisParams in Gather ["resize_axis"] as aprm {
+    ResizeAxisParams in Gather ["resize_axis"] as aprm
+    // `table` as index_map binds it.
+    reads [x: f32, table: u32]
+    writes y: f32
+    {
         total: u32,
         /// The resized axis: its input and output lengths, and the values after it.
         len_in: u32,
@@ -375,7 +516,16 @@ kernel_params! {
     }
 
     /// conv_transpose.wgsl.
-    ConvTransposeParams in ConvTranspose ["conv_transpose"] as prm {
+    ConvTransposeParams in ConvTranspose ["conv_transpose"] as prm
+    reads [
+        x: f32,
+        /// [in_c, out_cg, kh, kw]
+        w: f32,
+        /// Read when HAS_BIAS (otherwise a placeholder).
+        bias: f32,
+    ]
+    writes y: f32
+    {
         total: u32,
         in_c: u32,
         out_c: u32,
@@ -387,7 +537,12 @@ kernel_params! {
 
     /// gather.wgsl: ReduceSum and ReduceMean. An output index decodes over the kept dimensions
     /// (in order), a reduced value's number over the reduced ones; each has its input stride.
-    ReduceParams in Gather ["reduce"] as rprm {
+    ReduceParams in Gather ["reduce"] as rprm
+    reads [x: f32]
+    // Binding 2, which index_map and resize_axis bind to `table`: WGSL allows it, as no
+    // entry point uses both.
+    writes reduce_out: f32
+    {
         total: u32,
         /// Reduced values per output value.
         count: u32,
@@ -479,19 +634,38 @@ kernel_codes! {
 }
 
 /// What `shader`'s file uses without declaring, as WGSL: the shared dimensions, every op
-/// code, the shared structs, and the params structs of its entry points with their bindings
-/// (`Shader::source`
-/// puts it before the prelude and the file).
+/// code, the shared structs, the params structs of its entry points with their bindings, and
+/// the storage buffers those entry points bind (`Shader::source` puts it before the prelude
+/// and the file).
 pub fn wgsl_declarations(shader: Shader) -> String {
     let mut wgsl = format!("// Declared by crates/nn/src/gpu/params.rs.\n{WGSL_DIMS}{WGSL_CODES}");
     for decl in WGSL_SHARED {
         wgsl.push_str(decl);
     }
-    for (_, decl, binding) in WGSL_STRUCTS.iter().filter(|(s, ..)| *s == shader) {
-        wgsl.push_str(decl);
-        wgsl.push_str(binding);
+    let kernels = || KERNELS.iter().filter(|k| k.shader == shader);
+    for kernel in kernels() {
+        wgsl.push_str(kernel.wgsl);
+        wgsl.push_str(kernel.params);
+    }
+    // Entry points of a file share their buffers where name, binding, type and access agree.
+    let mut declared: Vec<&StorageBuffer> = Vec::new();
+    for buffer in kernels().flat_map(|k| k.buffers) {
+        if !declared.iter().any(|d| d.same_variable(buffer)) {
+            declared.push(buffer);
+            wgsl.push_str(&buffer.wgsl());
+        }
     }
     wgsl
+}
+
+/// The storage buffers that `entry` of `shader` binds after its params, in binding order
+/// (the pipelines' bind group layouts follow them).
+pub fn storage_buffers(shader: Shader, entry: &str) -> &'static [StorageBuffer] {
+    KERNELS
+        .iter()
+        .find(|k| k.shader == shader && k.entries.contains(&entry))
+        .unwrap_or_else(|| panic!("no params struct of params.rs is read by {}:{entry}", shader.file()))
+        .buffers
 }
 
 /// `values` as a fixed-size WGSL array, zero-filled (callers check that they fit).

@@ -12,7 +12,7 @@ pub fn plan_conv_transpose(b: &mut Builder, step: Step, ct: &ConvTranspose) -> R
     let bias = b.optional_input(step.node, 2)?.cloned();
     let g =
         shape::conv_transpose_geometry(ct, &x.shape, &w.shape, bias.as_ref().map(|b| b.shape.as_slice()))?;
-    // Without a bias the kernel never reads binding 3: the weights stand in.
+    // Without a bias the kernel never reads `bias`: the weights stand in.
     let bias_bind = bias.as_ref().unwrap_or(&w).whole();
     per_value(b, step, &[x.whole(), w.whole(), bias_bind], |total| ConvTransposeParams {
         total,
