@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use wgpu::naga;
 
+use super::abi::*;
 use super::kernels::Shader;
 use super::params::*;
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
+use super::abi::KernelParams;
 use super::context::Ctx;
 use super::exec::{GpuExecutable, Output, Plan, Step};
 use super::kernels::{Kernel, KernelKey};
 use super::keys::{ShapeChoice, kernel_key};
-use super::params::KernelParams;
 use super::plan;
 use crate::ir::{Node, ValueId};
 use crate::{NnError, Tensor, element_count, shape};

@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::abi::{Access, StorageBuffer};
 use super::context::scoped;
-use super::params::{self, Access, StorageBuffer};
+use super::params;
 use crate::NnError;
 
 /// A shader source file.

@@ -20,6 +20,7 @@
 //!
 //! The CPU backend (`nn::cpu`) defines the semantics; the op conformance suite runs on both.
 
+mod abi;
 #[cfg(test)]
 mod abi_tests;
 mod builder;

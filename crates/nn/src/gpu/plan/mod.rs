@@ -10,9 +10,10 @@ mod gemm;
 mod layout;
 mod pool;
 
+use super::abi::KernelParams;
 use super::builder::{Bind, Builder, Loc};
 use super::keys::ShapeChoice;
-use super::params::{Broadcast, KernelParams, MAX_RANK, dims, u};
+use super::params::{Broadcast, MAX_RANK, dims, u};
 use crate::NnError;
 use crate::ir::{Node, Op, Unary};
 
