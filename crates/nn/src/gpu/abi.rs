@@ -125,28 +125,6 @@ pub trait WgslType {
     fn wgsl() -> String;
 }
 
-#[cfg(test)]
-mod wgsl_types {
-    use super::WgslType;
-
-    macro_rules! scalar {
-        ($($ty:ident)+) => {$(
-            impl WgslType for $ty {
-                fn wgsl() -> String {
-                    stringify!($ty).into()
-                }
-            }
-        )+};
-    }
-    scalar!(u32 i32 f32);
-
-    impl<T: WgslType, const N: usize> WgslType for [T; N] {
-        fn wgsl() -> String {
-            format!("array<{}, {N}>", T::wgsl())
-        }
-    }
-}
-
 /// How the generated WGSL declaration spells a field type: scalars as in Rust, `[T; N]` as
 /// `array<T, N>` (N one of the `shared_dims!` constants, which the WGSL declares too).
 macro_rules! wgsl_type {
@@ -308,3 +286,25 @@ macro_rules! kernel_codes {
     };
 }
 pub(crate) use kernel_codes;
+
+#[cfg(test)]
+mod wgsl_types {
+    use super::WgslType;
+
+    macro_rules! scalar {
+        ($($ty:ident)+) => {$(
+            impl WgslType for $ty {
+                fn wgsl() -> String {
+                    stringify!($ty).into()
+                }
+            }
+        )+};
+    }
+    scalar!(u32 i32 f32);
+
+    impl<T: WgslType, const N: usize> WgslType for [T; N] {
+        fn wgsl() -> String {
+            format!("array<{}, {N}>", T::wgsl())
+        }
+    }
+}
