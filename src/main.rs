@@ -1,3 +1,6 @@
+//! The `refacen` binary: parses the command line and runs one command (the commands live in
+//! `src/cli`, the library behind them in `crates/`).
+
 use std::process::ExitCode;
 
 use refacen::cli::{
