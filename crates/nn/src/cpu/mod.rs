@@ -17,6 +17,7 @@ mod kernel;
 mod matmul;
 mod ops;
 mod resample;
+mod spare;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use super::{
     ArgumentFault, Backend, Deadline, Executable, GraphFault, NnError, NodeTiming, RunLimits, RuntimeFault,
     Tensor, element_count, shape,
 };
+use spare::Spare;
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
@@ -163,11 +165,12 @@ impl CpuExecutable {
         for (input, tensor) in graph.inputs.iter().zip(inputs) {
             slots[input.value] = Slot::Owned(tensor);
         }
+        let mut spare = Spare::take_kept();
         for (index, node) in graph.nodes.iter().enumerate() {
             deadline.check()?;
             let started = std::time::Instant::now();
             let flops = timings.as_ref().map_or(0, |_| node_flops(node, &slots));
-            let output = self.run_node(index, &mut slots, &deadline).map_err(|e| e.at(node))?;
+            let output = self.run_node(index, &mut slots, &mut spare, &deadline).map_err(|e| e.at(node))?;
             if let Some(timings) = timings.as_deref_mut() {
                 timings.push(NodeTiming {
                     node: node.name.clone(),
@@ -179,11 +182,14 @@ impl CpuExecutable {
             }
             slots[node.outputs[0]] = Slot::Owned(output);
             for id in node.inputs.iter().flatten() {
-                if self.last_use[*id] == index && matches!(slots[*id], Slot::Owned(_)) {
-                    slots[*id] = Slot::Empty;
+                if self.last_use[*id] == index
+                    && let Slot::Owned(t) = std::mem::replace(&mut slots[*id], Slot::Empty)
+                {
+                    spare.give(t);
                 }
             }
         }
+        spare.keep_for_next_run();
         graph
             .outputs
             .iter()
@@ -225,14 +231,14 @@ impl CpuExecutable {
         index: usize,
         conv: &ir::Conv,
         slots: &[Slot],
-        out_shape: Vec<usize>,
+        out: Tensor,
         deadline: &Deadline,
     ) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
         let x = input_of(node, slots, 0)?;
         let w = input_of(node, slots, 1)?;
         let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
-        let mut out = Tensor::zeros(out_shape)?;
+        let mut out = out;
         let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
         let packed = self.conv_weights[index].as_ref();
         conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
@@ -240,11 +246,18 @@ impl CpuExecutable {
         Ok(out)
     }
 
-    fn run_node(&self, index: usize, slots: &mut [Slot], deadline: &Deadline) -> Result<Tensor, NnError> {
+    fn run_node(
+        &self,
+        index: usize,
+        slots: &mut [Slot],
+        spare: &mut Spare,
+        deadline: &Deadline,
+    ) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
         let out_shape = self.output_shape(node, slots)?;
         Ok(match &node.op {
-            Op::Conv(conv) => self.conv_node(index, conv, slots, out_shape, deadline)?,
+            // Conv and pooling write every output value: a spare buffer's stale values do.
+            Op::Conv(conv) => self.conv_node(index, conv, slots, spare.output(out_shape)?, deadline)?,
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
                 matmul::gemm_op(
@@ -257,7 +270,9 @@ impl CpuExecutable {
                 )?
             }
             Op::MatMul => matmul::matmul(input_of(node, slots, 0)?, input_of(node, slots, 1)?, deadline)?,
-            Op::Pool(pool) => ops::pool2d(pool, input_of(node, slots, 0)?, deadline)?,
+            Op::Pool(pool) => {
+                ops::pool2d(pool, input_of(node, slots, 0)?, spare.output(out_shape)?, deadline)?
+            }
             Op::GlobalPool(kind) => ops::global_pool(*kind, input_of(node, slots, 0)?)?,
             Op::Unary(op) => {
                 let mut x = self.take_or_clone(index, node.inputs[0], slots)?;

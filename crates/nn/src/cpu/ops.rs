@@ -17,8 +17,9 @@ fn chunks_per_task(chunk: usize) -> usize {
     (TASK_ELEMENTS / chunk.max(1)).max(1)
 }
 
-/// Pooling; past `deadline` the planes not yet computed are skipped and the run fails.
-pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
+/// Pooling into `out` (of the output's shape, every value written; what it holds is not read);
+/// past `deadline` the planes not yet computed are skipped and the run fails.
+pub fn pool2d(pool: &Pool, x: &Tensor, mut out: Tensor, deadline: &Deadline) -> Result<Tensor, NnError> {
     let s = x.shape();
     let ([oh, ow], [pt, pl, pb, pr]) = shape::pool_geometry(pool, s)?;
     let (h, w) = (s[2], s[3]);
@@ -57,7 +58,7 @@ pub fn pool2d(pool: &Pool, x: &Tensor, deadline: &Deadline) -> Result<Tensor, Nn
         let start = cols.iter().position(|c| full(&c)).unwrap_or(ow);
         start..start + cols[start..].iter().take_while(full).count()
     };
-    let mut out = Tensor::zeros(vec![s[0], s[1], oh, ow])?;
+    debug_assert_eq!(out.shape(), [s[0], s[1], oh, ow]);
     // Separable: first combine the window's rows into one line (a loop over whole rows, which
     // vectorizes), then each output reads its columns from that line.
     // `line` has `sw` spare values at its end, which `tap_pass` may load and never uses.
