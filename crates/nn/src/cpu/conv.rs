@@ -1,6 +1,6 @@
 //! 2-D convolution: on AVX-512 CPUs, one of two microkernels (which one, and how it is fed, is
-//! chosen per conv: [`conv_flat`], [`conv_channels`], or the column kernel over im2col tiles
-//! here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
+//! chosen per conv: [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel
+//! over im2col tiles here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
 //! convolutions; bias and activation fused into the output pass.
 //!
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
@@ -17,7 +17,7 @@ use super::channel_kernel::{self, ChannelPanels};
 #[cfg(target_arch = "x86_64")]
 use super::kernel::PackedWeights;
 #[cfg(target_arch = "x86_64")]
-use super::{conv_channels, conv_flat, kernel};
+use super::{conv_batched, conv_channels, conv_flat, kernel};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
@@ -82,6 +82,9 @@ pub fn conv2d(
             return conv_flat::conv2d(x, columns(), ConvJob::new(bias, conv, g, out), deadline);
         }
         if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
+            if conv_batched::suits(g) {
+                return conv_batched::conv2d(x, columns(), ConvJob::new(bias, conv, g, out), deadline);
+            }
             let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
             return conv_channels::conv2d(x, panels, ConvJob::new(bias, conv, g, out), deadline);
         }

@@ -18,6 +18,7 @@ use super::channel_kernel::{
 use super::conv::ConvJob;
 use super::for_each_item;
 use crate::Deadline;
+use crate::ir::Conv;
 use crate::shape::ConvGeometry;
 
 /// Outputs at least this wide run in place; narrower ones are lowered.
@@ -75,6 +76,23 @@ impl<'a> Padded<'a> {
     pub fn plane_len(&self) -> usize {
         self.hw[0] * self.hw[1]
     }
+
+    /// The offset of each tap (c, ky, kx) of `conv` over one group's `cin_g` padded planes,
+    /// in the order of the packed weights.
+    pub fn tap_offsets(&self, conv: &Conv, cin_g: usize) -> Vec<usize> {
+        let [kh, kw] = conv.window.kernel;
+        let [dh, dw] = conv.window.dilations;
+        let row = self.hw[1];
+        let mut offsets = Vec::with_capacity(cin_g * kh * kw);
+        for c in 0..cin_g {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    offsets.push(c * self.plane_len() + ky * dh * row + kx * dw);
+                }
+            }
+        }
+        offsets
+    }
 }
 
 /// The most weights one pass over a row of blocks runs with (32 KiB: inside L1).
@@ -92,21 +110,6 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// Tap offsets into one group's padded planes, in the order of the packed weights.
-    fn tap_offsets(&self, hw: [usize; 2]) -> Vec<usize> {
-        let [kh, kw] = self.job.conv.window.kernel;
-        let [dh, dw] = self.job.conv.window.dilations;
-        let mut offsets = Vec::with_capacity(self.packed.k);
-        for c in 0..self.job.cin_g {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    offsets.push(c * hw[0] * hw[1] + ky * dh * hw[1] + kx * dw);
-                }
-            }
-        }
-        offsets
-    }
-
     /// How many shares the panels are split into, in pairs (a block takes two), so that
     /// `units` items of rows or columns times the shares keep every thread busy.
     fn shares(&self, units: usize) -> usize {
@@ -128,7 +131,7 @@ impl Plan<'_> {
         let [oh, ow] = g.out_hw;
         let [sh, sw] = self.job.conv.window.strides;
         let groups = self.job.conv.group;
-        let offsets = self.tap_offsets(padded.hw);
+        let offsets = padded.tap_offsets(self.job.conv, self.job.cin_g);
         let images = g.batch * groups;
         // Rows per item: enough items for every thread, each of a few blocks at least.
         let wanted = 4 * rayon::current_num_threads();
@@ -194,7 +197,7 @@ impl Plan<'_> {
         let k = self.packed.k;
         let total = g.batch * self.job.p;
         let chunk = (LOWERED_VALUES / k.max(1)).max(MAX_COLUMNS).min(total);
-        let taps = self.tap_offsets(padded.hw);
+        let taps = padded.tap_offsets(self.job.conv, self.job.cin_g);
         let mut matrix = Vec::new();
         for group in 0..self.job.conv.group {
             for first in (0..total).step_by(chunk.max(1)) {

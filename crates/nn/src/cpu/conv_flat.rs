@@ -39,18 +39,11 @@ pub fn suits(strides: [usize; 2], padded_row: usize, out_hw: [usize; 2]) -> bool
 pub fn conv2d(x: &[f32], packed: &PackedWeights, job: ConvJob, deadline: &Deadline) {
     let g = job.g;
     let padded = Padded::new(x, g);
-    let [hp, row] = padded.hw;
+    let [_, row] = padded.hw;
     let [oh, ow] = g.out_hw;
     let [kh, kw] = job.conv.window.kernel;
     let [dh, dw] = job.conv.window.dilations;
-    let mut taps = Vec::with_capacity(job.cin_g * kh * kw);
-    for c in 0..job.cin_g {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                taps.push(c * hp * row + ky * dh * row + kx * dw);
-            }
-        }
-    }
+    let taps = padded.tap_offsets(job.conv, job.cin_g);
     // Stride 1: the last output position's last tap is the padded plane's last value, so no
     // lane below `flat` reads past its plane.
     let flat = (oh - 1) * row + ow;

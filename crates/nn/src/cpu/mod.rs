@@ -8,6 +8,8 @@
 mod channel_kernel;
 mod conv;
 #[cfg(target_arch = "x86_64")]
+mod conv_batched;
+#[cfg(target_arch = "x86_64")]
 mod conv_channels;
 #[cfg(target_arch = "x86_64")]
 mod conv_flat;

@@ -287,6 +287,22 @@ def conv_cases():
         ("conv_flat_kernel_1x3", [1, 2, 9, 17], [2, 2, 1, 3], dict(pads=[0, 1, 0, 1])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
+    # Maps smaller than 32 positions with 16 output channels or more, over images that fill
+    # 32 positions at least, run on the column kernel with the batch folded into the positions
+    # (blocks of 32 that span images): 4x4, 5x5, 3x3 and 2x2 maps, a last block of 16, 18 or
+    # 4 positions, a last panel of 4 channels, stride 2, asymmetric pads, groups, a 1x1 conv.
+    # At batch 1 such a map stays on the channel kernel.
+    for name, x_shape, w_shape, attrs in [
+        ("conv_batched_4x4_batch3", [3, 40, 4, 4], [20, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_batched_5x5_batch2", [2, 16, 5, 5], [24, 16, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_batched_stride2_to_4x4", [5, 12, 8, 8], [16, 12, 3, 3], dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+        ("conv_batched_stride2_to_3x3", [4, 16, 8, 8], [32, 16, 3, 3], dict(strides=[2, 2])),
+        ("conv_batched_asymmetric_pads", [3, 16, 5, 4], [16, 16, 3, 3], dict(pads=[0, 2, 1, 0])),
+        ("conv_batched_groups", [3, 12, 4, 4], [32, 6, 3, 3], dict(pads=[1, 1, 1, 1], group=2)),
+        ("conv_batched_pointwise_2x2", [9, 40, 2, 2], [24, 40, 1, 1], dict(bias=False)),
+        ("conv_small_map_batch1", [1, 20, 4, 4], [16, 20, 3, 3], dict(pads=[1, 1, 1, 1])),
+    ]:
+        conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
     conv_case("conv_group3_no_bias", [2, 6, 7, 5], [9, 2, 2, 2], bias=False, kernel_shape=[2, 2], group=3)
     conv_case("conv_depthwise", [1, 6, 9, 9], [6, 1, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=6)
@@ -848,6 +864,15 @@ def fused_cases():
     @x_case("fused_conv_channels_leaky_relu", x=[1, 3, 21, 23])
     def _(r, init):
         return conv_act(r, init, 16, 3, "LeakyRelu", "leaky", act={"alpha": 0.1}, strides=[2, 2])
+
+    # The same activations with the batch folded into the positions (maps under 32 positions).
+    @x_case("fused_conv_batched_relu", x=[5, 30, 4, 4])
+    def _(r, init):
+        return conv_act(r, init, 20, 30, "Relu", "relu", pads=[1, 1, 1, 1])
+
+    @x_case("fused_conv_batched_prelu", x=[4, 16, 7, 7])
+    def _(r, init):
+        return conv_then(r, init, 36, 16, "PRelu", "slope", f32(r.uniform(0.05, 0.5, (36, 1, 1))), strides=[2, 2])
 
     # The same activations in blocks that span output rows (stride 1, 20 to 35 wide).
     @x_case("fused_conv_flat_relu", x=[2, 4, 35, 35])
