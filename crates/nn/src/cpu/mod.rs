@@ -258,7 +258,8 @@ impl CpuExecutable {
         let node = &self.graph.nodes[index];
         let out_shape = self.output_shape(node, slots)?;
         Ok(match &node.op {
-            // Conv and pooling write every output value: a spare buffer's stale values do.
+            // Conv, pooling and Transpose write every output value: a spare buffer's stale
+            // values do.
             Op::Conv(conv) => self.conv_node(index, conv, slots, spare.output(out_shape)?, deadline)?,
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
@@ -321,7 +322,7 @@ impl CpuExecutable {
             }
             Op::Transpose { perm } => {
                 let x = input_of(node, slots, 0)?;
-                ops::transpose(x, &shape::transpose_perm(perm, x.rank())?)?
+                ops::transpose(x, &shape::transpose_perm(perm, x.rank())?, spare.output(out_shape)?)?
             }
             Op::Concat { axis } => {
                 let tensors: Vec<&Tensor> =

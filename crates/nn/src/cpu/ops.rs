@@ -400,11 +400,15 @@ pub fn softmax_in_place(x: &mut Tensor, axis: i64, coerce_2d: bool) -> Result<()
     Ok(())
 }
 
-pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, NnError> {
+/// Transpose into `out` (of the output's shape, every value written; what it holds is not
+/// read).
+pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, NnError> {
     let s = x.shape();
     let out_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+    debug_assert_eq!(out.shape(), out_shape);
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
-        return Tensor::new(out_shape, x.data().to_vec());
+        out.data_mut().copy_from_slice(x.data());
+        return Ok(out);
     }
     let mut in_strides = vec![1; s.len()];
     for i in (0..s.len().saturating_sub(1)).rev() {
@@ -414,9 +418,8 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, NnError> {
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
     let inner = *out_shape.last().unwrap_or(&1);
     let inner_stride = *strides.last().unwrap_or(&1);
-    let mut out = vec![0.0; x.len()];
     let src = x.data();
-    out.par_chunks_mut(inner.max(1)).enumerate().with_min_len(chunks_per_task(inner)).for_each(
+    out.data_mut().par_chunks_mut(inner.max(1)).enumerate().with_min_len(chunks_per_task(inner)).for_each(
         |(row, dst)| {
             let mut offset = 0;
             let mut rest = row;
@@ -429,7 +432,7 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, NnError> {
             }
         },
     );
-    Tensor::new(out_shape, out)
+    Ok(out)
 }
 
 pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: Vec<usize>) -> Result<Tensor, NnError> {
