@@ -227,20 +227,20 @@ impl CpuExecutable {
         Ok(out_shape)
     }
 
-    /// Conv node `index`, with the weights and bias packed at prepare.
+    /// Conv node `index` into `out` (of its output shape), with the weights and bias packed at
+    /// prepare.
     fn conv_node(
         &self,
         index: usize,
         conv: &ir::Conv,
         slots: &[Slot],
-        out: Tensor,
+        mut out: Tensor,
         deadline: &Deadline,
     ) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
         let x = input_of(node, slots, 0)?;
         let w = input_of(node, slots, 1)?;
         let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
-        let mut out = out;
         let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
         let packed = self.conv_weights[index].as_ref();
         conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
