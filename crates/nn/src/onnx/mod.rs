@@ -377,6 +377,8 @@ fn check_float_value<'v>(
             Ok(Some(tensor))
         }
         Some(type_proto::Value::TensorType(tensor)) => Err(refuse(data_type_name(tensor.elem_type))),
-        _ => Err(refuse("a non-tensor type (sequence, map or optional)".into())),
+        _ => Err(refuse(
+            "a type other than a dense tensor (a sequence, map, optional, sparse tensor or none)".into(),
+        )),
     }
 }
