@@ -270,14 +270,11 @@ def conv_cases():
         ("conv_no_input_channels", [1, 0, 4, 5], [16, 0, 3, 3], dict(pads=[1, 1, 1, 1])),
         # An empty batch: an empty output.
         ("conv_empty_batch", [0, 3, 4, 9], [16, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
-    ]:
-        conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
-    # Stride-1 convs 24 columns wide or more, or with fewer than 16 output channels, run on
-    # the column kernel in blocks that span output rows over the padded input: padded and
-    # not, a last block of 1 or 13 positions, panels of 1 to 8 channels, two ranges of blocks
-    # and the panels shared out (batch 1), groups with dilation and asymmetric pads,
-    # non-square kernels.
-    for name, x_shape, w_shape, attrs in [
+        # Stride-1 convs 24 columns wide or more, or with fewer than 16 output channels, run on
+        # the column kernel in blocks that span output rows over the padded input: padded and
+        # not, a last block of 1 or 13 positions, panels of 1 to 8 channels, two ranges of blocks
+        # and the panels shared out (batch 1), groups with dilation and asymmetric pads,
+        # non-square kernels.
         ("conv_flat_17_pad1", [2, 8, 17, 17], [12, 8, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_35_ranges", [1, 64, 35, 35], [12, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_35_pad1", [1, 4, 35, 35], [10, 4, 3, 3], dict(pads=[1, 1, 1, 1])),
@@ -285,14 +282,11 @@ def conv_cases():
         ("conv_flat_group2_dilation2", [2, 6, 21, 19], [6, 3, 3, 3], dict(dilations=[2, 2], pads=[2, 1, 2, 3], group=2)),
         ("conv_flat_one_channel", [1, 3, 12, 12], [1, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_kernel_1x3", [1, 2, 9, 17], [2, 2, 1, 3], dict(pads=[0, 1, 0, 1])),
-    ]:
-        conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
-    # Maps smaller than 32 positions with 16 output channels or more, over images that fill
-    # 32 positions at least, run on the column kernel with the batch folded into the positions
-    # (blocks of 32 that span images): 4x4, 5x5, 3x3 and 2x2 maps, a last block of 16, 18 or
-    # 4 positions, a last panel of 4 channels, stride 2, asymmetric pads, groups, a 1x1 conv.
-    # At batch 1 such a map stays on the channel kernel.
-    for name, x_shape, w_shape, attrs in [
+        # Maps smaller than 32 positions with 16 output channels or more, over images that fill
+        # 32 positions at least, run on the column kernel with the batch folded into the positions
+        # (blocks of 32 that span images): 4x4, 5x5, 3x3 and 2x2 maps, a last block of 16, 18 or
+        # 4 positions, a last panel of 4 channels, stride 2, asymmetric pads, groups, a 1x1 conv.
+        # At batch 1 such a map stays on the channel kernel.
         ("conv_batched_4x4_batch3", [3, 40, 4, 4], [20, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_batched_5x5_batch2", [2, 16, 5, 5], [24, 16, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_batched_stride2_to_4x4", [5, 12, 8, 8], [16, 12, 3, 3], dict(strides=[2, 2], pads=[1, 1, 1, 1])),
