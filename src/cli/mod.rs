@@ -43,6 +43,8 @@ pub struct Cli {
     pub verbose: bool,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Detect faces in photos and print them.

@@ -203,7 +203,7 @@ fn clean_run(uploads: &ClusterUploads, stores: &Stores) -> Vec<(Option<i32>, Val
         .map(|child| {
             let out = child.wait_with_output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let summary = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).last();
+            let summary = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).next_back();
             let summary =
                 summary.unwrap_or_else(|| panic!("no summary: {}", String::from_utf8_lossy(&out.stderr)));
             (out.status.code(), summary)

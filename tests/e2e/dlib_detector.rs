@@ -61,8 +61,9 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> [f64; 4] {
         for r in 0..4 {
             if r != c {
                 let f = a[r][c] / a[c][c];
-                for k in 0..4 {
-                    a[r][k] -= f * a[c][k];
+                let pivot = a[c];
+                for (v, p) in a[r].iter_mut().zip(pivot) {
+                    *v -= f * p;
                 }
                 b[r] -= f * b[c];
             }

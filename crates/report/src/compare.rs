@@ -207,7 +207,7 @@ fn most_used<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<(T, u6
             None => counts.push((item, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts
 }
 
@@ -402,6 +402,9 @@ fn separation(same: &mut [f32], different: &mut [f32], max: f32) -> Separation {
     }
 }
 
+/// A face kept by both detectors: its id, photo, and facen before and after.
+type KeptFacens = (FaceId, String, Vec<f32>, Vec<f32>);
+
 fn compare_models(
     (before_model, was): (&ModelProvenance, &HashMap<FaceId, &FaceRecord>),
     (after_model, is): (&ModelProvenance, &HashMap<FaceId, &FaceRecord>),
@@ -413,8 +416,7 @@ fn compare_models(
     let facen_of = |r: &FaceRecord, model: &ModelProvenance| -> Option<Vec<f32>> {
         r.facen.as_ref().filter(|f| f.model == *model).map(|f| f.values.clone())
     };
-    // (id, photo, before facen, after facen)
-    let faces: Vec<(FaceId, String, Vec<f32>, Vec<f32>)> = kept
+    let faces: Vec<KeptFacens> = kept
         .iter()
         .filter_map(|id| {
             let (b, a) = (was[id], is[id]);
@@ -455,7 +457,7 @@ fn compare_models(
         }
     };
     let labels: Vec<Option<String>> = pair_faces.iter().map(|f| label(&f.1)).collect();
-    let pairs = |which: fn(&(FaceId, String, Vec<f32>, Vec<f32>)) -> &[f32]| -> (Vec<f32>, Vec<f32>) {
+    let pairs = |which: fn(&KeptFacens) -> &[f32]| -> (Vec<f32>, Vec<f32>) {
         let (mut same, mut different) = (Vec::new(), Vec::new());
         for i in 0..pair_faces.len() {
             let Some(li) = &labels[i] else { continue };

@@ -446,7 +446,7 @@ pub fn render(report: &Report, before: &Snapshot, after: &Snapshot) -> String {
             .flatten()
             .find_map(|f| f.thumbnail_base64.as_deref());
         if let Some(t) = thumbnail {
-            let _ = write!(css, ".f{id}{{background-image:url({})}}\n", data_uri(t));
+            let _ = writeln!(css, ".f{id}{{background-image:url({})}}", data_uri(t));
         }
     }
     let d = &report.detector;

@@ -88,7 +88,7 @@ fn dlib_mmod_human_face_detector(input: &[u8], input_name: &str) -> Result<Vec<u
     let (dlib::Input::Pyramid(pyramid), dlib::Loss::Mmod(mmod_loss)) = (&network.input, &network.loss) else {
         bail!("{input_name}: the MMOD network type has a pyramid input and an MMOD loss");
     };
-    mmod::check_decoding(mmod_loss, pyramid).with_context(|| format!("{input_name}"))?;
+    mmod::check_decoding(mmod_loss, pyramid).with_context(|| input_name.to_string())?;
     let doc = format!(
         "dlib's CNN face detector ({input_name}, CC0, from PyPI face_recognition_models 0.3.0) \
          converted by refacen's `cargo xtask weights`: the convolutions of its loss_mmod network. \

@@ -402,8 +402,8 @@ mod tests {
     #[test]
     fn answers_that_differ_only_in_count_are_infinitely_apart() {
         let face = Face { bbox: [1.0, 1.0, 5.0, 5.0], score: 0.5, landmarks: [[2.0, 2.0]; 5] };
-        assert_eq!(faces_difference(&[face.clone()], &[face.clone()]), None);
-        assert_eq!(faces_difference(&[face.clone()], &[]), Some(f32::INFINITY));
+        assert_eq!(faces_difference(std::slice::from_ref(&face), std::slice::from_ref(&face)), None);
+        assert_eq!(faces_difference(std::slice::from_ref(&face), &[]), Some(f32::INFINITY));
         let mut moved = face.clone();
         moved.bbox[0] += 0.25;
         assert_eq!(faces_difference(&[face], &[moved]), Some(0.25));

@@ -295,7 +295,7 @@ impl FaceStore for MongoStore {
             && counter.get_document("claim").is_ok_and(|c| c.get_str("photo") == Ok(photo))
         {
             let last = self.counter_value(counter)?;
-            let claimed = counter.get_document("claim").ok().and_then(|c| claim_count(c)).unwrap_or(0);
+            let claimed = counter.get_document("claim").ok().and_then(claim_count).unwrap_or(0);
             let ids: Vec<FaceId> = (last + 1 - claimed.min(last)..=last).collect();
             let taken: Vec<FaceId> = self.faces(&ids).await?.iter().map(|f| f.id).collect();
             let unused: Vec<FaceId> = ids.into_iter().filter(|id| !taken.contains(id)).collect();
