@@ -1,7 +1,7 @@
 //! 2-D convolution: on AVX-512 CPUs, one of two microkernels (which one, and how it is fed, is
 //! chosen per conv: [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel
-//! over im2col tiles here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
-//! convolutions; bias and activation fused into the output pass.
+//! over im2col tiles here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop
+//! for depthwise convolutions; bias and activation fused into the output pass.
 //!
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
 //! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
