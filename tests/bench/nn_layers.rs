@@ -2,7 +2,9 @@
 //! `nnd` runs them: P-Net on the first pyramid level of a 1 MP photo, R-Net on a batch of
 //! 128 crops, O-Net on 32, MMOD on a quarter of `dlib`'s tiled pyramid, the embedders (dlib's ResNet, FaceNet) on batches of 16.
 //! REFACEN_BENCH_ONLY=name runs one network; REFACEN_BENCH_BATCH sets the embedders' batch (default
-//! 16). Medians of REFACEN_BENCH_RUNS (default 5) runs after a warm-up.
+//! 16). Medians of REFACEN_BENCH_RUNS (default 5) runs after a warm-up. REFACEN_BENCH_MODEL=path
+//! with REFACEN_BENCH_SHAPE=n,c,h,w times that graph instead (one layer cut out of a network,
+//! say).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ fn main() {
     let weights = |path: &str| std::fs::read(repo.join(path)).expect("guest weights (cargo xtask weights)");
     let only = std::env::var("REFACEN_BENCH_ONLY").unwrap_or_default();
     let batch: usize = std::env::var("REFACEN_BENCH_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(16);
-    for (net, onnx, shape) in [
+    let mut nets = vec![
         ("P-Net", nnd::PNET_ONNX.to_vec(), vec![1, 364, 455, 3]),
         ("R-Net", nnd::RNET_ONNX.to_vec(), vec![128, 24, 24, 3]),
         ("O-Net", nnd::ONET_ONNX.to_vec(), vec![32, 48, 48, 3]),
@@ -28,7 +30,13 @@ fn main() {
         ("MMOD", dlib::DETECTOR_ONNX.to_vec(), vec![1, 3, 1092, 760]),
         ("dlib128", weights("guests/dlib-resnet-128/weights/dlib_resnet_128.onnx"), vec![batch, 3, 150, 150]),
         ("facenet", weights("guests/facenet-512/weights/facenet_512.onnx"), vec![batch, 3, 160, 160]),
-    ] {
+    ];
+    if let Ok(model) = std::env::var("REFACEN_BENCH_MODEL") {
+        let shape = std::env::var("REFACEN_BENCH_SHAPE").expect("REFACEN_BENCH_SHAPE=n,c,h,w with the model");
+        let shape = shape.split(',').map(|d| d.trim().parse().expect("a dimension")).collect();
+        nets = vec![("model", std::fs::read(&model).expect("REFACEN_BENCH_MODEL"), shape)];
+    }
+    for (net, onnx, shape) in nets {
         if !net.contains(&only) {
             continue;
         }

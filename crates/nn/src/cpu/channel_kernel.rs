@@ -184,38 +184,40 @@ pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
                 }
             }
         }
-        // SAFETY: caller's contract.
-        Finish::Store(destination) => unsafe { store::<V, NC>(&mut acc, epilogue, destination) },
+        Finish::Store(destination) => {
+            // The epilogue is applied here, not in `store`: were `acc`'s address passed to a
+            // function the compiler does not inline, it would keep the accumulators in memory
+            // and store all of them on every tap of the loop above (by perf, 2026-12-05: the
+            // kernel ran at half speed).
+            let zero = _mm512_setzero_ps();
+            let mut block = [[0.0f32; 2 * LANES]; NC];
+            for (j, column) in acc.iter().enumerate() {
+                for (v, &lane) in column.iter().enumerate() {
+                    let x = match epilogue.kind {
+                        EpilogueKind::None => lane,
+                        // max(v, 0) returns 0 for NaN, as f32::max does.
+                        EpilogueKind::Relu => _mm512_max_ps(lane, zero),
+                        EpilogueKind::Slope => {
+                            let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(lane, zero);
+                            // SAFETY: slopes holds 2·LANES values, v < V ≤ 2.
+                            let slopes = unsafe { _mm512_loadu_ps(epilogue.slopes.as_ptr().add(v * LANES)) };
+                            _mm512_mask_mul_ps(lane, negative, lane, slopes)
+                        }
+                    };
+                    // SAFETY: block[j] holds 2·LANES floats and v < V ≤ 2.
+                    unsafe { _mm512_storeu_ps(block[j].as_mut_ptr().add(v * LANES), x) };
+                }
+            }
+            // SAFETY: caller's contract.
+            unsafe { store::<NC>(&block, destination) }
+        }
     }
 }
 
-/// Applies the activation and writes the block, channel by channel.
+/// Writes a block's values (`[NC][2·LANES]`, channels of each column), channel by channel.
 #[target_feature(enable = "avx512f")]
-unsafe fn store<const V: usize, const NC: usize>(
-    acc: &mut [[std::arch::x86_64::__m512; V]; NC],
-    epilogue: &ChannelEpilogue,
-    destination: &Destination,
-) {
+unsafe fn store<const NC: usize>(block: &[[f32; 2 * LANES]; NC], destination: &Destination) {
     use std::arch::x86_64::*;
-    let zero = _mm512_setzero_ps();
-    let mut block = [[0.0f32; 2 * LANES]; NC];
-    for (j, column) in acc.iter_mut().enumerate() {
-        for (v, lane) in column.iter_mut().enumerate() {
-            let x = match epilogue.kind {
-                EpilogueKind::None => *lane,
-                // max(v, 0) returns 0 for NaN, as f32::max does.
-                EpilogueKind::Relu => _mm512_max_ps(*lane, zero),
-                EpilogueKind::Slope => {
-                    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*lane, zero);
-                    // SAFETY: slopes holds 2·LANES values, v < 2.
-                    let slopes = unsafe { _mm512_loadu_ps(epilogue.slopes.as_ptr().add(v * LANES)) };
-                    _mm512_mask_mul_ps(*lane, negative, *lane, slopes)
-                }
-            };
-            // SAFETY: block[j] holds 2·LANES floats and v < 2.
-            unsafe { _mm512_storeu_ps(block[j].as_mut_ptr().add(v * LANES), x) };
-        }
-    }
     match *destination {
         Destination::Contiguous { base, stride, rows } => {
             // Channel r of every column: lanes j·2·LANES + r of the block, gathered into one
@@ -237,7 +239,7 @@ unsafe fn store<const V: usize, const NC: usize>(
             }
         }
         Destination::Scattered { columns, stride, rows } => {
-            for (column, values) in columns[..NC].iter().zip(&block) {
+            for (column, values) in columns[..NC].iter().zip(block) {
                 for (r, &value) in values[..rows].iter().enumerate() {
                     // SAFETY: caller's contract: columns[j] + r·stride is this block's to write.
                     unsafe { *column.add(r * stride) = value };
