@@ -54,6 +54,16 @@ pub(super) struct Padded<'a> {
     pub hw: [usize; 2],
 }
 
+/// The largest padded copy a thread keeps for its next conv (16 MiB), bounded whatever a
+/// guest's graphs are.
+const KEPT_PADDED_VALUES: usize = 4 << 20;
+
+thread_local! {
+    /// The last padded copy made on this thread, reused by the next conv: a fresh one costs
+    /// a memset (or page faults) over all of it before any value is copied in.
+    static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl<'a> Padded<'a> {
     pub fn new(x: &'a [f32], g: &ConvGeometry) -> Self {
         let [h, w] = g.in_hw;
@@ -62,13 +72,21 @@ impl<'a> Padded<'a> {
         if g.pads == [0; 4] {
             return Padded { data: std::borrow::Cow::Borrowed(x), hw };
         }
-        let planes = g.batch * g.in_channels;
-        let mut data = vec![0.0; planes * hw[0] * hw[1]];
-        data.par_chunks_mut(hw[0] * hw[1]).enumerate().for_each(|(plane, dst)| {
-            let src = &x[plane * h * w..][..h * w];
-            for (y, row) in src.chunks_exact(w).enumerate() {
-                dst[(y + top) * hw[1] + left..][..w].copy_from_slice(row);
+        let plane = hw[0] * hw[1];
+        let mut data = PADDED.take();
+        // Stale values are kept (each is overwritten below); only values past them are zeroed.
+        data.resize(g.batch * g.in_channels * plane, 0.0);
+        let planes_per_task = (16 * 1024 / plane.max(1)).max(1);
+        data.par_chunks_mut(plane.max(1)).with_min_len(planes_per_task).enumerate().for_each(|(p, dst)| {
+            let src = &x[p * h * w..][..h * w];
+            dst[..top * hw[1]].fill(0.0);
+            for (y, row) in src.chunks_exact(w.max(1)).enumerate() {
+                let padded_row = &mut dst[(y + top) * hw[1]..][..hw[1]];
+                padded_row[..left].fill(0.0);
+                padded_row[left..left + w].copy_from_slice(row);
+                padded_row[left + w..].fill(0.0);
             }
+            dst[(top + h) * hw[1]..].fill(0.0);
         });
         Padded { data: std::borrow::Cow::Owned(data), hw }
     }
@@ -92,6 +110,18 @@ impl<'a> Padded<'a> {
             }
         }
         offsets
+    }
+}
+
+impl Drop for Padded<'_> {
+    fn drop(&mut self) {
+        if let std::borrow::Cow::Owned(data) =
+            std::mem::replace(&mut self.data, std::borrow::Cow::Borrowed(&[]))
+        {
+            if data.capacity() <= KEPT_PADDED_VALUES {
+                PADDED.set(data);
+            }
+        }
     }
 }
 
@@ -397,5 +427,38 @@ unsafe fn dispatch(
         (1, _) => by_columns!(1, 1),
         (_, 2) => by_columns!(2, 2),
         _ => by_columns!(2, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_padded_copy_holds_only_this_inputs_values_and_zeros() {
+        let geometry = |batch, hw: [usize; 2], pads| ConvGeometry {
+            batch,
+            in_channels: 2,
+            in_hw: hw,
+            out_channels: 2,
+            out_hw: hw,
+            pads,
+        };
+        // A larger copy full of NaN is left on this thread first.
+        let stale = vec![f32::NAN; 3 * 2 * 9 * 9];
+        drop(Padded::new(&stale, &geometry(3, [9, 9], [1, 1, 1, 1])));
+        let x: Vec<f32> = (0..2 * 2 * 3 * 4).map(|v| v as f32 + 1.0).collect();
+        let padded = Padded::new(&x, &geometry(2, [3, 4], [1, 2, 0, 1]));
+        assert_eq!(padded.hw, [4, 7]);
+        assert_eq!(padded.data.len(), 2 * 2 * 4 * 7);
+        for (p, plane) in padded.data.chunks_exact(4 * 7).enumerate() {
+            for (y, row) in plane.chunks_exact(7).enumerate() {
+                for (xx, &v) in row.iter().enumerate() {
+                    let inside = (1..4).contains(&y) && (2..6).contains(&xx);
+                    let want = if inside { x[p * 12 + (y - 1) * 4 + (xx - 2)] } else { 0.0 };
+                    assert_eq!(v, want, "plane {p}, row {y}, column {xx}");
+                }
+            }
+        }
     }
 }
