@@ -489,3 +489,35 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f32, out_shape: Vec<usize>) -> Resul
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transposes of tensors large enough to be split into several tasks, rows short and long,
+    /// against the definition (output index i reads the input at the permuted index).
+    #[test]
+    fn transpose_over_several_tasks_matches_the_definition() {
+        for (shape, perm) in [
+            (vec![2, 3, 50, 70], vec![0, 2, 3, 1]),
+            (vec![1, 4, 130, 97], vec![0, 2, 3, 1]),
+            (vec![1, 130, 97, 3], vec![0, 3, 1, 2]),
+            (vec![3, 5, 7, 11, 13], vec![4, 2, 0, 3, 1]),
+        ] {
+            let n: usize = shape.iter().product();
+            let x = Tensor::new(shape.clone(), (0..n).map(|v| v as f32).collect()).unwrap();
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let out = transpose(&x, &perm, Tensor::zeros(out_shape.clone()).unwrap()).unwrap();
+            let mut index = vec![0; shape.len()];
+            for (i, &got) in out.data().iter().enumerate() {
+                let mut rest = i;
+                for d in (0..out_shape.len()).rev() {
+                    index[perm[d]] = rest % out_shape[d];
+                    rest /= out_shape[d];
+                }
+                let want = index.iter().zip(&shape).fold(0, |flat, (&at, &size)| flat * size + at);
+                assert_eq!(got, want as f32, "{shape:?} by {perm:?}: output {i}");
+            }
+        }
+    }
+}
