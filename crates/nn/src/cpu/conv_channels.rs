@@ -117,10 +117,9 @@ impl Drop for Padded<'_> {
     fn drop(&mut self) {
         if let std::borrow::Cow::Owned(data) =
             std::mem::replace(&mut self.data, std::borrow::Cow::Borrowed(&[]))
+            && data.capacity() <= KEPT_PADDED_VALUES
         {
-            if data.capacity() <= KEPT_PADDED_VALUES {
-                PADDED.set(data);
-            }
+            PADDED.set(data);
         }
     }
 }

@@ -26,7 +26,8 @@ pub fn add_to_linker<T: 'static>(
     tensor::add_to_linker::<_, HasNnView>(linker, view)?;
     inference::add_to_linker::<_, HasNnView>(linker, view)?;
     errors::add_to_linker::<_, HasNnView>(linker, view)?;
-    add_tensor_constructor(linker, view)
+    add_tensor_constructor(linker, view)?;
+    add_tensor_data(linker, view)
 }
 
 /// The tensor constructor again, over the generated one: that one lifts the guest's bytes into
@@ -51,6 +52,25 @@ fn add_tensor_constructor<T: 'static>(
             let tensor =
                 view(store.data_mut()).push_tensor(TensorResource { dimensions, ty, data, hold: None })?;
             Ok((tensor,))
+        },
+    );
+    linker.allow_shadowing(false);
+    defined
+}
+
+/// The tensor's `data` method again, over the generated one: that one returns a host
+/// `Vec<u8>`, which the host made by copying the compute's FP32 output before wasmtime copied
+/// it again into the guest's memory (a detector's outputs are MBs per photo). This one lends
+/// the values to the lowering, the only copy.
+fn add_tensor_data<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let defined = linker.instance(TENSOR_INTERFACE)?.func_wrap(
+        "[method]tensor.data",
+        move |mut store: StoreContextMut<'_, T>, (tensor,): (Resource<TensorResource>,)| {
+            Ok((view(store.data_mut()).table.get(&tensor)?.data.le_bytes(),))
         },
     );
     linker.allow_shadowing(false);
@@ -340,7 +360,8 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn data(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&tensor)?.data.to_bytes())
+        // Shadowed by `add_tensor_data`'s, which lends the values to the lowering.
+        Ok(self.table.get(&tensor)?.data.le_bytes().to_vec())
     }
 
     fn drop(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<()> {
@@ -389,7 +410,7 @@ fn to_tensor(t: TensorResource) -> Result<Tensor, String> {
     let data = match t.data {
         // Made FP32 when the guest handed it over, or a compute's output handed back as an
         // input: either way the guest gave it up, so it moves.
-        TensorData::Fp32(values) => values,
+        TensorData::Fp32(values) => TensorData::into_values(values),
         TensorData::Bytes(bytes) => {
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         }
@@ -399,5 +420,10 @@ fn to_tensor(t: TensorResource) -> Result<Tensor, String> {
 
 fn from_tensor(t: Tensor) -> TensorResource {
     let dimensions = t.shape().iter().map(|&d| d as u32).collect();
-    TensorResource { dimensions, ty: TensorType::Fp32, data: TensorData::Fp32(t.into_data()), hold: None }
+    TensorResource {
+        dimensions,
+        ty: TensorType::Fp32,
+        data: TensorData::Fp32(Arc::new(t.into_data())),
+        hold: None,
+    }
 }

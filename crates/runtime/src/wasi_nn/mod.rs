@@ -265,12 +265,22 @@ pub struct TensorResource {
     hold: Option<Hold>,
 }
 
-/// A tensor's data as the host holds it: the bytes a guest handed over, or a compute's FP32
-/// output kept as the backend returned it, turned into bytes only when the guest reads them
-/// (one copy fewer than making the bytes up front and copying them again for `data`).
+/// A tensor's data as the host holds it: the bytes a guest handed over, or FP32 values (a
+/// guest's FP32 input, made so once for the compute; a compute's output as the backend
+/// returned it), lowered into the guest's memory straight from the values when it reads them
+/// ([`TensorData::le_bytes`]). Shared, so that a `data` call lends them to the lowering.
 enum TensorData {
     Bytes(Vec<u8>),
-    Fp32(Vec<f32>),
+    Fp32(Arc<Vec<f32>>),
+}
+
+/// FP32 values seen as their little-endian bytes, for `bytes::Bytes` to lend out.
+struct LeBytes(Arc<Vec<f32>>);
+
+impl AsRef<[u8]> for LeBytes {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(self.0.as_slice())
+    }
 }
 
 /// Little-endian FP32 `bytes` (a multiple of 4 long) as values, copied once into memory that
@@ -302,7 +312,7 @@ impl TensorData {
         if !matches!(ty, TensorType::Fp32) || !bytes.len().is_multiple_of(4) || cfg!(target_endian = "big") {
             return Ok(TensorData::Bytes(bytes.to_vec()));
         }
-        Ok(TensorData::Fp32(fp32_values(bytes)?))
+        Ok(TensorData::Fp32(Arc::new(fp32_values(bytes)?)))
     }
 
     fn byte_len(&self) -> usize {
@@ -312,15 +322,23 @@ impl TensorData {
         }
     }
 
-    /// The data as wasi-nn hands it to guests: little-endian bytes.
-    fn to_bytes(&self) -> Vec<u8> {
+    /// The data as wasi-nn hands it to guests, little-endian bytes: on a little-endian host,
+    /// FP32 values are lent as they are, and lowering into the guest's memory is their only
+    /// copy.
+    fn le_bytes(&self) -> bytes::Bytes {
         match self {
-            TensorData::Bytes(bytes) => bytes.clone(),
+            TensorData::Bytes(bytes) => bytes::Bytes::copy_from_slice(bytes),
             TensorData::Fp32(values) if cfg!(target_endian = "little") => {
-                bytemuck::cast_slice::<f32, u8>(values).to_vec()
+                bytes::Bytes::from_owner(LeBytes(values.clone()))
             }
             TensorData::Fp32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
+    }
+
+    /// The FP32 values, moved out where nothing else holds them (a `data` call's loan ends
+    /// with the call).
+    fn into_values(values: Arc<Vec<f32>>) -> Vec<f32> {
+        Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone())
     }
 }
 
