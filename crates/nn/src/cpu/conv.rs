@@ -15,12 +15,15 @@ use std::sync::OnceLock;
 #[cfg(target_arch = "x86_64")]
 use super::channel_kernel::{self, ChannelPanels};
 #[cfg(target_arch = "x86_64")]
+use super::conv_channels::Padded;
+#[cfg(target_arch = "x86_64")]
 use super::kernel::PackedWeights;
+use super::spare::Spare;
 #[cfg(target_arch = "x86_64")]
 use super::{conv_batched, conv_channels, conv_flat, kernel};
-use crate::Deadline;
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
+use crate::{Deadline, NnError};
 
 /// Target size of one im2col tile, in f32 values (256 KiB: comfortably inside L2).
 const TILE_VALUES: usize = 64 * 1024;
@@ -51,7 +54,9 @@ pub fn microkernels_available() -> bool {
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]), weights `w` ([M, C/g, kh, kw]),
 /// one bias per output channel; with `packed` (the same weights packed for a kernel) on the
 /// AVX-512 microkernels. Past `deadline` the items not yet started are skipped, leaving `out`
-/// incomplete: the caller checks the deadline and discards it.
+/// incomplete: the caller checks the deadline and discards it. A padded copy of the input is
+/// made in one of the run's `spare` buffers, and given back; it fails only when no memory is
+/// left for it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: &[f32],
@@ -61,36 +66,53 @@ pub fn conv2d(
     conv: &Conv,
     g: &ConvGeometry,
     out: &mut [f32],
+    spare: &mut Spare,
     deadline: &Deadline,
-) {
+) -> Result<(), NnError> {
     if out.is_empty() {
         // An empty batch or output: nothing to write, and no items to split work into.
-        return;
+        return Ok(());
     }
     let groups = conv.group;
     let cin_g = g.in_channels / groups;
     let cout_g = g.out_channels / groups;
     if is_depthwise(cin_g, cout_g) {
-        return depthwise(x, w, bias, conv, g, deadline, out);
+        depthwise(x, w, bias, conv, g, deadline, out);
+        return Ok(());
     }
     let [kh, kw] = conv.window.kernel;
     let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
     if let Some(packed) = packed {
+        /// The paths that read the input with its padding made explicit.
+        enum OnPadded {
+            Flat,
+            Batched,
+            Channels,
+        }
         let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        if spans_rows(conv, g, cout_g) {
-            return conv_flat::conv2d(x, columns(), ConvJob::new(bias, conv, g, out), deadline);
-        }
-        if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
-            if conv_batched::suits(g) {
-                return conv_batched::conv2d(x, columns(), ConvJob::new(bias, conv, g, out), deadline);
+        let path = if spans_rows(conv, g, cout_g) {
+            OnPadded::Flat
+        } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
+            if conv_batched::suits(g) { OnPadded::Batched } else { OnPadded::Channels }
+        } else {
+            conv2d_packed(x, columns(), bias, conv, g, out, deadline);
+            return Ok(());
+        };
+        let padded = Padded::new(x, g, spare)?;
+        let job = ConvJob::new(bias, conv, g, out);
+        match path {
+            OnPadded::Flat => conv_flat::conv2d(&padded, columns(), job, deadline),
+            OnPadded::Batched => conv_batched::conv2d(&padded, columns(), job, deadline),
+            OnPadded::Channels => {
+                let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
+                conv_channels::conv2d(&padded, panels, job, deadline)
             }
-            let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
-            return conv_channels::conv2d(x, panels, ConvJob::new(bias, conv, g, out), deadline);
         }
-        return conv2d_packed(x, columns(), bias, conv, g, out, deadline);
+        padded.recycle(spare);
+        return Ok(());
     }
-    let _ = packed;
+    let _ = (packed, spare);
     let p = g.out_hw[0] * g.out_hw[1];
     let pointwise = kh == 1 && kw == 1 && conv.window.strides == [1, 1] && g.pads == [0, 0, 0, 0];
     let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192).min(p);
@@ -171,6 +193,7 @@ pub fn conv2d(
     };
 
     for_each_item(items, deadline, run_item);
+    Ok(())
 }
 
 /// Whether the column kernel reads this 1x1 stride-1 conv's input in place (its planes are

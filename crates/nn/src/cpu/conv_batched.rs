@@ -53,9 +53,8 @@ pub fn suits(g: &ConvGeometry) -> bool {
 /// Computes `job.out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights, at
 /// any stride, padding, dilation and group count. Past `deadline` the items not yet started
 /// are skipped, leaving the output incomplete: the caller checks the deadline and discards it.
-pub fn conv2d(x: &[f32], packed: &PackedWeights, job: ConvJob, deadline: &Deadline) {
+pub fn conv2d(padded: &Padded, packed: &PackedWeights, job: ConvJob, deadline: &Deadline) {
     let g = job.g;
-    let padded = Padded::new(x, g);
     let taps = padded.tap_offsets(job.conv, job.cin_g);
     let k = taps.len();
     let total = g.batch * job.p;
@@ -79,7 +78,7 @@ pub fn conv2d(x: &[f32], packed: &PackedWeights, job: ConvJob, deadline: &Deadli
             // 64-byte aligned: the kernel's loads of a block's rows then never split lines.
             let skip = lowered.as_ptr().align_offset(64).min(16);
             let lowered = &mut lowered[skip..skip + blocks * k * NR];
-            lower(&padded, &job, &taps, &chunk, lowered);
+            lower(padded, &job, &taps, &chunk, lowered);
             let staged = &mut staged[..job.cout_g * blocks * NR];
             multiply(packed, &job, k, &chunk, lowered, staged, deadline);
             unstage(&job, &chunk, staged, deadline);

@@ -17,9 +17,10 @@ use super::channel_kernel::{
 };
 use super::conv::ConvJob;
 use super::for_each_item;
-use crate::Deadline;
+use super::spare::Spare;
 use crate::ir::Conv;
 use crate::shape::ConvGeometry;
+use crate::{Deadline, NnError};
 
 /// Outputs at least this wide run in place; narrower ones are lowered.
 const IN_PLACE_MIN_WIDTH: usize = 8;
@@ -35,15 +36,14 @@ pub fn suits(cout_g: usize, k: usize) -> bool {
 /// Computes `out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights. Past
 /// `deadline` the items not yet started are skipped, leaving `out` incomplete: the caller
 /// checks the deadline and discards it.
-pub fn conv2d(x: &[f32], packed: &ChannelPanels, job: ConvJob, deadline: &Deadline) {
+pub fn conv2d(padded: &Padded, packed: &ChannelPanels, job: ConvJob, deadline: &Deadline) {
     let [_, sw] = job.conv.window.strides;
     let ow = job.g.out_hw[1];
-    let padded = Padded::new(x, job.g);
     let plan = Plan { packed, job };
     if ow >= IN_PLACE_MIN_WIDTH && (sw == 1 || sw == 2) {
-        plan.in_place(&padded, deadline);
+        plan.in_place(padded, deadline);
     } else {
-        plan.lowered(&padded, deadline);
+        plan.lowered(padded, deadline);
     }
 }
 
@@ -54,28 +54,19 @@ pub(super) struct Padded<'a> {
     pub hw: [usize; 2],
 }
 
-/// The largest padded copy a thread keeps for its next conv (16 MiB), bounded whatever a
-/// guest's graphs are.
-const KEPT_PADDED_VALUES: usize = 4 << 20;
-
-thread_local! {
-    /// The last padded copy made on this thread, reused by the next conv: a fresh one costs
-    /// a memset (or page faults) over all of it before any value is copied in.
-    static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
 impl<'a> Padded<'a> {
-    pub fn new(x: &'a [f32], g: &ConvGeometry) -> Self {
+    /// The padded copy is made in a spare buffer of the run ([`Spare::values`]): a fresh one
+    /// costs a memset (or page faults) over all of it before any value is copied in. Each
+    /// plane's pad rows and columns are written as zeros, so no stale value survives.
+    pub fn new(x: &'a [f32], g: &ConvGeometry, spare: &mut Spare) -> Result<Self, NnError> {
         let [h, w] = g.in_hw;
         let [top, left, bottom, right] = g.pads;
         let hw = [h + top + bottom, w + left + right];
         if g.pads == [0; 4] {
-            return Padded { data: std::borrow::Cow::Borrowed(x), hw };
+            return Ok(Padded { data: std::borrow::Cow::Borrowed(x), hw });
         }
         let plane = hw[0] * hw[1];
-        let mut data = PADDED.take();
-        // Stale values are kept (each is overwritten below); only values past them are zeroed.
-        data.resize(g.batch * g.in_channels * plane, 0.0);
+        let mut data = spare.values(g.batch * g.in_channels * plane)?;
         let planes_per_task = (16 * 1024 / plane.max(1)).max(1);
         data.par_chunks_mut(plane.max(1)).with_min_len(planes_per_task).enumerate().for_each(|(p, dst)| {
             let src = &x[p * h * w..][..h * w];
@@ -88,7 +79,14 @@ impl<'a> Padded<'a> {
             }
             dst[(top + h) * hw[1]..].fill(0.0);
         });
-        Padded { data: std::borrow::Cow::Owned(data), hw }
+        Ok(Padded { data: std::borrow::Cow::Owned(data), hw })
+    }
+
+    /// Gives the copy's buffer back to the run's spare buffers.
+    pub fn recycle(self, spare: &mut Spare) {
+        if let std::borrow::Cow::Owned(data) = self.data {
+            spare.give_values(data);
+        }
     }
 
     pub fn plane_len(&self) -> usize {
@@ -110,17 +108,6 @@ impl<'a> Padded<'a> {
             }
         }
         offsets
-    }
-}
-
-impl Drop for Padded<'_> {
-    fn drop(&mut self) {
-        if let std::borrow::Cow::Owned(data) =
-            std::mem::replace(&mut self.data, std::borrow::Cow::Borrowed(&[]))
-            && data.capacity() <= KEPT_PADDED_VALUES
-        {
-            PADDED.set(data);
-        }
     }
 }
 
@@ -443,11 +430,11 @@ mod tests {
             out_hw: hw,
             pads,
         };
-        // A larger copy full of NaN is left on this thread first.
-        let stale = vec![f32::NAN; 3 * 2 * 9 * 9];
-        drop(Padded::new(&stale, &geometry(3, [9, 9], [1, 1, 1, 1])));
+        // A larger buffer full of NaN is the only spare one.
+        let mut spare = Spare::default();
+        spare.give_values(vec![f32::NAN; 3 * 2 * 9 * 9]);
         let x: Vec<f32> = (0..2 * 2 * 3 * 4).map(|v| v as f32 + 1.0).collect();
-        let padded = Padded::new(&x, &geometry(2, [3, 4], [1, 2, 0, 1]));
+        let padded = Padded::new(&x, &geometry(2, [3, 4], [1, 2, 0, 1]), &mut spare).unwrap();
         assert_eq!(padded.hw, [4, 7]);
         assert_eq!(padded.data.len(), 2 * 2 * 4 * 7);
         for (p, plane) in padded.data.chunks_exact(4 * 7).enumerate() {

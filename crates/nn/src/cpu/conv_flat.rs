@@ -36,9 +36,8 @@ pub fn suits(strides: [usize; 2], padded_row: usize, out_hw: [usize; 2]) -> bool
 /// Computes `job.out` ([N, M, OH, OW]) from `x` ([N, C, H, W]) with the packed weights. Past
 /// `deadline` the items not yet started are skipped, leaving the output incomplete: the
 /// caller checks the deadline and discards it.
-pub fn conv2d(x: &[f32], packed: &PackedWeights, job: ConvJob, deadline: &Deadline) {
+pub fn conv2d(padded: &Padded, packed: &PackedWeights, job: ConvJob, deadline: &Deadline) {
     let g = job.g;
-    let padded = Padded::new(x, g);
     let [_, row] = padded.hw;
     let [oh, ow] = g.out_hw;
     let [kh, kw] = job.conv.window.kernel;

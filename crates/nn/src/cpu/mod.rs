@@ -228,13 +228,14 @@ impl CpuExecutable {
     }
 
     /// Conv node `index` into `out` (of its output shape), with the weights and bias packed at
-    /// prepare.
+    /// prepare; a padded copy of its input, if it needs one, in one of the `spare` buffers.
     fn conv_node(
         &self,
         index: usize,
         conv: &ir::Conv,
         slots: &[Slot],
         mut out: Tensor,
+        spare: &mut Spare,
         deadline: &Deadline,
     ) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
@@ -243,7 +244,7 @@ impl CpuExecutable {
         let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
         let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
         let packed = self.conv_weights[index].as_ref();
-        conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), deadline);
+        conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), spare, deadline)?;
         deadline.check()?;
         Ok(out)
     }
@@ -260,7 +261,10 @@ impl CpuExecutable {
         Ok(match &node.op {
             // Conv, pooling and Transpose write every output value: a spare buffer's stale
             // values do.
-            Op::Conv(conv) => self.conv_node(index, conv, slots, spare.output(out_shape)?, deadline)?,
+            Op::Conv(conv) => {
+                let out = spare.output(out_shape)?;
+                self.conv_node(index, conv, slots, out, spare, deadline)?
+            }
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
                 matmul::gemm_op(

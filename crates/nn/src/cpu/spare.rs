@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use crate::{NnError, Tensor, element_count};
+use crate::{NnError, Tensor, element_count, zeroed_values};
 
 /// The most a thread keeps between runs: a few of the large activations of the shipped graphs
 /// (P-Net's first conv on a 1 MP photo's first level is ~11 MB), bounded whatever a guest's
@@ -42,22 +42,32 @@ impl Spare {
     /// A tensor of `shape` for an op that writes every one of its values: the smallest spare
     /// buffer large enough, holding stale values, or zeroed memory when none is.
     pub fn output(&mut self, shape: Vec<usize>) -> Result<Tensor, NnError> {
-        let n = element_count(&shape)?;
+        let values = self.values(element_count(&shape)?)?;
+        Tensor::new(shape, values)
+    }
+
+    /// `n` values for a caller that writes every one of them (a conv's padded input copy), as
+    /// [`Spare::output`] finds them.
+    pub fn values(&mut self, n: usize) -> Result<Vec<f32>, NnError> {
         let fit = (self.0.iter().enumerate())
             .filter(|(_, b)| b.capacity() >= n)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
-        let Some(i) = fit else { return Tensor::zeros(shape) };
+        let Some(i) = fit else { return zeroed_values(n) };
         let mut data = self.0.swap_remove(i);
         // Shortens it, or zeroes only the values past its stale ones (within its capacity).
         data.resize(n, 0.0);
-        Tensor::new(shape, data)
+        Ok(data)
     }
 
     /// Keeps `tensor`'s buffer when it is worth it, dropping the smallest kept ones past
     /// `KEPT_BYTES` or `KEPT_BUFFERS`.
     pub fn give(&mut self, tensor: Tensor) {
-        let data = tensor.into_data();
+        self.give_values(tensor.into_data());
+    }
+
+    /// Keeps `data` as [`Spare::give`] keeps a tensor's.
+    pub fn give_values(&mut self, data: Vec<f32>) {
         if data.capacity() < SMALLEST {
             return;
         }
