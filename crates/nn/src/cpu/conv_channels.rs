@@ -246,8 +246,16 @@ impl Plan<'_> {
                     }
                 });
                 let offsets: Vec<usize> = (0..k).map(|kk| kk * MAX_COLUMNS).collect();
-                // Items of a few blocks each, panels outer inside an item.
-                let per_item = blocks.div_ceil(2 * rayon::current_num_threads()).clamp(1, 8);
+                // Items of a few blocks each, panels outer inside an item. When the weights
+                // are shared out anyway and the blocks are few, every item takes all the
+                // blocks: each panel is then read by one item (late layers at batch 1 read
+                // megabytes of weights for a handful of columns).
+                let wanted = 2 * rayon::current_num_threads();
+                let per_item = if blocks <= 8 && self.packed.panels.div_ceil(2) >= wanted {
+                    blocks
+                } else {
+                    blocks.div_ceil(wanted).clamp(1, 8)
+                };
                 let ranges = blocks.div_ceil(per_item);
                 let shares = self.shares(ranges);
                 for_each_item(ranges * shares, deadline, |item| {
