@@ -19,6 +19,7 @@ mod kernel;
 mod matmul;
 mod ops;
 mod resample;
+mod solo;
 mod spare;
 
 use std::sync::Arc;
@@ -154,10 +155,25 @@ impl CpuExecutable {
         NodeTiming::collect(self.graph.nodes.len(), |t| self.run_timed(inputs, Some(t), Deadline::NONE))
     }
 
+    /// Runs the graph ([`solo`] says on which thread), with the spare buffers this thread's
+    /// last run left.
     fn run_timed(
         &self,
         inputs: Vec<Tensor>,
+        timings: Option<&mut Vec<NodeTiming>>,
+        deadline: Deadline,
+    ) -> Result<Vec<Tensor>, NnError> {
+        let mut spare = Spare::take_kept();
+        let outputs = solo::RUNS.run(|| self.run_nodes(inputs, timings, &mut spare, deadline));
+        spare.keep_for_next_run();
+        outputs
+    }
+
+    fn run_nodes(
+        &self,
+        inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
+        spare: &mut Spare,
         deadline: Deadline,
     ) -> Result<Vec<Tensor>, NnError> {
         self.graph.check_inputs(&inputs)?;
@@ -167,12 +183,11 @@ impl CpuExecutable {
         for (input, tensor) in graph.inputs.iter().zip(inputs) {
             slots[input.value] = Slot::Owned(tensor);
         }
-        let mut spare = Spare::take_kept();
         for (index, node) in graph.nodes.iter().enumerate() {
             deadline.check()?;
             let started = std::time::Instant::now();
             let flops = timings.as_ref().map_or(0, |_| node_flops(node, &slots));
-            let output = self.run_node(index, &mut slots, &mut spare, &deadline).map_err(|e| e.at(node))?;
+            let output = self.run_node(index, &mut slots, spare, &deadline).map_err(|e| e.at(node))?;
             if let Some(timings) = timings.as_deref_mut() {
                 timings.push(NodeTiming {
                     node: node.name.clone(),
@@ -191,7 +206,6 @@ impl CpuExecutable {
                 }
             }
         }
-        spare.keep_for_next_run();
         graph
             .outputs
             .iter()
