@@ -1,6 +1,10 @@
 //! Every graph the shipped guests load, on refacen's CPU backend beside onnxruntime, in one
 //! run: the same inputs, the same thread count, runs alternating so that machine noise hits
 //! both alike, medians after a warm-up run (steady state: loading and preparing excluded).
+//! Each timed run follows an untimed one of the same runtime: the figures are those of runs
+//! back to back, as a pipeline makes them. With REFACEN_BENCH_AFTER_IDLE=1 they are those of
+//! a run after 20 ms idle instead (its caches and threads cold; on the 2-core VM refacen's
+//! batch-1 runs take up to twice as long then, onnxruntime's a quarter longer).
 //!
 //! The inputs are the ones the guests really give their networks: the MTCNN cascade's
 //! (P-Net on every pyramid level, R-Net and O-Net on the candidates) recorded while `nnd`
@@ -197,6 +201,7 @@ fn main() {
         |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let threads = refacen::nn::set_threads(Some(env("REFACEN_BENCH_THREADS", 2)));
     let runs = env("REFACEN_BENCH_RUNS", 7).max(1);
+    let back_to_back = env("REFACEN_BENCH_AFTER_IDLE", 0) == 0;
     let only = std::env::var("REFACEN_BENCH_ONLY").unwrap_or_default();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-nn");
     std::fs::create_dir_all(&dir).unwrap();
@@ -251,11 +256,15 @@ fn main() {
                 .map(|d| d / check["max_abs"].as_f64().unwrap_or(1.0).max(1e-30));
         }
         for _ in 0..runs {
+            if back_to_back {
+                case.run();
+            }
             let started = Instant::now();
             case.run();
             ours.push(started.elapsed().as_secs_f64() * 1000.0);
             if let Some(reference) = reference.as_mut() {
-                theirs.push(reference.ask(serde_json::json!({"run": case.name}))["ms"].as_f64().unwrap());
+                let request = serde_json::json!({"run": case.name, "after_one": back_to_back});
+                theirs.push(reference.ask(request)["ms"].as_f64().unwrap());
             }
             // Both runtimes' idle workers settle before the other one starts.
             std::thread::sleep(Duration::from_millis(20));
