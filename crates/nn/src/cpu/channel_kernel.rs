@@ -5,9 +5,9 @@
 //! planes in place through a table of tap offsets (no im2col), at any stride, and an output
 //! of one column (a 3x3 convolution on a 3x3 map) keeps as many lanes busy as a wide one.
 //! [`super::kernel`], which vectorizes over columns, idles most of its lanes on such narrow
-//! outputs; it runs stride-1 convolutions in blocks that span output rows where that was
-//! measured faster (outputs 24 columns wide or more), 1x1 convolutions whose planes fill its
-//! blocks, and convolutions with fewer than 16 output channels.
+//! outputs; it runs 1x1 convolutions whose planes fill its blocks, convolutions with fewer
+//! than 16 output channels, and wide stride-1 ones over few taps (in blocks that span output
+//! rows).
 //!
 //! Weights are packed into panels of 16 channels, `[k][16]`, on a conv's first run on this
 //! kernel, and kept with the prepared graph.

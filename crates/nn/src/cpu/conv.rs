@@ -91,7 +91,7 @@ pub fn conv2d(
             Channels,
         }
         let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        let path = if spans_rows(conv, g, cout_g) {
+        let path = if spans_rows(conv, g, cout_g, k) {
             OnPadded::Flat
         } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
             if conv_batched::suits(g) { OnPadded::Batched } else { OnPadded::Channels }
@@ -209,19 +209,28 @@ fn pointwise_fills_blocks(conv: &Conv, g: &ConvGeometry) -> bool {
 }
 
 /// Whether the column kernel runs this conv in blocks that span output rows
-/// ([`conv_flat`]): a stride-1 conv (other than a 1x1 one read in place) whose output is at
-/// least 24 columns wide, or has too few channels for the channel kernel. Measured on
-/// 2026-12-05: faster than the channel kernel on 35- and 36-wide outputs (by 1.5-2x) and
-/// than blocks along each output row on wide ones (MMOD's 133x92, P-Net, FaceNet's 77x77),
-/// slower than the channel kernel on 17-wide ones (by 15-20%), which stay there.
+/// ([`conv_flat`]): a stride-1 conv (other than a 1x1 one read in place) with too few output
+/// channels for the channel kernel (P-Net's first), or at least 24 columns wide over fewer
+/// than [`FEW_TAPS`] taps (O-Net's first, 27 taps: 0.77-0.81 ms at batch 32 against 0.85-0.88
+/// on the channel kernel, whose fixed cost per block weighs on so few taps). Since the channel
+/// kernel keeps its accumulators in registers it is the faster on every other conv of the
+/// shipped graphs, by nn_layers at batch 16 alternating (2026-12-05): dlib-resnet-128's 35x35
+/// convs 8.2-8.7 -> 7.9 ms in all, FaceNet's 77x77 and 36x36 stem 54.7 -> 49.2-50.3 ms,
+/// MMOD's 3x3 convs ~5% and P-Net's second and third (90 and 144 taps) ~8%.
 #[cfg(target_arch = "x86_64")]
-fn spans_rows(conv: &Conv, g: &ConvGeometry, cout_g: usize) -> bool {
+fn spans_rows(conv: &Conv, g: &ConvGeometry, cout_g: usize, k: usize) -> bool {
     let [kh, kw] = conv.window.kernel;
     let pointwise = kh == 1 && kw == 1 && g.pads == [0; 4];
     let row = g.in_hw[1] + g.pads[1] + g.pads[3];
-    let wide = 4 * g.out_hw[1] >= 3 * kernel::NR || cout_g < channel_kernel::LANES;
-    !pointwise && wide && conv_flat::suits(conv.window.strides, row, g.out_hw)
+    let wide_over_few_taps = 4 * g.out_hw[1] >= 3 * kernel::NR && k < FEW_TAPS;
+    !pointwise
+        && (cout_g < channel_kernel::LANES || wide_over_few_taps)
+        && conv_flat::suits(conv.window.strides, row, g.out_hw)
 }
+
+/// See [`spans_rows`].
+#[cfg(target_arch = "x86_64")]
+const FEW_TAPS: usize = 64;
 
 /// Whether a conv runs on the direct depthwise loop (its weights are never packed).
 pub fn is_depthwise(cin_g: usize, cout_g: usize) -> bool {

@@ -270,11 +270,11 @@ def conv_cases():
         ("conv_no_input_channels", [1, 0, 4, 5], [16, 0, 3, 3], dict(pads=[1, 1, 1, 1])),
         # An empty batch: an empty output.
         ("conv_empty_batch", [0, 3, 4, 9], [16, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
-        # Stride-1 convs 24 columns wide or more, or with fewer than 16 output channels, run on
-        # the column kernel in blocks that span output rows over the padded input: padded and
-        # not, a last block of 1 or 13 positions, panels of 1 to 8 channels, two ranges of blocks
-        # and the panels shared out (batch 1), groups with dilation and asymmetric pads,
-        # non-square kernels.
+        # Stride-1 convs with fewer than 16 output channels, or 24 columns wide or more over
+        # fewer than 64 taps, run on the column kernel in blocks that span output rows over the
+        # padded input: padded and not, a last block of 1 or 13 positions, panels of 1 to 8
+        # channels, two ranges of blocks and the panels shared out (batch 1), groups with
+        # dilation and asymmetric pads, non-square kernels.
         ("conv_flat_17_pad1", [2, 8, 17, 17], [12, 8, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_35_ranges", [1, 64, 35, 35], [12, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_35_pad1", [1, 4, 35, 35], [10, 4, 3, 3], dict(pads=[1, 1, 1, 1])),
