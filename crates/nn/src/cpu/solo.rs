@@ -4,9 +4,10 @@
 //! Every parallel section of a run is a hand-off. From a thread outside the pool, the caller
 //! queues the section's jobs, wakes a worker, and sleeps until the last job ends. A wake-up
 //! costs tens of microseconds on the 2-core VM, and a batch-1 run of dlib-resnet-128 has about
-//! sixty sections (2026-12-05: 4.6 ms back to back, 3.1 ms run from a worker with the other
-//! workers awake; onnxruntime, whose workers spin between sections, 3.2 ms). From a worker, a
-//! section's first job starts at once on that worker, and the awake workers take the others.
+//! sixty sections (2026-12-05, back to back: 4.6 ms, and 3.1 ms run from a worker with the
+//! other workers awake; onnxruntime, whose workers spin between sections, 2.3 ms). From a
+//! worker, a section's first job starts at once on that worker, and the awake workers take
+//! the others.
 //!
 //! Only a run alone does this. A worker that waits inside a section runs whatever job it
 //! finds, and a whole run would be one job: had a second run been queued as a whole, the first
