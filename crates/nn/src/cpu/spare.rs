@@ -8,10 +8,13 @@ use std::cell::Cell;
 
 use crate::{NnError, Tensor, element_count, zeroed_values};
 
-/// The most a thread keeps between runs: a few of the large activations of the shipped graphs
-/// (P-Net's first conv on a 1 MP photo's first level is ~11 MB), bounded whatever a guest's
-/// graphs are.
-const KEPT_BYTES: usize = 48 << 20;
+/// The most a thread keeps between runs: the largest activations of the shipped graphs, bounded
+/// whatever a guest's graphs are. The MMOD network on the tiled pyramid of a 1200 px photo has
+/// a 53 MB conv output and a padded copy as large, which at 48 MB were mapped, faulted in and
+/// zeroed anew on every run (perf: 18% of the samples in the kernel): 131.8 -> 110.5 ms by
+/// `scripts/bench-nn` at 128 MB (onnxruntime 110-112; 2-core VM, 2026-12-05). This is memory
+/// the runs hold at their peak anyway; it stays held between them, as onnxruntime's arena does.
+const KEPT_BYTES: usize = 128 << 20;
 /// And at most this many, the largest: a conv or pool takes the smallest that fits.
 const KEPT_BUFFERS: usize = 32;
 /// Buffers of fewer values are not kept: allocating them costs little.
@@ -60,8 +63,8 @@ impl Spare {
         Ok(data)
     }
 
-    /// Keeps `tensor`'s buffer when it is worth it, dropping the smallest kept ones past
-    /// `KEPT_BYTES` or `KEPT_BUFFERS`.
+    /// Keeps `tensor`'s buffer when it is worth it: the largest buffers are kept first, each
+    /// while it fits in what is left of `KEPT_BYTES`, and `KEPT_BUFFERS` at most.
     pub fn give(&mut self, tensor: Tensor) {
         self.give_values(tensor.into_data());
     }
@@ -73,10 +76,14 @@ impl Spare {
         }
         self.0.push(data);
         self.0.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+        // One buffer too large to keep does not take the smaller ones with it.
         let mut bytes = 0;
         self.0.retain(|b| {
-            bytes += b.capacity() * 4;
-            bytes <= KEPT_BYTES
+            let fits = bytes + b.capacity() * 4 <= KEPT_BYTES;
+            if fits {
+                bytes += b.capacity() * 4;
+            }
+            fits
         });
         self.0.truncate(KEPT_BUFFERS);
     }
@@ -101,10 +108,28 @@ mod tests {
         assert_eq!((out.data()[999], out.data()[1000]), (2.0, 0.0));
         let out = spare.output(vec![2 << 20]).unwrap();
         assert!(out.data().iter().all(|&v| v == 0.0), "no buffer fits: fresh zeros");
-        for _ in 0..20 {
-            spare.give(Tensor::new(vec![1 << 20], vec![0.0; 1 << 20]).unwrap());
+        // 8 MB buffers, more than KEPT_BYTES of them: the byte bound holds before the count's.
+        for _ in 0..KEPT_BYTES / (8 << 20) + 4 {
+            spare.give(Tensor::new(vec![2 << 20], vec![0.0; 2 << 20]).unwrap());
         }
         let kept: usize = spare.0.iter().map(|b| b.capacity() * 4).sum();
-        assert!(kept <= KEPT_BYTES && spare.0.len() == KEPT_BYTES / (4 << 20), "kept {kept} bytes");
+        assert!(kept <= KEPT_BYTES && spare.0.len() == KEPT_BYTES / (8 << 20), "kept {kept} bytes");
+        assert!(spare.0.len() < KEPT_BUFFERS);
+    }
+
+    #[test]
+    fn a_buffer_too_large_to_keep_leaves_the_others_kept() {
+        let mut spare = Spare::default();
+        spare.give(Tensor::new(vec![1 << 20], vec![1.0; 1 << 20]).unwrap());
+        spare.give_values(vec![0.0; KEPT_BYTES / 4 + 1]);
+        assert_eq!(spare.0.iter().map(Vec::capacity).collect::<Vec<_>>(), vec![1 << 20]);
+        // Beside a kept buffer of three quarters of the room, one of half is dropped and one of
+        // a thirty-second kept.
+        let [three_quarters, half, small] = [KEPT_BYTES / 16 * 3, KEPT_BYTES / 8, KEPT_BYTES / 128];
+        let mut spare = Spare::default();
+        for values in [three_quarters, half, small] {
+            spare.give_values(vec![0.0; values]);
+        }
+        assert_eq!(spare.0.iter().map(Vec::capacity).collect::<Vec<_>>(), vec![three_quarters, small]);
     }
 }
