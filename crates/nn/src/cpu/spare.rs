@@ -9,8 +9,8 @@ use std::cell::Cell;
 use crate::{NnError, Tensor, element_count, zeroed_values};
 
 /// The most a thread keeps between runs: the largest activations of the shipped graphs, bounded
-/// whatever a guest's graphs are. The MMOD network on the tiled pyramid of a 1200 px photo has
-/// a 53 MB conv output and a padded copy as large, which at 48 MB were mapped, faulted in and
+/// whatever a guest's graphs are. The MMOD network on the tiled pyramid of a 1200 px photo
+/// frees a 40 MB input and a 53 MB conv output, which at 48 MB were mapped, faulted in and
 /// zeroed anew on every run (perf: 18% of the samples in the kernel): 131.8 -> 110.5 ms by
 /// `scripts/bench-nn` at 128 MB (onnxruntime 110-112; 2-core VM, 2026-12-05). This is memory
 /// the runs hold at their peak anyway; it stays held between them, as onnxruntime's arena does.
