@@ -273,8 +273,8 @@ impl CpuExecutable {
         let node = &self.graph.nodes[index];
         let out_shape = self.output_shape(node, slots)?;
         Ok(match &node.op {
-            // Conv, pooling and Transpose write every output value: a spare buffer's stale
-            // values do.
+            // Conv, pooling, Transpose, Concat and constant Pad write every output value: a
+            // spare buffer's stale values do.
             Op::Conv(conv) => {
                 let out = spare.output(out_shape)?;
                 self.conv_node(index, conv, slots, out, spare, deadline)?
@@ -346,10 +346,10 @@ impl CpuExecutable {
                 let tensors: Vec<&Tensor> =
                     node.inputs.iter().flatten().map(|&id| value(slots, id)).collect::<Result<_, _>>()?;
                 let axis = shape::normalize_axis(*axis, tensors[0].rank(), 0)?;
-                ops::concat(&tensors, axis, out_shape)?
+                ops::concat(&tensors, axis, spare.output(out_shape)?)
             }
             Op::Pad { pads, value: fill, mode: PadMode::Constant, axes: None } => {
-                ops::pad(input_of(node, slots, 0)?, pads, *fill, out_shape)?
+                ops::pad(input_of(node, slots, 0)?, pads, *fill, spare.output(out_shape)?)?
             }
             Op::Pad { pads, value: fill, mode, axes } => {
                 let x = input_of(node, slots, 0)?;

@@ -435,22 +435,29 @@ pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, 
     Ok(out)
 }
 
-pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: Vec<usize>) -> Result<Tensor, NnError> {
-    let outer: usize = out_shape[..axis].iter().product();
-    let mut out = Vec::with_capacity(out_shape.iter().product());
+/// `inputs` laid end to end along `axis`, written over `out` (of the output's shape, its
+/// values stale: every one is written).
+pub fn concat(inputs: &[&Tensor], axis: usize, mut out: Tensor) -> Tensor {
+    let outer: usize = out.shape()[..axis].iter().product();
+    let mut dst = out.data_mut();
     for o in 0..outer {
         for t in inputs {
             let block: usize = t.shape()[axis..].iter().product();
-            out.extend_from_slice(&t.data()[o * block..(o + 1) * block]);
+            let (piece, rest) = dst.split_at_mut(block);
+            piece.copy_from_slice(&t.data()[o * block..(o + 1) * block]);
+            dst = rest;
         }
     }
-    Tensor::new(out_shape, out)
+    out
 }
 
-pub fn pad(x: &Tensor, pads: &[i64], value: f32, out_shape: Vec<usize>) -> Result<Tensor, NnError> {
+/// `x` padded with `value` (negative pads crop), written over `out` (of the output's shape,
+/// its values stale: every one is written).
+pub fn pad(x: &Tensor, pads: &[i64], value: f32, mut out: Tensor) -> Result<Tensor, NnError> {
     let s = x.shape();
     let rank = s.len();
-    let mut out = Tensor::new(out_shape.clone(), vec![value; out_shape.iter().product()])?;
+    let out_shape = out.shape().to_vec();
+    out.data_mut().fill(value);
     if x.is_empty() || out.is_empty() {
         return Ok(out);
     }
