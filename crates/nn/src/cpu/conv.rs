@@ -398,30 +398,40 @@ impl<'a> PackedItems<'a> {
         };
         for c0 in (0..cols).step_by(kernel::NR) {
             let block_cols = kernel::NR.min(cols - c0);
-            for (panel, rows, channel) in self.panels(item) {
-                // SAFETY: every item writes only rows [channel, +rows) of image n, columns
-                // [p0, p0 + cols), disjoint from every other item's; `col` holds k rows of
-                // `cols` values from column c0 on, `col_stride` apart (the im2col tile, or the
-                // input planes of a pointwise conv); kernel::available() held when `packed`
-                // was made.
-                unsafe {
-                    by_rows!(
-                        rows,
-                        kernel::block,
-                        k,
-                        self.packed.panel(item.group, panel, k),
-                        col.add(c0),
-                        col_stride,
-                        block_cols,
-                        &block_bias(self.job.bias, channel, rows),
-                        kernel::Epilogue::of(&self.job.conv.activation, channel, rows),
-                        rows,
-                        self.job
-                            .out
-                            .get()
-                            .add((item.n * self.job.g.out_channels + channel) * p + item.p0 + c0),
-                        p,
-                    );
+            for taps in kernel::tap_ranges(k) {
+                for (panel, rows, channel) in self.panels(item) {
+                    let bias = block_bias(self.job.bias, channel, rows);
+                    let start =
+                        if taps.start == 0 { kernel::Start::Bias(&bias) } else { kernel::Start::Output };
+                    let epilogue = if taps.end == k {
+                        kernel::Epilogue::of(&self.job.conv.activation, channel, rows)
+                    } else {
+                        kernel::Epilogue::None
+                    };
+                    // SAFETY: every item writes only rows [channel, +rows) of image n, columns
+                    // [p0, p0 + cols), disjoint from every other item's, and the tap ranges
+                    // before this one wrote them; `col` holds k rows of `cols` values from
+                    // column c0 on, `col_stride` apart (the im2col tile, or the input planes
+                    // of a pointwise conv); kernel::available() held when `packed` was made.
+                    unsafe {
+                        by_rows!(
+                            rows,
+                            kernel::block,
+                            taps.len(),
+                            &self.packed.panel(item.group, panel, k)[taps.start * kernel::MR..],
+                            col.add(taps.start * col_stride + c0),
+                            col_stride,
+                            block_cols,
+                            start,
+                            epilogue,
+                            rows,
+                            self.job
+                                .out
+                                .get()
+                                .add((item.n * self.job.g.out_channels + channel) * p + item.p0 + c0),
+                            p,
+                        );
+                    }
                 }
             }
         }

@@ -213,7 +213,7 @@ fn multiply(
                         lowered[b * k * NR..].as_ptr(),
                         NR,
                         NR.min(chunk.cols - b * NR),
-                        &bias,
+                        kernel::Start::Bias(&bias),
                         epilogue,
                         rows,
                         staged.get().add(first_row * stride + b * NR),

@@ -85,15 +85,45 @@ impl Epilogue {
     }
 }
 
-/// One block: `dst[r][c] = epilogue(bias[r] + Σ_k panel[k][r]·col[k·col_stride + c])` for
-/// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ NR). R is the number of rows computed:
-/// a conv with fewer output channels than MR (1 for MMOD's last layer) runs on fewer
-/// multiply-adds per value.
+/// Where a block's sums start: at the channels' biases, or at the values in `dst`, which an
+/// earlier range of the taps left there ([`tap_ranges`]).
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    Bias(&'a [f32; MR]),
+    Output,
+}
+
+/// The most taps a block runs over in one call, where the column kernel reads its columns
+/// in place or from an im2col tile (`conv::PackedItems`). A block reads `k` rows of NR
+/// columns, a row stride apart; an 8x8 map's rows are 256 bytes apart, so their lines fall
+/// in a quarter of L1's sets, and past about 190 taps they no longer stay in L1 while the
+/// block is run for each panel of weights. Split into ranges of at most this many taps, a
+/// range's columns stay in L1 over all the panels, the partial sums going through the output
+/// in between (an f32 stored and loaded back: the same sums). FaceNet at batch 16 by
+/// nn_layers (2-core VM, 2026-12-05, three runs alternating): 159.0-164.7 -> 156.6-159.6 ms,
+/// its 8x8 block17 convs most; 256 taps gained half as much. `conv_batched` runs whole
+/// blocks: its blocks are packed, and running them range by range was slower there
+/// (FaceNet's 3x3-map 1x1 convs 9.1-9.6 -> 11.9-12.1 ms).
+pub const TAPS_PER_RANGE: usize = 128;
+
+/// `0..k` in ranges of at most [`TAPS_PER_RANGE`] taps, of about equal length.
+/// No taps are one empty range, whose block stores the biases.
+pub fn tap_ranges(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let ranges = k.div_ceil(TAPS_PER_RANGE).max(1);
+    let len = k.div_ceil(ranges).max(1);
+    (0..k.max(1)).step_by(len).map(move |start| start..(start + len).min(k))
+}
+
+/// One block: `dst[r][c] = epilogue(start[r][c] + Σ_k panel[k][r]·col[k·col_stride + c])` for
+/// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ NR), where `start` is the bias or
+/// what `dst` holds. R is the number of rows computed: a conv with fewer output channels than
+/// MR (1 for MMOD's last layer) runs on fewer multiply-adds per value.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `panel` holds `k·MR` values; `col` points at `k` rows
 /// of at least `cols` readable values each, `col_stride` apart; `dst` at `rows` rows of `cols`
-/// writable values, `dst_stride` apart, that nothing else accesses meanwhile.
+/// writable (and, from [`Start::Output`], initialized) values, `dst_stride` apart, that
+/// nothing else accesses meanwhile.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn block<const R: usize>(
@@ -102,7 +132,7 @@ pub unsafe fn block<const R: usize>(
     col: *const f32,
     col_stride: usize,
     cols: usize,
-    bias: &[f32; MR],
+    start: Start,
     epilogue: Epilogue,
     rows: usize,
     dst: *mut f32,
@@ -110,7 +140,11 @@ pub unsafe fn block<const R: usize>(
 ) {
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
     let (mask0, mask1) = lane_masks(cols);
-    let mut acc = biased::<R>(bias);
+    let mut acc = match start {
+        Start::Bias(bias) => biased::<R>(bias),
+        // SAFETY: the first `cols` values of rows r < `rows` are initialized (caller's contract).
+        Start::Output => unsafe { loaded::<R>(rows, dst, dst_stride, (mask0, mask1)) },
+    };
     let w = panel.as_ptr();
     for kk in 0..k {
         // Masked lanes are neither read nor faulted on, so a short last block of a 1x1
@@ -136,6 +170,32 @@ fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__m
 #[inline]
 fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; R] {
     std::array::from_fn(|r| [std::arch::x86_64::_mm512_set1_ps(bias[r]); 2])
+}
+
+/// A block's accumulators loaded from the first `rows` rows of `dst` (the lanes in the masks;
+/// zeros elsewhere and in the rows past them).
+///
+/// # Safety
+/// The CPU has AVX-512F; the masked lanes of rows r < `rows` from `dst + r·dst_stride` on are
+/// readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn loaded<const R: usize>(
+    rows: usize,
+    dst: *const f32,
+    dst_stride: usize,
+    (mask0, mask1): (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16),
+) -> [[std::arch::x86_64::__m512; 2]; R] {
+    use std::arch::x86_64::*;
+    std::array::from_fn(|r| {
+        if r >= rows {
+            return [_mm512_setzero_ps(); 2];
+        }
+        let d = dst.wrapping_add(r * dst_stride);
+        // SAFETY: caller's contract; `wrapping_add`: a masked-off second half may lie past the
+        // allocation.
+        unsafe { [_mm512_maskz_loadu_ps(mask0, d), _mm512_maskz_loadu_ps(mask1, d.wrapping_add(16))] }
+    })
 }
 
 /// One tap of a block: `acc[r] += weights[r] · columns` for the NR values at `c` (the lanes

@@ -885,6 +885,25 @@ def fused_cases():
     def _(r, init):
         return conv_act(r, init, 4, 3, "LeakyRelu", "leaky", act={"alpha": 0.1})
 
+    # The CPU's column kernel runs more than 128 taps in ranges, the partial sums carried through
+    # the output and the activation applied after the last range only: 300 taps of a 1x1 conv
+    # read in place (an 8x8 map, three ranges) and 25·12 = 300 taps of an im2col tile (8
+    # channels, under the channel kernel's 16, at stride 2).
+    @x_case("fused_conv_pointwise_relu_tap_ranges", x=[2, 300, 8, 8])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 24, 300, k=1, init=init),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ]
+
+    @x_case("fused_conv_5x5_prelu_tap_ranges", x=[1, 12, 15, 17])
+    def _(r, init):
+        init["slope"] = f32(r.uniform(0.05, 0.3, (8, 1, 1)))
+        return [
+            conv(r, "conv", "x", "c", 8, 12, k=5, init=init, pads=[2, 2, 2, 2], strides=[2, 2]),
+            helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+        ]
+
     @x_case("fused_conv_mul_add", x=[1, 3, 7, 5])
     def _(r, init):
         init["mul_c"] = f32(r.uniform(0.5, 2.0, (1, 6, 1, 1)))
