@@ -437,17 +437,26 @@ pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, 
 
 /// `inputs` laid end to end along `axis`, written over `out` (of the output's shape, its
 /// values stale: every one is written).
+/// Large outputs are copied in parallel, in pieces of at most `TASK_ELEMENTS` values.
 pub fn concat(inputs: &[&Tensor], axis: usize, mut out: Tensor) -> Tensor {
     let outer: usize = out.shape()[..axis].iter().product();
+    let parallel = out.len() >= PARALLEL_ELEMENTS;
+    let mut pieces: Vec<(&mut [f32], &[f32])> = Vec::new();
     let mut dst = out.data_mut();
     for o in 0..outer {
         for t in inputs {
             let block: usize = t.shape()[axis..].iter().product();
             let (piece, rest) = dst.split_at_mut(block);
-            piece.copy_from_slice(&t.data()[o * block..(o + 1) * block]);
+            let src = &t.data()[o * block..(o + 1) * block];
+            if parallel {
+                pieces.extend(piece.chunks_mut(TASK_ELEMENTS).zip(src.chunks(TASK_ELEMENTS)));
+            } else {
+                piece.copy_from_slice(src);
+            }
             dst = rest;
         }
     }
+    pieces.into_par_iter().for_each(|(piece, src)| piece.copy_from_slice(src));
     out
 }
 
