@@ -1,7 +1,8 @@
 //! 2-D convolution: on AVX-512 CPUs, one of two microkernels (which one, and how it is fed, is
-//! chosen per conv: [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel
-//! over im2col tiles here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop
-//! for depthwise convolutions; bias and activation fused into the output pass.
+//! chosen per conv: [`winograd`] for 3x3 stride-1 convs with channels and tiles enough,
+//! [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel over im2col tiles
+//! here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
+//! convolutions; bias and activation fused into the output pass.
 //!
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
 //! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
@@ -20,6 +21,8 @@ use super::conv_channels::Padded;
 use super::kernel::PackedWeights;
 use super::spare::Spare;
 #[cfg(target_arch = "x86_64")]
+use super::winograd::{self, WinogradWeights};
+#[cfg(target_arch = "x86_64")]
 use super::{conv_batched, conv_channels, conv_flat, kernel};
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
@@ -37,6 +40,8 @@ pub struct PackedConv {
     columns: OnceLock<PackedWeights>,
     #[cfg(target_arch = "x86_64")]
     channels: OnceLock<ChannelPanels>,
+    #[cfg(target_arch = "x86_64")]
+    winograd: OnceLock<WinogradWeights>,
 }
 
 /// Whether this CPU runs the AVX-512 microkernels (their weights are then packed).
@@ -86,12 +91,15 @@ pub fn conv2d(
     if let Some(packed) = packed {
         /// The paths that read the input with its padding made explicit.
         enum OnPadded {
+            Winograd,
             Flat,
             Batched,
             Channels,
         }
         let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        let path = if spans_rows(conv, g, cout_g, k) {
+        let path = if winograd::suits(conv, g, cin_g, cout_g) {
+            OnPadded::Winograd
+        } else if spans_rows(conv, g, cout_g, k) {
             OnPadded::Flat
         } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
             if conv_batched::suits(g) { OnPadded::Batched } else { OnPadded::Channels }
@@ -102,6 +110,10 @@ pub fn conv2d(
         let padded = Padded::new(x, g, spare)?;
         let job = ConvJob::new(bias, conv, g, out);
         match path {
+            OnPadded::Winograd => {
+                let weights = packed.winograd.get_or_init(|| WinogradWeights::new(w, cout_g, cin_g));
+                winograd::conv2d(&padded, weights, job, deadline)
+            }
             OnPadded::Flat => conv_flat::conv2d(&padded, columns(), job, deadline),
             OnPadded::Batched => conv_batched::conv2d(&padded, columns(), job, deadline),
             OnPadded::Channels => {

@@ -295,6 +295,13 @@ def conv_cases():
         ("conv_batched_groups", [3, 12, 4, 4], [32, 6, 3, 3], dict(pads=[1, 1, 1, 1], group=2)),
         ("conv_batched_pointwise_2x2", [9, 40, 2, 2], [24, 40, 1, 1], dict(bias=False)),
         ("conv_small_map_batch1", [1, 20, 4, 4], [16, 20, 3, 3], dict(pads=[1, 1, 1, 1])),
+        # 3x3 stride-1 convs with enough channels and tiles run by Winograd's F(2x2, 3x3) on
+        # the CPU: odd output heights and widths (a last tile half outside), items that span
+        # images (batch 4), three vectors of tiles per tile row (33 tiles), no padding and
+        # asymmetric padding, a last panel of 4 channels.
+        ("conv_winograd_odd_batch4", [4, 64, 15, 17], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_winograd_unpadded", [2, 48, 20, 36], [52, 48, 3, 3], {}),
+        ("conv_winograd_wide_asymmetric_pads", [1, 32, 40, 66], [48, 32, 3, 3], dict(pads=[0, 1, 1, 0])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
@@ -901,6 +908,22 @@ def fused_cases():
         init["slope"] = f32(r.uniform(0.05, 0.3, (8, 1, 1)))
         return [
             conv(r, "conv", "x", "c", 8, 12, k=5, init=init, pads=[2, 2, 2, 2], strides=[2, 2]),
+            helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+        ]
+
+    # Winograd's output transform applies the bias and the activation.
+    @x_case("fused_conv_winograd_relu", x=[4, 64, 17, 18])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 64, 64, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ]
+
+    @x_case("fused_conv_winograd_prelu", x=[4, 64, 17, 18])
+    def _(r, init):
+        init["slope"] = f32(r.uniform(0.05, 0.3, (64, 1, 1)))
+        return [
+            conv(r, "conv", "x", "c", 64, 64, init=init, pads=[1, 1, 1, 1]),
             helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
         ]
 
