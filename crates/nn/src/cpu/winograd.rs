@@ -35,8 +35,9 @@ use crate::shape::ConvGeometry;
 
 /// Transform positions: the 4x4 tile of Winograd's domain.
 const POSITIONS: usize = 16;
-/// The values an item's scratch (`V` and `M`) is planned for: 1 MiB, inside L2 (a little
-/// more is allocated: rows rounded up to 16 values, and a cache line's offset).
+/// The values an item's scratch (`V` and `M`) is planned for: 1 MiB, inside L2. More is
+/// allocated where an item's tiles are few: its rows are rounded up to 16 values, so at most
+/// 4 times this (one row of 4 tiles, which [`suits`] bounds to this plan).
 const SCRATCH_VALUES: usize = 256 * 1024;
 
 /// Whether a conv runs here: a 3x3 kernel at stride 1, no dilation, one group, at least 16
