@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The runs of the CPU backend under way in this process.
 pub(super) struct Runs(AtomicUsize);
@@ -62,8 +63,16 @@ impl Drop for Active {
     }
 }
 
+/// How long a worker kept awake looks for jobs without finding one before it goes back to
+/// rayon's own waiting. A worker waiting inside a job of the run (for a part of that job
+/// another worker took) runs whatever job it finds, this loop included: had the loop no end
+/// but the run's, the run would wait on it for ever. `detect --jobs 8` at 16 threads hung so
+/// (the `many_cores` stress test, 2026-12-05); now such a worker loses this long, once per run.
+/// The run's sections come tens of microseconds apart, so the loop outlasts the gaps.
+const IDLE: Duration = Duration::from_micros(200);
+
 /// Keeps the pool's other workers looking for jobs until dropped (the run ended, or panicked),
-/// or until another run starts.
+/// until another run starts, or until they find none for [`IDLE`].
 struct Awake {
     ended: Arc<AtomicBool>,
 }
@@ -78,8 +87,16 @@ impl Awake {
             if Some(worker.index()) == runner {
                 return;
             }
+            let mut last_job = Instant::now();
             while !flag.load(Ordering::Acquire) && runs.0.load(Ordering::Relaxed) == 1 {
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    last_job = Instant::now();
+                } else if last_job.elapsed() > IDLE {
+                    // This worker may have picked this job up while waiting, inside a job of
+                    // the run, for another part of it: then the run cannot end before this
+                    // loop does.
+                    break;
+                } else {
                     // Not a busy loop: were the scheduler to put this worker on the runner's
                     // core (it may, on waking it), the runner gets the core back at once.
                     std::thread::yield_now();
