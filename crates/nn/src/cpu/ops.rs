@@ -436,8 +436,8 @@ pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, 
 }
 
 /// `inputs` laid end to end along `axis`, written over `out` (of the output's shape, its
-/// values stale: every one is written).
-/// Large outputs are copied in parallel, in pieces of at most `TASK_ELEMENTS` values.
+/// values stale: every one is written); a large output in parallel, in pieces of at most
+/// `TASK_ELEMENTS` values.
 pub fn concat(inputs: &[&Tensor], axis: usize, mut out: Tensor) -> Tensor {
     let outer: usize = out.shape()[..axis].iter().product();
     let parallel = out.len() >= PARALLEL_ELEMENTS;

@@ -1,8 +1,8 @@
-//! Buffers of values a run no longer needs, given to later conv, pooling, Transpose, Concat and Pad
-//! outputs and to convs' padded input copies instead of fresh zeroed memory. A fresh output costs a memset (glibc's `calloc`
-//! zeroes memory it reuses) or page faults (memory it maps anew): by perf, 5% and 5% of a
-//! detection's time on the 2-core VM (2026-12-05). The ops handed a spare buffer write every
-//! value of it.
+//! Buffers of values a run no longer needs, given to later conv, pooling, Transpose, Concat
+//! and Pad outputs and to convs' padded input copies instead of fresh zeroed memory. A fresh
+//! output costs a memset (glibc's `calloc` zeroes memory it reuses) or page faults (memory it
+//! maps anew): by perf, 5% and 5% of a detection's time on the 2-core VM (2026-12-05). The
+//! ops handed a spare buffer write every value of it.
 
 use std::cell::Cell;
 
