@@ -1,5 +1,5 @@
 //! 2-D convolution: on AVX-512 CPUs, one of two microkernels (which one, and how it is fed, is
-//! chosen per conv: [`winograd`] for 3x3 stride-1 convs with channels and tiles enough,
+//! chosen per conv: [`winograd`] for 3x3 stride-1 convs with channels enough,
 //! [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel over im2col tiles
 //! here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
 //! convolutions; bias and activation fused into the output pass.

@@ -14,8 +14,9 @@
 //! Work is split into items, each a range of tile rows counted across the images of the
 //! batch (so that the small maps of a batch make products long enough): each item transforms
 //! its tiles' inputs into `V`, runs the 16 products into `M` and transforms `M` into its
-//! output rows, in a scratch buffer of its thread sized to stay in L2. The transforms run
-//! over 16 tiles of a tile row at a time, one vector lane per tile.
+//! output rows, in a scratch buffer of its thread sized to stay in L2; where the ranges are
+//! fewer than two per thread (a small batch), each is shared out by output channels. The
+//! transforms run over 16 tiles of a tile row at a time, one vector lane per tile.
 //!
 //! By `nn_layers` at batch 16 (2-core VM, 2026-12-05, three runs alternating with the
 //! other kernels): dlib-resnet-128's 8x8 convs (128 channels) 0.82-0.86 -> 0.52-0.55 ms, its
