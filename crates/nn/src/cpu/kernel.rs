@@ -160,9 +160,18 @@ pub unsafe fn block<const R: usize>(
 
 /// The masks of the first `n` of a block's NR lanes, one per 16-lane half.
 #[inline]
-fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
-    let half = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
-    (half(n), half(n.saturating_sub(16)))
+pub fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
+    (first_lanes(n as isize), first_lanes(n as isize - 16))
+}
+
+/// The mask of the first `n` of a vector's 16 lanes (none for n ≤ 0).
+#[inline]
+pub fn first_lanes(n: isize) -> std::arch::x86_64::__mmask16 {
+    match n {
+        ..=0 => 0,
+        16.. => 0xffff,
+        _ => ((1u32 << n) - 1) as std::arch::x86_64::__mmask16,
+    }
 }
 
 /// A block's accumulators, each row starting at its channel's bias.

@@ -29,7 +29,7 @@ use std::arch::x86_64::*;
 use super::conv::{ConvJob, by_rows};
 use super::conv_channels::Padded;
 use super::for_each_item;
-use super::kernel::{self, MR, NR, PackedWeights};
+use super::kernel::{self, MR, NR, PackedWeights, first_lanes};
 use crate::Deadline;
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
@@ -204,10 +204,10 @@ impl Plan<'_> {
             [_mm512_sub_ps(d0, d2), _mm512_add_ps(d1, d2), _mm512_sub_ps(d2, d1), _mm512_sub_ps(d1, d3)]
         };
         for tx0 in (0..self.tiles[1]).step_by(16) {
-            let store = mask((self.tiles[1] - tx0).min(16) as isize);
+            let store = first_lanes((self.tiles[1] - tx0) as isize);
             let x0 = 2 * tx0;
             let left = (wp - x0) as isize;
-            let masks = OFFSETS.map(|offset| mask(left - offset as isize));
+            let masks = OFFSETS.map(|offset| first_lanes(left - offset as isize));
             for c in 0..cin {
                 // An image's tile rows overlap by two input rows: each row is transformed once.
                 let mut r = [[_mm512_setzero_ps(); 4]; 4];
@@ -307,10 +307,10 @@ impl Plan<'_> {
         let out = self.job.out.get();
         let m = m.as_ptr();
         for tx0 in (0..self.tiles[1]).step_by(16) {
-            let lanes = mask((self.tiles[1] - tx0).min(16) as isize);
+            let lanes = first_lanes((self.tiles[1] - tx0) as isize);
             let x0 = 2 * tx0;
             let left = (ow - x0) as isize;
-            let (store_low, store_high) = (mask(left), mask(left - 16));
+            let (store_low, store_high) = (first_lanes(left), first_lanes(left - 16));
             for o in channels.clone() {
                 let bias = _mm512_set1_ps(self.job.bias[o]);
                 let activate = |x: __m512| {
@@ -394,14 +394,3 @@ impl Layout {
 /// 16..32 give the tiles' columns 0 and 1 (even and odd lanes), 2..18 and 18..34 columns 2
 /// and 3.
 const OFFSETS: [usize; 4] = [0, 16, 2, 18];
-
-/// The first `n` of 16 lanes (none for n ≤ 0).
-fn mask(n: isize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else if n <= 0 {
-        0
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
