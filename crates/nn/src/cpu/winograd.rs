@@ -71,12 +71,33 @@ const MIN_MAP: usize = 8;
 /// Whether the transforms cost little enough beside the 16 products. Per tile, the products
 /// take 16·cin·cout multiply-adds and the transforms about 16·(cin + cout) operations, in
 /// vectors of 16 tiles of a tile row (a row of 18 tiles fills 2 vectors to 56%): their share
-/// is (1/cin + 1/cout) / fill. By nn_layers at batch 16 (2-core VM, 2026-12-05), Winograd was
-/// faster at shares up to 1/12 (32 -> 32 channels on 72x72 maps: 2.46 -> 2.24 ms; on 77x77:
-/// 6.0 -> 5.5) and slower above (32 -> 32 on 35x35 and 17x17 maps, share 1/9: 5-20%).
+/// is (1/cin + 1/cout) / fill, and Winograd runs where it is at most 1/[`share_limit`].
 fn transforms_pay(cin: usize, cout: usize, tiles_x: usize) -> bool {
     let lanes = tiles_x.div_ceil(16) * 16;
-    12 * (cin + cout) * lanes <= cin * cout * tiles_x
+    share_limit() * (cin + cout) * lanes <= cin * cout * tiles_x
+}
+
+/// The largest share of the transforms, as 1/n, at which Winograd is faster than the direct
+/// kernels; measured by nn_layers at batch 16 on two 2-core VMs (2026-12-05), 32 -> 32 channels
+/// being the case that tells them apart (share 1/9 on 35x35 and on 17x17 maps):
+/// - Intel Xeon: faster at shares up to 1/12 (32 -> 32 on 72x72 maps: 2.46 -> 2.24 ms, on
+///   77x77: 6.0 -> 5.5) and 5-20% slower at 1/9;
+/// - AMD EPYC (Zen 4, whose AVX-512 multiply-adds issue as two 256-bit halves, one vector a
+///   cycle against Xeon's two): at 1/9, 25-30% faster (dlib-resnet-128's 35x35 convs 1.91-2.22
+///   -> 1.37-1.66 ms, FaceNet's on 17x17 0.51 -> 0.40).
+///
+/// Fixed per machine (by the CPU's vendor), so a conv takes the same path in every run there:
+/// a facen does not change between runs, only, in its last bits, from one kind of CPU to
+/// another, as it does with or without AVX-512.
+fn share_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        // SAFETY: CPUID leaf 0 (the vendor string) exists on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let id = unsafe { __cpuid(0) };
+        let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]; // "AuthenticAMD"
+        if amd { 9 } else { 12 }
+    })
 }
 
 /// A conv's 16 transformed filters `U`, each packed for the column kernel as a [cout × cin]
