@@ -46,10 +46,11 @@ const SCRATCH_VALUES: usize = 256 * 1024;
 /// which fits the scratch (which bounds the scratch), where the transforms cost little
 /// beside the products ([`transforms_pay`]).
 ///
-/// The answer depends on the conv's shape alone, never on the batch: the other kernels all
-/// sum the bias and the taps in one order, so they agree to the bit, while Winograd's sums
-/// differ from theirs by rounding. A face's facen must not change with the faces that share
-/// its batch (a resumed or restarted run gives the same values as an uninterrupted one).
+/// The answer depends on the conv's shape (and the CPU's vendor, [`share_limit`]) alone,
+/// never on the batch: the other kernels all sum the bias and the taps in one order, so they
+/// agree to the bit, while Winograd's sums differ from theirs by rounding. A face's facen must
+/// not change with the faces that share its batch (a resumed or restarted run gives the same
+/// values as an uninterrupted one).
 pub fn suits(conv: &Conv, g: &ConvGeometry, cin_g: usize, cout_g: usize) -> bool {
     let w = &conv.window;
     w.kernel == [3, 3]
@@ -82,9 +83,9 @@ fn transforms_pay(cin: usize, cout: usize, tiles_x: usize) -> bool {
 /// being the case that tells them apart (share 1/9 on 35x35 and on 17x17 maps):
 /// - Intel Xeon: faster at shares up to 1/12 (32 -> 32 on 72x72 maps: 2.46 -> 2.24 ms, on
 ///   77x77: 6.0 -> 5.5) and 5-20% slower at 1/9;
-/// - AMD EPYC (Zen 4, whose AVX-512 multiply-adds issue as two 256-bit halves, one vector a
-///   cycle against Xeon's two): at 1/9, 25-30% faster (dlib-resnet-128's 35x35 convs 1.91-2.22
-///   -> 1.37-1.66 ms, FaceNet's on 17x17 0.51 -> 0.40).
+/// - AMD EPYC (Zen 4, whose AVX-512 multiply-adds issue as two 256-bit halves): at 1/9,
+///   25-30% faster (dlib-resnet-128's 35x35 convs 1.91-2.22 -> 1.37-1.66 ms, FaceNet's on
+///   17x17 0.51 -> 0.40).
 ///
 /// Fixed per machine (by the CPU's vendor), so a conv takes the same path in every run there:
 /// a facen does not change between runs, only, in its last bits, from one kind of CPU to
