@@ -264,7 +264,7 @@ unsafe fn store<const NC: usize>(block: &[[f32; 2 * LANES]; NC], destination: &D
             // instead (`vgatherdps`, 32 per block) cost as much as the multiply-adds of a conv
             // of few taps on AMD's Zen 4, whose gathers are slow: FaceNet's first conv (27 taps)
             // spent 26% of its time in this function and 32% in `block` (perf, 2026-12-05).
-            let mask: __mmask16 = ((1u32 << NC) - 1) as u16;
+            let mask = super::kernel::first_lanes(NC as isize);
             for first in (0..rows).step_by(LANES) {
                 let mut columns = [_mm512_setzero_ps(); LANES];
                 for (column, values) in columns.iter_mut().zip(block) {

@@ -320,11 +320,13 @@ impl Plan<'_> {
         let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
         let zero = _mm512_setzero_ps();
-        let (relu, slopes) = match &self.job.conv.activation {
-            Activation::None => (false, None),
-            Activation::Relu => (true, None),
-            Activation::LeakyRelu(alpha) => (false, Some(vec![*alpha; cout])),
-            Activation::PRelu(slopes) => (false, Some(slopes.data()[..cout].to_vec())),
+        let activation = &self.job.conv.activation;
+        let relu = matches!(activation, Activation::Relu);
+        // What channel o's negative values are multiplied by, for the activations that scale them.
+        let slope = |o: usize| match activation {
+            Activation::LeakyRelu(alpha) => Some(*alpha),
+            Activation::PRelu(slopes) => Some(slopes.data()[o]),
+            Activation::None | Activation::Relu => None,
         };
         let out = self.job.out.get();
         let m = m.as_ptr();
@@ -335,13 +337,14 @@ impl Plan<'_> {
             let (store_low, store_high) = (first_lanes(left), first_lanes(left - 16));
             for o in channels.clone() {
                 let bias = _mm512_set1_ps(self.job.bias[o]);
+                let slope = slope(o).map(|s| _mm512_set1_ps(s));
                 let activate = |x: __m512| {
                     let x = _mm512_add_ps(x, bias);
                     if relu {
                         _mm512_max_ps(x, zero)
-                    } else if let Some(slopes) = &slopes {
+                    } else if let Some(slope) = slope {
                         let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero);
-                        _mm512_mask_mul_ps(x, negative, x, _mm512_set1_ps(slopes[o]))
+                        _mm512_mask_mul_ps(x, negative, x, slope)
                     } else {
                         x
                     }
