@@ -142,21 +142,30 @@ thread_local! {
 pub fn conv2d(padded: &Padded, weights: &WinogradWeights, job: ConvJob, deadline: &Deadline) {
     let [oh, ow] = job.g.out_hw;
     let tiles = [oh.div_ceil(2), ow.div_ceil(2)];
-    // Items are ranges of the tile rows of all the images, as many as fit the scratch and at
-    // least one per thread, of even sizes: rayon hands each thread a contiguous part of the
-    // items, and 18 rows as 14 + 4 left one thread of two with three quarters of a batch-1
-    // conv (dlib-resnet-128's 35x35 convs ran no faster on two threads than on one). Where
-    // the rows are fewer than the threads, each range is shared out by output channels, every
-    // share transforming the range's inputs.
+    // Items are ranges of the tile rows of all the images, as many as fit the scratch, of even
+    // sizes: rayon hands each thread a contiguous part of the items, and 18 rows as 14 + 4
+    // left one thread of two with three quarters of a batch-1 conv (dlib-resnet-128's 35x35
+    // convs ran no faster on two threads than on one). Where they are fewer than the threads,
+    // the rows are split further while each thread still gets two column blocks of tiles;
+    // past that (small maps at small batches, whose time goes to reading the weights), each
+    // range is shared out by output channels, every share transforming the range's inputs
+    // and reading only its channels' weights.
     let threads = rayon::current_num_threads();
     let all_rows = job.g.batch * tiles[0];
     let per_row = POSITIONS * (job.cin_g + job.cout_g) * tiles[1];
-    let fit = (SCRATCH_VALUES / per_row).clamp(1, all_rows);
-    let ranges = (all_rows.div_ceil(fit).div_ceil(threads) * threads).min(all_rows);
-    let rows = all_rows.div_ceil(ranges);
+    let fitting = all_rows.div_ceil((SCRATCH_VALUES / per_row).clamp(1, all_rows));
+    let ranges = if fitting >= threads {
+        fitting.div_ceil(threads) * threads
+    } else if all_rows * tiles[1] >= threads * 2 * NR {
+        threads
+    } else {
+        fitting
+    };
+    let rows = all_rows.div_ceil(ranges.min(all_rows));
     let ranges = all_rows.div_ceil(rows);
     let panels = job.cout_g.div_ceil(MR);
-    let per_share = panels.div_ceil(threads.div_ceil(ranges).min(panels));
+    let shares = if ranges >= threads { 1 } else { (2 * threads).div_ceil(ranges).min(panels) };
+    let per_share = panels.div_ceil(shares);
     let shares = panels.div_ceil(per_share);
     let plan = Plan { padded, weights, job, tiles };
     for_each_item(ranges * shares, deadline, |item| {
