@@ -142,14 +142,14 @@ thread_local! {
 pub fn conv2d(padded: &Padded, weights: &WinogradWeights, job: ConvJob, deadline: &Deadline) {
     let [oh, ow] = job.g.out_hw;
     let tiles = [oh.div_ceil(2), ow.div_ceil(2)];
-    // Items are ranges of the tile rows of all the images, as many as fit the scratch, of even
-    // sizes: rayon hands each thread a contiguous part of the items, and 18 rows as 14 + 4
-    // left one thread of two with three quarters of a batch-1 conv (dlib-resnet-128's 35x35
-    // convs ran no faster on two threads than on one). Where they are fewer than the threads,
-    // the rows are split further while each thread still gets two column blocks of tiles;
-    // past that (small maps at small batches, whose time goes to reading the weights), each
-    // range is shared out by output channels, every share transforming the range's inputs
-    // and reading only its channels' weights.
+    // Items are ranges of the tile rows of all the images, as many as fit the scratch (made a
+    // multiple of the threads), of even sizes: rayon hands each thread a contiguous part of
+    // the items, and 18 rows as 14 + 4 left one thread of two with three quarters of a batch-1
+    // conv (dlib-resnet-128's 35x35 convs ran no faster on two threads than on one). Where
+    // they are fewer than the threads, the rows are split further while each thread still
+    // gets two column blocks of tiles; past that (small maps at small batches, whose time
+    // goes to reading the weights), each range is shared out by output channels, every share
+    // transforming the range's inputs and reading only its channels' weights.
     let threads = rayon::current_num_threads();
     let all_rows = job.g.batch * tiles[0];
     let per_row = POSITIONS * (job.cin_g + job.cout_g) * tiles[1];
@@ -161,8 +161,7 @@ pub fn conv2d(padded: &Padded, weights: &WinogradWeights, job: ConvJob, deadline
     } else {
         fitting
     };
-    let rows = all_rows.div_ceil(ranges.min(all_rows));
-    let ranges = all_rows.div_ceil(rows);
+    let ranges = ranges.min(all_rows);
     let panels = job.cout_g.div_ceil(MR);
     let shares = if ranges >= threads { 1 } else { (2 * threads).div_ceil(ranges).min(panels) };
     let per_share = panels.div_ceil(shares);
@@ -171,7 +170,9 @@ pub fn conv2d(padded: &Padded, weights: &WinogradWeights, job: ConvJob, deadline
     for_each_item(ranges * shares, deadline, |item| {
         let (range, share) = (item / shares, item % shares);
         let channels = share * per_share * MR..((share + 1) * per_share * MR).min(plan.job.cout_g);
-        plan.run(range * rows..((range + 1) * rows).min(all_rows), channels);
+        // Within a row of each other in size: 9 rows in 4 ranges are 2 + 2 + 2 + 3 (ranges
+        // of ceil(9 / 4) = 3 rows would be 3, and one thread of two would take 2 of them).
+        plan.run(range * all_rows / ranges..(range + 1) * all_rows / ranges, channels);
     });
 }
 
