@@ -1158,6 +1158,18 @@ def import_cases():
         {"c": normal(r, 2, 4)},
     )
 
+    # Slices of step 1 are copied a run at a time: here the runs are channels 2..5 of each
+    # image from the second on.
+    name = "slice_channels_of_later_images"
+    r = rng_for(name)
+    case(
+        name,
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"], name="slice")],
+        [("x", normal(r, 3, 6, 4, 5))],
+        ["y"],
+        {"starts": i64([1, 2]), "ends": i64([3, 5]), "axes": i64([0, 1])},
+    )
+
     pool_case("global_avgpool_3d", "GlobalAveragePool", [2, 3, 7])
     pool_case("global_maxpool_3d", "GlobalMaxPool", [2, 3, 7])
 
