@@ -72,7 +72,7 @@ fn slice_runs(x: &Tensor, ranges: &[SliceRange]) -> Result<Tensor, NnError> {
         .unwrap_or(s.len());
     let strides = row_major_strides(s);
     let run_axis = whole_from.saturating_sub(1);
-    let run = if s.is_empty() { 1 } else { out_shape[run_axis..].iter().product::<usize>() };
+    let run: usize = out_shape[run_axis..].iter().product();
     let outer_axes = &out_shape[..run_axis];
     let total: usize = out_shape.iter().product();
     let mut out = Vec::new();
@@ -80,7 +80,7 @@ fn slice_runs(x: &Tensor, ranges: &[SliceRange]) -> Result<Tensor, NnError> {
         .map_err(|_| NnError::too_large(Excess::Allocation { bytes: (total as u64).saturating_mul(4) }))?;
     if total > 0 {
         let outer: usize = outer_axes.iter().product();
-        let base: usize = if s.is_empty() { 0 } else { ranges[run_axis].start as usize * strides[run_axis] };
+        let base = strides.get(run_axis).map_or(0, |&stride| ranges[run_axis].start as usize * stride);
         for o in 0..outer {
             let (mut rest, mut start) = (o, base);
             for a in (0..run_axis).rev() {

@@ -153,13 +153,13 @@ pub fn conv2d(padded: &Padded, weights: &WinogradWeights, job: ConvJob, deadline
     let threads = rayon::current_num_threads();
     let all_rows = job.g.batch * tiles[0];
     let per_row = POSITIONS * (job.cin_g + job.cout_g) * tiles[1];
-    let fitting = all_rows.div_ceil((SCRATCH_VALUES / per_row).clamp(1, all_rows));
-    let ranges = if fitting >= threads {
-        fitting.div_ceil(threads) * threads
+    let ranges_to_fit = all_rows.div_ceil((SCRATCH_VALUES / per_row).clamp(1, all_rows));
+    let ranges = if ranges_to_fit >= threads {
+        ranges_to_fit.div_ceil(threads) * threads
     } else if all_rows * tiles[1] >= threads * 2 * NR {
         threads
     } else {
-        fitting
+        ranges_to_fit
     };
     let ranges = ranges.min(all_rows);
     let panels = job.cout_g.div_ceil(MR);
