@@ -16,6 +16,7 @@ pub mod ir;
 pub mod onnx;
 mod optimize;
 pub mod shape;
+mod spare;
 mod tensor;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use device::{ChosenBackend, Device, DeviceError, choose_backend, set_threads
 pub use error::{ArgumentFault, Excess, GraphFault, NodeRef, RuntimeFault};
 pub use ir::Graph;
 pub use optimize::optimize;
+pub use spare::{keep_spare_values, take_spare_values};
 pub use tensor::{Tensor, element_count, zeroed_values};
 
 #[derive(Debug, thiserror::Error)]

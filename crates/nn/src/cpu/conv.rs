@@ -19,13 +19,13 @@ use super::channel_kernel::{self, ChannelPanels};
 use super::conv_channels::Padded;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::PackedWeights;
-use super::spare::Spare;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::{self, WinogradWeights};
 #[cfg(target_arch = "x86_64")]
 use super::{conv_batched, conv_channels, conv_flat, kernel};
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
+use crate::spare::Spare;
 use crate::{Deadline, NnError};
 
 /// Target size of one im2col tile, in f32 values (256 KiB: comfortably inside L2).

@@ -17,9 +17,9 @@ use super::channel_kernel::{
 };
 use super::conv::ConvJob;
 use super::for_each_item;
-use super::spare::Spare;
 use crate::ir::Conv;
 use crate::shape::ConvGeometry;
+use crate::spare::Spare;
 use crate::{Deadline, NnError};
 
 /// Outputs at least this wide run in place; narrower ones are lowered.

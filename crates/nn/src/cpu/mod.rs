@@ -21,7 +21,6 @@ mod matmul;
 mod ops;
 mod resample;
 mod solo;
-mod spare;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
@@ -32,7 +31,7 @@ use super::{
     ArgumentFault, Backend, Deadline, Executable, GraphFault, NnError, NodeTiming, RunLimits, RuntimeFault,
     Tensor, element_count, shape,
 };
-use spare::Spare;
+use crate::spare::Spare;
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {

@@ -365,7 +365,7 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, tensor: Resource<TensorResource>) -> wasmtime::Result<()> {
-        self.delete_tensor(tensor)?;
+        self.delete_tensor(tensor)?.data.release();
         Ok(())
     }
 }

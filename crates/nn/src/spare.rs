@@ -2,7 +2,8 @@
 //! and Pad outputs and to convs' padded input copies instead of fresh zeroed memory. A fresh
 //! output costs a memset (glibc's `calloc` zeroes memory it reuses) or page faults (memory it
 //! maps anew): by perf, 5% and 5% of a detection's time on the 2-core VM (2026-12-05). The
-//! ops handed a spare buffer write every value of it.
+//! ops handed a spare buffer write every value of it. Between runs the wasi-nn host takes
+//! from them for the inputs guests hand over and leaves them the outputs guests drop.
 
 use std::cell::Cell;
 
@@ -31,6 +32,8 @@ thread_local! {
 #[derive(Default)]
 pub struct Spare(Vec<Vec<f32>>);
 
+// Without the CPU backend only the wasi-nn host's calls below use them.
+#[cfg_attr(not(feature = "cpu"), allow(dead_code))]
 impl Spare {
     /// What the last run on this thread left.
     pub fn take_kept() -> Spare {
@@ -52,15 +55,19 @@ impl Spare {
     /// `n` values for a caller that writes every one of them (a conv's padded input copy), as
     /// [`Spare::output`] finds them.
     pub fn values(&mut self, n: usize) -> Result<Vec<f32>, NnError> {
+        let Some(mut data) = self.take_room_for(n) else { return zeroed_values(n) };
+        // Shortens it, or zeroes only the values past its stale ones (within its capacity).
+        data.resize(n, 0.0);
+        Ok(data)
+    }
+
+    /// The smallest buffer with room for `n` values, if any.
+    fn take_room_for(&mut self, n: usize) -> Option<Vec<f32>> {
         let fit = (self.0.iter().enumerate())
             .filter(|(_, b)| b.capacity() >= n)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
-        let Some(i) = fit else { return zeroed_values(n) };
-        let mut data = self.0.swap_remove(i);
-        // Shortens it, or zeroes only the values past its stale ones (within its capacity).
-        data.resize(n, 0.0);
-        Ok(data)
+        fit.map(|i| self.0.swap_remove(i))
     }
 
     /// Keeps `tensor`'s buffer when it is worth it: the largest buffers are kept first, each
@@ -89,6 +96,28 @@ impl Spare {
     }
 }
 
+/// For a caller between runs that writes `n` values (the wasi-nn host copying a guest's
+/// input in): the smallest of the buffers the last run on this thread left with room for
+/// them, emptied. Unlike fresh memory it is mapped and in use already: no page faults, no
+/// zeroing.
+pub fn take_spare_values(n: usize) -> Option<Vec<f32>> {
+    let mut kept = Spare::take_kept();
+    let taken = kept.take_room_for(n);
+    kept.keep_for_next_run();
+    taken.map(|mut values| {
+        values.clear();
+        values
+    })
+}
+
+/// Leaves `values`, which a caller between runs no longer needs (the wasi-nn host, when a
+/// guest drops a compute's output), to the next run on this thread, as a run leaves its own.
+pub fn keep_spare_values(values: Vec<f32>) {
+    let mut kept = Spare::take_kept();
+    kept.give_values(values);
+    kept.keep_for_next_run();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +144,25 @@ mod tests {
         let kept: usize = spare.0.iter().map(|b| b.capacity() * 4).sum();
         assert!(kept <= KEPT_BYTES && spare.0.len() == KEPT_BYTES / (8 << 20), "kept {kept} bytes");
         assert!(spare.0.len() < KEPT_BUFFERS);
+    }
+
+    #[test]
+    fn callers_between_runs_take_and_leave_this_threads_buffers() {
+        // On a thread of its own: what other tests' runs kept is not in the way.
+        std::thread::spawn(|| {
+            assert!(take_spare_values(10).is_none(), "nothing kept yet");
+            keep_spare_values(vec![1.0; 1000]);
+            keep_spare_values(vec![2.0; 100]);
+            keep_spare_values(vec![3.0; SMALLEST - 1]); // too small to keep
+            let taken = take_spare_values(500).expect("the buffer of 1000 has room");
+            assert_eq!((taken.len(), taken.capacity()), (0, 1000), "emptied, the smallest that fits");
+            assert!(take_spare_values(500).is_none(), "taken once");
+            // The next run on this thread finds what is left.
+            let kept = Spare::take_kept();
+            assert_eq!(kept.0.iter().map(Vec::capacity).collect::<Vec<_>>(), vec![100]);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
