@@ -127,18 +127,18 @@ pub enum Finish<'a> {
 }
 
 /// Runs one block of `V` panels (`panels` as [`ChannelPanels::panel`] gives them, `k` taps
-/// each) over NC columns, for the taps in `taps`.
+/// each) over NC columns, for the taps in the ranges `taps`, in order.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `panels` holds V panels of `k·LANES` values, `k·LANES` apart;
 /// `source.offsets` holds `k` offsets, and every `src + offsets[kk] + j·S` (j < NC, kk in
-/// `taps`) is readable; partial sums hold NC·2·LANES values; a destination's
+/// one of `taps`) is readable; partial sums hold NC·2·LANES values; a destination's
 /// `columns[j] + r·stride` for r < rows is writable and accessed by nothing else meanwhile.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
     k: usize,
-    taps: std::ops::Range<usize>,
+    taps: &[std::ops::Range<usize>],
     panels: *const f32,
     source: &Source,
     start: Start,
@@ -158,19 +158,21 @@ pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
             };
         }
     }
-    for kk in taps {
-        // SAFETY: kk < k: the offset, the panels' row kk and the columns' values are in
-        // bounds by the caller's contract.
-        unsafe {
-            let p = source.src.add(*source.offsets.add(kk));
-            let mut w = [_mm512_setzero_ps(); V];
-            for (v, w) in w.iter_mut().enumerate() {
-                *w = _mm512_loadu_ps(panels.add(v * k * LANES + kk * LANES));
-            }
-            for (j, column) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*p.add(j * S));
-                for v in 0..V {
-                    column[v] = _mm512_fmadd_ps(w[v], b, column[v]);
+    for range in taps {
+        for kk in range.clone() {
+            // SAFETY: kk < k: the offset, the panels' row kk and the columns' values are in
+            // bounds by the caller's contract.
+            unsafe {
+                let p = source.src.add(*source.offsets.add(kk));
+                let mut w = [_mm512_setzero_ps(); V];
+                for (v, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_ps(panels.add(v * k * LANES + kk * LANES));
+                }
+                for (j, column) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*p.add(j * S));
+                    for v in 0..V {
+                        column[v] = _mm512_fmadd_ps(w[v], b, column[v]);
+                    }
                 }
             }
         }

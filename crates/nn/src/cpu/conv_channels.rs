@@ -156,6 +156,7 @@ impl Plan<'_> {
         let shares = self.shares(images * row_items);
         let count = images * row_items * shares;
         let passes = self.passes();
+        let row_taps = RowTaps::new(self.job.conv, g, &passes);
         for_each_item(count, deadline, |item| {
             let share = item % shares;
             let rows = (item / shares) % row_items;
@@ -177,7 +178,7 @@ impl Plan<'_> {
                 }
                 let (channel, epilogue) = self.epilogue(group, panel, v);
                 let weights = self.packed.panel(group, panel);
-                for taps in &passes {
+                for pass_index in 0..passes.len() {
                     for (row, oy) in item_rows.clone().enumerate() {
                         let src = padded.data[plane0 + oy * sh * padded.hw[1]..].as_ptr();
                         let source = Source { src, offsets: offsets.as_ptr() };
@@ -190,7 +191,9 @@ impl Plan<'_> {
                             rows: (v * LANES).min(self.job.cout_g - panel * LANES),
                         };
                         let pass = Pass {
-                            taps: taps.clone(),
+                            taps: row_taps.of(oy, pass_index),
+                            first: pass_index == 0,
+                            last: pass_index + 1 == passes.len(),
                             partial: partial.as_mut_ptr().wrapping_add(row * ow * 2 * LANES),
                             destination,
                         };
@@ -214,6 +217,7 @@ impl Plan<'_> {
         let total = g.batch * self.job.p;
         let chunk = (LOWERED_VALUES / k.max(1)).max(MAX_COLUMNS).min(total);
         let taps = padded.tap_offsets(self.job.conv, self.job.cin_g);
+        let all_taps = 0..k;
         let mut matrix = Vec::new();
         for group in 0..self.job.conv.group {
             for first in (0..total).step_by(chunk.max(1)) {
@@ -287,7 +291,13 @@ impl Plan<'_> {
                                 src: matrix[b * k * MAX_COLUMNS..].as_ptr(),
                                 offsets: offsets.as_ptr(),
                             };
-                            let pass = Pass { taps: 0..k, partial: std::ptr::null_mut(), destination };
+                            let pass = Pass {
+                                taps: std::slice::from_ref(&all_taps),
+                                first: true,
+                                last: true,
+                                partial: std::ptr::null_mut(),
+                                destination,
+                            };
                             // SAFETY: items write disjoint (column, channel) outputs; block b
                             // of the matrix holds k rows of MAX_COLUMNS values.
                             unsafe { self.columns(&source, 1, n_cols, weights, v, &epilogue, &pass) };
@@ -351,38 +361,87 @@ impl Plan<'_> {
             let n = cols / blocks + usize::from(block < cols % blocks);
             let source = Source { src: source.src.wrapping_add(j * stride), offsets: source.offsets };
             let sums = pass.partial.wrapping_add(j * 2 * LANES);
-            let start = if pass.taps.start == 0 { Start::Bias } else { Start::Partial(sums) };
-            let finish = if pass.taps.end == self.packed.k {
+            let start = if pass.first { Start::Bias } else { Start::Partial(sums) };
+            let finish = if pass.last {
                 Finish::Store(pass.destination.past_columns(j))
             } else {
                 Finish::Partial(sums)
             };
             // SAFETY: caller's contract.
             unsafe {
-                dispatch(
-                    stride,
-                    v,
-                    n,
-                    self.packed.k,
-                    pass.taps.clone(),
-                    weights,
-                    &source,
-                    start,
-                    epilogue,
-                    &finish,
-                )
+                dispatch(stride, v, n, self.packed.k, pass.taps, weights, &source, start, epilogue, &finish)
             };
             j += n;
         }
     }
 }
 
-/// One pass of a row of blocks over a range of taps, and where its sums go between passes.
+/// One pass of a row of blocks over a range of taps (less those that read only padding), and
+/// where its sums go between passes.
 struct Pass<'a> {
-    taps: std::ops::Range<usize>,
+    taps: &'a [std::ops::Range<usize>],
+    /// Whether it is the first pass (the sums start at the bias) and the last (they are stored).
+    first: bool,
+    last: bool,
     /// `[columns][2·LANES]` partial sums, carried from one range of taps to the next.
     partial: *mut f32,
     destination: Destination<'a>,
+}
+
+/// The taps of each pass that an output row reads inside the input. A row whose window
+/// reaches into the top or bottom padding would only add zeros times the weights of the taps
+/// there, so it skips them: a 7x1 conv on 8 rows (FaceNet's block17) has 44 of its 56 row
+/// taps inside, a 3x3 conv on 8 rows 22 of 24. The sums over the taps left are the same
+/// (but for the sign of a zero sum).
+struct RowTaps {
+    /// Per distinct window position, the taps of each pass, as ranges in packed order.
+    kinds: Vec<Vec<Vec<std::ops::Range<usize>>>>,
+    /// The kind of each output row.
+    kind_of_row: Vec<usize>,
+}
+
+impl RowTaps {
+    fn new(conv: &Conv, g: &ConvGeometry, passes: &[std::ops::Range<usize>]) -> Self {
+        let [kh, kw] = conv.window.kernel;
+        let ([sh, _], [dh, _]) = (conv.window.strides, conv.window.dilations);
+        let (top, h) = (g.pads[0], g.in_hw[0]);
+        let per_channel = kh * kw;
+        let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut kinds = Vec::new();
+        let kind_of_row = (0..g.out_hw[0])
+            .map(|oy| {
+                // The kernel rows that land on input rows (padded row oy·sh + ky·dh): a run.
+                let inside = |ky: usize| (top..top + h).contains(&(oy * sh + ky * dh));
+                let first = (0..kh).find(|&ky| inside(ky)).unwrap_or(kh);
+                let end = (first..kh).find(|&ky| !inside(ky)).unwrap_or(kh);
+                let window = first..end;
+                windows.iter().position(|w| *w == window).unwrap_or_else(|| {
+                    let taps = passes
+                        .iter()
+                        .map(|pass| {
+                            if window == (0..kh) {
+                                return vec![pass.clone()];
+                            }
+                            (pass.start / per_channel..pass.end / per_channel)
+                                .map(|c| {
+                                    c * per_channel + window.start * kw..c * per_channel + window.end * kw
+                                })
+                                .filter(|taps| !taps.is_empty())
+                                .collect()
+                        })
+                        .collect();
+                    windows.push(window);
+                    kinds.push(taps);
+                    kinds.len() - 1
+                })
+            })
+            .collect();
+        RowTaps { kinds, kind_of_row }
+    }
+
+    fn of(&self, oy: usize, pass: usize) -> &[std::ops::Range<usize>] {
+        &self.kinds[self.kind_of_row[oy]][pass]
+    }
 }
 
 /// Calls the kernel instance for this stride, panel count and column count.
@@ -395,7 +454,7 @@ unsafe fn dispatch(
     v: usize,
     n: usize,
     k: usize,
-    taps: std::ops::Range<usize>,
+    taps: &[std::ops::Range<usize>],
     weights: *const f32,
     source: &Source,
     start: Start,

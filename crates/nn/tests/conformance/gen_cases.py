@@ -266,6 +266,9 @@ def conv_cases():
         ("conv_channels_two_passes", [1, 40, 12, 14], [48, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_channels_three_passes_stride2", [2, 70, 17, 19], [32, 70, 3, 3], dict(strides=[2, 2])),
         ("conv_channels_big_pads", [1, 4, 4, 5], [16, 4, 3, 3], dict(pads=[3, 2, 1, 4])),
+        # Rows whose window reaches into the top or bottom padding skip the taps there (a 7x1
+        # conv on 8 rows, as in FaceNet's block17), over two passes of the taps.
+        ("conv_channels_7x1_two_passes", [2, 40, 8, 9], [24, 40, 7, 1], dict(pads=[3, 0, 3, 0])),
         # No input channels: the output is the bias.
         ("conv_no_input_channels", [1, 0, 4, 5], [16, 0, 3, 3], dict(pads=[1, 1, 1, 1])),
         # An empty batch: an empty output.
