@@ -218,7 +218,7 @@ pub unsafe fn block<const S: usize, const V: usize, const NC: usize>(
 
 /// A 16x16 transpose: lane j of `r[i]` becomes lane i of the result's vector j.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+pub(super) unsafe fn transpose(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     let (pd, ps) = (_mm512_castps_pd, _mm512_castpd_ps);
     // Pairs of rows interleaved, then pairs of pairs: t[4q + c] holds, in 128-bit lane l, the

@@ -19,6 +19,8 @@ mod indexing;
 mod kernel;
 mod matmul;
 mod ops;
+#[cfg(target_arch = "x86_64")]
+mod pool_lanes;
 mod resample;
 mod solo;
 #[cfg(target_arch = "x86_64")]

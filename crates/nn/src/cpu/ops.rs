@@ -119,6 +119,39 @@ pub fn pool2d(pool: &Pool, x: &Tensor, mut out: Tensor, deadline: &Deadline) -> 
             }
         }
     };
+    #[cfg(target_arch = "x86_64")]
+    if pool.kind == PoolKind::Max && oh * ow > 0 && h * w > 0 && super::pool_lanes::suits(ow) {
+        use super::pool_lanes::{self, PLANES};
+        let window =
+            |&(start, lo, hi, _): &(isize, usize, usize, usize)| pool_lanes::Window { start, lo, hi };
+        let row_windows: Vec<_> = rows.iter().map(window).collect();
+        let col_windows: Vec<_> = cols.iter().map(window).collect();
+        let (out_plane, in_plane) = (oh * ow, h * w);
+        let grouped = s[0] * s[1] / PLANES * PLANES;
+        let (out_groups, out_rest) = out.data_mut().split_at_mut(grouped * out_plane);
+        let (in_groups, in_rest) = x.data().split_at(grouped * in_plane);
+        out_groups
+            .par_chunks_mut(PLANES * out_plane)
+            .zip(in_groups.par_chunks(PLANES * in_plane))
+            .with_min_len(chunks_per_task(PLANES * out_plane * kh * kw))
+            .for_each_init(Vec::new, |scratch, (dst, src)| {
+                if deadline.expired() {
+                    return;
+                }
+                // SAFETY: `suits` found AVX-512F; `src` and `dst` hold a group's planes; the
+                // windows' taps lie inside the input (`taps` above).
+                unsafe {
+                    pool_lanes::max_pool(src, [h, w], &row_windows, &col_windows, [dh, dw], dst, scratch)
+                }
+            });
+        // The last planes, fewer than a group.
+        let mut line = vec![0.0f32; w + sw];
+        for (dst, src) in out_rest.chunks_mut(out_plane).zip(in_rest.chunks(in_plane)) {
+            plane(&mut line, dst, src);
+        }
+        deadline.check()?;
+        return Ok(out);
+    }
     out.data_mut()
         .par_chunks_mut((oh * ow).max(1))
         .zip(x.data().par_chunks((h * w).max(1)))

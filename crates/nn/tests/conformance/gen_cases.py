@@ -452,6 +452,14 @@ def pool_cases():
     )
     pool_case("maxpool_nonsquare", "MaxPool", [1, 2, 8, 11], kernel_shape=[2, 3], strides=[1, 2])
     pool_case("maxpool_1x1_map", "MaxPool", [1, 4, 1, 1], kernel_shape=[1, 1])
+    # Outputs narrower than 32 with 16 planes or more: max-pooled sixteen planes at a time on
+    # AVX-512 (the last planes, fewer than sixteen, one by one), as R-Net's and O-Net's are.
+    pool_case("maxpool_planes_in_groups_ceil", "MaxPool", [2, 20, 22, 22], **k3s2, ceil_mode=1)
+    pool_case(
+        "maxpool_planes_in_groups_dilation_pads", "MaxPool", [1, 33, 11, 9],
+        kernel_shape=[3, 2], strides=[2, 2], dilations=[2, 2], **pads1,
+    )
+    pool_case("maxpool_planes_in_groups_same_upper", "MaxPool", [3, 16, 8, 8], **k3s2, auto_pad="SAME_UPPER")
 
     pool_case("avgpool_2x2_s2", "AveragePool", [1, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2])
     pool_case("avgpool_pads_exclude_pad", "AveragePool", [1, 2, 7, 7], **k3s2, **pads1, count_include_pad=0)
