@@ -123,7 +123,7 @@ pub fn pool2d(pool: &Pool, x: &Tensor, mut out: Tensor, deadline: &Deadline) -> 
     if pool.kind == PoolKind::Max && oh * ow > 0 && h * w > 0 && super::pool_lanes::suits(ow) {
         use super::pool_lanes::{self, PLANES};
         let window =
-            |&(start, lo, hi, _): &(isize, usize, usize, usize)| pool_lanes::Window { start, lo, hi };
+            |&(start, lo, hi, _): &(isize, usize, usize, usize)| pool_lanes::AxisTaps { start, lo, hi };
         let row_windows: Vec<_> = rows.iter().map(window).collect();
         let col_windows: Vec<_> = cols.iter().map(window).collect();
         let (out_plane, in_plane) = (oh * ow, h * w);

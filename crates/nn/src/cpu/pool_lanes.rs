@@ -17,7 +17,7 @@ pub const PLANES: usize = 16;
 /// Per output row (or column): the window's first input row, which may lie in the padding,
 /// and the kernel taps [lo, hi) that land inside the input.
 #[derive(Clone, Copy)]
-pub struct Window {
+pub struct AxisTaps {
     pub start: isize,
     pub lo: usize,
     pub hi: usize,
@@ -30,8 +30,9 @@ pub fn suits(out_width: usize) -> bool {
 
 /// Max-pools the `PLANES` planes of `src` (`[PLANES][h·w]`) into `dst` (`[PLANES][oh·ow]`,
 /// `rows` and `cols` giving each output row's and column's window), with `scratch` for the
-/// interleaved values. The same values as the per-plane path: a max is exact in any order,
-/// NaN never wins (`v > m` is false, as there), and an empty window gives -inf.
+/// interleaved values. The same values as the per-plane path (but for which zero a window of
+/// +0 and -0 gives): a max is exact in any order, NaN never wins (`v > m` is false, as
+/// there), and an empty window gives -inf.
 ///
 /// # Safety
 /// The CPU has AVX-512F; every window's taps lie inside the `h x w` plane. (That `src` holds
@@ -40,8 +41,8 @@ pub fn suits(out_width: usize) -> bool {
 pub unsafe fn max_pool(
     src: &[f32],
     [h, w]: [usize; 2],
-    rows: &[Window],
-    cols: &[Window],
+    rows: &[AxisTaps],
+    cols: &[AxisTaps],
     [dh, dw]: [usize; 2],
     dst: &mut [f32],
     scratch: &mut Vec<f32>,
