@@ -295,8 +295,9 @@ fn fp32_values(bytes: &[u8]) -> Result<Vec<f32>, NnError> {
     values
         .try_reserve_exact(n)
         .map_err(|_| NnError::too_large(nn::Excess::Allocation { bytes: bytes.len() as u64 }))?;
-    // SAFETY: the capacity is at least `n` values, `n * 4` bytes, which the copy fills from
-    // `bytes` (as long, not overlapping a fresh allocation) before the length covers them;
+    // SAFETY: the (empty) vector's capacity is at least `n` values, `n * 4` bytes, which the
+    // copy fills from `bytes` (as long, and not overlapping memory this vector owns) before
+    // the length covers them;
     // every bit pattern is a valid f32, and on this little-endian target the bytes are the
     // values' own.
     unsafe {
