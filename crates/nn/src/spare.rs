@@ -101,10 +101,7 @@ impl Spare {
 /// them, emptied. Unlike fresh memory it is mapped and in use already: no page faults, no
 /// zeroing.
 pub fn take_spare_values(n: usize) -> Option<Vec<f32>> {
-    let mut kept = Spare::take_kept();
-    let taken = kept.take_room_for(n);
-    kept.keep_for_next_run();
-    taken.map(|mut values| {
+    with_kept(|kept| kept.take_room_for(n)).map(|mut values| {
         values.clear();
         values
     })
@@ -113,9 +110,15 @@ pub fn take_spare_values(n: usize) -> Option<Vec<f32>> {
 /// Leaves `values`, which a caller between runs no longer needs (the wasi-nn host, when a
 /// guest drops a compute's output), to the next run on this thread, as a run leaves its own.
 pub fn keep_spare_values(values: Vec<f32>) {
+    with_kept(|kept| kept.give_values(values));
+}
+
+/// `f` on the buffers the last run on this thread left, which stay for the next.
+fn with_kept<R>(f: impl FnOnce(&mut Spare) -> R) -> R {
     let mut kept = Spare::take_kept();
-    kept.give_values(values);
+    let result = f(&mut kept);
     kept.keep_for_next_run();
+    result
 }
 
 #[cfg(test)]
