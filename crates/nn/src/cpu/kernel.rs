@@ -117,7 +117,8 @@ pub fn tap_ranges(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 /// One block: `dst[r][c] = epilogue(start[r][c] + Σ_k panel[k][r]·col[k·col_stride + c])` for
 /// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ NR), where `start` is the bias or
 /// what `dst` holds. R is the number of rows computed: a conv with fewer output channels than
-/// MR (1 for MMOD's last layer) runs on fewer multiply-adds per value.
+/// MR (1 for MMOD's last layer) runs on fewer multiply-adds per value; a block of 16 columns
+/// or fewer runs on one vector of them ([`block_of`]).
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `panel` holds `k·MR` values; `col` points at `k` rows
@@ -139,11 +140,40 @@ pub unsafe fn block<const R: usize>(
     dst_stride: usize,
 ) {
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
-    let (mask0, mask1) = lane_masks(cols);
+    // SAFETY (both): caller's contract.
+    if cols <= NR / 2 {
+        unsafe { block_of::<R, 1>(k, panel, col, col_stride, cols, start, epilogue, rows, dst, dst_stride) }
+    } else {
+        unsafe { block_of::<R, 2>(k, panel, col, col_stride, cols, start, epilogue, rows, dst, dst_stride) }
+    }
+}
+
+/// [`block`] on V vectors of columns: a block of at most 16 columns (a Winograd product over
+/// the 16 tiles of an 8x8 map, the last column of a 17x17 one) on one, at half the
+/// multiply-adds of two, the same sums.
+///
+/// # Safety
+/// As for [`block`], with `cols` ≤ 16·V.
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_of<const R: usize, const V: usize>(
+    k: usize,
+    panel: &[f32],
+    col: *const f32,
+    col_stride: usize,
+    cols: usize,
+    start: Start,
+    epilogue: Epilogue,
+    rows: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let masks = vector_masks::<V>(cols);
     let mut acc = match start {
-        Start::Bias(bias) => biased::<R>(bias),
+        Start::Bias(bias) => biased::<R, V>(bias),
         // SAFETY: the first `cols` values of rows r < `rows` are initialized (caller's contract).
-        Start::Output => unsafe { loaded::<R>(rows, dst, dst_stride, (mask0, mask1)) },
+        Start::Output => unsafe { loaded::<R, V>(rows, dst, dst_stride, masks) },
     };
     let w = panel.as_ptr();
     for kk in 0..k {
@@ -152,16 +182,22 @@ pub unsafe fn block<const R: usize>(
         // masked-off second half may lie past the allocation.
         // SAFETY: the first `cols` values of row kk are readable (caller's contract), the
         // masks cover only those; kk·MR + MR ≤ k·MR ≤ panel.len().
-        unsafe { multiply_add(&mut acc, col.wrapping_add(kk * col_stride), (mask0, mask1), w.add(kk * MR)) };
+        unsafe { multiply_add(&mut acc, col.wrapping_add(kk * col_stride), masks, w.add(kk * MR)) };
     }
     // SAFETY: caller's contract.
-    unsafe { store(&mut acc, epilogue, rows, cols, dst, dst_stride) };
+    unsafe { store(&mut acc, epilogue, rows, masks, dst, dst_stride) };
 }
 
 /// The masks of the first `n` of a block's NR lanes, one per 16-lane half.
 #[inline]
 pub fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
     (first_lanes(n as isize), first_lanes(n as isize - 16))
+}
+
+/// The masks of the first `n` lanes of V vectors.
+#[inline]
+fn vector_masks<const V: usize>(n: usize) -> [std::arch::x86_64::__mmask16; V] {
+    std::array::from_fn(|v| first_lanes(n as isize - 16 * v as isize))
 }
 
 /// The mask of the first `n` of a vector's 16 lanes (none for n ≤ 0).
@@ -177,8 +213,8 @@ pub fn first_lanes(n: isize) -> std::arch::x86_64::__mmask16 {
 /// A block's accumulators, each row starting at its channel's bias.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; R] {
-    std::array::from_fn(|r| [std::arch::x86_64::_mm512_set1_ps(bias[r]); 2])
+fn biased<const R: usize, const V: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; V]; R] {
+    std::array::from_fn(|r| [std::arch::x86_64::_mm512_set1_ps(bias[r]); V])
 }
 
 /// A block's accumulators loaded from the first `rows` rows of `dst` (the lanes in the masks;
@@ -189,80 +225,79 @@ fn biased<const R: usize>(bias: &[f32; MR]) -> [[std::arch::x86_64::__m512; 2]; 
 /// readable.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn loaded<const R: usize>(
+unsafe fn loaded<const R: usize, const V: usize>(
     rows: usize,
     dst: *const f32,
     dst_stride: usize,
-    (mask0, mask1): (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16),
-) -> [[std::arch::x86_64::__m512; 2]; R] {
+    masks: [std::arch::x86_64::__mmask16; V],
+) -> [[std::arch::x86_64::__m512; V]; R] {
     use std::arch::x86_64::*;
     std::array::from_fn(|r| {
         if r >= rows {
-            return [_mm512_setzero_ps(); 2];
+            return [_mm512_setzero_ps(); V];
         }
         let d = dst.wrapping_add(r * dst_stride);
         // SAFETY: caller's contract; `wrapping_add`: a masked-off second half may lie past the
         // allocation.
-        unsafe { [_mm512_maskz_loadu_ps(mask0, d), _mm512_maskz_loadu_ps(mask1, d.wrapping_add(16))] }
+        std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], d.wrapping_add(16 * v)) })
     })
 }
 
-/// One tap of a block: `acc[r] += weights[r] · columns` for the NR values at `c` (the lanes
+/// One tap of a block: `acc[r] += weights[r] · columns` for the 16·V values at `c` (the lanes
 /// in `masks` read, the others zero).
 ///
 /// # Safety
 /// The CPU has AVX-512F; the masked lanes from `c` on are readable; `weights` holds R values.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn multiply_add<const R: usize>(
-    acc: &mut [[std::arch::x86_64::__m512; 2]; R],
+unsafe fn multiply_add<const R: usize, const V: usize>(
+    acc: &mut [[std::arch::x86_64::__m512; V]; R],
     c: *const f32,
-    (mask0, mask1): (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16),
+    masks: [std::arch::x86_64::__mmask16; V],
     weights: *const f32,
 ) {
     use std::arch::x86_64::*;
     // Masked lanes are neither read nor faulted on; `wrapping_add`: the address of a
     // masked-off second half may lie past the allocation.
     // SAFETY: caller's contract.
-    let (c0, c1) =
-        unsafe { (_mm512_maskz_loadu_ps(mask0, c), _mm512_maskz_loadu_ps(mask1, c.wrapping_add(16))) };
+    let columns: [__m512; V] =
+        std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], c.wrapping_add(16 * v)) });
     for (r, row) in acc.iter_mut().enumerate() {
         // SAFETY: r < R (caller's contract).
         let b = _mm512_set1_ps(unsafe { *weights.add(r) });
-        row[0] = _mm512_fmadd_ps(b, c0, row[0]);
-        row[1] = _mm512_fmadd_ps(b, c1, row[1]);
+        for (lanes, &column) in row.iter_mut().zip(&columns) {
+            *lanes = _mm512_fmadd_ps(b, column, *lanes);
+        }
     }
 }
 
-/// Applies `epilogue` to the first `rows` rows of a block and stores their first `cols` values.
+/// Applies `epilogue` to the first `rows` rows of a block and stores their lanes in `masks`.
 ///
 /// # Safety
 /// As for [`block`]'s `dst`.
 #[target_feature(enable = "avx512f")]
-unsafe fn store<const R: usize>(
-    acc: &mut [[std::arch::x86_64::__m512; 2]; R],
+unsafe fn store<const R: usize, const V: usize>(
+    acc: &mut [[std::arch::x86_64::__m512; V]; R],
     epilogue: Epilogue,
     rows: usize,
-    cols: usize,
+    masks: [std::arch::x86_64::__mmask16; V],
     dst: *mut f32,
     dst_stride: usize,
 ) {
     use std::arch::x86_64::*;
-    let (mask0, mask1) = lane_masks(cols);
     for (r, row) in acc.iter_mut().enumerate().take(rows) {
         apply(row, epilogue, r);
         let d = dst.wrapping_add(r * dst_stride);
-        // SAFETY: the first `cols` values of row r are this call's to write (caller's contract).
-        unsafe {
-            _mm512_mask_storeu_ps(d, mask0, row[0]);
-            _mm512_mask_storeu_ps(d.wrapping_add(16), mask1, row[1]);
+        for (v, lanes) in row.iter().enumerate() {
+            // SAFETY: the masked values of row r are this call's to write (caller's contract).
+            unsafe { _mm512_mask_storeu_ps(d.wrapping_add(16 * v), masks[v], *lanes) };
         }
     }
 }
 
 /// Applies `epilogue` to row `r` of a block.
 #[target_feature(enable = "avx512f")]
-fn apply(row: &mut [std::arch::x86_64::__m512; 2], epilogue: Epilogue, r: usize) {
+fn apply<const V: usize>(row: &mut [std::arch::x86_64::__m512; V], epilogue: Epilogue, r: usize) {
     use std::arch::x86_64::*;
     let zero = _mm512_setzero_ps();
     for v in row.iter_mut() {
@@ -346,13 +381,13 @@ pub unsafe fn block_flat<const R: usize>(
     use std::arch::x86_64::*;
     let k = taps.len();
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && lanes <= NR);
-    let (mask0, mask1) = lane_masks(lanes);
-    let mut acc = biased::<R>(bias);
+    let masks = vector_masks::<2>(lanes);
+    let mut acc = biased::<R, 2>(bias);
     let w = panel.as_ptr();
     for (kk, &tap) in taps.iter().enumerate() {
         // SAFETY: the first `lanes` values from src + tap on are readable (caller's contract),
         // the masks cover only those; kk·MR + MR ≤ k·MR ≤ panel.len().
-        unsafe { multiply_add(&mut acc, src.wrapping_add(tap), (mask0, mask1), w.add(kk * MR)) };
+        unsafe { multiply_add(&mut acc, src.wrapping_add(tap), masks, w.add(kk * MR)) };
     }
     for (r, row) in acc.iter_mut().enumerate().take(rows) {
         apply(row, epilogue, r);
