@@ -1,9 +1,10 @@
 //! Every graph the shipped guests load, on refacen's CPU backend beside onnxruntime, in one
 //! run: the same inputs, the same thread count, runs alternating so that machine noise hits
 //! both alike, medians after a warm-up run (steady state: loading and preparing excluded).
-//! Each timed run follows an untimed one of the same runtime: the figures are those of runs
-//! back to back, as a pipeline makes them. With REFACEN_BENCH_AFTER_IDLE=1 they are those of
-//! a run after 20 ms idle instead (its caches and threads cold; on the 2-core VM refacen's
+//! Each timed run follows untimed ones of the same runtime ([`WARM_UP`]): the figures are
+//! those of runs back to back, as a pipeline makes them. Each runtime's run starts once the other's workers
+//! have stopped ([`settle`]). With REFACEN_BENCH_AFTER_IDLE=1 the figures are those of a run
+//! after that pause alone instead (its caches and threads cold; on the 2-core VM refacen's
 //! batch-1 runs take up to twice as long then, onnxruntime's a quarter longer).
 //!
 //! The inputs are the ones the guests really give their networks: the MTCNN cascade's
@@ -193,6 +194,45 @@ impl Drop for Reference {
     }
 }
 
+/// How long each runtime runs a case untimed right before its timed run: a run or two of a
+/// batch, several of a batch-1 graph, whose first run after a pause is the slower (with one
+/// untimed run before it, dlib-resnet-128 at batch 1 took 5.5-5.7 ms, with four 4.5-4.6 ms,
+/// against 4.4 in a loop of runs; 2-core VM, 2026-12-06).
+const WARM_UP: Duration = Duration::from_millis(20);
+
+/// Waits until the threads of process `pid` ("self" for this one) have stopped using the
+/// cores: until they take under a tenth of one over 10 ms, and for a second at most. After a
+/// run, onnxruntime's idle workers spin on: 1.2 cores for 45-50 ms after an R-Net run on the
+/// 2-core VM (2026-12-06, from /proc's schedstat), so that a refacen run started 20 ms after
+/// it (as this benchmark did) shared the cores with them: R-Net took 18-20 ms there against
+/// 11-12 ms with onnxruntime's spinning off. refacen's workers, kept awake 200 µs after a run
+/// (`cpu/solo.rs`), are waited for alike before onnxruntime's run.
+fn settle(pid: &str) {
+    let busy = || -> Option<Duration> {
+        let mut ns = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(ns))
+    };
+    let window = Duration::from_millis(10);
+    let started = Instant::now();
+    let Some(mut before) = busy() else {
+        // No /proc: a pause as long as the spinning seen.
+        std::thread::sleep(Duration::from_millis(100));
+        return;
+    };
+    while started.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(window);
+        let Some(now) = busy() else { return };
+        if now.saturating_sub(before) < window / 10 {
+            return;
+        }
+        before = now;
+    }
+}
+
 fn write_f32(path: &Path, values: &[f32]) {
     std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
 }
@@ -266,17 +306,21 @@ fn main() {
             // Copied first, so that the timed run follows the untimed one at once.
             let inputs = case.inputs();
             if back_to_back {
-                case.run(case.inputs());
+                let warming = Instant::now();
+                while warming.elapsed() < WARM_UP {
+                    case.run(case.inputs());
+                }
             }
             let started = Instant::now();
             case.run(inputs);
             ours.push(started.elapsed().as_secs_f64() * 1000.0);
             if let Some(reference) = reference.as_mut() {
-                let request = serde_json::json!({"run": case.name, "after_one": back_to_back});
+                settle("self");
+                let warm_ms = if back_to_back { WARM_UP.as_secs_f64() * 1000.0 } else { 0.0 };
+                let request = serde_json::json!({"run": case.name, "warm_ms": warm_ms});
                 theirs.push(reference.ask(request)["ms"].as_f64().unwrap());
+                settle(&reference.child.id().to_string());
             }
-            // Both runtimes' idle workers settle before the other one starts.
-            std::thread::sleep(Duration::from_millis(20));
         }
         let ours = median(ours);
         let (ort, gflops_ort, ratio) = if theirs.is_empty() {

@@ -3,15 +3,15 @@
 One JSON request per line, one JSON reply per line:
   {"load": case, "model": path, "threads": t, "inputs": [[raw f32 file, shape], ...]}
       -> {"ok": true}                   a session per case, an input per run of the case
-  {"run": case, "after_one": b}  -> {"ms": elapsed}
-      every input of the case once, timed here (no IPC); after an untimed run when b is true
+  {"run": case, "warm_ms": w}  -> {"ms": elapsed}
+      every input of the case once, timed here (no IPC); after untimed runs for w ms
   {"check": case, "outputs": [raw f32 file, ...]}
       -> {"max_abs_diff": d, "max_abs": m}   refacen's first outputs against onnxruntime's
 
 Sessions are what a new user gets: default graph optimizations, the CPU provider,
-intra-op threads set to refacen's thread count, sequential execution. Except that with
-REFACEN_BENCH_ORT_SPIN=0 its idle workers do not spin: on a machine with as many cores as
-threads, workers still spinning after a run take a core from the refacen run that follows.
+intra-op threads set to refacen's thread count, sequential execution. Its idle workers spin
+for ~50 ms after a run: the benchmark waits for them to stop before refacen's run. With
+REFACEN_BENCH_ORT_SPIN=0 they do not spin at all (onnxruntime's batch-1 runs are then slower).
 """
 
 import os
@@ -49,7 +49,8 @@ for line in sys.stdin:
         reply({"ok": True, "version": ort.__version__})
     elif "run" in req:
         sess, feeds = sessions[req["run"]]
-        if req.get("after_one"):
+        warming = time.perf_counter()
+        while time.perf_counter() - warming < req.get("warm_ms", 0) / 1000.0:
             for feed in feeds:
                 sess.run(None, feed)
         start = time.perf_counter()
