@@ -40,8 +40,9 @@ pub struct PackedConv {
     columns: OnceLock<PackedWeights>,
     #[cfg(target_arch = "x86_64")]
     channels: OnceLock<ChannelPanels>,
+    /// Per [`winograd::Tiles`]: a conv runs on F(2x2) or F(4x4) by its output's size.
     #[cfg(target_arch = "x86_64")]
-    winograd: OnceLock<WinogradWeights>,
+    winograd: [OnceLock<WinogradWeights>; 2],
 }
 
 /// Whether this CPU runs the AVX-512 microkernels (their weights are then packed).
@@ -91,14 +92,14 @@ pub fn conv2d(
     if let Some(packed) = packed {
         /// The paths that read the input with its padding made explicit.
         enum OnPadded {
-            Winograd,
+            Winograd(winograd::Tiles),
             Flat,
             Batched,
             Channels,
         }
         let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        let path = if winograd::suits(conv, g, cin_g, cout_g) {
-            OnPadded::Winograd
+        let path = if let Some(tiles) = winograd::tiles(conv, g, cin_g, cout_g) {
+            OnPadded::Winograd(tiles)
         } else if spans_rows(conv, g, cout_g, k) {
             OnPadded::Flat
         } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
@@ -110,8 +111,9 @@ pub fn conv2d(
         let padded = Padded::new(x, g, spare)?;
         let job = ConvJob::new(bias, conv, g, out);
         match path {
-            OnPadded::Winograd => {
-                let weights = packed.winograd.get_or_init(|| WinogradWeights::new(w, cout_g, cin_g));
+            OnPadded::Winograd(tiles) => {
+                let weights = packed.winograd[tiles as usize]
+                    .get_or_init(|| WinogradWeights::new(w, cout_g, cin_g, tiles));
                 winograd::conv2d(&padded, weights, job, deadline)
             }
             OnPadded::Flat => conv_flat::conv2d(&padded, columns(), job, deadline),

@@ -303,8 +303,15 @@ def conv_cases():
         # images (batch 4), three vectors of tiles per tile row (33 tiles), no padding and
         # asymmetric padding, a last panel of 4 channels.
         ("conv_winograd_odd_batch4", [4, 64, 15, 17], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_winograd_f2_unpadded", [2, 48, 12, 36], [52, 48, 3, 3], {}),
+        ("conv_winograd_f2_wide_asymmetric_pads", [1, 32, 14, 66], [48, 32, 3, 3], dict(pads=[0, 1, 1, 0])),
+        # Maps of 16 and more a side on F(4x4, 3x3): the same, and last tiles with one, two
+        # and three of their four output rows and columns inside, and two vectors of tiles
+        # per tile row (18 tiles).
         ("conv_winograd_unpadded", [2, 48, 20, 36], [52, 48, 3, 3], {}),
         ("conv_winograd_wide_asymmetric_pads", [1, 32, 40, 66], [48, 32, 3, 3], dict(pads=[0, 1, 1, 0])),
+        ("conv_winograd_f4_odd", [1, 64, 19, 37], [40, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ("conv_winograd_f4_two_vectors_of_tiles", [1, 40, 17, 66], [40, 40, 3, 3], dict(pads=[1, 1, 1, 1])),
     ]:
         conv_case(name, x_shape, w_shape, kernel_shape=w_shape[2:], **attrs)
     conv_case("conv_group2", [1, 4, 8, 8], [6, 2, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
@@ -930,13 +937,19 @@ def fused_cases():
             helper.make_node("Relu", ["c"], ["y"], name="relu"),
         ]
 
-    @x_case("fused_conv_winograd_prelu", x=[4, 64, 17, 18])
-    def _(r, init):
-        init["slope"] = f32(r.uniform(0.05, 0.3, (64, 1, 1)))
-        return [
-            conv(r, "conv", "x", "c", 64, 64, init=init, pads=[1, 1, 1, 1]),
-            helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
-        ]
+    # On F(2x2), and on F(4x4) (a map of 16 and more a side).
+    for name, x, m in [
+        ("fused_conv_winograd_prelu", [4, 64, 17, 18], 64),
+        ("fused_conv_winograd_f4_prelu", [1, 64, 17, 23], 56),
+    ]:
+
+        @x_case(name, x=x)
+        def _(r, init, m=m):
+            init["slope"] = f32(r.uniform(0.05, 0.3, (m, 1, 1)))
+            return [
+                conv(r, "conv", "x", "c", m, 64, init=init, pads=[1, 1, 1, 1]),
+                helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu"),
+            ]
 
     @x_case("fused_conv_mul_add", x=[1, 3, 7, 5])
     def _(r, init):
