@@ -1,8 +1,8 @@
 //! The CPU backend, multithreaded with rayon. Convolutions run on two AVX-512 microkernels
 //! (`kernel`, vectors over output columns; `channel_kernel`, vectors over output channels),
 //! their weights packed on first use per prepared graph, 3x3 stride-1 ones with many
-//! channels by Winograd's F(2x2, 3x3) or F(4x4, 3x3) on the first (`winograd`); MatMul/Gemm, and
-//! convolutions on CPUs without AVX-512, on the `gemm` crate.
+//! channels by Winograd's F(2x2, 3x3) or F(4x4, 3x3) on the first (`winograd`);
+//! MatMul/Gemm, and convolutions on CPUs without AVX-512, on the `gemm` crate.
 
 // The AVX-512 microkernels and what feeds them; other CPUs run convolutions on `gemm`.
 #[cfg(target_arch = "x86_64")]
