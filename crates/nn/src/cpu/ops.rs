@@ -120,10 +120,14 @@ pub fn pool2d(pool: &Pool, x: &Tensor, mut out: Tensor, deadline: &Deadline) -> 
         }
     };
     #[cfg(target_arch = "x86_64")]
-    if pool.kind == PoolKind::Max && oh * ow > 0 && h * w > 0 && super::pool_lanes::suits(ow) {
+    if oh * ow > 0 && h * w > 0 && super::pool_lanes::suits(ow) {
         use super::pool_lanes::{self, PLANES};
-        let window =
-            |&(start, lo, hi, _): &(isize, usize, usize, usize)| pool_lanes::AxisTaps { start, lo, hi };
+        let window = |&(start, lo, hi, padded): &(isize, usize, usize, usize)| pool_lanes::AxisTaps {
+            start,
+            lo,
+            hi,
+            padded,
+        };
         let row_windows: Vec<_> = rows.iter().map(window).collect();
         let col_windows: Vec<_> = cols.iter().map(window).collect();
         let (out_plane, in_plane) = (oh * ow, h * w);
@@ -141,7 +145,17 @@ pub fn pool2d(pool: &Pool, x: &Tensor, mut out: Tensor, deadline: &Deadline) -> 
                 // SAFETY: `suits` found AVX-512F; `src` and `dst` hold a group's planes; the
                 // windows' taps lie inside the input (`taps` above).
                 unsafe {
-                    pool_lanes::max_pool(src, [h, w], &row_windows, &col_windows, [dh, dw], dst, scratch)
+                    pool_lanes::pool(
+                        pool.kind,
+                        pool.count_include_pad,
+                        src,
+                        [h, w],
+                        &row_windows,
+                        &col_windows,
+                        [dh, dw],
+                        dst,
+                        scratch,
+                    )
                 }
             });
         // The last planes, fewer than a group.

@@ -482,6 +482,18 @@ def pool_cases():
     pool_case("avgpool_same_upper_include_pad", "AveragePool", [1, 3, 9, 10], **k3s2, auto_pad="SAME_UPPER", count_include_pad=1)
     pool_case("avgpool_nonsquare_batch2", "AveragePool", [2, 3, 7, 11], kernel_shape=[3, 2], strides=[2, 3])
 
+    # Averaged sixteen planes at a time, as dlib-resnet-128's are: divisors with and without
+    # the padding, windows cut by ceil mode, SAME_UPPER, a window over the whole map (FaceNet's).
+    pool_case(
+        "avgpool_planes_in_groups_include_pad", "AveragePool", [1, 18, 7, 9], **k3s2, **pads1,
+        count_include_pad=1,
+    )
+    pool_case(
+        "avgpool_planes_in_groups_ceil_exclude_pad", "AveragePool", [2, 9, 6, 9], **k3s2, **pads1,
+        ceil_mode=1, count_include_pad=0,
+    )
+    pool_case("avgpool_planes_in_groups_same_upper", "AveragePool", [1, 35, 9, 10], **k3s2, auto_pad="SAME_UPPER")
+    pool_case("avgpool_planes_in_groups_whole_map", "AveragePool", [2, 24, 3, 3], kernel_shape=[3, 3])
     pool_case("global_avgpool", "GlobalAveragePool", [2, 3, 5, 7])
     pool_case("global_avgpool_1x1", "GlobalAveragePool", [1, 4, 1, 1])
     pool_case("global_avgpool_large", "GlobalAveragePool", [1, 2, 33, 31])
