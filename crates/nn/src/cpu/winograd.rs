@@ -73,7 +73,8 @@ const SCRATCH_VALUES: usize = 256 * 1024;
 /// group, at least 16 input and 16 output channels, on a map of at least [`MIN_MAP`] a side,
 /// one tile row of which fits the scratch (which bounds the scratch), where the transforms
 /// cost little beside the products ([`transforms_pay`]). There, F(4x4) on maps of
-/// [`F4_MIN_MAP`] and more a side where it costs a tenth less ([`cost`]), else F(2x2).
+/// [`F4_MIN_MAP`] and more a side, from [`F4_MIN_CHANNELS`] input channels, where it costs a
+/// tenth less ([`cost`]), else F(2x2).
 ///
 /// The answer depends on the conv's shape (and the CPU's vendor, [`share_limit`]) alone,
 /// never on the batch: the other kernels all sum the bias and the taps in one order, so they
@@ -93,7 +94,8 @@ pub fn tiles(conv: &Conv, g: &ConvGeometry, cin_g: usize, cout_g: usize) -> Opti
         && g.out_hw[1] >= MIN_MAP
         && Tiles::F2.positions() * (cin_g + cout_g) * tiles_x <= SCRATCH_VALUES
         && transforms_pay(cin_g, cout_g, tiles_x);
-    let f4 = g.out_hw[0] >= F4_MIN_MAP
+    let f4 = cin_g >= F4_MIN_CHANNELS
+        && g.out_hw[0] >= F4_MIN_MAP
         && g.out_hw[1] >= F4_MIN_MAP
         && Tiles::F4.positions() * (cin_g + cout_g) * g.out_hw[1].div_ceil(4) <= SCRATCH_VALUES
         && 10 * cost(Tiles::F4, cin_g, cout_g, g.out_hw) <= 9 * cost(Tiles::F2, cin_g, cout_g, g.out_hw);
@@ -106,6 +108,11 @@ const MIN_MAP: usize = 8;
 /// The smallest output side F(4x4) runs on: an 8x8 map is 2x2 of its tiles, whose products
 /// would fill an eighth of a block's columns at batch 1.
 const F4_MIN_MAP: usize = 16;
+/// The fewest input channels F(4x4) runs with. Its transforms round more than F(2x2)'s: on
+/// P-Net, whose third conv (16 -> 32 channels) it took on the large pyramid levels, the
+/// largest difference from onnxruntime rose from 6.9e-7 to 5.4e-6 of the output's range, for
+/// no time measurably saved (`scripts/bench-nn`, 2026-12-06: 17.5-18.2 ms either way).
+const F4_MIN_CHANNELS: usize = 32;
 
 /// Whether the transforms cost little enough beside the 16 products. Per tile, the products
 /// take 16·cin·cout multiply-adds and the transforms about 16·(cin + cout) operations, in
