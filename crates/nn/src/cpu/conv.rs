@@ -18,6 +18,8 @@ use super::channel_kernel::{self, ChannelPanels};
 #[cfg(target_arch = "x86_64")]
 use super::conv_channels::Padded;
 #[cfg(target_arch = "x86_64")]
+use super::conv_flat::{FlatInput, Phases};
+#[cfg(target_arch = "x86_64")]
 use super::kernel::PackedWeights;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::{self, WinogradWeights};
@@ -108,6 +110,17 @@ pub fn conv2d(
             conv2d_packed(x, columns(), bias, conv, g, out, deadline);
             return Ok(());
         };
+        if let (OnPadded::Flat, [2, 2]) = (&path, conv.window.strides) {
+            let phases = Phases::new(x, g, spare)?;
+            conv_flat::conv2d(
+                &phases.input(conv, cin_g),
+                columns(),
+                ConvJob::new(bias, conv, g, out),
+                deadline,
+            );
+            phases.recycle(spare);
+            return Ok(());
+        }
         let padded = Padded::new(x, g, spare)?;
         let job = ConvJob::new(bias, conv, g, out);
         match path {
@@ -116,7 +129,9 @@ pub fn conv2d(
                     .get_or_init(|| WinogradWeights::new(w, cout_g, cin_g, tiles));
                 winograd::conv2d(&padded, weights, job, deadline)
             }
-            OnPadded::Flat => conv_flat::conv2d(&padded, columns(), job, deadline),
+            OnPadded::Flat => {
+                conv_flat::conv2d(&FlatInput::padded(&padded, conv, cin_g), columns(), job, deadline)
+            }
             OnPadded::Batched => conv_batched::conv2d(&padded, columns(), job, deadline),
             OnPadded::Channels => {
                 let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
@@ -223,10 +238,12 @@ fn pointwise_fills_blocks(conv: &Conv, g: &ConvGeometry) -> bool {
 }
 
 /// Whether the column kernel runs this conv in blocks that span output rows
-/// ([`conv_flat`]): a stride-1 conv (other than a 1x1 one read in place) with too few output
-/// channels for the channel kernel (P-Net's first), or at least 24 columns wide over fewer
-/// than [`FEW_TAPS`] taps (O-Net's first, 27 taps: 0.77-0.81 ms at batch 32 against 0.85-0.88
-/// on the channel kernel, whose fixed cost per block weighs on so few taps). Since the channel
+/// ([`conv_flat`]): a stride-1 or stride-2 conv (other than a 1x1 one read in place) with too
+/// few output channels for the channel kernel (P-Net's first), or at least 24 columns wide
+/// over fewer than [`FEW_TAPS`] taps (O-Net's first, 27 taps: 0.77-0.81 ms at batch 32 against
+/// 0.85-0.88 on the channel kernel, whose fixed cost per block weighs on so few taps; FaceNet's
+/// first, 27 taps at stride 2 over the input's phases: 2.7-3.8 -> 2.1-3.2 ms alone at batch 16,
+/// 2026-12-06, most of the rest splitting the phases). Since the channel
 /// kernel keeps its accumulators in registers it is the faster on every other conv of the
 /// shipped graphs, by nn_layers at batch 16 alternating (2026-12-05): dlib-resnet-128's 35x35
 /// convs 8.2-8.7 -> 7.9 ms in all, FaceNet's 77x77 and 36x36 stem 54.7 -> 49.2-50.3 ms,
@@ -239,7 +256,7 @@ fn spans_rows(conv: &Conv, g: &ConvGeometry, cout_g: usize, k: usize) -> bool {
     let wide_over_few_taps = 4 * g.out_hw[1] >= 3 * kernel::NR && k < FEW_TAPS;
     !pointwise
         && (cout_g < channel_kernel::LANES || wide_over_few_taps)
-        && conv_flat::suits(conv.window.strides, row, g.out_hw)
+        && conv_flat::suits(conv, row, g.out_hw)
 }
 
 /// See [`spans_rows`].

@@ -285,6 +285,12 @@ def conv_cases():
         ("conv_flat_group2_dilation2", [2, 6, 21, 19], [6, 3, 3, 3], dict(dilations=[2, 2], pads=[2, 1, 2, 3], group=2)),
         ("conv_flat_one_channel", [1, 3, 12, 12], [1, 3, 3, 3], dict(pads=[1, 1, 1, 1])),
         ("conv_flat_kernel_1x3", [1, 2, 9, 17], [2, 2, 1, 3], dict(pads=[0, 1, 0, 1])),
+        # Stride 2 over the input's four phases: FaceNet's first conv (27 taps, 32 channels)
+        # on an odd height, with symmetric and asymmetric pads, a 5x5 kernel, groups.
+        ("conv_flat_stride2_27_taps", [2, 3, 41, 50], [32, 3, 3, 3], dict(strides=[2, 2])),
+        ("conv_flat_stride2_pads", [1, 5, 30, 37], [12, 5, 3, 3], dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+        ("conv_flat_stride2_5x5_asymmetric_pads", [1, 4, 33, 40], [8, 4, 5, 5], dict(strides=[2, 2], pads=[2, 1, 1, 2])),
+        ("conv_flat_stride2_group2", [1, 6, 34, 35], [10, 3, 3, 3], dict(strides=[2, 2], pads=[0, 1, 1, 0], group=2)),
         # Maps smaller than 32 positions with 16 output channels or more, over images that fill
         # 32 positions at least, run on the column kernel with the batch folded into the positions
         # (blocks of 32 that span images): 4x4, 5x5, 3x3 and 2x2 maps, a last block of 16, 18 or
