@@ -131,7 +131,7 @@ fn lower(padded: &Padded, job: &ConvJob, taps: &[usize], chunk: &Chunk, lowered:
 unsafe fn gather(data: &[f32], origins: &[i32; NR], lanes: usize, taps: &[usize], block: &mut [f32]) {
     use std::arch::x86_64::*;
     debug_assert!(block.len() >= taps.len() * NR);
-    let (mask0, mask1) = kernel::lane_masks(lanes);
+    let [mask0, mask1] = kernel::vector_masks::<2>(lanes);
     // SAFETY: origins holds NR = 32 values.
     let (o0, o1) = unsafe {
         (_mm512_loadu_si512(origins.as_ptr().cast()), _mm512_loadu_si512(origins.as_ptr().add(16).cast()))

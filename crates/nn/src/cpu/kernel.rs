@@ -188,15 +188,9 @@ unsafe fn block_of<const R: usize, const V: usize>(
     unsafe { store(&mut acc, epilogue, rows, masks, dst, dst_stride) };
 }
 
-/// The masks of the first `n` of a block's NR lanes, one per 16-lane half.
+/// The masks of the first `n` lanes of V vectors (a block's NR lanes: V = 2).
 #[inline]
-pub fn lane_masks(n: usize) -> (std::arch::x86_64::__mmask16, std::arch::x86_64::__mmask16) {
-    (first_lanes(n as isize), first_lanes(n as isize - 16))
-}
-
-/// The masks of the first `n` lanes of V vectors.
-#[inline]
-fn vector_masks<const V: usize>(n: usize) -> [std::arch::x86_64::__mmask16; V] {
+pub fn vector_masks<const V: usize>(n: usize) -> [std::arch::x86_64::__mmask16; V] {
     std::array::from_fn(|v| first_lanes(n as isize - 16 * v as isize))
 }
 
