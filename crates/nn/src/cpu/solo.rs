@@ -82,11 +82,16 @@ impl Awake {
     fn start(runs: &'static Runs) -> Awake {
         let ended = Arc::new(AtomicBool::new(false));
         let runner = rayon::current_thread_index();
+        let cores = Arc::new(Cores::new(rayon::current_num_threads()));
+        if let Some(runner) = runner {
+            cores.claim(runner);
+        }
         let flag = ended.clone();
         rayon::spawn_broadcast(move |worker| {
             if Some(worker.index()) == runner {
                 return;
             }
+            cores.spread(worker.index());
             let mut last_job = Instant::now();
             while !flag.load(Ordering::Acquire) && runs.0.load(Ordering::Relaxed) == 1 {
                 if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -104,6 +109,91 @@ impl Awake {
             }
         });
         Awake { ended }
+    }
+}
+
+/// The core each worker of a run alone is on: the runner's, then those of the workers kept
+/// awake as they start.
+///
+/// Linux may wake a worker onto the core of the thread that wakes it, here the runner, while
+/// the other core is still busy putting the run's caller to sleep; it then keeps it there, as
+/// it does not move a task that ran in the last half millisecond (`sched_migration_cost`) to
+/// an idle core, and a worker that keeps looking for jobs always has. The two then share one
+/// core for the whole run while the other sits idle: on the 2-core VM one batch-1 run of
+/// dlib-resnet-128 in two to five (in stretches of a dozen) took 5-6.5 ms against 3.2-3.6,
+/// the awake worker getting 0.01-0.4 ms of CPU time (`/proc`'s schedstat, 2026-12-06). A
+/// worker that starts on a core another worker of the run is on now moves to a core none is
+/// on, by narrowing its own affinity for a moment (Linux moves a thread at once when its core
+/// leaves its affinity), and then restores it: the scheduler stays free to move it later.
+struct Cores(Vec<AtomicUsize>);
+
+impl Cores {
+    /// No core yet, for each of `workers` workers.
+    fn new(workers: usize) -> Cores {
+        Cores((0..workers).map(|_| AtomicUsize::new(usize::MAX)).collect())
+    }
+
+    /// Records the core worker `index` is on.
+    fn claim(&self, index: usize) {
+        if let (Some(slot), Some(core)) = (self.0.get(index), placement::current_core()) {
+            slot.store(core, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the core worker `index` is on; moves it first when another worker is on it.
+    fn spread(&self, index: usize) {
+        self.claim(index);
+        let Some(core) = placement::current_core() else { return };
+        let others: Vec<usize> = (self.0.iter().enumerate())
+            .filter(|&(i, _)| i != index)
+            .map(|(_, slot)| slot.load(Ordering::Relaxed))
+            .filter(|&other| other != usize::MAX)
+            .collect();
+        if others.contains(&core) && placement::move_off(&others) {
+            self.claim(index);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod placement {
+    /// The core this thread is on.
+    pub fn current_core() -> Option<usize> {
+        // SAFETY: no arguments; returns -1 on failure.
+        usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+    }
+
+    /// Moves this thread to a core of its affinity outside `cores`, if there is one, and
+    /// restores its affinity. Whether it moved.
+    pub fn move_off(cores: &[usize]) -> bool {
+        // SAFETY: cpu_set_t is plain data; the calls get and set this thread's (pid 0) mask.
+        unsafe {
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+                return false;
+            }
+            let mut elsewhere = allowed;
+            for &core in cores.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+                libc::CPU_CLR(core, &mut elsewhere);
+            }
+            if libc::CPU_COUNT(&elsewhere) == 0 || libc::sched_setaffinity(0, size, &elsewhere) != 0 {
+                return false;
+            }
+            libc::sched_setaffinity(0, size, &allowed);
+            true
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod placement {
+    pub fn current_core() -> Option<usize> {
+        None
+    }
+
+    pub fn move_off(_: &[usize]) -> bool {
+        false
     }
 }
 
@@ -137,6 +227,36 @@ mod tests {
         first.join().unwrap();
         let third_on = std::thread::spawn(|| TEST_RUNS.run(rayon::current_thread_index)).join().unwrap();
         assert!(third_on.is_some(), "alone again once the first ended");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_moved_off_its_core_runs_on_another_and_keeps_its_affinity() {
+        std::thread::spawn(|| {
+            let allowed = || {
+                // SAFETY: cpu_set_t is plain data; this thread's (pid 0) mask is read.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    assert_eq!(
+                        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                        0
+                    );
+                    libc::CPU_COUNT(&set)
+                }
+            };
+            let before = allowed();
+            let core = placement::current_core().expect("Linux says which core a thread is on");
+            if before < 2 {
+                // One core: nowhere to move to, and move_off says so.
+                assert!(!placement::move_off(&[core]));
+                return;
+            }
+            assert!(placement::move_off(&[core]));
+            assert_ne!(placement::current_core(), Some(core));
+            assert_eq!(allowed(), before, "the affinity is restored");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
