@@ -439,6 +439,15 @@ impl<'a> PackedItems<'a> {
                     } else {
                         kernel::Epilogue::None
                     };
+                    let dst = self
+                        .job
+                        .out
+                        .get()
+                        .wrapping_add((item.n * self.job.g.out_channels + channel) * p + item.p0 + c0);
+                    let panel_weights = &self.packed.panel(item.group, panel, k)[taps.start * kernel::MR..];
+                    let columns = col.wrapping_add(taps.start * col_stride + c0);
+                    // The first panel over a 1x1 conv's input fetches its rows ahead.
+                    let fetch = self.pointwise && panel == item.panels.start;
                     // SAFETY: every item writes only rows [channel, +rows) of image n, columns
                     // [p0, p0 + cols), disjoint from every other item's, and the tap ranges
                     // before this one wrote them; `col` holds k rows of `cols` values from
@@ -449,19 +458,17 @@ impl<'a> PackedItems<'a> {
                             rows,
                             kernel::block,
                             taps.len(),
-                            &self.packed.panel(item.group, panel, k)[taps.start * kernel::MR..],
-                            col.add(taps.start * col_stride + c0),
+                            panel_weights,
+                            columns,
                             col_stride,
                             block_cols,
                             start,
                             epilogue,
                             rows,
-                            self.job
-                                .out
-                                .get()
-                                .add((item.n * self.job.g.out_channels + channel) * p + item.p0 + c0),
+                            dst,
                             p,
-                        );
+                            fetch,
+                        )
                     }
                 }
             }

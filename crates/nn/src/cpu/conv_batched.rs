@@ -217,6 +217,7 @@ fn multiply(
                         rows,
                         staged.get().add(first_row * stride + b * NR),
                         stride,
+                        false,
                     )
                 };
             }

@@ -120,6 +120,11 @@ pub fn tap_ranges(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 /// MR (1 for MMOD's last layer) runs on fewer multiply-adds per value; a block of 16 columns
 /// or fewer runs on one vector of them ([`block_of`]).
 ///
+/// With `fetch`, each row of columns is fetched into L1 [`FETCH_AHEAD`] taps before it is
+/// read: for the first panel run over columns read in place (a 1x1 conv's input), which come
+/// from L3 or memory a row a plane apart (1156 bytes on a 17x17 map), more rows at once than
+/// the hardware's prefetchers follow. The panels after it find the rows in L1.
+///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `panel` holds `k·MR` values; `col` points at `k` rows
 /// of at least `cols` readable values each, `col_stride` apart; `dst` at `rows` rows of `cols`
@@ -138,15 +143,23 @@ pub unsafe fn block<const R: usize>(
     rows: usize,
     dst: *mut f32,
     dst_stride: usize,
+    fetch: bool,
 ) {
     debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
-    // SAFETY (both): caller's contract.
-    if cols <= NR / 2 {
-        unsafe { block_of::<R, 1>(k, panel, col, col_stride, cols, start, epilogue, rows, dst, dst_stride) }
-    } else {
-        unsafe { block_of::<R, 2>(k, panel, col, col_stride, cols, start, epilogue, rows, dst, dst_stride) }
+    let (c, s) = (col_stride, dst_stride);
+    // SAFETY (all four): caller's contract.
+    unsafe {
+        match (cols <= NR / 2, fetch) {
+            (true, false) => block_of::<R, 1, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (false, false) => block_of::<R, 2, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (true, true) => block_of::<R, 1, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (false, true) => block_of::<R, 2, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+        }
     }
 }
+
+/// How many taps ahead [`block`] fetches a row of columns.
+const FETCH_AHEAD: usize = 16;
 
 /// [`block`] on V vectors of columns: a block of at most 16 columns (a Winograd product over
 /// the 16 tiles of an 8x8 map, the last column of a 17x17 one) on one, at half the
@@ -157,7 +170,7 @@ pub unsafe fn block<const R: usize>(
 #[target_feature(enable = "avx512f")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_of<const R: usize, const V: usize>(
+unsafe fn block_of<const R: usize, const V: usize, const FETCH: bool>(
     k: usize,
     panel: &[f32],
     col: *const f32,
@@ -169,6 +182,7 @@ unsafe fn block_of<const R: usize, const V: usize>(
     dst: *mut f32,
     dst_stride: usize,
 ) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
     let masks = vector_masks::<V>(cols);
     let mut acc = match start {
         Start::Bias(bias) => biased::<R, V>(bias),
@@ -177,6 +191,15 @@ unsafe fn block_of<const R: usize, const V: usize>(
     };
     let w = panel.as_ptr();
     for kk in 0..k {
+        if FETCH {
+            // A prefetch never faults, wherever it points.
+            let ahead = col.wrapping_add((kk + FETCH_AHEAD) * col_stride) as *const i8;
+            for line in 0..V {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            // The row's last value: rows need not start on a line.
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * V - 4));
+        }
         // Masked lanes are neither read nor faulted on, so a short last block of a 1x1
         // convolution's input never reads past its end. `wrapping_add`: the address of the
         // masked-off second half may lie past the allocation.

@@ -449,6 +449,7 @@ impl Plan<'_> {
                             rows,
                             mp.add(panel * MR * row + c0),
                             row,
+                            false,
                         )
                     };
                 }
