@@ -383,10 +383,12 @@ impl<'a> PackedItems<'a> {
     }
 
     fn run(&self, item: usize) {
-        let share = item % self.shares;
-        let t = (item / self.shares) % self.tiles;
-        let group = (item / (self.shares * self.tiles)) % self.job.conv.group;
-        let n = item / (self.shares * self.tiles * self.job.conv.group);
+        // Shares vary slowest: each thread then takes a share of every tile, the short last
+        // one included (see `conv_batched::multiply`).
+        let t = item % self.tiles;
+        let group = (item / self.tiles) % self.job.conv.group;
+        let n = (item / (self.tiles * self.job.conv.group)) % self.job.g.batch;
+        let share = item / (self.tiles * self.job.conv.group * self.job.g.batch);
         let p0 = t * self.tile;
         let first_panel = share * self.panels_per_item;
         let item = Item {

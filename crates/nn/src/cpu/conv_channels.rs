@@ -274,8 +274,10 @@ impl Plan<'_> {
                 };
                 let ranges = blocks.div_ceil(per_item);
                 let shares = self.shares(ranges);
+                // Ranges vary fastest, as in `conv_batched`: each thread then takes a share
+                // of every range, the short last one included.
                 for_each_item(ranges * shares, deadline, |item| {
-                    let (range, share) = (item / shares, item % shares);
+                    let (range, share) = (item % ranges, item / ranges);
                     let item_blocks = range * per_item..((range + 1) * per_item).min(blocks);
                     for (panel, v) in self.pairs(self.share_panels(share, shares)) {
                         if deadline.expired() {
