@@ -165,9 +165,11 @@ impl Plan<'_> {
         let passes = self.passes();
         let row_taps = RowTaps::new(self.job.conv, g, &passes);
         for_each_item(count, deadline, |item| {
-            let share = item % shares;
-            let rows = (item / shares) % row_items;
-            let image = item / (shares * row_items);
+            // Shares vary slowest: each thread then takes a share of every range of rows,
+            // the short last one included (see `conv_batched::multiply`).
+            let rows = item % row_items;
+            let image = (item / row_items) % images;
+            let share = item / (row_items * images);
             let (n, group) = (image / groups, image % groups);
             let plane0 = (n * g.in_channels + group * self.job.cin_g) * padded.plane_len();
             let first_row = rows * rows_per_item;

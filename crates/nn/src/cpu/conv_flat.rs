@@ -192,10 +192,12 @@ pub fn conv2d(input: &FlatInput, packed: &PackedWeights, job: ConvJob, deadline:
     let shares = panels.div_ceil(per_share);
     let k = taps.len();
     for_each_item(g.batch * groups * ranges * shares, deadline, |item| {
-        let share = item % shares;
-        let range = (item / shares) % ranges;
-        let group = (item / (shares * ranges)) % groups;
-        let n = item / (shares * ranges * groups);
+        // Shares vary slowest: each thread then takes a share of every range, the short last
+        // one included (see `conv_batched::multiply`).
+        let range = item % ranges;
+        let group = (item / ranges) % groups;
+        let n = (item / (ranges * groups)) % g.batch;
+        let share = item / (ranges * groups * g.batch);
         let src = input.data[(n * g.in_channels + group * job.cin_g) * input.channel..].as_ptr();
         let item_panels = share * per_share..((share + 1) * per_share).min(panels);
         let item_blocks = range * per_range..((range + 1) * per_range).min(blocks);
