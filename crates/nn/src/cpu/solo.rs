@@ -180,6 +180,8 @@ mod placement {
             if libc::CPU_COUNT(&elsewhere) == 0 || libc::sched_setaffinity(0, size, &elsewhere) != 0 {
                 return false;
             }
+            // Should this fail (the process's cpuset changed meanwhile), the worker keeps the
+            // narrower set: fewer cores than the process may use, never others.
             libc::sched_setaffinity(0, size, &allowed);
             true
         }
