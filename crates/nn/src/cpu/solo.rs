@@ -133,17 +133,16 @@ impl Cores {
         Cores((0..workers).map(|_| AtomicUsize::new(usize::MAX)).collect())
     }
 
-    /// Records the core worker `index` is on.
-    fn claim(&self, index: usize) {
-        if let (Some(slot), Some(core)) = (self.0.get(index), placement::current_core()) {
-            slot.store(core, Ordering::Relaxed);
-        }
+    /// Records the core worker `index` is on, and returns it.
+    fn claim(&self, index: usize) -> Option<usize> {
+        let core = placement::current_core()?;
+        self.0.get(index)?.store(core, Ordering::Relaxed);
+        Some(core)
     }
 
     /// Records the core worker `index` is on; moves it first when another worker is on it.
     fn spread(&self, index: usize) {
-        self.claim(index);
-        let Some(core) = placement::current_core() else { return };
+        let Some(core) = self.claim(index) else { return };
         let others: Vec<usize> = (self.0.iter().enumerate())
             .filter(|&(i, _)| i != index)
             .map(|(_, slot)| slot.load(Ordering::Relaxed))
