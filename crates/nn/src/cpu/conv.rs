@@ -358,7 +358,7 @@ impl<'a> PackedItems<'a> {
         let k = cin_g * kh * kw;
         let pointwise = kh == 1 && kw == 1 && conv.window.strides == [1, 1] && g.pads == [0, 0, 0, 0];
         let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
-        let tile = if tile >= p { p } else { tile / kernel::NR * kernel::NR };
+        let tile = if tile >= p { p } else { tile / kernel::NR_WIDE * kernel::NR_WIDE };
         let tiles = p.div_ceil(tile);
         let panels = packed.panels;
         let base_items = g.batch * conv.group * tiles;
@@ -429,8 +429,8 @@ impl<'a> PackedItems<'a> {
             im2col(input, self.job.cin_g, self.job.conv, self.job.g, item.p0, cols, &mut scratch[..k * cols]);
             (scratch.as_ptr(), cols)
         };
-        for c0 in (0..cols).step_by(kernel::NR) {
-            let block_cols = kernel::NR.min(cols - c0);
+        for c0 in (0..cols).step_by(kernel::NR_WIDE) {
+            let block_cols = kernel::NR_WIDE.min(cols - c0);
             for taps in kernel::tap_ranges(k) {
                 for (panel, rows, channel) in self.panels(item) {
                     let bias = block_bias(self.job.bias, channel, rows);

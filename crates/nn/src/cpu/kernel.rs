@@ -14,8 +14,15 @@ use crate::ir::Activation;
 
 /// Output channels per block.
 pub const MR: usize = 8;
-/// Output columns per block: two 16-lane vectors.
+/// Output columns per block of lowered columns (`conv_batched`): two 16-lane vectors.
 pub const NR: usize = 32;
+/// The most output columns a block has: three vectors, the width of the blocks over columns
+/// read in place or from an im2col tile (`conv::PackedItems`). Per tap, 3 loads of columns
+/// and 8 broadcast weights feed 24 multiply-adds (at 32 wide: 2 and 8 feed 16), and a map
+/// splits into fewer blocks. FaceNet's block35 1x1 convs (96 -> 256 and 256 -> 32 on 17x17,
+/// batch 16, in five blocks cut out of the network): 7.8-8.4 -> 6.8-7.6 ms and 2.3-2.6 ->
+/// 2.0-2.3 ms in six alternating pairs (2-core VM, 2026-12-06).
+pub const NR_WIDE: usize = 48;
 
 /// Whether this CPU runs the kernel (checked once; the answer is cached by std).
 pub fn available() -> bool {
@@ -115,10 +122,10 @@ pub fn tap_ranges(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 }
 
 /// One block: `dst[r][c] = epilogue(start[r][c] + Σ_k panel[k][r]·col[k·col_stride + c])` for
-/// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ NR), where `start` is the bias or
-/// what `dst` holds. R is the number of rows computed: a conv with fewer output channels than
-/// MR (1 for MMOD's last layer) runs on fewer multiply-adds per value; a block of 16 columns
-/// or fewer runs on one vector of them ([`block_of`]).
+/// rows r < `rows` (≤ R ≤ MR) and columns c < `cols` (≤ [`NR_WIDE`]), where `start` is the
+/// bias or what `dst` holds. R is the number of rows computed: a conv with fewer output
+/// channels than MR (1 for MMOD's last layer) runs on fewer multiply-adds per value; a block
+/// runs on as few vectors of 16 columns as hold `cols` ([`block_of`]).
 ///
 /// With `fetch`, each row of columns is fetched into L1 [`FETCH_AHEAD`] taps before it is
 /// read: for the first panel run over columns read in place (a 1x1 conv's input), which come
@@ -145,15 +152,17 @@ pub unsafe fn block<const R: usize>(
     dst_stride: usize,
     fetch: bool,
 ) {
-    debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR);
+    debug_assert!(panel.len() >= k * MR && rows <= R && R <= MR && cols <= NR_WIDE);
     let (c, s) = (col_stride, dst_stride);
-    // SAFETY (all four): caller's contract.
+    // SAFETY (all six): caller's contract.
     unsafe {
-        match (cols <= NR / 2, fetch) {
-            (true, false) => block_of::<R, 1, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
-            (false, false) => block_of::<R, 2, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
-            (true, true) => block_of::<R, 1, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
-            (false, true) => block_of::<R, 2, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+        match (cols.div_ceil(16), fetch) {
+            (..=1, false) => block_of::<R, 1, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (2, false) => block_of::<R, 2, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (_, false) => block_of::<R, 3, false>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (..=1, true) => block_of::<R, 1, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (2, true) => block_of::<R, 2, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
+            (_, true) => block_of::<R, 3, true>(k, panel, col, c, cols, start, epilogue, rows, dst, s),
         }
     }
 }
@@ -162,8 +171,8 @@ pub unsafe fn block<const R: usize>(
 const FETCH_AHEAD: usize = 16;
 
 /// [`block`] on V vectors of columns: a block of at most 16 columns (a Winograd product over
-/// the 16 tiles of an 8x8 map, the last column of a 17x17 one) on one, at half the
-/// multiply-adds of two, the same sums.
+/// the 16 tiles of an 8x8 map, the last column of a 17x17 one) on one, at a third of the
+/// multiply-adds of three, the same sums.
 ///
 /// # Safety
 /// As for [`block`], with `cols` ≤ 16·V.
@@ -211,7 +220,7 @@ unsafe fn block_of<const R: usize, const V: usize, const FETCH: bool>(
     unsafe { store(&mut acc, epilogue, rows, masks, dst, dst_stride) };
 }
 
-/// The masks of the first `n` lanes of V vectors (a block's NR lanes: V = 2).
+/// The masks of the first `n` lanes of V vectors.
 #[inline]
 pub fn vector_masks<const V: usize>(n: usize) -> [std::arch::x86_64::__mmask16; V] {
     std::array::from_fn(|v| first_lanes(n as isize - 16 * v as isize))
