@@ -22,6 +22,8 @@ use super::conv_flat::{FlatInput, Phases};
 #[cfg(target_arch = "x86_64")]
 use super::kernel::PackedWeights;
 #[cfg(target_arch = "x86_64")]
+use super::trim::{LiveTaps, Trimmed};
+#[cfg(target_arch = "x86_64")]
 use super::winograd::{self, WinogradWeights};
 #[cfg(target_arch = "x86_64")]
 use super::{conv_batched, conv_channels, conv_flat, kernel};
@@ -45,6 +47,10 @@ pub struct PackedConv {
     /// Per [`winograd::Tiles`]: a conv runs on F(2x2) or F(4x4) by its output's size.
     #[cfg(target_arch = "x86_64")]
     winograd: [OnceLock<WinogradWeights>; 2],
+    /// The conv without the taps that only read padding, for the input size of its first
+    /// run, if it has such taps (`None`: they could not be cut).
+    #[cfg(target_arch = "x86_64")]
+    trimmed: OnceLock<Option<Box<Trimmed>>>,
 }
 
 /// Whether this CPU runs the AVX-512 microkernels (their weights are then packed).
@@ -80,6 +86,17 @@ pub fn conv2d(
     if out.is_empty() {
         // An empty batch or output: nothing to write, and no items to split work into.
         return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = packed
+        && let Some(taps) = LiveTaps::of(conv, g)
+        && let Some(trimmed) =
+            packed.trimmed.get_or_init(|| Trimmed::new(conv, w, g, taps).map(Box::new)).as_deref()
+        && trimmed.fits(taps)
+    {
+        let g = trimmed.geometry(g)?;
+        let (w, packed) = (&trimmed.weights, Some(&trimmed.packed));
+        return conv2d(x, w, packed, bias, &trimmed.conv, &g, out, spare, deadline);
     }
     let groups = conv.group;
     let cin_g = g.in_channels / groups;

@@ -24,6 +24,8 @@ mod pool_lanes;
 mod resample;
 mod solo;
 #[cfg(target_arch = "x86_64")]
+mod trim;
+#[cfg(target_arch = "x86_64")]
 mod winograd;
 
 use std::sync::Arc;

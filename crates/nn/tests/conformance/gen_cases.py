@@ -348,6 +348,16 @@ def conv_cases():
     conv_case("conv_1x1_map_pointwise", [2, 5, 1, 1], [7, 5, 1, 1], kernel_shape=[1, 1])
     conv_case("conv_1x1_map_3x3_pad1", [1, 4, 1, 1], [3, 4, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     conv_case("conv_kernel_covers_input", [2, 3, 3, 3], [5, 3, 3, 3], kernel_shape=[3, 3])
+    # Taps that only ever read padding, which the CPU backend cuts off (`cpu/trim.rs`): both
+    # ends of both axes, one axis, stride 2, dilation 2, groups, a batch, a channel-kernel
+    # sized conv (dlib-resnet-128's last 3x3 conv over a 1x1 map).
+    conv_case("conv_dead_taps_5x5_on_2x2", [1, 4, 2, 2], [3, 4, 5, 5], kernel_shape=[5, 5], pads=[2, 2, 2, 2])
+    conv_case("conv_dead_taps_rows_only", [2, 3, 1, 6], [4, 3, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    conv_case("conv_dead_taps_asymmetric_pads", [1, 3, 2, 5], [4, 3, 5, 3], kernel_shape=[5, 3], pads=[3, 1, 1, 1])
+    conv_case("conv_dead_taps_stride2", [1, 3, 1, 5], [4, 3, 3, 3], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    conv_case("conv_dead_taps_dilation2", [1, 3, 2, 2], [4, 3, 3, 3], kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])
+    conv_case("conv_dead_taps_group2", [1, 4, 1, 1], [6, 2, 3, 3], kernel_shape=[3, 3], group=2, pads=[1, 1, 1, 1])
+    conv_case("conv_dead_taps_1x1_map_batch16", [16, 64, 1, 1], [64, 64, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     conv_case("conv_odd_sizes", [1, 17, 13, 19], [33, 17, 3, 3], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     # 10000 output columns with k = 27: several im2col column tiles.
     # k = 41·5·5 = 1025 gives the smallest tile (64 columns): 90 columns in two tiles, for
