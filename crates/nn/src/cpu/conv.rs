@@ -375,7 +375,8 @@ impl<'a> PackedItems<'a> {
         let k = cin_g * kh * kw;
         let pointwise = kh == 1 && kw == 1 && conv.window.strides == [1, 1] && g.pads == [0, 0, 0, 0];
         let tile = (TILE_VALUES / k.max(1)).clamp(64, 8192);
-        let tile = if tile >= p { p } else { tile / kernel::NR_WIDE * kernel::NR_WIDE };
+        let width = block_width(pointwise);
+        let tile = if tile >= p { p } else { tile / width * width };
         let tiles = p.div_ceil(tile);
         let panels = packed.panels;
         let base_items = g.batch * conv.group * tiles;
@@ -446,8 +447,9 @@ impl<'a> PackedItems<'a> {
             im2col(input, self.job.cin_g, self.job.conv, self.job.g, item.p0, cols, &mut scratch[..k * cols]);
             (scratch.as_ptr(), cols)
         };
-        for c0 in (0..cols).step_by(kernel::NR_WIDE) {
-            let block_cols = kernel::NR_WIDE.min(cols - c0);
+        let width = block_width(self.pointwise);
+        for c0 in (0..cols).step_by(width) {
+            let block_cols = width.min(cols - c0);
             for taps in kernel::tap_ranges(k) {
                 for (panel, rows, channel) in self.panels(item) {
                     let bias = block_bias(self.job.bias, channel, rows);
@@ -494,6 +496,15 @@ impl<'a> PackedItems<'a> {
         }
         SCRATCH.set(scratch);
     }
+}
+
+/// The columns per block of the column kernel: [`kernel::NR_WIDE`] over a 1x1 conv's input
+/// read in place, [`kernel::NR`] over an im2col tile. On the tiles 48 was the slower: MMOD's
+/// first conv (5x5, stride 2, 3 -> 16 channels, a quarter of the pyramid) 5.4-6.3 ms against
+/// 4.7-6.4 at 32 in six alternating pairs (2-core VM, 2026-12-06).
+#[cfg(target_arch = "x86_64")]
+fn block_width(pointwise: bool) -> usize {
+    if pointwise { kernel::NR_WIDE } else { kernel::NR }
 }
 
 /// Calls a column-kernel function with as few computed rows as hold `rows` (1, 2, 4 or MR).

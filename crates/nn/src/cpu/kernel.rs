@@ -14,10 +14,11 @@ use crate::ir::Activation;
 
 /// Output channels per block.
 pub const MR: usize = 8;
-/// Output columns per block of lowered columns (`conv_batched`): two 16-lane vectors.
+/// Output columns per block over lowered columns (`conv_batched`, im2col tiles): two 16-lane
+/// vectors.
 pub const NR: usize = 32;
-/// The most output columns a block has: three vectors, the width of the blocks over columns
-/// read in place or from an im2col tile (`conv::PackedItems`). Per tap, 3 loads of columns
+/// The most output columns a block has: three vectors, the width of the blocks over a 1x1
+/// conv's input read in place (`conv::PackedItems`). Per tap, 3 loads of columns
 /// and 8 broadcast weights feed 24 multiply-adds (at 32 wide: 2 and 8 feed 16), and a map
 /// splits into fewer blocks. FaceNet's block35 1x1 convs (96 -> 256 and 256 -> 32 on 17x17,
 /// batch 16, in five blocks cut out of the network): 7.8-8.4 -> 6.8-7.6 ms and 2.3-2.6 ->
