@@ -48,7 +48,7 @@ pub struct PackedConv {
     #[cfg(target_arch = "x86_64")]
     winograd: [OnceLock<WinogradWeights>; 2],
     /// The conv without the taps that only read padding, for the input size of its first
-    /// run, if it has such taps (`None`: they could not be cut).
+    /// run (others run uncut), if it has such taps (`None`: they could not be cut).
     #[cfg(target_arch = "x86_64")]
     trimmed: OnceLock<Option<Box<Trimmed>>>,
 }
@@ -92,7 +92,7 @@ pub fn conv2d(
         && let Some(taps) = LiveTaps::of(conv, g)
         && let Some(trimmed) =
             packed.trimmed.get_or_init(|| Trimmed::new(conv, w, g, taps).map(Box::new)).as_deref()
-        && trimmed.fits(taps)
+        && trimmed.fits(taps, g)
     {
         let g = trimmed.geometry(g)?;
         let (w, packed) = (&trimmed.weights, Some(&trimmed.packed));

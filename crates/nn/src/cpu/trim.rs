@@ -44,10 +44,16 @@ impl LiveTaps {
     }
 }
 
-/// A conv cut down to its live taps: its window, weights and packed weights.
+/// A conv cut down to its live taps on one input size: its window, weights and packed
+/// weights.
 #[derive(Debug)]
 pub struct Trimmed {
     taps: LiveTaps,
+    /// The geometry it was cut for, less the batch: its padding holds for this alone (a
+    /// SAME padding's depends on the input's size).
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    pads: [usize; 4],
     pub conv: Conv,
     pub weights: Vec<f32>,
     pub packed: PackedConv,
@@ -89,12 +95,20 @@ impl Trimmed {
             &[g.out_channels, g.in_channels / conv.group, kh2, kw2],
         )
         .is_ok_and(|t| t.out_hw == g.out_hw);
-        same.then(|| Trimmed { taps, conv: trimmed, weights, packed: PackedConv::default() })
+        same.then(|| Trimmed {
+            taps,
+            in_hw: g.in_hw,
+            out_hw: g.out_hw,
+            pads: g.pads,
+            conv: trimmed,
+            weights,
+            packed: PackedConv::default(),
+        })
     }
 
-    /// Whether this is `conv` cut down to `taps`.
-    pub fn fits(&self, taps: LiveTaps) -> bool {
-        self.taps == taps
+    /// Whether this is the conv of `g` cut down to `taps` (at any batch size).
+    pub fn fits(&self, taps: LiveTaps, g: &ConvGeometry) -> bool {
+        (self.taps, self.in_hw, self.out_hw, self.pads) == (taps, g.in_hw, g.out_hw, g.pads)
     }
 
     /// `g` with this conv's padding.
@@ -171,5 +185,19 @@ mod tests {
         assert_eq!(trimmed.conv.window.kernel, [3, 3]);
         let t = trimmed.geometry(&g).unwrap();
         assert_eq!((t.pads, t.out_hw), ([1, 1, 1, 1], g.out_hw));
+    }
+
+    #[test]
+    fn a_trimmed_conv_serves_only_the_geometry_it_was_cut_for() {
+        let c = conv([3, 3], [1, 1], [1, 1], [1; 4]);
+        let g = geometry(&c, [1, 1]);
+        let taps = LiveTaps::of(&c, &g).unwrap();
+        let trimmed = Trimmed::new(&c, &[0.0; 3 * 2 * 9], &g, taps).unwrap();
+        // At any batch size.
+        assert!(trimmed.fits(taps, &ConvGeometry { batch: 16, ..g }));
+        // Not on another padding or input size, even with the same live taps: its shifted
+        // padding holds for this one alone (and a SAME padding changes with the input).
+        assert!(!trimmed.fits(taps, &ConvGeometry { pads: [1, 1, 2, 2], ..g }));
+        assert!(!trimmed.fits(taps, &ConvGeometry { in_hw: [1, 2], ..g }));
     }
 }
