@@ -338,8 +338,11 @@ pub struct Window {
 pub struct Conv {
     pub window: Window,
     pub group: usize,
-    /// Applied to the output after the bias; set by `optimize`.
+    /// Applied to the output after the bias (and the residual); set by `optimize`.
     pub activation: Activation,
+    /// Whether input 3 is added to the output before the activation: an `Add` fused into the
+    /// conv by [`crate::optimize::fuse_residual_adds`], which only the CPU backend runs.
+    pub residual: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

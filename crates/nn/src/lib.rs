@@ -26,7 +26,7 @@ pub use cost::Cost;
 pub use device::{ChosenBackend, Device, DeviceError, choose_backend, set_threads};
 pub use error::{ArgumentFault, Excess, GraphFault, NodeRef, RuntimeFault};
 pub use ir::Graph;
-pub use optimize::optimize;
+pub use optimize::{fuse_residual_adds, optimize};
 pub use spare::{keep_spare_values, take_spare_values};
 pub use tensor::{Tensor, element_count, zeroed_values};
 

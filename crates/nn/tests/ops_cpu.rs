@@ -5,7 +5,7 @@ mod conformance;
 use std::sync::Arc;
 
 use refacen_nn::cpu::CpuBackend;
-use refacen_nn::ir::{Graph, GraphInput, Node, Op, Unary, Value};
+use refacen_nn::ir::{Binary, Graph, GraphInput, Node, Op, Unary, Value};
 use refacen_nn::{Backend, NnError, RunLimits, Tensor};
 
 #[test]
@@ -23,6 +23,33 @@ fn cpu_matches_onnxruntime_at_server_core_counts_with_concurrent_callers() {
     for threads in [3, 4, 16, 64] {
         for callers in [1, 4, 16] {
             conformance::check_all_concurrently(&backend, threads, callers, 1);
+        }
+    }
+}
+
+/// The residual cases fuse as their names say: the Add into the conv that feeds it, with the
+/// activation that alone reads the sum, unless the other operand is computed after the conv.
+/// The conformance run above checks their values.
+#[test]
+fn residual_adds_fuse_into_the_convs_that_feed_them() {
+    let cases: Vec<_> = conformance::case_dirs()
+        .into_iter()
+        .filter(|dir| dir.file_name().unwrap().to_string_lossy().starts_with("residual_"))
+        .collect();
+    assert!(cases.len() >= 20, "the residual cases are missing: regenerate the fixtures");
+    for dir in cases {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let graph = refacen_nn::load_onnx(&std::fs::read(dir.join("model.onnx")).unwrap()).unwrap();
+        let fused = refacen_nn::fuse_residual_adds(graph);
+        let count = |f: &dyn Fn(&Op) -> bool| fused.nodes.iter().filter(|n| f(&n.op)).count();
+        let adds = count(&|op| matches!(op, Op::Binary(Binary::Add)));
+        let residual_convs = count(&|op| matches!(op, Op::Conv(c) if c.residual));
+        let activations = count(&|op| matches!(op, Op::Unary(Unary::Relu | Unary::LeakyRelu(_))));
+        if name.ends_with("_not_fused") {
+            assert_eq!((adds, residual_convs), (1, 0), "{name}");
+        } else {
+            let left = usize::from(name == "residual_sum_also_graph_output");
+            assert_eq!((adds, residual_convs, activations), (0, 1, left), "{name}");
         }
     }
 }

@@ -170,7 +170,12 @@ impl ConvCase {
         let ConvCase { what, x, m, kernel, strides, dilations, padding, group, activation } = self;
         let w = tensor(&[m, x[1] / group, kernel[0], kernel[1]], 2);
         let bias = tensor(&[m], 3);
-        let op = Op::Conv(Conv { window: Window { kernel, strides, dilations, padding }, group, activation });
+        let op = Op::Conv(Conv {
+            window: Window { kernel, strides, dilations, padding },
+            group,
+            activation,
+            residual: false,
+        });
         check(what, single(op, vec![Arg::Input(4), Arg::Const(w), Arg::Const(bias)]), vec![tensor(&x, 1)]);
     }
 }
@@ -428,6 +433,7 @@ fn chain_graph() -> Graph {
         window: Window { kernel: [3, 3], strides: [1, 1], dilations: [1, 1], padding: Padding::SameUpper },
         group: 1,
         activation: Activation::None,
+        residual: false,
     };
     g.nodes = vec![
         node("conv", Op::Conv(conv), vec![x, w], c),
@@ -493,6 +499,7 @@ fn too_large_tensors_are_refused_like_on_the_cpu() {
         window: Window { kernel: [1, 1], strides: [1, 1], dilations: [1, 1], padding: Padding::NONE },
         group: 1,
         activation: Activation::None,
+        residual: false,
     });
     let exe = backend
         .prepare(Arc::new(single(conv, vec![Arg::Input(4), Arg::Const(tensor(&[50, 2, 1, 1], 1))])))
@@ -531,6 +538,7 @@ fn tensors_larger_than_a_binding_are_split() {
             },
             group,
             activation,
+            residual: false,
         });
         single(
             op,

@@ -2,7 +2,9 @@
 //! chosen per conv: [`winograd`] for 3x3 stride-1 convs with channels enough,
 //! [`conv_flat`], [`conv_batched`], [`conv_channels`], or the column kernel over im2col tiles
 //! here); elsewhere tiled im2col + SGEMM (the `gemm` crate); a direct loop for depthwise
-//! convolutions; bias and activation fused into the output pass.
+//! convolutions; bias and activation fused into the output pass, and a residual (an `Add`
+//! fused into the conv, which the output holds when the conv starts) added by the column
+//! kernel's paths as they write, by the others in one pass after.
 //!
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
 //! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
@@ -30,7 +32,7 @@ use super::{conv_batched, conv_channels, conv_flat, kernel};
 use crate::ir::{Activation, Conv};
 use crate::shape::ConvGeometry;
 use crate::spare::Spare;
-use crate::{Deadline, NnError};
+use crate::{Deadline, NnError, Tensor};
 
 /// Target size of one im2col tile, in f32 values (256 KiB: comfortably inside L2).
 const TILE_VALUES: usize = 64 * 1024;
@@ -96,38 +98,36 @@ pub fn conv2d(
     {
         let g = trimmed.geometry(g)?;
         let (w, packed) = (&trimmed.weights, Some(&trimmed.packed));
-        return conv2d(x, w, packed, bias, &trimmed.conv, &g, out, spare, deadline);
+        // The cut window; the activation and residual of this call (the node's own, or none
+        // where `conv2d_then_add` runs it plain).
+        let cut =
+            Conv { activation: conv.activation.clone(), residual: conv.residual, ..trimmed.conv.clone() };
+        return conv2d(x, w, packed, bias, &cut, &g, out, spare, deadline);
     }
     let groups = conv.group;
     let cin_g = g.in_channels / groups;
     let cout_g = g.out_channels / groups;
+    let [kh, kw] = conv.window.kernel;
+    let k = cin_g * kh * kw;
+    #[cfg(target_arch = "x86_64")]
+    let path = packed.filter(|_| !is_depthwise(cin_g, cout_g)).map(|_| Path::of(conv, g, cin_g, cout_g, k));
+    #[cfg(not(target_arch = "x86_64"))]
+    let path: Option<Path> = None;
+    if conv.residual && !path.as_ref().is_some_and(Path::adds_while_writing) {
+        return conv2d_then_add(x, w, packed, bias, conv, g, out, spare, deadline);
+    }
     if is_depthwise(cin_g, cout_g) {
         depthwise(x, w, bias, conv, g, deadline, out);
         return Ok(());
     }
-    let [kh, kw] = conv.window.kernel;
-    let k = cin_g * kh * kw;
     #[cfg(target_arch = "x86_64")]
-    if let Some(packed) = packed {
-        /// The paths that read the input with its padding made explicit.
-        enum OnPadded {
-            Winograd(winograd::Tiles),
-            Flat,
-            Batched,
-            Channels,
-        }
+    if let (Some(packed), Some(path)) = (packed, path) {
         let columns = || packed.columns.get_or_init(|| PackedWeights::new(w, groups, cout_g, k));
-        let path = if let Some(tiles) = winograd::tiles(conv, g, cin_g, cout_g) {
-            OnPadded::Winograd(tiles)
-        } else if spans_rows(conv, g, cout_g, k) {
-            OnPadded::Flat
-        } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
-            if conv_batched::suits(g) { OnPadded::Batched } else { OnPadded::Channels }
-        } else {
+        if let Path::Columns = path {
             conv2d_packed(x, columns(), bias, conv, g, out, deadline);
             return Ok(());
-        };
-        if let (OnPadded::Flat, [2, 2]) = (&path, conv.window.strides) {
+        }
+        if let (Path::Flat, [2, 2]) = (&path, conv.window.strides) {
             let phases = Phases::new(x, g, spare)?;
             conv_flat::conv2d(
                 &phases.input(conv, cin_g),
@@ -141,19 +141,20 @@ pub fn conv2d(
         let padded = Padded::new(x, g, spare)?;
         let job = ConvJob::new(bias, conv, g, out);
         match path {
-            OnPadded::Winograd(tiles) => {
+            Path::Winograd(tiles) => {
                 let weights = packed.winograd[tiles as usize]
                     .get_or_init(|| WinogradWeights::new(w, cout_g, cin_g, tiles));
                 winograd::conv2d(&padded, weights, job, deadline)
             }
-            OnPadded::Flat => {
+            Path::Flat => {
                 conv_flat::conv2d(&FlatInput::padded(&padded, conv, cin_g), columns(), job, deadline)
             }
-            OnPadded::Batched => conv_batched::conv2d(&padded, columns(), job, deadline),
-            OnPadded::Channels => {
+            Path::Batched => conv_batched::conv2d(&padded, columns(), job, deadline),
+            Path::Channels => {
                 let panels = packed.channels.get_or_init(|| ChannelPanels::new(w, groups, cout_g, k));
                 conv_channels::conv2d(&padded, panels, job, deadline)
             }
+            Path::Columns => unreachable!("run above"),
         }
         padded.recycle(spare);
         return Ok(());
@@ -453,8 +454,12 @@ impl<'a> PackedItems<'a> {
             for taps in kernel::tap_ranges(k) {
                 for (panel, rows, channel) in self.panels(item) {
                     let bias = block_bias(self.job.bias, channel, rows);
-                    let start =
-                        if taps.start == 0 { kernel::Start::Bias(&bias) } else { kernel::Start::Output };
+                    let start = match (taps.start, self.job.conv.residual) {
+                        (0, false) => kernel::Start::Bias(&bias),
+                        // The output holds the residual: the sums start from it.
+                        (0, true) => kernel::Start::OutputAndBias(&bias),
+                        _ => kernel::Start::Output,
+                    };
                     let epilogue = if taps.end == k {
                         kernel::Epilogue::of(&self.job.conv.activation, channel, rows)
                     } else {
@@ -535,6 +540,90 @@ thread_local! {
     /// A `Cell`, not a `RefCell`: it is moved out for the length of an item and put back, so
     /// nothing stays borrowed across the nested parallelism inside an item.
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Which microkernel path runs a (non-depthwise) conv with packed weights.
+#[cfg(target_arch = "x86_64")]
+enum Path {
+    /// The column kernel over the input's planes (a 1x1 conv) or im2col tiles.
+    Columns,
+    // The others read the input with its padding made explicit.
+    Winograd(winograd::Tiles),
+    Flat,
+    Batched,
+    Channels,
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+enum Path {}
+
+#[cfg(target_arch = "x86_64")]
+impl Path {
+    fn of(conv: &Conv, g: &ConvGeometry, cin_g: usize, cout_g: usize, k: usize) -> Path {
+        if let Some(tiles) = winograd::tiles(conv, g, cin_g, cout_g) {
+            Path::Winograd(tiles)
+        } else if spans_rows(conv, g, cout_g, k) {
+            Path::Flat
+        } else if conv_channels::suits(cout_g, k) && !pointwise_fills_blocks(conv, g) {
+            if conv_batched::suits(g) { Path::Batched } else { Path::Channels }
+        } else {
+            Path::Columns
+        }
+    }
+}
+
+impl Path {
+    /// Whether the path adds a residual (which the output holds) as it writes its output.
+    /// The others write it without reading it: [`conv2d_then_add`].
+    fn adds_while_writing(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(self, Path::Columns | Path::Batched)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        match *self {}
+    }
+}
+
+/// A conv with a residual (`out` holds it) on a path that writes its output without reading
+/// it: the conv into spare values, then added to the residual and activated in one pass,
+/// the same sums as the unfused Add and activation.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_then_add(
+    x: &[f32],
+    w: &[f32],
+    packed: Option<&PackedConv>,
+    bias: &[f32],
+    conv: &Conv,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    spare: &mut Spare,
+    deadline: &Deadline,
+) -> Result<(), NnError> {
+    let plain = Conv { activation: Activation::None, residual: false, ..conv.clone() };
+    let mut sums = spare.values(out.len())?;
+    let result = conv2d(x, w, packed, bias, &plain, g, &mut sums, spare, deadline);
+    if result.is_ok() {
+        let (plane, channels) = (g.out_hw[0] * g.out_hw[1], g.out_channels);
+        out.par_chunks_mut(plane.max(1))
+            .zip(sums.par_chunks(plane.max(1)))
+            .enumerate()
+            .with_min_len(super::ops::chunks_per_task(plane))
+            .for_each(|(i, (residual, sums))| {
+                residual.iter_mut().zip(sums).for_each(|(r, s)| *r += s);
+                activate(residual, &conv.activation, i % channels);
+            });
+    }
+    spare.give_values(sums);
+    result
+}
+
+/// Applies `activation` to a `[N, C, ...]` tensor's values, per channel.
+pub(super) fn activate_planes(t: &mut Tensor, activation: &Activation) {
+    let (channels, plane) = (t.shape()[1], t.shape()[2..].iter().product::<usize>());
+    for (i, values) in t.data_mut().chunks_mut(plane.max(1)).enumerate() {
+        activate(values, activation, i % channels);
+    }
 }
 
 /// Applies `activation` to one output channel's values; the match is outside the loop so the

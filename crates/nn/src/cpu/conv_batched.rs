@@ -203,7 +203,12 @@ fn multiply(
             let rows = MR.min(job.cout_g - first_row);
             let channel = chunk.group * job.cout_g + first_row;
             let bias = block_bias(job.bias, channel, rows);
-            let epilogue = kernel::Epilogue::of(&job.conv.activation, channel, rows);
+            // With a residual, the activation follows its addition (`unstage`).
+            let epilogue = if job.conv.residual {
+                kernel::Epilogue::None
+            } else {
+                kernel::Epilogue::of(&job.conv.activation, channel, rows)
+            };
             let weights = packed.panel(chunk.group, panel, k);
             for b in item_blocks.clone() {
                 // SAFETY: kernel::available() held when `packed` was made; block b holds k
@@ -232,7 +237,7 @@ fn multiply(
 }
 
 /// Copies the staged rows (the group's channels over the chunk's positions) to each image's
-/// planes, one item per channel.
+/// planes, one item per channel; adds them to a residual there, if the conv has one.
 fn unstage(job: &ConvJob, chunk: &Chunk, staged: &[f32], deadline: &Deadline) {
     let stride = chunk.cols.div_ceil(NR) * NR;
     let p = job.p;
@@ -251,7 +256,14 @@ fn unstage(job: &ConvJob, chunk: &Chunk, staged: &[f32], deadline: &Deadline) {
                     run,
                 )
             };
-            dst.copy_from_slice(&src[j..j + run]);
+            if job.conv.residual {
+                // `dst` holds the residual: the sums added to it, then the activation, as
+                // the unfused Add and activation computed them.
+                dst.iter_mut().zip(&src[j..j + run]).for_each(|(r, s)| *r += s);
+                super::conv::activate(dst, &job.conv.activation, channel);
+            } else {
+                dst.copy_from_slice(&src[j..j + run]);
+            }
             j += run;
         }
     });

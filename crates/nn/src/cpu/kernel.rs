@@ -93,12 +93,14 @@ impl Epilogue {
     }
 }
 
-/// Where a block's sums start: at the channels' biases, or at the values in `dst`, which an
-/// earlier range of the taps left there ([`tap_ranges`]).
+/// Where a block's sums start: at the channels' biases, at the values in `dst`, which an
+/// earlier range of the taps left there ([`tap_ranges`]), or at both: the residual that `dst`
+/// holds plus the biases (a conv that adds a residual, its first range).
 #[derive(Clone, Copy)]
 pub enum Start<'a> {
     Bias(&'a [f32; MR]),
     Output,
+    OutputAndBias(&'a [f32; MR]),
 }
 
 /// The most taps a block runs over in one call, where the column kernel reads its columns
@@ -198,6 +200,15 @@ unsafe fn block_of<const R: usize, const V: usize, const FETCH: bool>(
         Start::Bias(bias) => biased::<R, V>(bias),
         // SAFETY: the first `cols` values of rows r < `rows` are initialized (caller's contract).
         Start::Output => unsafe { loaded::<R, V>(rows, dst, dst_stride, masks) },
+        Start::OutputAndBias(bias) => {
+            // SAFETY: as above.
+            use std::arch::x86_64::{_mm512_add_ps, _mm512_set1_ps};
+            let mut acc = unsafe { loaded::<R, V>(rows, dst, dst_stride, masks) };
+            for (row, &b) in acc.iter_mut().zip(bias) {
+                row.iter_mut().for_each(|lanes| *lanes = _mm512_add_ps(*lanes, _mm512_set1_ps(b)));
+            }
+            acc
+        }
     };
     let w = panel.as_ptr();
     for kk in 0..k {

@@ -1,7 +1,9 @@
 //! The CPU backend, multithreaded with rayon. Convolutions run on two AVX-512 microkernels
 //! (`kernel`, vectors over output columns; `channel_kernel`, vectors over output channels),
 //! their weights packed on first use per prepared graph, 3x3 stride-1 ones with many
-//! channels by Winograd's F(2x2, 3x3) or F(4x4, 3x3) on the first (`winograd`);
+//! channels by Winograd's F(2x2, 3x3) or F(4x4, 3x3) on the first (`winograd`). A residual
+//! `Add` (and the activation after it) is fused into the conv that feeds it
+//! ([`crate::fuse_residual_adds`]), which then writes over the residual's values.
 //! MatMul/Gemm, and convolutions on CPUs without AVX-512, on the `gemm` crate.
 
 // The AVX-512 microkernels and what feeds them; other CPUs run convolutions on `gemm`.
@@ -107,6 +109,7 @@ enum Slot<'a> {
 
 impl CpuExecutable {
     pub fn new(graph: Arc<Graph>, limits: RunLimits) -> Result<Self, NnError> {
+        let graph = Arc::new(crate::fuse_residual_adds(graph.as_ref().clone()));
         let mut conv_bias = Vec::with_capacity(graph.nodes.len());
         let mut conv_weights = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
@@ -247,26 +250,69 @@ impl CpuExecutable {
         Ok(out_shape)
     }
 
-    /// Conv node `index` into `out` (of its output shape), with the weights and bias packed at
-    /// prepare; a padded copy of its input, if it needs one, in one of the `spare` buffers.
+    /// Conv node `index`, with the weights and bias packed at prepare; a padded copy of its
+    /// input, if it needs one, in one of the `spare` buffers. A conv with a residual writes
+    /// over the residual's values where nothing reads them later, over a copy otherwise.
     fn conv_node(
         &self,
         index: usize,
         conv: &ir::Conv,
-        slots: &[Slot],
-        mut out: Tensor,
+        slots: &mut [Slot],
+        out_shape: Vec<usize>,
         spare: &mut Spare,
         deadline: &Deadline,
     ) -> Result<Tensor, NnError> {
         let node = &self.graph.nodes[index];
-        let x = input_of(node, slots, 0)?;
-        let w = input_of(node, slots, 1)?;
-        let geometry = shape::conv_geometry(conv, x.shape(), w.shape())?;
+        let geometry = {
+            let (x, w) = (input_of(node, slots, 0)?, input_of(node, slots, 1)?);
+            shape::conv_geometry(conv, x.shape(), w.shape())?
+        };
+        let g = &geometry;
+        let conv_shape = [g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]];
+        let mut out = if !conv.residual {
+            spare.output(out_shape)?
+        } else if input_of(node, slots, 3)?.shape() != conv_shape {
+            return self.conv_broadcast_residual(index, conv, slots, g, spare, deadline);
+        } else if let Some(residual) = self.take_for_output(index, node, 3, &out_shape, slots) {
+            residual
+        } else {
+            let mut out = spare.output(out_shape)?;
+            out.data_mut().copy_from_slice(input_of(node, slots, 3)?.data());
+            out
+        };
+        let (x, w) = (input_of(node, slots, 0)?, input_of(node, slots, 1)?);
         let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
         let packed = self.conv_weights[index].as_ref();
-        conv::conv2d(x.data(), w.data(), packed, bias, conv, &geometry, out.data_mut(), spare, deadline)?;
+        conv::conv2d(x.data(), w.data(), packed, bias, conv, g, out.data_mut(), spare, deadline)?;
         deadline.check()?;
         Ok(out)
+    }
+
+    /// A conv whose residual has another shape, which broadcasts to the output (over channels
+    /// it lacks, or to a wider batch): the conv alone, then the Add and the activation as the
+    /// unfused nodes ran them.
+    fn conv_broadcast_residual(
+        &self,
+        index: usize,
+        conv: &ir::Conv,
+        slots: &[Slot],
+        g: &shape::ConvGeometry,
+        spare: &mut Spare,
+        deadline: &Deadline,
+    ) -> Result<Tensor, NnError> {
+        let node = &self.graph.nodes[index];
+        let (x, w, residual) =
+            (input_of(node, slots, 0)?, input_of(node, slots, 1)?, input_of(node, slots, 3)?);
+        let plain = ir::Conv { activation: ir::Activation::None, residual: false, ..conv.clone() };
+        let bias = self.conv_bias[index].as_deref().expect("packed at prepare");
+        let packed = self.conv_weights[index].as_ref();
+        let mut y = spare.output(vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]])?;
+        conv::conv2d(x.data(), w.data(), packed, bias, &plain, g, y.data_mut(), spare, deadline)?;
+        deadline.check()?;
+        let mut sum = ops::binary(ir::Binary::Add, residual, &y)?;
+        spare.give(y);
+        conv::activate_planes(&mut sum, &conv.activation);
+        Ok(sum)
     }
 
     fn run_node(
@@ -281,10 +327,7 @@ impl CpuExecutable {
         Ok(match &node.op {
             // Conv, pooling, Transpose, Concat and constant Pad write every output value: a
             // spare buffer's stale values do.
-            Op::Conv(conv) => {
-                let out = spare.output(out_shape)?;
-                self.conv_node(index, conv, slots, out, spare, deadline)?
-            }
+            Op::Conv(conv) => self.conv_node(index, conv, slots, out_shape, spare, deadline)?,
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
                 matmul::gemm_op(

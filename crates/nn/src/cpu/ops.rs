@@ -13,7 +13,7 @@ const PARALLEL_ELEMENTS: usize = 1 << 16;
 const TASK_ELEMENTS: usize = 1 << 14;
 
 /// How many chunks of `chunk` elements make one parallel task.
-fn chunks_per_task(chunk: usize) -> usize {
+pub(super) fn chunks_per_task(chunk: usize) -> usize {
     (TASK_ELEMENTS / chunk.max(1)).max(1)
 }
 

@@ -135,6 +135,7 @@ mod tests {
             },
             group: 1,
             activation: Activation::None,
+            residual: false,
         }
     }
 

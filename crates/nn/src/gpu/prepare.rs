@@ -104,6 +104,13 @@ fn pack_conv(device: &wgpu::Device, graph: &Graph, node: &Node, conv: &Conv) -> 
         .flatten()
         .and_then(|id| graph.constant(id))
         .ok_or_else(|| graph_error(crate::GraphFault::NotConstant { what: "weights tensor" }))?;
+    if conv.residual {
+        // `optimize::fuse_residual_adds` runs for the CPU backend alone: never reached.
+        return Err(graph_error(crate::GraphFault::Attribute {
+            name: "residual".into(),
+            problem: "a residual Add fused into the conv runs on the CPU backend only".into(),
+        }));
+    }
     let ws = w.shape();
     if ws.len() != 4 {
         return Err(graph_error(crate::GraphFault::Weights {

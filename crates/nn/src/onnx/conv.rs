@@ -13,6 +13,7 @@ impl Importer {
             window: attrs.window(kernel)?,
             group: attrs.int("group", 1)?.max(1) as usize,
             activation: Default::default(),
+            residual: false,
         }))
     }
 

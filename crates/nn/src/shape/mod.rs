@@ -65,7 +65,8 @@ pub fn infer(op: &Op, inputs: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>, Nn
     let shape = match op {
         Op::Conv(conv) => {
             let g = conv_geometry(conv, x, input(1)?)?;
-            vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]]
+            let out = vec![g.batch, g.out_channels, g.out_hw[0], g.out_hw[1]];
+            if conv.residual { broadcast(&out, input(3)?)? } else { out }
         }
         Op::Pool(pool) => {
             let (hw, _) = pool_geometry(pool, x)?;

@@ -1090,6 +1090,114 @@ def fused_cases():
             helper.make_node("Add", ["a", "add_c"], ["y"], name="add"),
         ]
 
+    # Residual blocks: `Add(r, Conv(..))` and the activation after it are fused into the conv
+    # (on the CPU). The column kernel and the batched small maps start their sums from r where
+    # the output lies; the other paths add r in one pass after the conv. r comes from a conv
+    # and Relu before the block; the conv reads either r itself (then r is copied into the
+    # output) or a branch computed from r (then the output is written over r's values).
+    def residual_block(r, init, cin, c, k, act="Relu", order="rc", branch=None, **conv_attrs):
+        nodes = [
+            conv(r, "stem", "x", "s", c, cin, k=1, init=init),
+            helper.make_node("Relu", ["s"], ["res"], name="stem_relu"),
+        ]
+        source, channels = "res", c
+        if branch is not None:
+            nodes += [
+                conv(r, "branch", "res", "bc", branch, c, k=1, init=init),
+                helper.make_node("Relu", ["bc"], ["b"], name="branch_relu"),
+            ]
+            source, channels = "b", branch
+        nodes.append(conv(r, "conv", source, "c", c, channels // conv_attrs.get("group", 1), k=k, init=init,
+                          pads=[k // 2] * 4, **conv_attrs))
+        operands = ["res", "c"] if order == "rc" else ["c", "res"]
+        if act is None:
+            return [*nodes, helper.make_node("Add", operands, ["y"], name="add")]
+        attrs = {"alpha": 0.2} if act == "LeakyRelu" else {}
+        return [
+            *nodes,
+            helper.make_node("Add", operands, ["sum"], name="add"),
+            helper.make_node(act, ["sum"], ["y"], name="act", **attrs),
+        ]
+
+    for name, x, c, k, options in [
+        # 1x1 on 17x17 (FaceNet's block35), read in place: the column kernel.
+        ("residual_conv_1x1_columns", [2, 16, 17, 17], 24, 1, {}),
+        ("residual_conv_1x1_columns_sum_first", [2, 16, 17, 17], 24, 1, {"order": "cr"}),
+        ("residual_conv_1x1_columns_leaky_relu", [1, 16, 9, 9], 24, 1, {"act": "LeakyRelu"}),
+        ("residual_conv_1x1_columns_no_activation", [1, 16, 9, 9], 24, 1, {"act": None}),
+        # The same over a branch: the output written over the residual's values.
+        ("residual_branch_1x1_columns", [2, 16, 17, 17], 24, 1, {"branch": 20}),
+        ("residual_branch_1x1_columns_sum_first", [2, 16, 17, 17], 24, 1, {"branch": 20, "order": "cr"}),
+        # More taps than one range of the column kernel (FaceNet's block17: 256 -> 896 on 8x8).
+        ("residual_branch_1x1_tap_ranges", [1, 16, 8, 8], 40, 1, {"branch": 160}),
+        # 1x1 on 3x3 maps over a batch (FaceNet's block8): the batched column kernel.
+        ("residual_conv_1x1_batched", [8, 24, 3, 3], 40, 1, {}),
+        ("residual_branch_1x1_batched", [8, 24, 3, 3], 40, 1, {"branch": 48}),
+        ("residual_conv_3x3_batched", [16, 8, 4, 4], 32, 3, {"order": "cr"}),
+        # 3x3 stride 1 with many channels (dlib-resnet-128's blocks): Winograd F(2x2), F(4x4).
+        ("residual_conv_winograd_f2", [4, 16, 17, 18], 64, 3, {}),
+        ("residual_conv_winograd_f4", [1, 16, 17, 23], 64, 3, {"order": "cr"}),
+        ("residual_branch_winograd_f2", [2, 16, 12, 12], 32, 3, {"branch": 32}),
+        # The channel kernel on 8-wide maps, few output channels, and depthwise.
+        ("residual_branch_3x3_channels", [1, 8, 8, 8], 32, 3, {"branch": 24}),
+        ("residual_conv_flat", [1, 3, 12, 12], 8, 3, {}),
+        ("residual_conv_depthwise", [1, 8, 10, 10], 8, 3, {"group": 8}),
+    ]:
+        x_case(name, x=x)(lambda r, init, c=c, k=k, cin=x[1], options=options:
+                          residual_block(r, init, cin, c, k, **options))
+
+    # Taps past one range of the column kernel (partial sums through the output), the graph's
+    # input as the residual.
+    @x_case("residual_conv_1x1_tap_ranges_graph_input", x=[1, 160, 9, 9])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 160, 160, k=1, init=init),
+            helper.make_node("Add", ["x", "c"], ["sum"], name="add"),
+            helper.make_node("Relu", ["sum"], ["y"], name="relu"),
+        ]
+
+    # The residual is read again after the block: the conv writes over a copy of it.
+    @x_case("residual_read_after_the_block", x=[2, 16, 17, 17])
+    def _(r, init):
+        return [
+            *residual_block(r, init, 16, 24, 1, branch=20)[:-1],
+            helper.make_node("Relu", ["sum"], ["block"], name="act"),
+            helper.make_node("Mul", ["block", "res"], ["y"], name="mul_res"),
+        ]
+
+    # A residual that broadcasts over the channels, and one that widens the batch.
+    for name, x, residual in [
+        ("residual_conv_broadcast_over_channels", [2, 3, 6, 6], [2, 1, 6, 6]),
+        ("residual_conv_broadcast_widens_batch", [1, 3, 6, 6], [3, 4, 6, 6]),
+    ]:
+        r = rng_for(name)
+        init = {}
+        nodes = [
+            conv(r, "conv", "x", "c", 4, 3, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["r", "c"], ["sum"], name="add"),
+            helper.make_node("Relu", ["sum"], ["y"], name="relu"),
+        ]
+        case(name, nodes, [("x", normal(r, *x)), ("r", normal(r, *residual))], ["y"], init)
+
+    # The other operand is computed after the conv: nothing fused.
+    @x_case("residual_computed_after_conv_not_fused", x=[1, 4, 6, 6])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 4, 4, init=init, pads=[1, 1, 1, 1]),
+            conv(r, "other", "x", "o", 4, 4, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["o"], ["res"], name="relu_other"),
+            helper.make_node("Add", ["c", "res"], ["y"], name="add"),
+        ]
+
+    # The sum is also a graph output: the Add is fused, the Relu stays apart.
+    @x_case("residual_sum_also_graph_output", x=[1, 4, 6, 6], outputs=["sum", "y"])
+    def _(r, init):
+        return [
+            conv(r, "conv", "x", "c", 4, 4, init=init, pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["x", "c"], ["sum"], name="add"),
+            helper.make_node("Relu", ["sum"], ["y"], name="relu"),
+        ]
+
 
 # ---------------------------------------------------------------------------------------------
 # Import paths: dynamic shapes, encodings, optional inputs, legacy conventions
