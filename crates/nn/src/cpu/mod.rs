@@ -3,8 +3,9 @@
 //! their weights packed on first use per prepared graph, 3x3 stride-1 ones with many
 //! channels by Winograd's F(2x2, 3x3) or F(4x4, 3x3) on the first (`winograd`). A residual
 //! `Add` (and the activation after it) is fused into the conv that feeds it
-//! ([`crate::fuse_residual_adds`]), which then writes over the residual's values.
-//! MatMul/Gemm, and convolutions on CPUs without AVX-512, on the `gemm` crate.
+//! ([`crate::fuse_residual_adds`]), which then writes over the residual's values. A Gemm with
+//! constant weights runs as a 1x1 conv (`matmul::ConstantB`); other MatMul/Gemm, and
+//! convolutions on CPUs without AVX-512, on the `gemm` crate.
 
 // The AVX-512 microkernels and what feeds them; other CPUs run convolutions on `gemm`.
 #[cfg(target_arch = "x86_64")]
@@ -96,6 +97,8 @@ pub struct CpuExecutable {
     conv_bias: Vec<Option<Vec<f32>>>,
     /// Per node: a Conv's weights packed for the microkernel, where the CPU runs it.
     conv_weights: Vec<Option<conv::PackedConv>>,
+    /// Per node: a Gemm with a constant B, run on the conv kernels where it fits.
+    gemm_constants: Vec<Option<matmul::ConstantB>>,
     /// Per value: index of the last node reading it (graph outputs: never freed).
     last_use: Vec<usize>,
 }
@@ -147,8 +150,23 @@ impl CpuExecutable {
                 _ => None,
             });
         }
+        let gemm_constants = graph
+            .nodes
+            .iter()
+            .map(|node| match &node.op {
+                Op::Gemm(g) => {
+                    let b = graph.constant(node.inputs.get(1).copied().flatten()?)?;
+                    let c = match node.inputs.get(2).copied().flatten() {
+                        Some(id) => Some(graph.constant(id)?.as_ref()),
+                        None => None,
+                    };
+                    matmul::ConstantB::new(g, b, c)
+                }
+                _ => None,
+            })
+            .collect();
         let last_use = graph.last_uses();
-        Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, last_use })
+        Ok(CpuExecutable { graph, limits, conv_bias, conv_weights, gemm_constants, last_use })
     }
 }
 
@@ -328,6 +346,10 @@ impl CpuExecutable {
             // Conv, pooling, Transpose, Concat and constant Pad write every output value: a
             // spare buffer's stale values do.
             Op::Conv(conv) => self.conv_node(index, conv, slots, out_shape, spare, deadline)?,
+            Op::Gemm(_) if let Some(constant) = &self.gemm_constants[index] => {
+                let out = spare.output(out_shape)?;
+                constant.run(input_of(node, slots, 0)?, out, spare, deadline)?
+            }
             Op::Gemm(g) => {
                 let c = node.inputs.get(2).copied().flatten().map(|id| value(slots, id)).transpose()?;
                 matmul::gemm_op(
