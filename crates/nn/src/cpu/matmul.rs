@@ -111,11 +111,21 @@ pub fn gemm_op(
     Ok(out)
 }
 
+/// The fewest columns (output channels) [`ConstantB`] runs: one vector of them.
+const MIN_COLUMNS: usize = 16;
+/// The most rows [`ConstantB`] runs, plus one: at 32 the conv would lower them into the
+/// batched small maps' blocks, slower here than the `gemm` crate.
+const MAX_ROWS: usize = 32;
+
 /// A Gemm whose B is a constant, and C absent, one value, or one value per column: run as a
 /// 1x1 conv of A's rows (a batch of m 1x1 maps with k channels) into n channels, so that B is
 /// packed once per prepared graph for the conv kernels. The `gemm` crate packs B again on
 /// every call: FaceNet's last layer (B 1792 x 512, 3.7 MB) took 1.03-1.09 ms at batch 16
 /// there, 0.25-0.32 here (onnxruntime 0.20), by nn_layers on the 2-core VM (2026-12-06).
+/// Only for few rows and many columns ([`ConstantB::suits`]): over more rows the packing
+/// weighs little, and the `gemm` crate was the faster (O-Net's 1152 -> 256 over 32 rows: 0.30
+/// ms, 0.42 here; R-Net's 576 -> 128 over 128: 0.28 and 0.32); under 16 columns the conv
+/// kernels' vectors of output channels run part-empty (R-Net's 128 -> 2: 0.01 and 0.03).
 pub struct ConstantB {
     /// alpha·op(B), transposed: the conv's weights `[n, k, 1, 1]`.
     weights: Vec<f32>,
@@ -135,6 +145,9 @@ impl ConstantB {
         }
         let [rows, cols] = [b.shape()[0], b.shape()[1]];
         let (k, n) = if g.trans_b { (cols, rows) } else { (rows, cols) };
+        if n < MIN_COLUMNS {
+            return None;
+        }
         let bias = match c {
             Some(c) if g.beta != 0.0 => match c.data() {
                 [v] => vec![g.beta * v; n],
@@ -158,6 +171,11 @@ impl ConstantB {
         };
         let conv = Conv { window, group: 1, activation: g.activation.clone(), residual: false };
         Some(ConstantB { weights, bias, conv, packed: PackedConv::default(), k })
+    }
+
+    /// Whether A's rows are few enough to run here (the `gemm` crate runs the others).
+    pub fn suits(&self, a: &Tensor) -> bool {
+        a.shape().first().is_some_and(|&m| m < MAX_ROWS)
     }
 
     /// A·B (+ C, then the activation) into `out` (`[m, n]`, every value written).

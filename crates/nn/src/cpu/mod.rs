@@ -346,7 +346,10 @@ impl CpuExecutable {
             // Conv, pooling, Transpose, Concat and constant Pad write every output value: a
             // spare buffer's stale values do.
             Op::Conv(conv) => self.conv_node(index, conv, slots, out_shape, spare, deadline)?,
-            Op::Gemm(_) if let Some(constant) = &self.gemm_constants[index] => {
+            Op::Gemm(_)
+                if let Some(constant) = &self.gemm_constants[index]
+                    && input_of(node, slots, 0).is_ok_and(|a| constant.suits(a)) =>
+            {
                 let out = spare.output(out_shape)?;
                 constant.run(input_of(node, slots, 0)?, out, spare, deadline)?
             }
