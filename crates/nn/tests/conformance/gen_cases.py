@@ -616,6 +616,15 @@ def gemm_cases():
     gemm("gemm_b_input_trans_b", [4, 6], [3, 6], [3], b_const=False, transB=1)
     gemm("gemm_large", [64, 70], [80, 70], [80], transB=1)
     gemm("gemm_vector_rows", [1, 17], [17, 9], [9])
+    # Constant weights of 16 columns or more over fewer than 32 rows run as a 1x1 conv on the
+    # CPU (FaceNet's last layer: 16 x 1792 by 1792 x 512): alpha into the weights, beta·C into
+    # the biases; C of another shape, and 32 rows, run on SGEMM.
+    gemm("gemm_const_b_few_rows", [5, 40], [40, 24], [24])
+    gemm("gemm_const_b_one_row", [1, 300], [300, 33], [1, 33], alpha=0.5, beta=-2.0)
+    gemm("gemm_const_b_trans_b_scalar_c", [7, 20], [18, 20], [], transB=1, beta=0.75)
+    gemm("gemm_const_b_full_c", [6, 20], [20, 16], [6, 16], beta=1.5)
+    gemm("gemm_const_b_no_c_alpha", [31, 64], [64, 48], alpha=-1.25)
+    gemm("gemm_const_b_32_rows", [32, 64], [64, 48], [48])
 
     def matmul(name, a_shape, b_shape, b_const=False):
         inputs, init = a_and_b(rng_for(name), a_shape, b_shape, b_const)
@@ -1059,6 +1068,26 @@ def fused_cases():
         return [
             helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm"),
             helper.make_node("LeakyRelu", ["g"], ["y"], name="leaky", alpha=0.3),
+        ]
+
+    # The same activations over 16 columns or more (a 1x1 conv's epilogue on the CPU).
+    @x_case("fused_gemm_const_b_prelu", x=[4, 30])
+    def _(r, init):
+        init["w"] = normal(r, 20, 30)
+        init["b"] = normal(r, 20)
+        init["slope"] = f32(r.uniform(0.05, 0.5, (1, 20)))
+        return [
+            helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=1),
+            helper.make_node("PRelu", ["g", "slope"], ["y"], name="prelu"),
+        ]
+
+    @x_case("fused_gemm_const_b_relu", x=[9, 30])
+    def _(r, init):
+        init["w"] = normal(r, 30, 17)
+        init["b"] = normal(r, 17)
+        return [
+            helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm"),
+            helper.make_node("Relu", ["g"], ["y"], name="relu"),
         ]
 
     # Gemm whose B is a graph input (column count unknown at load time), then PRelu.
