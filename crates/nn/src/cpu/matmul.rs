@@ -113,6 +113,12 @@ pub fn gemm_op(
 
 /// The fewest columns (output channels) [`ConstantB`] runs: one vector of them.
 const MIN_COLUMNS: usize = 16;
+/// The fewest weights [`ConstantB`] runs (2 MiB, past L2), where packing them per call costs
+/// most. O-Net's (1152 x 256, 1.2 MB) over 13 rows ran faster here than on SGEMM (0.06 ms
+/// against 0.14-0.18), yet `scripts/bench-detect`'s sandbox share was the higher with it in 7
+/// of 8 alternating pairs (6.6% against 4.3% on average, 2-core VM, 2026-12-06), for a gain of
+/// a tenth of a millisecond per detection: left to SGEMM.
+const MIN_WEIGHTS: usize = 512 * 1024;
 /// The most rows [`ConstantB`] runs, plus one: at 32 the conv would lower them into the
 /// batched small maps' blocks, slower here than the `gemm` crate.
 const MAX_ROWS: usize = 32;
@@ -122,7 +128,7 @@ const MAX_ROWS: usize = 32;
 /// packed once per prepared graph for the conv kernels. The `gemm` crate packs B again on
 /// every call: FaceNet's last layer (B 1792 x 512, 3.7 MB) took 1.03-1.09 ms at batch 16
 /// there, 0.25-0.32 here (onnxruntime 0.20), by nn_layers on the 2-core VM (2026-12-06).
-/// Only for few rows and many columns ([`ConstantB::suits`]): over more rows the packing
+/// Only for large weights, few rows and many columns ([`ConstantB::suits`]): over more rows the packing
 /// weighs little, and the `gemm` crate was the faster (O-Net's 1152 -> 256 over 32 rows: 0.30
 /// ms, 0.42 here; R-Net's 576 -> 128 over 128: 0.28 and 0.32); under 16 columns the conv
 /// kernels' vectors of output channels run part-empty (R-Net's 128 -> 2: 0.01 and 0.03).
@@ -140,14 +146,19 @@ impl ConstantB {
     /// `None` where the Gemm does not fit (A transposed, B not 2-D, another C) or the CPU has
     /// no microkernels to pack for.
     pub fn new(g: &Gemm, b: &Tensor, c: Option<&Tensor>) -> Option<ConstantB> {
+        let weights = b.shape().len() == 2 && b.len() >= MIN_WEIGHTS;
+        let columns = b.shape().get(if g.trans_b { 0 } else { 1 }).is_some_and(|&n| n >= MIN_COLUMNS);
+        (weights && columns).then(|| Self::of(g, b, c)).flatten()
+    }
+
+    /// The Gemm as a 1x1 conv, whatever the size of B; `None` as for [`ConstantB::new`], but
+    /// for the sizes.
+    fn of(g: &Gemm, b: &Tensor, c: Option<&Tensor>) -> Option<ConstantB> {
         if g.trans_a || b.shape().len() != 2 || !conv::microkernels_available() {
             return None;
         }
         let [rows, cols] = [b.shape()[0], b.shape()[1]];
         let (k, n) = if g.trans_b { (cols, rows) } else { (rows, cols) };
-        if n < MIN_COLUMNS {
-            return None;
-        }
         let bias = match c {
             Some(c) if g.beta != 0.0 => match c.data() {
                 [v] => vec![g.beta * v; n],
@@ -265,4 +276,63 @@ fn broadcast_offset(mut index: usize, full: &[usize], own: &[usize]) -> usize {
         }
     }
     offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0).collect()
+    }
+
+    /// The conv path against SGEMM (which the conformance suite holds to onnxruntime), on
+    /// weights too small for [`ConstantB::new`] to pick it: alpha, beta, B transposed or not,
+    /// C absent, one value, per column as [n] and [1, n], each fused activation.
+    #[test]
+    fn constant_b_on_the_conv_kernels_matches_sgemm() {
+        if !conv::microkernels_available() {
+            return;
+        }
+        let (k, n) = (70, 24);
+        let slopes = std::sync::Arc::new(Tensor::new(vec![n], values(n, 9)).unwrap());
+        let activations =
+            [Activation::None, Activation::Relu, Activation::LeakyRelu(0.2), Activation::PRelu(slopes)];
+        let cs: [Option<Vec<usize>>; 4] = [None, Some(vec![]), Some(vec![n]), Some(vec![1, n])];
+        for (case, (activation, c_shape)) in
+            activations.iter().flat_map(|a| cs.iter().map(move |c| (a, c))).enumerate()
+        {
+            for (m, trans_b) in [(1, false), (5, true), (31, false)] {
+                let g =
+                    Gemm { alpha: 0.75, beta: -1.5, trans_a: false, trans_b, activation: activation.clone() };
+                let b_shape = if trans_b { vec![n, k] } else { vec![k, n] };
+                let b = Tensor::new(b_shape, values(k * n, case)).unwrap();
+                let c =
+                    c_shape.as_ref().map(|s| Tensor::new(s.clone(), values(s.iter().product(), 3)).unwrap());
+                let a = Tensor::new(vec![m, k], values(m * k, 5)).unwrap();
+                let constant = ConstantB::of(&g, &b, c.as_ref()).expect("fits");
+                assert!(constant.suits(&a));
+                let mut spare = Spare::default();
+                let out = spare.output(vec![m, n]).unwrap();
+                let ours = constant.run(&a, out, &mut spare, &Deadline::NONE).unwrap();
+                let sgemm = gemm_op(&g, &a, &b, c.as_ref(), &[m, n], &Deadline::NONE).unwrap();
+                for (i, (x, y)) in ours.data().iter().zip(sgemm.data()).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "case {case}, m {m}, value {i}: {x} against {y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_large_weights_over_many_columns_leave_sgemm() {
+        let g = Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false, activation: Activation::None };
+        let b = |k: usize, n: usize| Tensor::new(vec![k, n], vec![0.0; k * n]).unwrap();
+        let fits = |b: &Tensor| ConstantB::new(&g, b, None).is_some();
+        assert!(!fits(&b(1152, 256)), "O-Net's 1.2 MB stay on SGEMM");
+        assert!(!fits(&b(1 << 16, 8)), "too few columns");
+        assert_eq!(fits(&b(1792, 512)), conv::microkernels_available(), "FaceNet's last layer");
+    }
 }

@@ -616,9 +616,10 @@ def gemm_cases():
     gemm("gemm_b_input_trans_b", [4, 6], [3, 6], [3], b_const=False, transB=1)
     gemm("gemm_large", [64, 70], [80, 70], [80], transB=1)
     gemm("gemm_vector_rows", [1, 17], [17, 9], [9])
-    # Constant weights of 16 columns or more over fewer than 32 rows run as a 1x1 conv on the
-    # CPU (FaceNet's last layer: 16 x 1792 by 1792 x 512): alpha into the weights, beta·C into
-    # the biases; C of another shape, and 32 rows, run on SGEMM.
+    # Constant weights over 16 columns or more, under 32 rows and at 32, the shapes of FaceNet's
+    # last layer (16 x 1792 by 1792 x 512). On the CPU such weights of 2 MiB or more run as a
+    # 1x1 conv (alpha into the weights, beta·C into the biases); cpu/matmul.rs's unit test
+    # holds that path to SGEMM's on these small ones, and the FaceNet parity tests run it.
     gemm("gemm_const_b_few_rows", [5, 40], [40, 24], [24])
     gemm("gemm_const_b_one_row", [1, 300], [300, 33], [1, 33], alpha=0.5, beta=-2.0)
     gemm("gemm_const_b_trans_b_scalar_c", [7, 20], [18, 20], [], transB=1, beta=0.75)
@@ -1070,7 +1071,7 @@ def fused_cases():
             helper.make_node("LeakyRelu", ["g"], ["y"], name="leaky", alpha=0.3),
         ]
 
-    # The same activations over 16 columns or more (a 1x1 conv's epilogue on the CPU).
+    # The same activations over 16 columns or more.
     @x_case("fused_gemm_const_b_prelu", x=[4, 30])
     def _(r, init):
         init["w"] = normal(r, 20, 30)
