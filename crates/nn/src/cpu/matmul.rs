@@ -115,9 +115,10 @@ pub fn gemm_op(
 const MIN_COLUMNS: usize = 16;
 /// The fewest weights [`ConstantB`] runs (2 MiB, past L2), where packing them per call costs
 /// most. O-Net's (1152 x 256, 1.2 MB) over 13 rows ran faster here than on SGEMM (0.06 ms
-/// against 0.14-0.18), yet `scripts/bench-detect`'s sandbox share was the higher with it in 7
-/// of 8 alternating pairs (6.6% against 4.3% on average, 2-core VM, 2026-12-06), for a gain of
-/// a tenth of a millisecond per detection: left to SGEMM.
+/// against 0.14-0.18; O-Net alone at 0.59-0.67 of onnxruntime's time, 0.61-0.94 without), yet
+/// with it `scripts/bench-detect`'s sandbox share was the higher in all four pairs run in ABBA
+/// order (6.6-7.3% against 4.4-5.5%; 2-core VM, 2026-12-06), the totals drifting too much to
+/// say which side moved. Why is not known: O-Net is left to SGEMM.
 const MIN_WEIGHTS: usize = 512 * 1024;
 /// The most rows [`ConstantB`] runs, plus one: at 32 the conv would lower them into the
 /// batched small maps' blocks, slower here than the `gemm` crate.
