@@ -128,11 +128,12 @@ const MAX_ROWS: usize = 32;
 /// 1x1 conv of A's rows (a batch of m 1x1 maps with k channels) into n channels, so that B is
 /// packed once per prepared graph for the conv kernels. The `gemm` crate packs B again on
 /// every call: FaceNet's last layer (B 1792 x 512, 3.7 MB) took 1.03-1.09 ms at batch 16
-/// there, 0.25-0.32 here (onnxruntime 0.20), by nn_layers on the 2-core VM (2026-12-06).
-/// Only for large weights, few rows and many columns ([`ConstantB::suits`]): over more rows the packing
-/// weighs little, and the `gemm` crate was the faster (O-Net's 1152 -> 256 over 32 rows: 0.30
-/// ms, 0.42 here; R-Net's 576 -> 128 over 128: 0.28 and 0.32); under 16 columns the conv
-/// kernels' vectors of output channels run part-empty (R-Net's 128 -> 2: 0.01 and 0.03).
+/// there, 0.18-0.32 here (onnxruntime 0.20), by nn_layers on the 2-core VM (2026-12-06).
+/// Only for large weights, few rows ([`ConstantB::suits`]) and many columns: over more rows
+/// the packing weighs little, and the `gemm` crate was the faster (O-Net's 1152 -> 256 over 32
+/// rows: 0.30 ms, 0.42 here; R-Net's 576 -> 128 over 128: 0.28 and 0.32); under 16 columns the
+/// conv kernels' vectors of output channels run part-empty (R-Net's 128 -> 2: 0.01 and 0.03).
+/// It keeps B transposed, and packed, beside the graph's B: 7.4 MB more for FaceNet's.
 pub struct ConstantB {
     /// alpha·op(B), transposed: the conv's weights `[n, k, 1, 1]`.
     weights: Vec<f32>,
@@ -144,8 +145,8 @@ pub struct ConstantB {
 }
 
 impl ConstantB {
-    /// `None` where the Gemm does not fit (A transposed, B not 2-D, another C) or the CPU has
-    /// no microkernels to pack for.
+    /// `None` where the Gemm does not fit (A transposed, B not 2-D, another C), its weights are
+    /// under [`MIN_WEIGHTS`] or [`MIN_COLUMNS`] wide, or the CPU has no microkernels.
     pub fn new(g: &Gemm, b: &Tensor, c: Option<&Tensor>) -> Option<ConstantB> {
         let weights = b.shape().len() == 2 && b.len() >= MIN_WEIGHTS;
         let columns = b.shape().get(if g.trans_b { 0 } else { 1 }).is_some_and(|&n| n >= MIN_COLUMNS);
