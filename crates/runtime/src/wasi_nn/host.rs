@@ -27,7 +27,8 @@ pub fn add_to_linker<T: 'static>(
     inference::add_to_linker::<_, HasNnView>(linker, view)?;
     errors::add_to_linker::<_, HasNnView>(linker, view)?;
     add_tensor_constructor(linker, view)?;
-    add_tensor_data(linker, view)
+    add_tensor_data(linker, view)?;
+    super::area::add_to_linker(linker, view)
 }
 
 /// The tensor constructor again, over the generated one: that one lifts the guest's bytes into
@@ -82,7 +83,7 @@ type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
 impl NnView<'_> {
     /// Traps when the instance already holds as many handles as it may: a guest that never
     /// drops what it gets cannot grow the host's tables without bound.
-    fn check_handles(&self) -> wasmtime::Result<()> {
+    pub(super) fn check_handles(&self) -> wasmtime::Result<()> {
         let (held, limit) = (self.state.usage.handles(), self.state.host.limits.max_handles_per_instance);
         if held >= limit {
             wasmtime::bail!(
@@ -102,11 +103,11 @@ impl NnView<'_> {
     }
 
     /// Bytes of tensor data the guest may still hand over before it holds its limit.
-    fn tensor_room(&self) -> usize {
+    pub(super) fn tensor_room(&self) -> usize {
         self.state.host.limits.max_live_tensor_bytes.saturating_sub(self.state.usage.tensor_bytes)
     }
 
-    fn too_many_tensor_bytes(&self, more: usize) -> wasmtime::Error {
+    pub(super) fn too_many_tensor_bytes(&self, more: usize) -> wasmtime::Error {
         let live = self.state.usage.tensor_bytes.saturating_add(more);
         let limit = self.state.host.limits.max_live_tensor_bytes;
         wasmtime::format_err!(
@@ -116,7 +117,10 @@ impl NnView<'_> {
 
     /// Hands `tensor` to the guest, charged to it: a guest that keeps every tensor (its own
     /// or a compute's outputs) alive traps at the limit instead of growing the host.
-    fn push_tensor(&mut self, mut tensor: TensorResource) -> wasmtime::Result<Resource<TensorResource>> {
+    pub(super) fn push_tensor(
+        &mut self,
+        mut tensor: TensorResource,
+    ) -> wasmtime::Result<Resource<TensorResource>> {
         self.check_handles()?;
         if tensor.data.byte_len() > self.tensor_room() {
             return Err(self.too_many_tensor_bytes(tensor.data.byte_len()));
@@ -133,7 +137,7 @@ impl NnView<'_> {
 
     /// Charges the process's account, or fails the call when all instances together would
     /// hold more than the process may.
-    fn process_hold(
+    pub(super) fn process_hold(
         &self,
         bytes: u64,
         handles: u64,

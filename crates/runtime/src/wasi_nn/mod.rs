@@ -3,6 +3,7 @@
 //! bytes) and shared by every instance of every guest, so a guest re-instantiated after a
 //! trap does not pay for loading its weights again.
 
+mod area;
 mod host;
 
 pub use host::{HasNnView, NnView, add_to_linker};
@@ -209,6 +210,8 @@ pub struct NnState {
     pub deadline: Deadline,
     /// Work the current guest call's computes have taken so far (estimated), in flops.
     pub call_flops: u64,
+    /// The memory of the last summed-area table the guest dropped, for its next.
+    area_table: Vec<u32>,
 }
 
 /// The host's work for a guest call ran past the call's deadline: the call fails as a
@@ -225,6 +228,7 @@ impl NnState {
             compute_time: Duration::ZERO,
             deadline: Deadline::NONE,
             call_flops: 0,
+            area_table: Vec::new(),
         }
     }
 

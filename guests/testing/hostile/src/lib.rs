@@ -48,6 +48,13 @@ const MODES: &[(&str, &str)] = &[
         "hand wasi-nn sizes crafted to overflow: tensor dimensions whose product overflows, a byte length \
          that wraps to 0, a 2^120-value initializer, a Reshape and a dilated Conv whose shapes overflow",
     ),
+    (
+        "area",
+        "ask the host's area resampling for what it must refuse: an image of the wrong byte length or of \
+         4294967295x4294967295 pixels, an empty level, a 4294967295x4294967295 level, a region leaving the \
+         image, 65535x65535 crops",
+    ),
+    ("area-hoard", "make summed-area tables of the image and keep every one"),
 ];
 
 /// Memory `alloc` mode holds on to, so that no allocation can be optimized away or freed.
@@ -335,6 +342,43 @@ fn overflow() -> Result<Vec<Face>, GuestError> {
     Err(GuestError::Nn(format!("overflow: every size was refused: {}", refusals.join("; "))))
 }
 
+/// Every request is expected to be refused with an error; the photo fails with all of them, or
+/// names the first the host let through.
+fn area_requests(image: &Image) -> Result<Vec<Face>, GuestError> {
+    use kit::area::{Region, Size, summarize};
+    let (w, h, rgb) = (image.width, image.height, image.rgb.as_slice());
+    let level = |width, height| [Size { width, height }];
+    let summarized = |result: Result<_, String>| result.map(|_| "the host made it".to_string());
+    let table = summarize(w, h, rgb, &[]).map_err(GuestError::Internal)?.0;
+    let crop = |region: Region, side: u32| {
+        table.crops(&[region], Size { width: side, height: side }).map(|_| "the host made it".to_string())
+    };
+    let attacks: [(&str, Result<String, String>); 6] = [
+        ("byte length", summarized(summarize(w, h, &rgb[1..], &level(2, 2)))),
+        ("image size", summarized(summarize(u32::MAX, u32::MAX, rgb, &level(2, 2)))),
+        ("empty level", summarized(summarize(w, h, rgb, &level(0, 5)))),
+        ("huge level", summarized(summarize(w, h, rgb, &level(u32::MAX, u32::MAX)))),
+        ("region", crop(Region { x: u32::MAX, y: 0, width: 2, height: 2 }, 4)),
+        ("huge crops", crop(Region { x: 0, y: 0, width: 2, height: 2 }, 65535)),
+    ];
+    let mut refusals = Vec::new();
+    for (what, outcome) in attacks {
+        match outcome {
+            Ok(made) => return Err(GuestError::Internal(format!("area: {what}: {made}"))),
+            Err(refused) => refusals.push(format!("{what}: {refused}")),
+        }
+    }
+    Err(GuestError::Nn(format!("area: every request was refused: {}", refusals.join("; "))))
+}
+
+fn area_hoard(image: &Image) -> Result<Vec<Face>, GuestError> {
+    let mut kept = Vec::new();
+    loop {
+        let made = kit::area::summarize(image.width, image.height, &image.rgb, &[]);
+        kept.push(made.map_err(GuestError::Nn)?);
+    }
+}
+
 fn heavy_conv() -> Result<Vec<Face>, GuestError> {
     let w = onnx_proto::build::tensor_f32("w", &[32, 32, 3, 3], &[1e-3; 32 * 32 * 9]);
     let pads = onnx_proto::build::attr_ints("pads", &[1, 1, 1, 1]);
@@ -414,6 +458,8 @@ impl Guest for Hostile {
             "many-tensors" => many_tensors(),
             "big-tensors" => big_tensors(),
             "overflow" => overflow(),
+            "area" => area_requests(&image),
+            "area-hoard" => area_hoard(&image),
             _ => Ok(vec![normal_face(wf, hf)]), // "none"
         }
     }
