@@ -36,6 +36,24 @@ impl Drop for NativeTable {
     }
 }
 
+/// A network's output, whose memory goes back to the CPU backend's spare buffers when the
+/// cascade drops it, as the host takes back the outputs a guest drops.
+pub struct Output(kit::Tensor);
+
+impl std::ops::Deref for Output {
+    type Target = kit::Tensor;
+
+    fn deref(&self) -> &kit::Tensor {
+        &self.0
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        nn::keep_spare_values(std::mem::take(&mut self.0.data));
+    }
+}
+
 /// Memory for `n` values, from the buffers the CPU backend's last run left, as the host takes it.
 fn values(n: usize) -> Vec<f32> {
     nn::take_spare_values(n).unwrap_or_else(|| Vec::with_capacity(n))
@@ -43,6 +61,7 @@ fn values(n: usize) -> Vec<f32> {
 
 impl<N: kit::Network> nnd::mtcnn::Host for NativeCascade<N> {
     type Input = kit::Tensor;
+    type Output = Output;
     type Table = NativeTable;
 
     fn pyramid(
@@ -73,13 +92,13 @@ impl<N: kit::Network> nnd::mtcnn::Host for NativeCascade<N> {
         Ok(kit::Tensor::new(vec![regions.len(), size, size, 3], out))
     }
 
-    fn run(&self, stage: nnd::mtcnn::Stage, input: kit::Tensor) -> Result<Vec<kit::Tensor>, String> {
+    fn run(&self, stage: nnd::mtcnn::Stage, input: kit::Tensor) -> Result<Vec<Output>, String> {
         use nnd::mtcnn::Stage;
-        match stage {
+        let network = match stage {
             Stage::PNet => &self.pnet,
             Stage::RNet => &self.rnet,
             Stage::ONet => &self.onet,
-        }
-        .run(input)
+        };
+        Ok(network.run(input)?.into_iter().map(Output).collect())
     }
 }

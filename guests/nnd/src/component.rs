@@ -26,6 +26,7 @@ thread_local! {
 
 impl mtcnn::Host for Cascade {
     type Input = HeldTensor;
+    type Output = Box<Tensor>;
     type Table = SummedArea;
 
     fn pyramid(
@@ -46,13 +47,15 @@ impl mtcnn::Host for Cascade {
         table.crops(&regions, area::Size { width: size as u32, height: size as u32 })
     }
 
-    fn run(&self, stage: Stage, input: HeldTensor) -> Result<Vec<Tensor>, String> {
-        match stage {
+    fn run(&self, stage: Stage, input: HeldTensor) -> Result<Vec<Box<Tensor>>, String> {
+        let network = match stage {
             Stage::PNet => &self.pnet,
             Stage::RNet => &self.rnet,
             Stage::ONet => &self.onet,
-        }
-        .run_held(input)
+        };
+        // The outputs are the guest's copies: the host took its own back when the guest
+        // read them.
+        Ok(network.run_held(input)?.into_iter().map(Box::new).collect())
     }
 }
 

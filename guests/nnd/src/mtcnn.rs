@@ -7,6 +7,8 @@
 //! images `[N, height, width, 3]` (see build.rs). P-Net's maps come out transposed,
 //! `[N, width, height, C]`, as the original MATLAB-trained Caffe models laid them out.
 
+use std::ops::Deref;
+
 use kit::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +44,9 @@ impl Settings {
 pub trait Host {
     /// A network input, held where the networks run.
     type Input;
+    /// A network output, which the cascade reads and drops (natively, its memory can go
+    /// back to the networks, as the host takes back a guest's).
+    type Output: Deref<Target = Tensor>;
     /// The image's summed-area table, from which crops are made.
     type Table;
     /// The table of `image`, and the whole image resampled to each `[width, height]` of
@@ -52,7 +57,7 @@ pub trait Host {
     /// likewise, as one input `[regions, size, size, 3]`.
     fn crops(&self, table: &Self::Table, regions: &[[usize; 4]], size: usize) -> Result<Self::Input, String>;
     /// Runs `stage`'s network; outputs come in the graph's output order.
-    fn run(&self, stage: Stage, input: Self::Input) -> Result<Vec<Tensor>, String>;
+    fn run(&self, stage: Stage, input: Self::Input) -> Result<Vec<Self::Output>, String>;
 }
 
 /// The cascade's networks.
@@ -112,7 +117,7 @@ fn stage_one<H: Host>(
     let mut all = Vec::new();
     for (scale, level) in levels {
         let out = host.run(Stage::PNet, level)?;
-        let [reg, prob] = expect_outputs::<2>(out, "P-Net")?;
+        let [reg, prob] = expect_outputs::<2, _>(out, "P-Net")?;
         let (wo, ho) = (prob.dims[1], prob.dims[2]);
         let scale = scale as f32;
         let mut found = Vec::new();
@@ -221,7 +226,7 @@ fn pyramid(width: usize, height: usize, settings: &Settings) -> Vec<f64> {
     scales
 }
 
-fn expect_outputs<const K: usize>(out: Vec<Tensor>, net: &str) -> Result<[Tensor; K], String> {
+fn expect_outputs<const K: usize, T>(out: Vec<T>, net: &str) -> Result<[T; K], String> {
     let n = out.len();
     out.try_into().map_err(|_| format!("{net} returned {n} outputs, expected {K}"))
 }
@@ -234,7 +239,7 @@ struct Crops<I> {
 }
 
 /// The candidates a refining network ran on, with its `K` outputs for them.
-type Refined<const K: usize> = (Vec<Candidate>, [Tensor; K]);
+type Refined<const K: usize, O> = (Vec<Candidate>, [O; K]);
 
 impl<I> Crops<I> {
     /// Runs `stage` (named `name` in messages), which has `K` outputs, on the crops; `None`
@@ -244,9 +249,9 @@ impl<I> Crops<I> {
         host: &H,
         stage: Stage,
         name: &str,
-    ) -> Result<Option<Refined<K>>, String> {
+    ) -> Result<Option<Refined<K, H::Output>>, String> {
         let Some(batch) = self.batch else { return Ok(None) };
-        let outputs = expect_outputs::<K>(host.run(stage, batch)?, name)?;
+        let outputs = expect_outputs::<K, _>(host.run(stage, batch)?, name)?;
         Ok(Some((self.candidates, outputs)))
     }
 }
