@@ -40,11 +40,13 @@ impl Drop for NativeTable {
 /// cascade drops it, as the host takes back the outputs a guest drops.
 pub struct Output(kit::Tensor);
 
-impl std::ops::Deref for Output {
-    type Target = kit::Tensor;
+impl nnd::mtcnn::Map for Output {
+    fn dims(&self) -> &[usize] {
+        &self.0.dims
+    }
 
-    fn deref(&self) -> &kit::Tensor {
-        &self.0
+    fn values(&self) -> &[f32] {
+        &self.0.data
     }
 }
 

@@ -121,6 +121,46 @@ impl Tensor {
     }
 }
 
+/// A network's output as the host lowered it into the guest's memory, its FP32 values read
+/// where they lie: one copy of them fewer than a [`Tensor`] (a detector's outputs are MBs per
+/// photo).
+#[derive(Debug)]
+pub struct Output {
+    pub dims: Vec<usize>,
+    bytes: Vec<u8>,
+    /// The values copied out, only where the bytes do not lie at an f32's alignment (or the
+    /// target is big-endian).
+    copied: Option<Vec<f32>>,
+}
+
+impl Output {
+    fn new(dims: Vec<usize>, bytes: Vec<u8>) -> Self {
+        // SAFETY: every bit pattern is a valid f32, and `align_to` hands out only a middle
+        // part at f32's alignment and within the bytes.
+        let (head, _, tail) = unsafe { bytes.align_to::<f32>() };
+        let in_place = head.is_empty() && tail.is_empty() && cfg!(target_endian = "little");
+        let copied = (!in_place).then(|| from_bytes(&bytes));
+        Output { dims, bytes, copied }
+    }
+
+    /// The values, row-major.
+    pub fn values(&self) -> &[f32] {
+        match &self.copied {
+            Some(values) => values,
+            // SAFETY: as in `new`, which found the whole of the bytes at f32's alignment.
+            None => unsafe { self.bytes.align_to::<f32>().1 },
+        }
+    }
+
+    pub fn into_tensor(self) -> Tensor {
+        let data = match self.copied {
+            Some(values) => values,
+            None => from_bytes(&self.bytes),
+        };
+        Tensor::new(self.dims, data)
+    }
+}
+
 /// dlib's face chip (`get_face_chip_details(shape, 150, 0.25)`, from its 68-point mean face
 /// shape) as refacen's canonical five-point template, in 150x150 coordinates. These are the
 /// very f32 values of the host's `imaging::align::CANONICAL`: a model declaring this template
@@ -247,7 +287,7 @@ impl WasiNnNetwork {
 impl WasiNnNetwork {
     /// Runs the network on a tensor the host already holds (made by [`area`], say), which
     /// the compute takes as it is.
-    pub fn run_held(&self, input: tensor::Tensor) -> Result<Vec<Tensor>, String> {
+    pub fn run_held(&self, input: tensor::Tensor) -> Result<Vec<Output>, String> {
         let outputs =
             self.context.compute(vec![(self.input_name.clone(), input)]).map_err(|e| describe(&e))?;
         outputs
@@ -256,7 +296,7 @@ impl WasiNnNetwork {
                 if t.ty() != tensor::TensorType::Fp32 {
                     return Err(format!("output `{name}` is not FP32"));
                 }
-                Ok(Tensor::new(t.dimensions().iter().map(|&d| d as usize).collect(), from_bytes(&t.data())))
+                Ok(Output::new(t.dimensions().iter().map(|&d| d as usize).collect(), t.data()))
             })
             .collect()
     }
@@ -265,7 +305,8 @@ impl WasiNnNetwork {
 impl Network for WasiNnNetwork {
     fn run(&self, input: Tensor) -> Result<Vec<Tensor>, String> {
         let dims: Vec<u32> = input.dims.iter().map(|&d| d as u32).collect();
-        self.run_held(tensor::Tensor::new(&dims, tensor::TensorType::Fp32, as_bytes(&input.data)))
+        let input = tensor::Tensor::new(&dims, tensor::TensorType::Fp32, as_bytes(&input.data));
+        Ok(self.run_held(input)?.into_iter().map(Output::into_tensor).collect())
     }
 }
 

@@ -4,7 +4,7 @@ use kit::area::{self, SummedArea};
 use kit::bindings::wasi::nn::tensor::Tensor as HeldTensor;
 use kit::detector::{DetectorInfo, Face, Guest, GuestError, Image, Param, ParamSpec};
 use kit::params::{self, Params};
-use kit::{Loaded, Tensor, WasiNnNetwork};
+use kit::{Loaded, WasiNnNetwork};
 
 use crate::mtcnn::{self, Settings, Stage};
 
@@ -26,7 +26,7 @@ thread_local! {
 
 impl mtcnn::Host for Cascade {
     type Input = HeldTensor;
-    type Output = Box<Tensor>;
+    type Output = kit::Output;
     type Table = SummedArea;
 
     fn pyramid(
@@ -47,15 +47,13 @@ impl mtcnn::Host for Cascade {
         table.crops(&regions, area::Size { width: size as u32, height: size as u32 })
     }
 
-    fn run(&self, stage: Stage, input: HeldTensor) -> Result<Vec<Box<Tensor>>, String> {
-        let network = match stage {
+    fn run(&self, stage: Stage, input: HeldTensor) -> Result<Vec<kit::Output>, String> {
+        match stage {
             Stage::PNet => &self.pnet,
             Stage::RNet => &self.rnet,
             Stage::ONet => &self.onet,
-        };
-        // The outputs are the guest's copies: the host took its own back when the guest
-        // read them.
-        Ok(network.run_held(input)?.into_iter().map(Box::new).collect())
+        }
+        .run_held(input)
     }
 }
 

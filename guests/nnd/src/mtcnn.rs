@@ -7,10 +7,6 @@
 //! images `[N, height, width, 3]` (see build.rs). P-Net's maps come out transposed,
 //! `[N, width, height, C]`, as the original MATLAB-trained Caffe models laid them out.
 
-use std::ops::Deref;
-
-use kit::Tensor;
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Smallest face to find, in pixels.
@@ -46,7 +42,7 @@ pub trait Host {
     type Input;
     /// A network output, which the cascade reads and drops (natively, its memory can go
     /// back to the networks, as the host takes back a guest's).
-    type Output: Deref<Target = Tensor>;
+    type Output: Map;
     /// The image's summed-area table, from which crops are made.
     type Table;
     /// The table of `image`, and the whole image resampled to each `[width, height]` of
@@ -58,6 +54,23 @@ pub trait Host {
     fn crops(&self, table: &Self::Table, regions: &[[usize; 4]], size: usize) -> Result<Self::Input, String>;
     /// Runs `stage`'s network; outputs come in the graph's output order.
     fn run(&self, stage: Stage, input: Self::Input) -> Result<Vec<Self::Output>, String>;
+}
+
+/// A network's output map as the cascade reads it.
+pub trait Map {
+    fn dims(&self) -> &[usize];
+    /// The values, row-major.
+    fn values(&self) -> &[f32];
+}
+
+impl Map for kit::Output {
+    fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    fn values(&self) -> &[f32] {
+        kit::Output::values(self)
+    }
 }
 
 /// The cascade's networks.
@@ -118,29 +131,34 @@ fn stage_one<H: Host>(
     for (scale, level) in levels {
         let out = host.run(Stage::PNet, level)?;
         let [reg, prob] = expect_outputs::<2, _>(out, "P-Net")?;
-        let (wo, ho) = (prob.dims[1], prob.dims[2]);
+        let ho = prob.dims()[2];
+        let (prob, reg) = (prob.values(), reg.values());
         let scale = scale as f32;
-        let mut found = Vec::new();
-        // Row-major over (y, x), the order facenet-pytorch's `nonzero` yields.
-        for y in 0..ho {
-            for x in 0..wo {
+        let threshold = settings.thresholds[0] as f32;
+        // The cells that pass, scanned in the maps' own order (x, then y), then sorted
+        // row-major over (y, x), the order facenet-pytorch's `nonzero` yields.
+        let mut passed: Vec<(usize, usize)> = (prob.chunks_exact(2).enumerate())
+            .filter(|(_, p)| p[1] >= threshold)
+            .map(|(cell, _)| (cell % ho, cell / ho))
+            .collect();
+        passed.sort_unstable();
+        let found: Vec<Candidate> = passed
+            .into_iter()
+            .map(|(y, x)| {
                 let cell = x * ho + y;
-                let score = prob.data[cell * 2 + 1];
-                if score >= settings.thresholds[0] as f32 {
-                    let (xf, yf) = (x as f32, y as f32);
-                    found.push(Candidate {
-                        bbox: [
-                            ((2.0 * xf + 1.0) / scale).floor(),
-                            ((2.0 * yf + 1.0) / scale).floor(),
-                            ((2.0 * xf + 12.0) / scale).floor(),
-                            ((2.0 * yf + 12.0) / scale).floor(),
-                        ],
-                        score,
-                        reg: reg.data[cell * 4..cell * 4 + 4].try_into().expect("4 values"),
-                    });
+                let (xf, yf) = (x as f32, y as f32);
+                Candidate {
+                    bbox: [
+                        ((2.0 * xf + 1.0) / scale).floor(),
+                        ((2.0 * yf + 1.0) / scale).floor(),
+                        ((2.0 * xf + 12.0) / scale).floor(),
+                        ((2.0 * yf + 12.0) / scale).floor(),
+                    ],
+                    score: prob[cell * 2 + 1],
+                    reg: reg[cell * 4..cell * 4 + 4].try_into().expect("4 values"),
                 }
-            }
-        }
+            })
+            .collect();
         let keep = nms(&found, 0.5, Overlap::Union);
         all.extend(keep.into_iter().map(|i| found[i]));
     }
@@ -161,14 +179,15 @@ fn stage_two<H: Host>(host: &H, crops: Crops<H::Input>, threshold: f32) -> Resul
     let Some((candidates, [reg, prob])) = crops.run(host, Stage::RNet, "R-Net")? else {
         return Ok(Vec::new());
     };
+    let (reg, prob) = (reg.values(), prob.values());
     let passed: Vec<Candidate> = candidates
         .iter()
         .enumerate()
-        .filter(|&(i, _)| prob.data[i * 2 + 1] > threshold)
+        .filter(|&(i, _)| prob[i * 2 + 1] > threshold)
         .map(|(i, c)| Candidate {
             bbox: c.bbox,
-            score: prob.data[i * 2 + 1],
-            reg: reg.data[i * 4..i * 4 + 4].try_into().expect("4 values"),
+            score: prob[i * 2 + 1],
+            reg: reg[i * 4..i * 4 + 4].try_into().expect("4 values"),
         })
         .collect();
     let keep = nms(&passed, 0.7, Overlap::Union);
@@ -185,18 +204,19 @@ fn stage_three<H: Host>(host: &H, crops: Crops<H::Input>, threshold: f32) -> Res
     let Some((candidates, [reg, points, prob])) = crops.run(host, Stage::ONet, "O-Net")? else {
         return Ok(Vec::new());
     };
+    let (reg, points, prob) = (reg.values(), points.values(), prob.values());
     let mut passed = Vec::new();
     let mut detections = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
-        let score = prob.data[i * 2 + 1];
+        let score = prob[i * 2 + 1];
         if score <= threshold {
             continue;
         }
         let [x1, y1, x2, y2] = c.bbox;
         let (bw, bh) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
-        let p = &points.data[i * 10..i * 10 + 10];
+        let p = &points[i * 10..i * 10 + 10];
         let landmarks = std::array::from_fn(|k| [bw * p[k] + x1 - 1.0, bh * p[5 + k] + y1 - 1.0]);
-        let r: [f32; 4] = reg.data[i * 4..i * 4 + 4].try_into().expect("4 values");
+        let r: [f32; 4] = reg[i * 4..i * 4 + 4].try_into().expect("4 values");
         let bbox = regress(c.bbox, r);
         passed.push(Candidate { bbox, score, reg: [0.0; 4] });
         detections.push(Detection { bbox, score, landmarks });
