@@ -344,9 +344,9 @@ fn an_instance_cannot_hold_graphs_or_handles_without_bound() {
 }
 
 /// Requests to the host's area resampling that it must refuse (an image of the wrong byte
-/// length or too large, an empty level, a level or crops larger than a guest may hold, a
-/// region leaving the image) are each refused with its reason, before anything is
-/// allocated; the next photo is served.
+/// length or too large, more levels than handles, an empty level, a level or crops larger
+/// than a guest may hold, a region leaving the image) are each refused with its reason,
+/// before anything is allocated; the next photo is served.
 #[test]
 fn area_requests_out_of_bounds_are_refused_and_the_next_photo_is_served() {
     assert_contained(
@@ -354,6 +354,7 @@ fn area_requests_out_of_bounds_are_refused_and_the_next_photo_is_served() {
         &[
             "every request was refused",
             "byte length: an image of 64x64 pixels has 12288 bytes of RGB, got 12287",
+            "many levels: 5000 levels and a table would bring the guest's wasi-nn handles from 1 past 4096",
             "image size: an image of 4294967295x4294967295 pixels is empty, or its table too large to address",
             "empty level: level 0 is 0x5",
             "huge level: a summed-area table and its levels would take",

@@ -163,8 +163,12 @@ impl SummedArea {
             .collect();
         let stride = (width + 1) * 3;
         // Rewritten entry by entry below: zeroing the memory first (40 MB for a 1434x2333
-        // photo) would be a second pass over it.
+        // photo) would be a second pass over it. A table over twice as large as needed is let
+        // go: its memory is charged to the guest.
         let entries = Self::entries(width, height).expect("checked");
+        if table.capacity() / 2 > entries {
+            table = Vec::new();
+        }
         if table.len() > entries {
             table.truncate(entries);
         } else {
@@ -427,6 +431,16 @@ mod tests {
             let worst = crop.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(worst < 1e-6, "{r:?}: off by {worst}");
         }
+    }
+
+    #[test]
+    fn a_table_twice_as_large_as_needed_is_let_go() {
+        let rgb = vec![7u8; 4 * 3 * 3];
+        let entries = SummedArea::entries(4, 3).unwrap();
+        let build =
+            |table| SummedArea::build(4, 3, &rgb, table, &[], Vec::with_capacity, &Deadline::NONE).unwrap().0;
+        assert_eq!(build(Vec::with_capacity(entries + 10)).bytes(), (entries + 10) * 4, "reused");
+        assert_eq!(build(Vec::with_capacity(entries * 2 + 2)).bytes(), entries * 4, "let go");
     }
 
     #[test]

@@ -11,6 +11,10 @@ use crate::area::{AreaError, Region, Size, SummedArea};
 
 const INTERFACE: &str = "refacen:face/area@0.1.0";
 
+/// The largest table whose memory an instance keeps for its next photo's (a 10 MP photo's):
+/// kept memory is charged to no one, so a guest's largest tables are freed when it drops them.
+const KEPT_TABLE_BYTES: usize = 128 << 20;
+
 #[derive(ComponentType, Lift, Lower, Clone, Copy, Debug)]
 #[component(record)]
 struct WitSize {
@@ -59,7 +63,9 @@ pub(super) fn add_to_linker<T: 'static>(
         view.state.usage.tensors -= 1;
         view.state.usage.tensor_bytes -= resource.sums.bytes();
         // The next image's table reuses its memory: tens of MB, faulted in anew otherwise.
-        view.state.area_table = resource.sums.into_table();
+        if resource.sums.bytes() <= KEPT_TABLE_BYTES {
+            view.state.area_table = resource.sums.into_table();
+        }
         Ok(())
     })?;
     type SummarizeParams = (u32, u32, WasmList<u8>, Vec<WitSize>);
@@ -133,6 +139,14 @@ impl NnView<'_> {
     ) -> Result<(), String> {
         SummedArea::check_image(width, height, rgb_len).map_err(|e| e.to_string())?;
         SummedArea::check_sizes("level", Size { width, height }, levels).map_err(|e| e.to_string())?;
+        // Every level is a tensor, and the table a handle: refused before any is made.
+        let (held, limit) = (self.state.usage.handles(), self.state.host.limits.max_handles_per_instance);
+        if held.saturating_add(levels.len()).saturating_add(1) > limit {
+            return Err(format!(
+                "{} levels and a table would bring the guest's wasi-nn handles from {held} past {limit}",
+                levels.len()
+            ));
+        }
         let level_values = levels
             .iter()
             .fold(0usize, |sum, s| sum.saturating_add(s.width.saturating_mul(s.height).saturating_mul(3)));

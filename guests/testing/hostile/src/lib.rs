@@ -51,8 +51,8 @@ const MODES: &[(&str, &str)] = &[
     (
         "area",
         "ask the host's area resampling for what it must refuse: an image of the wrong byte length or of \
-         4294967295x4294967295 pixels, an empty level, a 4294967295x4294967295 level, a region leaving the \
-         image, 65535x65535 crops",
+         4294967295x4294967295 pixels, 5000 levels, an empty level, a 4294967295x4294967295 level, a \
+         region leaving the image, 65535x65535 crops",
     ),
     ("area-hoard", "make summed-area tables of the image and keep every one"),
 ];
@@ -353,8 +353,10 @@ fn area_requests(image: &Image) -> Result<Vec<Face>, GuestError> {
     let crop = |region: Region, side: u32| {
         table.crops(&[region], Size { width: side, height: side }).map(|_| "the host made it".to_string())
     };
-    let attacks: [(&str, Result<String, String>); 6] = [
+    let many_levels = vec![Size { width: 1, height: 1 }; 5000];
+    let attacks: [(&str, Result<String, String>); 7] = [
         ("byte length", summarized(summarize(w, h, &rgb[1..], &level(2, 2)))),
+        ("many levels", summarized(summarize(w, h, rgb, &many_levels))),
         ("image size", summarized(summarize(u32::MAX, u32::MAX, rgb, &level(2, 2)))),
         ("empty level", summarized(summarize(w, h, rgb, &level(0, 5)))),
         ("huge level", summarized(summarize(w, h, rgb, &level(u32::MAX, u32::MAX)))),
