@@ -59,8 +59,8 @@ pub mod bindings {
 
 /// Generates the bindings of a guest world with kit's own shared types ([`types`],
 /// [`bindings::wasi::nn`]), so that one value means the same thing to every module of a
-/// guest, and a public export macro that expands in the guest's crate. The pairs after them map the
-/// interfaces that only that world imports.
+/// guest, and a public export macro that expands in the guest's crate. The pairs after them
+/// map the interfaces that only that world imports.
 macro_rules! world_bindings {
     ($world:tt, $module:tt, $export_macro:tt $(, $interface:literal: $path:path)*) => {
         wit_bindgen::generate!({
@@ -84,7 +84,12 @@ macro_rules! world_bindings {
 /// The `detector` world, for guests that find faces: the `Guest` trait a detector implements
 /// and [`export_detector!`], which exports an implementation from the guest's crate.
 pub mod detector {
-    world_bindings!("refacen:face/detector", "kit::detector", "export_detector", "refacen:face/area@0.1.0": kit::area);
+    world_bindings!(
+        "refacen:face/detector",
+        "kit::detector",
+        "export_detector",
+        "refacen:face/area@0.1.0": kit::area
+    );
 }
 
 /// The `embedder` world, for face-recognition models: the `Guest` trait an embedder
@@ -135,10 +140,9 @@ pub struct Output {
 
 impl Output {
     fn new(dims: Vec<usize>, bytes: Vec<u8>) -> Self {
-        // SAFETY: every bit pattern is a valid f32, and `align_to` hands out only a middle
-        // part at f32's alignment and within the bytes.
-        let (head, _, tail) = unsafe { bytes.align_to::<f32>() };
-        let in_place = head.is_empty() && tail.is_empty() && cfg!(target_endian = "little");
+        let in_place = bytes.as_ptr().cast::<f32>().is_aligned()
+            && bytes.len().is_multiple_of(4)
+            && cfg!(target_endian = "little");
         let copied = (!in_place).then(|| from_bytes(&bytes));
         Output { dims, bytes, copied }
     }
@@ -147,8 +151,12 @@ impl Output {
     pub fn values(&self) -> &[f32] {
         match &self.copied {
             Some(values) => values,
-            // SAFETY: as in `new`, which found the whole of the bytes at f32's alignment.
-            None => unsafe { self.bytes.align_to::<f32>().1 },
+            // SAFETY: `new` found the bytes at f32's alignment and a whole number of values
+            // long; every bit pattern is a valid f32, and on this little-endian target the
+            // bytes are the values' own. The slice borrows `self.bytes`, which nothing writes.
+            None => unsafe {
+                std::slice::from_raw_parts(self.bytes.as_ptr().cast::<f32>(), self.bytes.len() / 4)
+            },
         }
     }
 
