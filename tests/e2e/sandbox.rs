@@ -358,6 +358,7 @@ fn area_requests_out_of_bounds_are_refused_and_the_next_photo_is_served() {
             "image size: an image of 4294967295x4294967295 pixels is empty, or its table too large to address",
             "empty level: level 0 is 0x5",
             "huge level: a summed-area table and its levels would take",
+            "in the host: the photo is too large for this; detect it at a smaller size (--max-size)",
             "region: region 0 (4294967295, 0, 2x2) is empty or leaves the 64x64 image",
             "huge crops: crops would take 49150 MiB, and this guest may hold only",
         ],

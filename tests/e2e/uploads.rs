@@ -454,6 +454,11 @@ fn huge_photos_are_scaled_down_for_detection_or_refused_with_the_option_that_hel
     );
     assert!(line["scaled_to"].is_array(), "{line}");
     check(line);
+    // Too little memory for the networks' work in the host (P-Net on the largest level of the
+    // pyramid, made by the host from the photo): scaled down as well.
+    let line = &detect_json(&[&huge], &["--guest-nn-memory-mb", "128"])[0];
+    assert!(line["scaled_to"].is_array(), "{line}");
+    check(line);
     // Asked to detect at full size with too little memory: the size, the limit, the option.
     let out =
         refacen(&["detect", "--guest-memory-mb", "96", "--max-size", "100000", &huge.display().to_string()]);

@@ -1,8 +1,9 @@
 //! Detection at a size the detector can take. A photo is handed to the guest whole, and a
-//! guest's memory and the data it may pass to the host in one call are bounded: a 100 MP
-//! photo exceeds them in most detectors. So a photo larger than `--max-size` is scaled down
-//! for detection; without `--max-size`, a photo the guest fails on for lack of one of those
-//! resources is detected again at half the size, until it fits. Boxes and landmarks come back
+//! guest's memory, the data it may pass to the host in one call and the networks' work and
+//! memory it may ask of the host are bounded: a 100 MP photo exceeds one of them in most
+//! detectors. So a photo larger than `--max-size` is scaled down for detection; without
+//! `--max-size`, a photo the guest fails on for lack of one of those resources is detected
+//! again at half the size, until it fits. Boxes and landmarks come back
 //! in the full-size photo's coordinates: faces are normalized from the full-size photo.
 
 use image::RgbImage;

@@ -125,9 +125,17 @@ pub enum Reported {
 
 impl GuestFailure {
     /// Whether the guest ran out of a resource whose use grows with the input's size, so
-    /// that a smaller input may succeed.
+    /// that a smaller input may succeed. Since detectors have the host make their pyramids
+    /// (`area`), a large photo's memory is the host's: the work and memory of its computes,
+    /// and what all instances hold together, grow with it as a guest's own memory does.
     pub fn is_size_bound(&self) -> bool {
-        matches!(self, GuestFailure::MemoryLimit { .. } | GuestFailure::HostcallDataLimit { .. })
+        matches!(
+            self,
+            GuestFailure::MemoryLimit { .. }
+                | GuestFailure::HostcallDataLimit { .. }
+                | GuestFailure::NnCost(_)
+                | GuestFailure::NnProcess(_)
+        )
     }
 
     /// The cause, as summaries count it.

@@ -152,7 +152,9 @@ impl NnView<'_> {
             .fold(0usize, |sum, s| sum.saturating_add(s.width.saturating_mul(s.height).saturating_mul(3)));
         let entries = SummedArea::entries(width, height).unwrap_or(usize::MAX);
         let bytes = entries.saturating_add(level_values).saturating_mul(4);
-        self.check_room(bytes, "a summed-area table and its levels")
+        self.check_room(bytes, "a summed-area table and its levels").map_err(|refused| {
+            format!("{refused}: the photo is too large for this; detect it at a smaller size (--max-size)")
+        })
     }
 
     /// Refuses `bytes` more of tensors (`what`) where they would take the guest over what it
