@@ -605,14 +605,11 @@ fn conv2d_then_add(
     let result = conv2d(x, w, packed, bias, &plain, g, &mut sums, spare, deadline);
     if result.is_ok() {
         let (plane, channels) = (g.out_hw[0] * g.out_hw[1], g.out_channels);
-        out.par_chunks_mut(plane.max(1))
-            .zip(sums.par_chunks(plane.max(1)))
-            .enumerate()
-            .with_min_len(super::ops::chunks_per_task(plane))
-            .for_each(|(i, (residual, sums))| {
-                residual.iter_mut().zip(sums).for_each(|(r, s)| *r += s);
-                activate(residual, &conv.activation, i % channels);
-            });
+        let sums = &sums;
+        super::for_each_chunk(out, plane, super::ops::chunks_per_task(plane), |i, residual| {
+            residual.iter_mut().zip(&sums[i * plane..]).for_each(|(r, s)| *r += s);
+            activate(residual, &conv.activation, i % channels);
+        });
     }
     spare.give_values(sums);
     result

@@ -97,7 +97,6 @@ struct Chunk {
 /// Lowers the chunk's positions into blocks of NR columns, each `[k][NR]` (the lanes past the
 /// chunk's last position are zeros).
 fn lower(padded: &Padded, job: &ConvJob, taps: &[usize], chunk: &Chunk, lowered: &mut [f32]) {
-    use rayon::prelude::*;
     let g = job.g;
     let ow = g.out_hw[1];
     let [sh, sw] = job.conv.window.strides;
@@ -108,7 +107,7 @@ fn lower(padded: &Padded, job: &ConvJob, taps: &[usize], chunk: &Chunk, lowered:
         let (oy, ox) = (q / ow, q % ow);
         (n * g.in_channels + chunk.group * job.cin_g) * padded.plane_len() + oy * sh * row + ox * sw
     };
-    lowered.par_chunks_mut(k * NR).enumerate().for_each(|(b, block)| {
+    super::for_each_chunk(lowered, k * NR, 1, |b, block| {
         let lanes = NR.min(chunk.cols - b * NR);
         let mut origins = [0; NR];
         for (j, o) in origins.iter_mut().enumerate().take(lanes) {

@@ -10,8 +10,6 @@
 //! Work is split into items (image, group, a range of output rows, a share of the panels);
 //! the panels are shared out only when there are too few rows to keep every thread busy.
 
-use rayon::prelude::*;
-
 use super::channel_kernel::{
     self as ck, ChannelEpilogue, ChannelPanels, Destination, Finish, LANES, MAX_COLUMNS, Source, Start,
 };
@@ -70,7 +68,7 @@ impl<'a> Padded<'a> {
         let plane = hw[0] * hw[1];
         let mut data = spare.values(g.batch * g.in_channels * plane)?;
         let planes_per_task = (16 * 1024 / plane.max(1)).max(1);
-        data.par_chunks_mut(plane.max(1)).with_min_len(planes_per_task).enumerate().for_each(|(p, dst)| {
+        super::for_each_chunk(&mut data, plane, planes_per_task, |p, dst| {
             let src = &x[p * h * w..][..h * w];
             dst[..top * hw[1]].fill(0.0);
             for (y, row) in src.chunks_exact(w.max(1)).enumerate() {
@@ -250,7 +248,7 @@ impl Plan<'_> {
                         + oy * sh * padded.hw[1]
                         + ox * sw
                 };
-                matrix.par_chunks_mut(k * MAX_COLUMNS).enumerate().for_each(|(b, block)| {
+                super::for_each_chunk(matrix, k * MAX_COLUMNS, 1, |b, block| {
                     let j0 = b * MAX_COLUMNS;
                     let n_cols = MAX_COLUMNS.min(cols - j0);
                     let mut origins = [0; MAX_COLUMNS];

@@ -84,10 +84,35 @@ fn for_each_item(count: usize, deadline: &Deadline, run: impl Fn(usize) + Sync +
     };
     if count == 1 {
         run(0);
-    } else {
+    } else if !solo::share(count, &run) {
         use rayon::prelude::*;
         (0..count).into_par_iter().for_each(run);
     }
+}
+
+/// `run(i, chunk)` on the chunks of `len` values of `data` (the last one shorter where `len`
+/// does not divide it), `per_item` chunks to an item of [`for_each_item`]: in parallel as the
+/// conv kernels' items are, so that a run alone waits for them without sleeping
+/// ([`solo::share`]).
+fn for_each_chunk(
+    data: &mut [f32],
+    len: usize,
+    per_item: usize,
+    run: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let (len, per_item, total) = (len.max(1), per_item.max(1), data.len());
+    let chunks = total.div_ceil(len);
+    let base = SyncPtr(data.as_mut_ptr());
+    for_each_item(chunks.div_ceil(per_item), &Deadline::NONE, |item| {
+        for c in item * per_item..((item + 1) * per_item).min(chunks) {
+            let start = c * len;
+            // SAFETY: the chunks are disjoint ranges of `data`, each taken by one item, and
+            // `data` outlives the loop.
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), len.min(total - start)) };
+            run(c, chunk);
+        }
+    });
 }
 
 pub struct CpuExecutable {

@@ -210,7 +210,7 @@ pub fn unary_in_place(op: Unary, x: &mut Tensor) {
     fn each(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
         let run = |chunk: &mut [f32]| chunk.iter_mut().for_each(|v| *v = f(*v));
         if data.len() >= PARALLEL_ELEMENTS {
-            data.par_chunks_mut(TASK_ELEMENTS).for_each(run);
+            super::for_each_chunk(data, TASK_ELEMENTS, 1, |_, chunk| run(chunk));
         } else {
             run(data);
         }
@@ -322,7 +322,7 @@ fn broadcast_into(
         }
     };
     if dst.len() >= PARALLEL_ELEMENTS {
-        dst.par_chunks_mut(TASK_ELEMENTS).enumerate().for_each(|(i, d)| piece(i * TASK_ELEMENTS, d));
+        super::for_each_chunk(dst, TASK_ELEMENTS, 1, |i, d| piece(i * TASK_ELEMENTS, d));
     } else {
         piece(0, dst);
     }
@@ -488,22 +488,30 @@ pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, 
 pub fn concat(inputs: &[&Tensor], axis: usize, mut out: Tensor) -> Tensor {
     let outer: usize = out.shape()[..axis].iter().product();
     let parallel = out.len() >= PARALLEL_ELEMENTS;
-    let mut pieces: Vec<(&mut [f32], &[f32])> = Vec::new();
-    let mut dst = out.data_mut();
+    // Each piece: where it goes in the output, and its values.
+    let mut pieces: Vec<(usize, &[f32])> = Vec::new();
+    let mut at = 0;
+    let dst = out.data_mut();
     for o in 0..outer {
         for t in inputs {
             let block: usize = t.shape()[axis..].iter().product();
-            let (piece, rest) = dst.split_at_mut(block);
             let src = &t.data()[o * block..(o + 1) * block];
             if parallel {
-                pieces.extend(piece.chunks_mut(TASK_ELEMENTS).zip(src.chunks(TASK_ELEMENTS)));
+                pieces
+                    .extend(src.chunks(TASK_ELEMENTS).enumerate().map(|(i, s)| (at + i * TASK_ELEMENTS, s)));
             } else {
-                piece.copy_from_slice(src);
+                dst[at..at + block].copy_from_slice(src);
             }
-            dst = rest;
+            at += block;
         }
     }
-    pieces.into_par_iter().for_each(|(piece, src)| piece.copy_from_slice(src));
+    let base = super::SyncPtr(dst.as_mut_ptr());
+    super::for_each_item(pieces.len(), &Deadline::NONE, |i| {
+        let (at, src) = pieces[i];
+        // SAFETY: the pieces are disjoint ranges of the output, which holds `at` values
+        // before each piece and the piece's after it, and outlives the loop.
+        unsafe { std::slice::from_raw_parts_mut(base.get().add(at), src.len()) }.copy_from_slice(src);
+    });
     out
 }
 

@@ -40,8 +40,97 @@ impl Runs {
         }
         rayon::scope(|_| {
             let _awake = Awake::start(self);
+            let _runner = Runner::enter();
             run()
         })
+    }
+}
+
+thread_local! {
+    /// Whether this thread is the worker running a run alone, while it runs it.
+    static RUNNER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as a run's runner until dropped (when the run ends, or panics).
+struct Runner(bool);
+
+impl Runner {
+    fn enter() -> Runner {
+        Runner(RUNNER.replace(true))
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        RUNNER.set(self.0);
+    }
+}
+
+/// Runs `run` on items 0..count on this thread and on the pool's other workers, when this
+/// thread runs a run alone; returns false without running anything otherwise.
+///
+/// rayon's own parallel loop leaves a thread whose part is done waiting for the others' in
+/// rayon's way: a few dozen yields, then asleep until the last part ends, and a sleeping
+/// vCPU can take long to wake. On the 2-core VM, for minutes at a time (both cores giving
+/// their usual arithmetic all the while, onnxruntime, whose workers spin, little affected),
+/// dlib-resnet-128 at batch 1 took 5.3-6.1 ms instead of 3.1, a worker of the run going to
+/// sleep 9-15 times in a run against 0-1 (its voluntary context switches; 2026-12-06). Over
+/// 100 runs back to back, repeated, 37-61% of the runs had more than the 3 sleeps every run
+/// has (the caller's, and the workers' once it ends); with this, 4-9%. Each thread takes the
+/// items of its own contiguous part first, as rayon hands them out (the paths order their
+/// items for that: `conv_batched::multiply`), then those left in the others' parts; the
+/// runner then waits for the items the others took, yielding its core between looks, never
+/// asleep. The workers kept awake by [`Awake`] take their part at once; one busy elsewhere
+/// leaves its part to the others.
+pub(super) fn share(count: usize, run: &(dyn Fn(usize) + Sync)) -> bool {
+    if !RUNNER.get() {
+        return false;
+    }
+    let threads = rayon::current_num_threads().clamp(1, count.max(1));
+    let parts: Vec<Part> = (0..threads)
+        .map(|t| Part { next: AtomicUsize::new(t * count / threads), end: (t + 1) * count / threads })
+        .collect();
+    let done = AtomicUsize::new(0);
+    let work = |first: usize| {
+        for part in (0..threads).map(|i| &parts[(first + i) % threads]) {
+            loop {
+                let item = part.next.fetch_add(1, Ordering::Relaxed);
+                if item >= part.end {
+                    break;
+                }
+                // Counted even when the item panics, so that the runner's wait ends; the
+                // scope then passes the panic on.
+                let _counted = Counted(&done);
+                run(item);
+            }
+        }
+    };
+    rayon::scope(|scope| {
+        for first in 1..threads {
+            let work = &work;
+            scope.spawn(move |_| work(first));
+        }
+        work(0);
+        while done.load(Ordering::Acquire) < count {
+            // Not a busy loop: the worker that has an item may be on this core.
+            std::thread::yield_now();
+        }
+    });
+    true
+}
+
+/// Items [next, end) of a [`share`] not yet taken.
+struct Part {
+    next: AtomicUsize,
+    end: usize,
+}
+
+/// Adds one to its counter when dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -258,6 +347,51 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_runner_shares_every_item_once_and_other_threads_decline() {
+        static TEST_RUNS: Runs = Runs::new();
+        assert!(!share(4, &|_| unreachable!("not a runner: nothing runs")));
+        for count in [0, 1, 3, 17, 1000] {
+            let seen: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+            let shared = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        TEST_RUNS.run(|| {
+                            share(count, &|item| {
+                                // Long enough for the other workers to take some.
+                                std::thread::sleep(Duration::from_micros(50));
+                                seen[item].fetch_add(1, Ordering::Relaxed);
+                            })
+                        })
+                    })
+                    .join()
+                    .unwrap()
+            });
+            assert!(shared, "a run alone shares its items");
+            assert!(seen.iter().all(|n| n.load(Ordering::Relaxed) == 1), "{count} items, each run once");
+        }
+    }
+
+    #[test]
+    fn an_item_that_panics_ends_the_share_and_its_run_with_the_panic() {
+        static TEST_RUNS: Runs = Runs::new();
+        let outcome = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    TEST_RUNS.run(|| {
+                        share(64, &|item| {
+                            std::thread::sleep(Duration::from_micros(20));
+                            assert_ne!(item, 5, "item 5 fails");
+                        })
+                    })
+                })
+                .join()
+        });
+        // Returning at all shows the runner's wait ended.
+        assert!(outcome.is_err(), "the panic reaches the run's caller");
+        assert_eq!(TEST_RUNS.0.load(Ordering::SeqCst), 0);
     }
 
     #[test]
