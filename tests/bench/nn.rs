@@ -16,7 +16,9 @@
 //! without it only refacen's column is printed. Environment: REFACEN_BENCH_THREADS (default
 //! 2), REFACEN_BENCH_RUNS (default 7; three times that for graphs under 25 ms),
 //! REFACEN_BENCH_ONLY (run the graphs whose name contains it), REFACEN_BENCH_PYTHON (another
-//! interpreter with onnxruntime).
+//! interpreter with onnxruntime), REFACEN_BENCH_PAIRS=1 (print every pair of timed runs to
+//! stderr, each with how often refacen's threads slept during its run ([`sleeps`]) and a
+//! [`probe`] of the machine before, between and after them).
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
@@ -210,6 +212,71 @@ const SHORT: Duration = Duration::from_millis(25);
 /// against 4.4 in a loop of runs; 2-core VM, 2026-12-06).
 const WARM_UP: Duration = Duration::from_millis(20);
 
+/// Milliseconds a fixed loop of multiply-adds takes on `threads` threads at once: the
+/// arithmetic the machine gives this process now, measured apart from either runtime (about
+/// 2 ms on the 2-core VM when the host is quiet; the same loop alone took twice as long in
+/// stretches of seconds, both cores at once: other tenants of the host, presumably;
+/// 2026-12-06). Printed beside each pair of runs with REFACEN_BENCH_PAIRS=1, to tell such
+/// stretches from a slow run of one runtime.
+fn probe(threads: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| std::hint::black_box(multiply_adds(std::hint::black_box(PROBE_STEPS))));
+        }
+    });
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+const PROBE_STEPS: usize = 800_000;
+
+/// `steps` rounds of eight independent vector multiply-adds: as many as the core can issue,
+/// which is what a convolution's kernel asks of it too.
+fn multiply_adds(steps: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { multiply_adds_avx512(steps) };
+    }
+    // Opaque factors: with constants the compiler may find the sums' fixed point.
+    let (b, c) = std::hint::black_box((0.9999f32, 1e-4f32));
+    let mut acc = [[1.0f32; 16]; 8];
+    for _ in 0..steps {
+        for lane in acc.iter_mut().flatten() {
+            *lane = *lane * b + c;
+        }
+    }
+    acc.iter().flatten().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn multiply_adds_avx512(steps: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = std::hint::black_box((0.9999f32, 1e-4f32));
+    let (b, c) = (_mm512_set1_ps(b), _mm512_set1_ps(c));
+    let mut acc = [_mm512_set1_ps(1.0); 8];
+    for _ in 0..steps {
+        for a in &mut acc {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+}
+
+/// How many times the threads of this process have gone to sleep so far (their voluntary
+/// context switches): 3 in a run that never waits asleep (`cpu/solo.rs`).
+fn sleeps() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// Waits until the threads of process `pid` ("self" for this one) have stopped using the
 /// cores: until they take under a tenth of one over 10 ms, and for a second at most. After a
 /// run, onnxruntime's idle workers spin on: 1.2 cores for 45-50 ms after an R-Net run on the
@@ -260,6 +327,7 @@ fn main() {
     let runs = env("REFACEN_BENCH_RUNS", 7).max(1);
     let back_to_back = env("REFACEN_BENCH_AFTER_IDLE", 0) == 0;
     let only = std::env::var("REFACEN_BENCH_ONLY").unwrap_or_default();
+    let show_pairs = env("REFACEN_BENCH_PAIRS", 0) == 1;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-nn");
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -322,6 +390,10 @@ fn main() {
                 .map(|d| d / check["max_abs"].as_f64().unwrap_or(1.0).max(1e-30));
         }
         for _ in 0..runs {
+            let mut probes = Vec::new();
+            if show_pairs {
+                probes.push(probe(threads));
+            }
             // Copied first, so that the timed run follows the untimed one at once.
             let inputs = case.inputs();
             if back_to_back {
@@ -330,15 +402,29 @@ fn main() {
                     case.run(case.inputs());
                 }
             }
+            let slept = if show_pairs { sleeps() } else { 0 };
             let started = Instant::now();
             case.run(inputs);
             ours.push(started.elapsed().as_secs_f64() * 1000.0);
+            let slept = if show_pairs { sleeps() - slept } else { 0 };
             if let Some(reference) = reference.as_mut() {
                 settle("self");
+                if show_pairs {
+                    probes.push(probe(threads));
+                }
                 let warm_ms = if back_to_back { WARM_UP.as_secs_f64() * 1000.0 } else { 0.0 };
                 let request = serde_json::json!({"run": case.name, "warm_ms": warm_ms});
                 theirs.push(reference.ask(request)["ms"].as_f64().unwrap());
                 settle(&reference.child.id().to_string());
+            }
+            if show_pairs {
+                probes.push(probe(threads));
+                let theirs = theirs.last().map_or("-".to_string(), |ms| format!("{ms:.2}"));
+                eprintln!(
+                    "{}: refacen {:.2} (threads slept {slept} times) ort {theirs} probes {probes:.2?}",
+                    case.name,
+                    ours[ours.len() - 1]
+                );
             }
         }
         let ours = median(ours);
