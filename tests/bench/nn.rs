@@ -228,6 +228,7 @@ fn probe(threads: usize) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
+/// About 2 ms of [`multiply_adds`] on a core of the 2-core VM.
 const PROBE_STEPS: usize = 800_000;
 
 /// `steps` rounds of eight independent vector multiply-adds: as many as the core can issue,
@@ -265,7 +266,8 @@ fn multiply_adds_avx512(steps: usize) -> f32 {
 }
 
 /// How many times the threads of this process have gone to sleep so far (their voluntary
-/// context switches): 3 in a run that never waits asleep (`cpu/solo.rs`).
+/// context switches): 2-3 in a run alone that never waits asleep (`cpu/solo.rs`), the
+/// caller's and the workers' once the run ends.
 fn sleeps() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
     tasks
@@ -406,7 +408,7 @@ fn main() {
             let started = Instant::now();
             case.run(inputs);
             ours.push(started.elapsed().as_secs_f64() * 1000.0);
-            let slept = if show_pairs { sleeps() - slept } else { 0 };
+            let slept = if show_pairs { sleeps().saturating_sub(slept) } else { 0 };
             if let Some(reference) = reference.as_mut() {
                 settle("self");
                 if show_pairs {

@@ -26,7 +26,9 @@ use crate::shape::ConvGeometry;
 /// The most values the lowered blocks hold at once (16 MiB); more positions are lowered in
 /// turns.
 const LOWERED_VALUES: usize = 4 << 20;
-/// The most lowered values one range of blocks reads (1 MiB: half of a 2 MiB L2).
+/// The most lowered values one range of blocks reads (1 MiB: half the L2 of the Xeon it was
+/// set on, all of a Zen 4 core's; halving it with the other cache budgets was slower on the
+/// Zen 4 VM too, 2026-12-06).
 const RANGE_VALUES: usize = 256 * 1024;
 
 thread_local! {
