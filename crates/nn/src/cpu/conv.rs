@@ -9,8 +9,6 @@
 //! Work is split into (image, group, column tile) items run in parallel; each item lowers only
 //! its own tile of output columns, so the im2col buffer stays in cache whatever the image size.
 
-use rayon::prelude::*;
-
 use super::{SyncPtr, for_each_item};
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
@@ -725,7 +723,7 @@ fn depthwise(
     let (pt, pl) = (g.pads[0] as isize, g.pads[1] as isize);
     let channels = g.out_channels;
     let planes_per_task = (16_384 / (oh * ow * kh * kw).max(1)).max(1);
-    out.par_chunks_mut(oh * ow).enumerate().with_min_len(planes_per_task).for_each(|(plane_index, dst)| {
+    super::for_each_chunk(out, oh * ow, planes_per_task, |plane_index, dst| {
         let c = plane_index % channels;
         let n = plane_index / channels;
         let src = &x[(n * g.in_channels + c) * h * iw..][..h * iw];

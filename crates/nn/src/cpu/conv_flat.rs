@@ -17,8 +17,6 @@
 //! Work is split into items (image, group, a range of blocks, a share of the panels); the
 //! panels are shared out only when there are too few blocks to keep every thread busy.
 
-use rayon::prelude::*;
-
 use super::conv::{ConvJob, block_bias, by_rows};
 use super::conv_channels::Padded;
 use super::for_each_item;
@@ -87,28 +85,26 @@ impl Phases {
         let phase = hw[0] * hw[1];
         let mut data = spare.values(g.batch * g.in_channels * 4 * phase)?;
         let planes_per_task = (16 * 1024 / (4 * phase).max(1)).max(1);
-        data.par_chunks_mut((4 * phase).max(1)).with_min_len(planes_per_task).enumerate().for_each(
-            |(plane, dst)| {
-                let src = &x[plane * h * w..][..h * w];
-                let (even_rows, odd_rows) = dst.split_at_mut(2 * phase);
-                for (a, rows) in [even_rows, odd_rows].into_iter().enumerate() {
-                    let (columns_0, columns_1) = rows.split_at_mut(phase);
-                    let rows_0 = columns_0.chunks_exact_mut(hw[1].max(1));
-                    let rows_1 = columns_1.chunks_exact_mut(hw[1].max(1));
-                    for (i, (row_0, row_1)) in rows_0.zip(rows_1).enumerate() {
-                        // Row 2i + a of the padded plane: its even columns to phase (a, 0),
-                        // its odd ones to (a, 1).
-                        match (2 * i + a).checked_sub(top).filter(|&y| y < h) {
-                            Some(y) => split_row(&src[y * w..][..w], left, row_0, row_1),
-                            None => {
-                                row_0.fill(0.0);
-                                row_1.fill(0.0);
-                            }
+        super::for_each_chunk(&mut data, 4 * phase, planes_per_task, |plane, dst| {
+            let src = &x[plane * h * w..][..h * w];
+            let (even_rows, odd_rows) = dst.split_at_mut(2 * phase);
+            for (a, rows) in [even_rows, odd_rows].into_iter().enumerate() {
+                let (columns_0, columns_1) = rows.split_at_mut(phase);
+                let rows_0 = columns_0.chunks_exact_mut(hw[1].max(1));
+                let rows_1 = columns_1.chunks_exact_mut(hw[1].max(1));
+                for (i, (row_0, row_1)) in rows_0.zip(rows_1).enumerate() {
+                    // Row 2i + a of the padded plane: its even columns to phase (a, 0),
+                    // its odd ones to (a, 1).
+                    match (2 * i + a).checked_sub(top).filter(|&y| y < h) {
+                        Some(y) => split_row(&src[y * w..][..w], left, row_0, row_1),
+                        None => {
+                            row_0.fill(0.0);
+                            row_1.fill(0.0);
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Phases { data, hw })
     }
 

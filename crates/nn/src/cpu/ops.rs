@@ -430,7 +430,7 @@ pub fn softmax_in_place(x: &mut Tensor, axis: i64, coerce_2d: bool) -> Result<()
         return Ok(());
     }
     let data = x.data_mut();
-    data.par_chunks_mut(len * inner).with_min_len(chunks_per_task(len * inner)).for_each(|block| {
+    super::for_each_chunk(data, len * inner, chunks_per_task(len * inner), |_, block| {
         for i in 0..inner {
             let max = (0..len).map(|j| block[j * inner + i]).fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
@@ -466,19 +466,17 @@ pub fn transpose(x: &Tensor, perm: &[usize], mut out: Tensor) -> Result<Tensor, 
     let inner = *out_shape.last().unwrap_or(&1);
     let inner_stride = *strides.last().unwrap_or(&1);
     let src = x.data();
-    out.data_mut().par_chunks_mut(inner.max(1)).enumerate().with_min_len(chunks_per_task(inner)).for_each(
-        |(row, dst)| {
-            let mut offset = 0;
-            let mut rest = row;
-            for d in (0..out_shape.len().saturating_sub(1)).rev() {
-                offset += (rest % out_shape[d]) * strides[d];
-                rest /= out_shape[d];
-            }
-            for (j, o) in dst.iter_mut().enumerate() {
-                *o = src[offset + j * inner_stride];
-            }
-        },
-    );
+    super::for_each_chunk(out.data_mut(), inner, chunks_per_task(inner), |row, dst| {
+        let mut offset = 0;
+        let mut rest = row;
+        for d in (0..out_shape.len().saturating_sub(1)).rev() {
+            offset += (rest % out_shape[d]) * strides[d];
+            rest /= out_shape[d];
+        }
+        for (j, o) in dst.iter_mut().enumerate() {
+            *o = src[offset + j * inner_stride];
+        }
+    });
     Ok(out)
 }
 

@@ -1,7 +1,5 @@
 //! Resize (nearest and linear, every coordinate mode) and ConvTranspose.
 
-use rayon::prelude::*;
-
 use crate::ir::{ConvTranspose, Resize};
 use crate::shape;
 use crate::{ArgumentFault, Deadline, NnError, Tensor, zeroed_values};
@@ -28,7 +26,7 @@ pub fn resize(r: &Resize, x: &Tensor) -> Result<Tensor, NnError> {
         out_shape[d] = axis.output;
         let mut out = zeroed_values(outer * axis.output * inner)?;
         let src = current.data();
-        out.par_chunks_mut((axis.output * inner).max(1)).enumerate().for_each(|(o, dst)| {
+        super::for_each_chunk(&mut out, axis.output * inner, 1, |o, dst| {
             let plane = &src[o * axis.input * inner..(o + 1) * axis.input * inner];
             for (row, &(i0, i1, w0, w1)) in dst.chunks_mut(inner.max(1)).zip(&taps) {
                 let (a, b) = (&plane[i0 * inner..(i0 + 1) * inner], &plane[i1 * inner..(i1 + 1) * inner]);
@@ -61,7 +59,7 @@ pub fn conv_transpose(
     let cout_g = g.out_channels / ct.group;
     let mut out = Tensor::zeros(out_shape)?;
     let (xd, wd) = (x.data(), w.data());
-    out.data_mut().par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
+    super::for_each_chunk(out.data_mut(), oh * ow, 1, |plane, dst| {
         if deadline.expired() {
             return;
         }
