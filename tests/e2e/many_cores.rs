@@ -67,8 +67,9 @@ fn sample_photos() -> Vec<String> {
     photos
 }
 
-fn detect(photos: &[String], threads: &str, jobs: &str) -> Output {
+fn detect(detector: &str, photos: &[String], threads: &str, jobs: &str) -> Output {
     let mut args = vec!["detect".to_string(), "--json".into(), "--jobs".into(), jobs.into()];
+    args.extend(["--detector".into(), detector.into()]);
     args.extend(photos.iter().cloned());
     refacen_env(&args, &threads_env(threads))
 }
@@ -101,14 +102,27 @@ fn points(v: &Value) -> Vec<f32> {
 #[test]
 fn detect_at_server_core_counts_equals_two_threads() {
     let photos: Vec<String> = sample_photos().into_iter().cycle().take(12).collect();
-    let want = detect(&photos, "2", "2");
+    assert_same_detections_at_every_shape("nnd", &photos);
+}
+
+/// dlib's MMOD network runs strided convs (the channel kernel's in-place path, which asks
+/// for its next input rows ahead) that nnd's networks do not.
+#[test]
+fn dlib_detect_at_server_core_counts_equals_two_threads() {
+    assert_same_detections_at_every_shape("dlib", &sample_photos());
+}
+
+/// `detector` finds the same faces at every shape of [`SHAPES`] as at 2 threads and 2 jobs.
+fn assert_same_detections_at_every_shape(detector: &str, photos: &[String]) {
+    let want = detect(detector, photos, "2", "2");
     assert_eq!(want.code, 0, "{}", want.stderr);
     let want = want.json_lines();
+    assert!(want.iter().any(|line| !line["faces"].as_array().unwrap().is_empty()), "{detector} finds faces");
     for (threads, jobs) in SHAPES {
         assert_same_detections(
-            &detect(&photos, threads, jobs),
+            &detect(detector, photos, threads, jobs),
             &want,
-            &format!("{threads} threads, {jobs} jobs"),
+            &format!("{detector}, {threads} threads, {jobs} jobs"),
         );
     }
 }
@@ -117,11 +131,11 @@ fn detect_at_server_core_counts_equals_two_threads() {
 #[test]
 fn detect_stress_twenty_runs_at_sixteen_threads() {
     let photos = sample_photos();
-    let want = detect(&photos, "2", "1");
+    let want = detect("nnd", &photos, "2", "1");
     assert_eq!(want.code, 0, "{}", want.stderr);
     let want = want.json_lines();
     for run in 0..20 {
-        assert_same_detections(&detect(&photos, "16", "8"), &want, &format!("stress run {run}"));
+        assert_same_detections(&detect("nnd", &photos, "16", "8"), &want, &format!("stress run {run}"));
     }
 }
 
